@@ -1,0 +1,111 @@
+"""confluent-kafka factories with production defaults, topic creation and dead letters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from adwatch.contracts import TOPIC_PARTITIONS, DeadLetter, encode
+from adwatch.errors import AdwatchError
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "compression.type": "lz4",
+    "linger.ms": 20,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 1_000_000,
+}
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    # tansu's group join waits session.timeout.ms / 2: keep it short locally.
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+}
+
+
+class KafkaSetupError(AdwatchError):
+    """Topics could not be created or the broker did not answer."""
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+
+
+def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
+
+
+def ensure_topics(
+    bootstrap: str, topics: Mapping[str, int] | Iterable[str] = TOPIC_PARTITIONS, timeout_s: float = 30.0
+) -> None:
+    """Create the topics that do not exist yet (partition counts from the contract)."""
+    wanted = dict(topics) if isinstance(topics, Mapping) else {t: TOPIC_PARTITIONS.get(t, 1) for t in topics}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise KafkaSetupError(f"could not create topic {name!r}: {exc}") from exc
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=timeout_s).topics
+        if all(name in meta and len(meta[name].partitions) == n for name, n in wanted.items()):
+            return
+        time.sleep(0.1)
+    raise KafkaSetupError(f"topics not visible after {timeout_s}s: {sorted(wanted)}")
+
+
+def header_value(headers: Headers | None, name: str) -> bytes | None:
+    for key, value in headers or []:
+        if key == name:
+            return value
+    return None
+
+
+def dead_letter(
+    producer: Producer,
+    topic: str,
+    *,
+    source_topic: str,
+    stage: str,
+    reason: str,
+    payload: bytes | str,
+    key: bytes | str | None = None,
+    partition: int = -1,
+    offset: int = -1,
+    channel: str | None = None,
+    attempts: int = 0,
+) -> DeadLetter:
+    """Park a record with the reason; failures are data, never silently dropped."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    record = DeadLetter(
+        source_topic=source_topic,
+        stage=stage,
+        reason=reason,
+        payload=text,
+        partition=partition,
+        offset=offset,
+        channel=channel,
+        attempts=attempts,
+        failed_at_ms=int(time.time() * 1000),
+    )
+    producer.produce(topic, value=encode(record), key=key)
+    return record

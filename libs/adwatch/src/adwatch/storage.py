@@ -1,0 +1,108 @@
+"""Redis and ClickHouse access: one factory each.
+
+ClickHouse runs embedded (``chdb://<dir>``) on a laptop and in tests, and as a server
+(``http(s)://user:pass@host:8123/db`` through clickhouse-connect) in a cluster; both take
+the same SQL. chdb allows one process per data directory.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import redis
+
+from adwatch.errors import AdwatchError
+
+
+class StorageError(AdwatchError):
+    """A storage URL is malformed or the store rejected a statement."""
+
+
+def make_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+
+
+class ClickHouse(Protocol):
+    def command(self, sql: str) -> None: ...
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None: ...
+
+
+class EmbeddedClickHouse:
+    """chdb session on a data directory; thread-safe through one lock."""
+
+    def __init__(self, path: str) -> None:
+        from chdb import session
+
+        self._session = session.Session(path)
+        self._lock = threading.Lock()
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self._session.query(sql)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        import json
+
+        with self._lock:
+            result = self._session.query(sql, "JSONCompact")
+        text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
+        if not text.strip():
+            return []
+        return [tuple(row) for row in json.loads(text)["data"]]
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        import msgspec
+
+        body = b"\n".join(msgspec.json.encode(r) for r in rows).decode()
+        self.command(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+class ServerClickHouse:
+    """A ClickHouse server through clickhouse-connect (HTTP)."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parsed = urlparse(url)
+        self._client = clickhouse_connect.get_client(
+            host=parsed.hostname or "localhost",
+            port=parsed.port or 8123,
+            username=parsed.username or "default",
+            password=parsed.password or "",
+            database=(parsed.path or "/default").lstrip("/") or "default",
+            secure=parsed.scheme == "https",
+        )
+
+    def command(self, sql: str) -> None:
+        self._client.command(sql)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._client.query(sql).result_rows]
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        import msgspec
+
+        body = b"\n".join(msgspec.json.encode(r) for r in rows).decode()
+        self._client.command(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+
+
+def make_clickhouse(url: str) -> EmbeddedClickHouse | ServerClickHouse:
+    scheme = url.split("://", 1)[0]
+    if scheme == "chdb":
+        return EmbeddedClickHouse(url.split("://", 1)[1])
+    if scheme in ("http", "https"):
+        return ServerClickHouse(url)
+    raise StorageError(f"unsupported ClickHouse URL scheme {scheme!r}: use chdb://<dir> or http(s)://host:port/db")

@@ -1,0 +1,182 @@
+"""Logging, Prometheus metrics with /healthz and /readyz, and W3C trace context in Kafka headers.
+
+Tracing is the OpenTelemetry SDK configured by the standard ``OTEL_*`` variables: with
+no exporter configured the API's no-op tracer is used and costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+# OpenTelemetry messaging semantic conventions v1.44 attribute names.
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_DESTINATION = "messaging.destination.name"
+MESSAGING_PARTITION = "messaging.destination.partition.id"
+MESSAGING_CONSUMER_GROUP = "messaging.consumer.group.name"
+MESSAGING_KAFKA_OFFSET = "messaging.kafka.offset"
+MESSAGING_KAFKA_KEY = "messaging.kafka.message.key"
+
+_SECRET_PATTERNS = [
+    re.compile(r"https://hooks\.slack\.com/\S+"),
+    re.compile(r"xox[abprs]-[A-Za-z0-9-]+"),
+    re.compile(r"(?i)(password|routing_key|token|secret)=\S+"),
+]
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Masks webhook URLs, tokens and key=value secrets in every log line."""
+
+    def __init__(self, extra_secrets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.extra = [s for s in extra_secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message, self.extra)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def mask_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(0).split("=")[0] + "=***" if "=" in m.group(0) else "***", text)
+    return text
+
+
+def setup_logging(level: str = "INFO", secrets: Sequence[str] = ()) -> None:
+    """Configure logging once, in the entry point, with secrets masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMaskingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# --- tracing ------------------------------------------------------------------------------
+def setup_tracing(service_name: str) -> None:
+    """Install an SDK tracer provider when an OTLP endpoint is configured; else stay no-op."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore
+    except ImportError:
+        logger.warning("OTEL endpoint set but opentelemetry-exporter-otlp-proto-http is not installed")
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def inject_headers(headers: Headers | None = None, ctx: otel_context.Context | None = None) -> Headers:
+    """Add W3C ``traceparent``/``tracestate`` of the current (or given) context to Kafka headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=ctx)
+    out = list(headers or [])
+    out.extend((k, v.encode()) for k, v in carrier.items())
+    return out
+
+
+def extract_context(headers: Headers | Sequence[tuple[str, bytes | str | None]] | None) -> otel_context.Context:
+    """The trace context carried in Kafka headers (empty context when there is none)."""
+    carrier = {}
+    for key, value in headers or []:
+        if value is None:
+            continue
+        carrier[key] = value.decode() if isinstance(value, bytes) else value
+    return propagate.extract(carrier)
+
+
+def trace_id_exemplar() -> dict[str, str] | None:
+    """``{"trace_id": ...}`` for a Prometheus exemplar when a span is recording."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return {"trace_id": format(span_context.trace_id, "032x")}
+
+
+# --- /metrics, /healthz, /readyz ------------------------------------------------------------
+class OpsServer:
+    """Serves /metrics (Prometheus, OpenMetrics on request), /healthz and /readyz."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        ready: Callable[[], bool] = lambda: True,
+        registry: CollectorRegistry = REGISTRY,
+        host: str = "0.0.0.0",
+    ) -> None:
+        self.ready = ready
+        self.registry = registry
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(200, encoder(server.registry), content_type)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif path == "/readyz":
+                    ok = _safe(server.ready)
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.port: int = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="ops-http", daemon=True)
+
+    def start(self) -> OpsServer:
+        self.thread.start()
+        logger.info("serving /metrics, /healthz, /readyz on port %d", self.port)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # noqa: BLE001 - a failing readiness check means not ready
+        return False

@@ -1,0 +1,91 @@
+"""Shared pytest fixtures: the real embedded broker and Redis, uuid-named resources.
+
+Register with ``pytest_plugins = ["adwatch.testing"]`` in a conftest. The servers are
+session-scoped (started once, stopped by PID at the end); every test gets its own topic
+names, consumer groups and key prefixes, so nothing has to restart between tests.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from adwatch.infra import EmbeddedInfra
+from adwatch.kafka import ensure_topics, make_consumer
+
+T = TypeVar("T")
+
+
+def poll_until(fn: Callable[[], T], what: str, timeout_s: float = 30.0, interval_s: float = 0.1) -> T:
+    """Call ``fn`` until it returns something truthy; fail naming ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
+    """The embedded broker and Redis, shared by the whole test session."""
+    embedded = EmbeddedInfra(Path(tmp_path_factory.mktemp("infra"))).start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(infra: EmbeddedInfra) -> str:
+    """Bootstrap address of the embedded broker."""
+    return infra.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(infra: EmbeddedInfra) -> str:
+    return infra.redis_url
+
+
+@pytest.fixture
+def topic_factory(kafka: str) -> Callable[..., str]:
+    """Create a uuid-named topic: ``topic_factory("alerts", partitions=3)``."""
+
+    def create(prefix: str = "topic", partitions: int = 1) -> str:
+        name = unique(prefix)
+        ensure_topics(kafka, {name: partitions})
+        return name
+
+    return create
+
+
+@pytest.fixture
+def topic(topic_factory: Callable[..., str]) -> str:
+    return topic_factory()
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    """Read ``expected`` records from the start of ``topic`` (or fail after the timeout)."""
+    consumer = make_consumer(bootstrap, unique("reader"))
+    consumer.subscribe([topic])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                records.append(msg)
+    finally:
+        consumer.close()
+    return records

@@ -1,0 +1,1 @@
+"""adwatch detector service."""

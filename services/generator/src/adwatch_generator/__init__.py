@@ -1,0 +1,1 @@
+"""adwatch generator service."""

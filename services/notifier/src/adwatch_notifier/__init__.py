@@ -1,0 +1,1 @@
+"""adwatch notifier service."""
