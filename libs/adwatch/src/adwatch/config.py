@@ -8,7 +8,7 @@ A wrong value stops the service with a message that names the variable.
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
 _S = TypeVar("_S", bound=BaseSettings)
 
 
-def load_settings(cls: type[_S], **overrides: object) -> _S:
+def load_settings(cls: type[_S], **overrides: Any) -> _S:
     """Build settings or raise :class:`ConfigError` naming each bad variable."""
     try:
         return cls(**overrides)
@@ -54,7 +54,7 @@ def load_settings(cls: type[_S], **overrides: object) -> _S:
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
-def load_or_exit(cls: type[_S], **overrides: object) -> _S:
+def load_or_exit(cls: type[_S], **overrides: Any) -> _S:
     """Entry-point variant: print the problem and exit 2 instead of a stack trace."""
     try:
         return load_settings(cls, **overrides)

@@ -90,12 +90,18 @@ class ManagedProcess:
 _live: list[ManagedProcess] = []
 
 
-def spawn(name: str, argv: list[str], log_path: Path | None = None, env: dict[str, str] | None = None) -> ManagedProcess:
-    """Start a child in its own process group, remembered for the at-exit cleanup."""
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+def spawn(
+    name: str, argv: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """Start a child in its own process group, remembered for the at-exit cleanup.
+
+    Output goes to ``log_path``; with none it goes to our own terminal.
+    """
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115
     popen = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
-    )
+        argv, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=env,
+    )  # fmt: skip
     proc = ManagedProcess(name, popen)
     _live.append(proc)
     return proc

@@ -54,7 +54,9 @@ def ensure_topics(
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: TOPIC_PARTITIONS.get(t, 1) for t in topics}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    missing = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing]
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
+    ]
     if not missing:
         return
     for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items():

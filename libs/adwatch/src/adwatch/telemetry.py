@@ -158,7 +158,7 @@ class OpsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
@@ -178,5 +178,5 @@ class OpsServer:
 def _safe(check: Callable[[], bool]) -> bool:
     try:
         return bool(check())
-    except Exception:  # noqa: BLE001 - a failing readiness check means not ready
+    except Exception:
         return False

@@ -1,0 +1,48 @@
+# adwatch: `make run` runs the whole pipeline locally; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bootstrapped
+PACKAGES := libs/adwatch/pyproject.toml $(wildcard services/*/pyproject.toml) requirements-dev.txt scripts/bootstrap.sh
+
+# Spark workers must use the venv's python; everything listens on loopback.
+export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+export SPARK_LOCAL_IP        := 127.0.0.1
+
+.PHONY: run test lint format bench query schemas clean
+
+$(STAMP): $(PACKAGES)
+	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
+	touch $@
+
+run: $(STAMP)  ## the whole pipeline on embedded defaults (SCENARIO=none for a clean run)
+	$(BIN)/adwatch run
+
+test: $(STAMP) lint  ## lint, then every test (unit, Spark, services, end-to-end)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/adwatch/src services/generator/src services/detector/src services/notifier/src
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)  ## benchmarks; results go to BENCHMARKS.md by hand, with machine and command
+	$(BIN)/python benchmarks/bench_generator.py
+	$(BIN)/python benchmarks/bench_detection.py
+	$(BIN)/python benchmarks/bench_detector_spark.py
+	$(BIN)/python benchmarks/quality.py --days 7
+	$(BIN)/python benchmarks/nab.py --data ../shared/nab/data --labels ../shared/nab/labels/combined_windows.json
+
+query: $(STAMP)  ## make query SQL='SELECT * FROM ad_alerts'
+	$(BIN)/adwatch query "$(SQL)"
+
+schemas: $(STAMP)  ## regenerate schemas/*.json from the contracts
+	$(BIN)/adwatch schemas schemas
+
+clean:
+	rm -rf .adwatch $(VENV)

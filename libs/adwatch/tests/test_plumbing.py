@@ -1,0 +1,76 @@
+"""Real round-trips through the embedded broker, Redis and chdb, and the launcher's cleanup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from adwatch.config import CommonSettings, load_settings
+from adwatch.contracts import AdEvent, decode, encode
+from adwatch.errors import ConfigError
+from adwatch.infra import EmbeddedInfra
+from adwatch.kafka import header_value, make_producer
+from adwatch.storage import make_clickhouse, make_redis
+from adwatch.testing import consume_all, unique
+
+
+def _event(i: int) -> AdEvent:
+    return AdEvent(
+        event_id=f"e{i}", event_time_ms=1_700_000_000_000 + i, event_type="impression", country="US",
+        ad_format="banner", app_id="a", placement_id="p", campaign_id="c", user_hash="u", revenue_usd=0.001,
+    )  # fmt: skip
+
+
+def test_produce_consume_with_headers(kafka: str, topic_factory: Callable[..., str]) -> None:
+    topic = topic_factory("events", partitions=3)
+    producer = make_producer(kafka)
+    for i in range(20):
+        producer.produce(topic, key=b"US|banner", value=encode(_event(i)), headers=[("traceparent", b"00-abc")])
+    assert producer.flush(10) == 0
+    records = consume_all(kafka, topic, expected=20)
+    assert len(records) == 20
+    assert {r.partition() for r in records} == {records[0].partition()}, "one key stays in one partition"
+    assert header_value(records[0].headers(), "traceparent") == b"00-abc"
+    assert sorted(decode(r.value(), AdEvent).event_id for r in records) == sorted(f"e{i}" for i in range(20))
+
+
+def test_redis_set_nx_ex(redis_url: str) -> None:
+    client = make_redis(redis_url)
+    key = unique("idem")
+    assert client.set(key, "sent", nx=True, ex=60)
+    assert not client.set(key, "again", nx=True, ex=60)
+    assert 0 < client.ttl(key) <= 60
+
+
+def test_chdb_create_insert_query(tmp_path: Path) -> None:
+    ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
+    ch.command("CREATE TABLE t (id String, v Float64) ENGINE = ReplacingMergeTree ORDER BY id")
+    ch.insert_json_rows("t", [{"id": "a", "v": 1.0}, {"id": "b", "v": 2.0}, {"id": "a", "v": 1.0}])
+    assert ch.query("SELECT id, v FROM t FINAL ORDER BY id") == [("a", 1.0), ("b", 2.0)]
+
+
+def test_launcher_cleans_up_after_itself(tmp_path: Path) -> None:
+    infra = EmbeddedInfra(tmp_path).start()
+    pids = [p.pid for p in infra.processes.values()]
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    infra.stop()
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie that is reaped shows as gone; a live process stays
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_bad_config_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADWATCH_METRICS_PORT", "seventy")
+    with pytest.raises(ConfigError, match="ADWATCH_METRICS_PORT"):
+        load_settings(CommonSettings)

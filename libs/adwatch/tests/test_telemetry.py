@@ -1,0 +1,67 @@
+"""The ops endpoints, secret masking and trace context in Kafka headers."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, Counter
+
+from adwatch.telemetry import OpsServer, SecretMaskingFilter, extract_context, inject_headers, mask_secrets
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_ops_server_serves_metrics_health_and_readiness() -> None:
+    registry = CollectorRegistry()
+    Counter("adwatch_test_things_total", "things", registry=registry).inc()
+    ready = {"ok": False}
+    server = OpsServer(0, ready=lambda: ready["ok"], registry=registry, host="127.0.0.1").start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert _get(base + "/healthz")[0] == 200
+        assert _get(base + "/readyz")[0] == 503
+        ready["ok"] = True
+        assert _get(base + "/readyz")[0] == 200
+        status, body = _get(base + "/metrics")
+        assert status == 200 and "adwatch_test_things_total 1.0" in body
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("https://hooks.slack.com/services/T000/B000/XXXX", id="slack-webhook"),
+        pytest.param("xoxb-1234-abcd", id="slack-token"),
+    ],
+)
+def test_secrets_are_masked(secret: str) -> None:
+    assert secret not in mask_secrets(f"posting to {secret} failed")
+
+
+def test_masking_filter_masks_given_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("adwatch.test.masking")
+    logger.addFilter(SecretMaskingFilter(["R0UTINGKEY"]))
+    with caplog.at_level(logging.INFO):
+        logger.info("routing key %s rejected", "R0UTINGKEY")
+    assert "R0UTINGKEY" not in caplog.text and "***" in caplog.text
+
+
+def test_trace_context_travels_in_headers() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("send") as span:
+        headers = inject_headers([("other", b"x")])
+    assert any(k == "traceparent" for k, _ in headers)
+    ctx = extract_context(headers)
+    assert trace.get_current_span(ctx).get_span_context().trace_id == span.get_span_context().trace_id
