@@ -62,7 +62,9 @@ def classify_smtp(code: int) -> tuple[bool, Reason]:
 def http_error(status: int, detail: str, retry_after: str | float | None = None) -> DeliveryError:
     """A :class:`DeliveryError` for a non-success HTTP answer, with Retry-After parsed."""
     retry, reason = classify_status(status)
-    return DeliveryError(reason, f"HTTP {status} {detail}".strip(), retryable=retry, retry_after=parse_retry_after(retry_after))
+    return DeliveryError(
+        reason, f"HTTP {status} {detail}".strip(), retryable=retry, retry_after=parse_retry_after(retry_after)
+    )
 
 
 def parse_retry_after(value: str | float | None) -> float | None:
@@ -74,3 +76,10 @@ def parse_retry_after(value: str | float | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, seconds)
+
+
+def transport_error(exc: BaseException) -> DeliveryError:
+    """A connection-level failure: retryable; the message names only the exception type."""
+    name = type(exc).__name__
+    is_timeout = isinstance(exc, TimeoutError) or "timeout" in name.lower() or "timed out" in str(exc).lower()
+    return DeliveryError("timeout" if is_timeout else "other", f"transport {name}", retryable=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from adwatch.contracts import Alert, segment_key
 from adwatch.errors import ConfigError
-
 from adwatch_notifier.delivery import CHANNELS
 
 # Default escalation: everything to Slack, high/critical also page, critical also mails.
@@ -45,10 +45,10 @@ class Route:
     segments: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
 
-    def matches(self, alert: Alert) -> bool:
+    def matches(self, alert: Alert, any_severity: bool = False) -> bool:
         checks = (
             (self.alert_types, alert.alert_type),
-            (self.severities, alert.severity),
+            (frozenset() if any_severity else self.severities, alert.severity),
             (self.countries, alert.country),
             (self.ad_formats, alert.ad_format),
             (self.segments, segment_key(alert.country, alert.ad_format)),
@@ -62,9 +62,14 @@ class RoutingTable:
     routes: tuple[Route, ...]
 
 
-def route(table: RoutingTable, alert: Alert, channel: str) -> Route | None:
-    """The route that sends ``alert`` to ``channel``, or None when it is not for this channel."""
-    return next((r for r in table.routes if r.channel == channel and r.matches(alert)), None)
+def route(table: RoutingTable, alert: Alert, channel: str, notified_firing: bool = False) -> Route | None:
+    """The route that sends ``alert`` to ``channel``, or None when it is not for this channel.
+
+    A recovery follows its firing: when this channel notified the firing (``notified_firing``),
+    the resolved alert is routed whatever its own severity, so no page stays open.
+    """
+    any_severity = notified_firing and alert.status == "resolved"
+    return next((r for r in table.routes if r.channel == channel and r.matches(alert, any_severity)), None)
 
 
 def parse_routes(text: str, source: str = "<routes>") -> RoutingTable:

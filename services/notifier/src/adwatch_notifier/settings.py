@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adwatch.config import ServiceSettings
-from adwatch.contracts import TOPIC_ALERTS, TOPIC_ALERTS_DLQ
-from adwatch.errors import ConfigError
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from adwatch.config import ServiceSettings
+from adwatch.contracts import TOPIC_ALERTS, TOPIC_ALERTS_DLQ
+from adwatch.errors import ConfigError
 from adwatch_notifier.delivery import Channel
 from adwatch_notifier.retry import RetryPolicy
 

@@ -1,0 +1,44 @@
+"""Channel modules of one shape: ``build(settings, grafana_url) -> channel`` with ``send``."""
+
+from __future__ import annotations
+
+from typing import IO, Protocol
+
+from adwatch.contracts import Alert
+from adwatch_notifier.delivery import Delivery
+from adwatch_notifier.settings import NotifierSettings
+
+
+class BaseChannel(Protocol):
+    """What the pipeline needs from a channel."""
+
+    name: str
+    min_interval_ms: int  # provider rate limit per target (0: none)
+    provider_dedup: bool  # the provider dedups repeats itself (PagerDuty dedup_key)
+    default_target: str
+
+    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+        """Deliver once; raise DeliveryError. ``ref`` = provider id of this fingerprint's firing message."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def build_channel(settings: NotifierSettings, grafana_url: str = "", stream: IO[str] | None = None) -> BaseChannel:
+    """The channel named by ``settings.channel``."""
+    from adwatch_notifier.channels import console, email, pagerduty, slack, webhook
+
+    match settings.channel:
+        case "slack":
+            return slack.build(settings, grafana_url)
+        case "pagerduty":
+            return pagerduty.build(settings, grafana_url)
+        case "email":
+            return email.build(settings, grafana_url)
+        case "webhook":
+            return webhook.build(settings, grafana_url)
+        case _:
+            return console.build(settings, grafana_url, stream)
+
+
+__all__ = ["BaseChannel", "build_channel"]

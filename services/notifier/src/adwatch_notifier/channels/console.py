@@ -1,0 +1,34 @@
+"""Pretty terminal output for ``make run``: a small box per alert on stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from adwatch.contracts import Alert
+from adwatch_notifier.delivery import Delivery
+from adwatch_notifier.formatting import console_box
+from adwatch_notifier.settings import NotifierSettings
+
+
+class ConsoleChannel:
+    name = "console"
+    provider_dedup = False
+    min_interval_ms = 0
+    default_target = "stdout"
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream
+
+    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+        stream = self.stream or sys.stdout  # looked up late so pytest's capture sees it
+        stream.write(console_box(alert) + "\n")
+        stream.flush()
+        return Delivery(self.name, target or self.default_target)
+
+    def close(self) -> None:
+        return None
+
+
+def build(settings: NotifierSettings, grafana_url: str = "", stream: IO[str] | None = None) -> ConsoleChannel:
+    return ConsoleChannel(stream)

@@ -1,0 +1,94 @@
+"""Slack: incoming webhook (post only) or bot token (chat.postMessage, chat.update on recovery).
+
+slack-sdk's own retry handlers are turned off: the pipeline's retry stage owns retries,
+honours ``Retry-After`` on 429 and stops at the deadline (one policy, counted once).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+
+from adwatch.contracts import Alert
+from adwatch_notifier.delivery import Delivery, DeliveryError, http_error, transport_error
+from adwatch_notifier.formatting import clip, slack_message
+from adwatch_notifier.settings import NotifierSettings
+
+logger = logging.getLogger(__name__)
+_STALE_MESSAGE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"}
+
+
+class SlackChannel:
+    name = "slack"
+    provider_dedup = False
+
+    def __init__(self, settings: NotifierSettings, grafana_url: str) -> None:
+        self.grafana_url = grafana_url
+        self.min_interval_ms = settings.slack_min_interval_ms
+        self.default_target = settings.slack_channel
+        timeout = max(1, int(settings.request_timeout_seconds))
+        self.web: WebClient | None = None
+        self.hook: WebhookClient | None = None
+        if settings.slack_bot_token is not None:
+            self.web = WebClient(
+                token=settings.slack_bot_token.get_secret_value(),
+                base_url=settings.slack_api_url,
+                timeout=timeout,
+                retry_handlers=[],
+            )
+        elif settings.slack_webhook_url is not None:
+            self.hook = WebhookClient(settings.slack_webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[])
+
+    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+        message = slack_message(alert, self.grafana_url)
+        if self.web is not None:
+            return self._send_web(alert, target, ref, message)
+        return self._send_webhook(target, message)
+
+    def _send_webhook(self, target: str, message: dict[str, Any]) -> Delivery:
+        assert self.hook is not None
+        try:
+            resp = self.hook.send(text=message["text"], blocks=message["blocks"], attachments=message["attachments"])
+        except Exception as exc:
+            raise transport_error(exc) from None
+        if resp.status_code == 200:
+            return Delivery(self.name, target or "webhook")
+        headers = {k.lower(): v for k, v in (resp.headers or {}).items()}
+        raise http_error(resp.status_code, clip(str(resp.body or ""), 80), headers.get("retry-after"))
+
+    def _send_web(self, alert: Alert, target: str, ref: str | None, message: dict[str, Any]) -> Delivery:
+        assert self.web is not None
+        if alert.status == "resolved" and ref:
+            channel_id, _, ts = ref.partition("|")
+            try:
+                self._call(self.web.chat_update, channel=channel_id, ts=ts, **message)
+                return Delivery(self.name, target, ref)
+            except DeliveryError as exc:
+                if exc.detail not in _STALE_MESSAGE:
+                    raise
+                logger.info("original Slack message gone (%s); posting the recovery instead", exc.detail)
+        resp = self._call(self.web.chat_postMessage, channel=target, **message)
+        return Delivery(self.name, target, f"{resp.get('channel', target)}|{resp.get('ts', '')}")
+
+    def _call(self, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            if status == 200:  # ok:false: invalid payload, unknown channel... never retried
+                raise DeliveryError("clientError", error or "ok:false", retryable=False) from None
+            raise http_error(status, error, (exc.response.headers or {}).get("Retry-After")) from None
+        except Exception as exc:
+            raise transport_error(exc) from None
+
+    def close(self) -> None:
+        return None
+
+
+def build(settings: NotifierSettings, grafana_url: str = "") -> SlackChannel:
+    return SlackChannel(settings, grafana_url)

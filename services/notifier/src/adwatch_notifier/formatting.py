@@ -1,0 +1,194 @@
+"""Pure builders of what each channel sends: Slack Block Kit, email bodies, PagerDuty events.
+
+Nothing here does I/O, so every format is table-tested; Block Kit limits are enforced here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from datetime import UTC, datetime
+from typing import Any
+
+from adwatch.contracts import Alert, alert_title, format_value
+
+SEVERITY_EMOJI = {"low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+SEVERITY_COLOR = {"low": "#439FE0", "medium": "#DAA038", "high": "#E8740C", "critical": "#D00000"}
+RESOLVED_COLOR = "#2EB67D"
+PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
+
+# Block Kit limits (api.slack.com/reference/block-kit): header 150, section 3000, field 2000, 10 fields, 50 blocks.
+HEADER_MAX, SECTION_MAX, FIELD_MAX, FIELDS_MAX, BLOCKS_MAX = 150, 3000, 2000, 10, 50
+PD_SUMMARY_MAX, PD_DEDUP_MAX = 1024, 255
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def window_text(alert: Alert) -> str:
+    start = datetime.fromtimestamp(alert.window_start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(alert.window_end_ms / 1000, UTC)
+    return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC"
+
+
+def evidence(alert: Alert) -> dict[str, Any]:
+    """The facts behind an alert, human-formatted, shared by every channel."""
+    return {
+        "status": alert.status,
+        "alert_type": alert.alert_type,
+        "severity": alert.severity,
+        "country": alert.country,
+        "ad_format": alert.ad_format,
+        "metric": alert.metric,
+        "current": format_value(alert.metric, alert.current),
+        "expected": format_value(alert.metric, alert.expected),
+        "band": f"{format_value(alert.metric, alert.band_low)} – {format_value(alert.metric, alert.band_high)}",
+        "change_pct": f"{alert.deviation_pct:+.1f}%",
+        "volume": alert.volume,
+        "p_value": f"{alert.p_value:.3g}",
+        "z_score": f"{alert.z_score:.2f}",
+        "window": window_text(alert),
+        "detected_at": utc(alert.detected_at_ms),
+        "alert_id": alert.alert_id,
+        "fingerprint": alert.fingerprint,
+        "rule_set": alert.rule_set,
+    }
+
+
+# --- Slack ----------------------------------------------------------------------------------
+def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
+    """``text`` (notification fallback), ``blocks`` and a colour bar by severity / recovery."""
+    ev = evidence(alert)
+    emoji = "✅" if alert.status == "resolved" else SEVERITY_EMOJI.get(alert.severity, "⚪")
+    fields = [
+        f"*Country*\n{ev['country']}",
+        f"*Ad format*\n{ev['ad_format']}",
+        f"*Metric*\n{ev['metric']}",
+        f"*Severity*\n{emoji} {ev['severity']}",
+        f"*Current value*\n{ev['current']}",
+        f"*Expected value*\n{ev['expected']} (band {ev['band']})",
+        f"*Change*\n{ev['change_pct']}",
+        f"*Time*\n{ev['window']}",
+        f"*Alert id*\n`{ev['alert_id']}`",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": clip(alert.message, HEADER_MAX), "emoji": True}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": clip(f, FIELD_MAX)} for f in fields[:FIELDS_MAX]],
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": clip(
+                        f"{ev['status']} · volume {ev['volume']} · p={ev['p_value']} · z={ev['z_score']} · "
+                        f"rules {ev['rule_set']} · detected {ev['detected_at']}",
+                        SECTION_MAX,
+                    ),
+                }
+            ],
+        },
+    ]
+    if grafana_url:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": clip(f"<{grafana_url}|📈 Open the Grafana dashboard>", SECTION_MAX)},
+            }
+        )
+    color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
+    return {
+        "text": clip(alert.message, SECTION_MAX),
+        "blocks": blocks[:BLOCKS_MAX],
+        "attachments": [{"color": color, "fallback": clip(alert.message, SECTION_MAX)}],
+    }
+
+
+# --- PagerDuty ------------------------------------------------------------------------------
+def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "") -> dict[str, Any]:
+    """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint."""
+    dedup_key = alert.fingerprint[:PD_DEDUP_MAX]
+    if alert.status == "resolved":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {
+            "summary": clip(alert.message, PD_SUMMARY_MAX),
+            "source": f"{alert.country}|{alert.ad_format}",
+            "severity": PAGERDUTY_SEVERITY.get(alert.severity, "warning"),
+            "timestamp": datetime.fromtimestamp(alert.detected_at_ms / 1000, UTC).isoformat(),
+            "component": alert.ad_format,
+            "group": alert.country,
+            "class": alert.alert_type,
+            "custom_details": evidence(alert),
+        },
+    }
+    if grafana_url:
+        event["links"] = [{"href": grafana_url, "text": "Grafana dashboard"}]
+    return event
+
+
+# --- email ----------------------------------------------------------------------------------
+def thread_id(fingerprint: str) -> str:
+    """The Message-ID every mail of one fingerprint refers to, so clients thread them."""
+    return f"<adwatch-{hashlib.sha256(fingerprint.encode()).hexdigest()[:24]}@adwatch>"
+
+
+def message_id(alert: Alert) -> str:
+    return f"<{alert.alert_id}.{alert.status}@adwatch>"
+
+
+def email_subject(alert: Alert) -> str:
+    """Same subject for firing and resolved (prefixed Re:) so every client threads them."""
+    subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
+    return f"Re: {subject}" if alert.status == "resolved" else subject
+
+
+def email_text(alert: Alert, grafana_url: str = "") -> str:
+    lines = [alert.message, ""] + [f"{k:>12}: {v}" for k, v in evidence(alert).items()]
+    if grafana_url:
+        lines += ["", f"Dashboard: {grafana_url}"]
+    return "\n".join(lines) + "\n"
+
+
+def email_html(alert: Alert, grafana_url: str = "") -> str:
+    color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in evidence(alert).items()
+    )
+    link = f"<p><a href='{html.escape(grafana_url)}'>Open the Grafana dashboard</a></p>" if grafana_url else ""
+    return (
+        f"<html><body><h2 style='color:{color}'>{html.escape(alert.message)}</h2>"
+        f"<table>{rows}</table>{link}</body></html>"
+    )
+
+
+# --- webhook and console ----------------------------------------------------------------------
+def webhook_body(alert: Alert, idempotency_key: str, raw: dict[str, Any]) -> dict[str, Any]:
+    return {"version": "1", "idempotency_key": idempotency_key, "message": alert.message, "alert": raw}
+
+
+def console_box(alert: Alert) -> str:
+    """A small box per alert for terminals (``make run``)."""
+    ev = evidence(alert)
+    body = [
+        alert.message,
+        f"{ev['severity']} {ev['alert_type']} · {ev['country']} {ev['ad_format']} · {ev['metric']}",
+        f"current {ev['current']} · expected {ev['expected']} (band {ev['band']}) · {ev['change_pct']}",
+        f"window {ev['window']} · volume {ev['volume']} · p={ev['p_value']} z={ev['z_score']}",
+        f"id {ev['alert_id']}",
+    ]
+    width = max(len(line) for line in body)
+    return "\n".join(
+        ["┌" + "─" * (width + 2) + "┐", *(f"│ {line:<{width}} │" for line in body), "└" + "─" * (width + 2) + "┘"]
+    )

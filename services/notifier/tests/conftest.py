@@ -1,0 +1,173 @@
+"""Fixtures of the notifier tests: alert factory and a harness running channels in threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from adwatch.config import CommonSettings
+from adwatch.contracts import (
+    Alert,
+    DeadLetter,
+    decode,
+    encode,
+    format_message,
+    make_alert_id,
+    make_fingerprint,
+    segment_key,
+)
+from adwatch.kafka import make_producer
+from adwatch.telemetry import inject_headers
+from adwatch.testing import consume_all, unique
+from adwatch_notifier import NotifierSettings, RunStats, run
+
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+
+
+def make_alert(
+    status: str = "firing",
+    severity: str = "high",
+    country: str = "US",
+    ad_format: str = "banner",
+    alert_type: str = "ctr_drop",
+    window_start_ms: int = T0,
+    current: float = 0.02,
+    expected: float = 0.05,
+) -> Alert:
+    fp = make_fingerprint(alert_type, segment_key(country, ad_format))
+    return Alert(
+        alert_id=make_alert_id(fp, window_start_ms, status),
+        fingerprint=fp,
+        status=status,  # type: ignore[arg-type]
+        alert_type=alert_type,  # type: ignore[arg-type]
+        severity=severity,  # type: ignore[arg-type]
+        country=country,
+        ad_format=ad_format,  # type: ignore[arg-type]
+        metric="ctr",
+        current=current,
+        expected=expected,
+        band_low=0.04,
+        band_high=0.06,
+        deviation_pct=100 * (current - expected) / expected,
+        volume=12000,
+        p_value=1e-6,
+        z_score=-5.2,
+        window_start_ms=window_start_ms,
+        window_end_ms=window_start_ms + 60_000,
+        detected_at_ms=window_start_ms + 65_000,
+        message=format_message(status, alert_type, country, ad_format, "ctr", current, expected),
+    )
+
+
+@pytest.fixture
+def alert_factory() -> Callable[..., Alert]:
+    return make_alert
+
+
+FAST = {
+    "retry_initial_seconds": 0.05,
+    "retry_max_seconds": 0.2,
+    "retry_deadline_seconds": 1.5,
+    "slack_min_interval_ms": 0,
+    "pagerduty_min_interval_ms": 0,
+    "claim_lease_seconds": 1.0,
+    "request_timeout_seconds": 5.0,
+}
+
+
+class Harness:
+    """One test's topics, Redis prefix and running notifier threads."""
+
+    def __init__(self, kafka: str, redis_url: str, topic_factory: Callable[..., str]) -> None:
+        self.kafka = kafka
+        self.common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url)
+        self.alerts_topic = topic_factory("alerts", 1)
+        self.dlq_topic = topic_factory("alerts-dlq", 1)
+        self.prefix = unique("notifier-test")
+        self.producer = make_producer(kafka)
+        self.threads: list[tuple[threading.Thread, threading.Event]] = []
+        self.results: list[RunStats] = []
+
+    def settings(self, channel: str, **overrides: Any) -> NotifierSettings:
+        values: dict[str, Any] = {
+            "channel": channel,
+            "alerts_topic": self.alerts_topic,
+            "dlq_topic": self.dlq_topic,
+            "group_id": unique(f"g-{channel}"),
+            "redis_prefix": self.prefix,
+            **FAST,
+        }
+        values.update(overrides)
+        return NotifierSettings(**values)
+
+    def env(self, channel: str, **overrides: str) -> dict[str, str]:
+        """The same configuration as environment variables, for a subprocess."""
+        env = {
+            "ADWATCH_KAFKA_BOOTSTRAP": self.kafka,
+            "ADWATCH_REDIS_URL": self.common.redis_url,
+            "ADWATCH_NOTIFIER_CHANNEL": channel,
+            "ADWATCH_NOTIFIER_ALERTS_TOPIC": self.alerts_topic,
+            "ADWATCH_NOTIFIER_DLQ_TOPIC": self.dlq_topic,
+            "ADWATCH_NOTIFIER_GROUP_ID": unique(f"g-{channel}"),
+            "ADWATCH_NOTIFIER_REDIS_PREFIX": self.prefix,
+        }
+        env.update({f"ADWATCH_NOTIFIER_{k.upper()}": str(v) for k, v in FAST.items()})
+        env.update(overrides)
+        return env
+
+    def publish(self, *records: Alert | bytes, traceparent: bool = False) -> None:
+        for record in records:
+            if isinstance(record, Alert):
+                headers = inject_headers() if traceparent else None
+                self.producer.produce(self.alerts_topic, encode(record), key=record.fingerprint, headers=headers)
+            else:
+                self.producer.produce(self.alerts_topic, record, key=b"bad")
+        assert self.producer.flush(10) == 0
+
+    def start(self, settings: NotifierSettings, **kwargs: Any) -> threading.Event:
+        stop = threading.Event()
+
+        def target() -> None:
+            self.results.append(run(settings, stop, common=self.common, **kwargs))
+
+        thread = threading.Thread(target=target, name=f"notifier-{settings.channel}", daemon=True)
+        thread.start()
+        self.threads.append((thread, stop))
+        return stop
+
+    def run_once(self, settings: NotifierSettings, count: int, **kwargs: Any) -> RunStats:
+        """Process exactly ``count`` records in this thread, then return."""
+        return run(settings, threading.Event(), count, common=self.common, **kwargs)
+
+    def dead_letters(self, count: int, timeout_s: float = 20.0) -> list[DeadLetter]:
+        records = consume_all(self.kafka, self.dlq_topic, count, timeout_s)
+        return [decode(m.value(), DeadLetter) for m in records]
+
+    def stop_all(self) -> None:
+        for _, stop in self.threads:
+            stop.set()
+        for thread, _ in self.threads:
+            thread.join(30)
+        self.threads.clear()
+
+
+@pytest.fixture
+def harness(kafka: str, redis_url: str, topic_factory: Callable[..., str]) -> Iterator[Harness]:
+    h = Harness(kafka, redis_url, topic_factory)
+    try:
+        yield h
+    finally:
+        h.stop_all()
+
+
+def wait_until(fn: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (result := fn()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result

@@ -1,0 +1,113 @@
+"""Every channel gets a firing and a resolved alert through the real broker, Redis and a fake provider."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adwatch.contracts import Alert
+from adwatch_notifier.formatting import thread_id
+from adwatch_notifier.testing import (
+    FakePagerDuty,
+    FakeSlack,
+    FakeWebhook,
+    SmtpSink,
+    self_signed_cert,
+    server_tls_context,
+)
+
+
+def test_slack_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakeSlack() as slack:
+        harness.publish(alert_factory(), alert_factory(status="resolved"))
+        stats = harness.run_once(harness.settings("slack", slack_webhook_url=slack.webhook_url), 2)
+        assert stats.outcomes["delivered"] == 2
+        firing, resolved = (r.json() for r in slack.requests)
+    assert firing["blocks"][0]["text"]["text"] == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
+    assert resolved["text"].startswith("✅ Resolved: CTR drop US banner")
+
+
+def test_slack_bot_updates_the_original_message(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakeSlack() as slack:
+        harness.publish(alert_factory(), alert_factory(status="resolved"))
+        settings = harness.settings(
+            "slack", slack_bot_token="xoxb-test-token-1234", slack_api_url=slack.api_url, slack_channel="#ads"
+        )
+        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        post, update = slack.requests
+    assert post.path == "/api/chat.postMessage" and post.json()["channel"] == "#ads"
+    assert update.path == "/api/chat.update"
+    assert update.json()["ts"] == "1700000001.000100" and update.json()["channel"] == "C0ADWATCH"
+    assert update.json()["blocks"][0]["text"]["text"].startswith("✅ Resolved")
+
+
+def test_pagerduty_trigger_then_resolve(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakePagerDuty() as pd:
+        harness.publish(alert_factory(severity="critical"), alert_factory(status="resolved"))
+        settings = harness.settings("pagerduty", pagerduty_routing_key="R0UTING-KEY", pagerduty_url=pd.url)
+        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        trigger, resolve = (r.json() for r in pd.requests)
+    assert trigger["event_action"] == "trigger" and trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["source"] == "US|banner" and trigger["payload"]["class"] == "ctr_drop"
+    assert resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "ctr_drop:US|banner"
+
+
+def test_email_threaded_plain(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with SmtpSink() as sink:
+        harness.publish(alert_factory(severity="critical"), alert_factory(status="resolved"))
+        settings = harness.settings(
+            "email",
+            smtp_host=sink.host,
+            smtp_port=sink.port,
+            smtp_starttls=False,
+            smtp_from="adwatch@example.com",
+            smtp_to="oncall@example.com",
+        )
+        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        firing, resolved = sink.messages
+    root = thread_id("ctr_drop:US|banner")
+    assert firing["References"] == resolved["References"] == resolved["In-Reply-To"] == root
+    assert firing["Message-ID"] != resolved["Message-ID"]
+    assert resolved["Subject"] == "Re: " + firing["Subject"]
+    assert "5.00% -> 2.00%" in firing.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "<table>" in firing.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+def test_email_starttls_with_auth(harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    with SmtpSink(server_tls_context(cert, key), user="bot", password="s3cret-pw", require_tls=True) as sink:
+        harness.publish(alert_factory(severity="critical"))
+        settings = harness.settings(
+            "email",
+            smtp_host=sink.host,
+            smtp_port=sink.port,
+            smtp_ca_file=str(cert),
+            smtp_user="bot",
+            smtp_password="s3cret-pw",
+            smtp_from="adwatch@example.com",
+            smtp_to="a@example.com,b@example.com",
+        )
+        assert harness.run_once(settings, 1).outcomes["delivered"] == 1
+        assert sink.envelopes[0][1] == ["a@example.com", "b@example.com"]
+
+
+def test_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakeWebhook() as hook:
+        harness.publish(alert_factory(), alert_factory(status="resolved"))
+        settings = harness.settings("webhook", webhook_url=hook.url + "/hooks/adwatch")
+        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        firing, resolved = hook.requests
+    assert firing.json()["alert"]["status"] == "firing" and resolved.json()["alert"]["status"] == "resolved"
+    assert firing.headers["idempotency-key"] == firing.json()["idempotency_key"]
+
+
+def test_console_prints_a_box(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    out = io.StringIO()
+    harness.publish(alert_factory(), alert_factory(status="resolved"))
+    assert harness.run_once(harness.settings("console"), 2, stream=out).outcomes["delivered"] == 2
+    text = out.getvalue()
+    assert "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)" in text
+    assert "✅ Resolved" in text and "band 4.00% – 6.00%" in text and text.count("┌") == 2

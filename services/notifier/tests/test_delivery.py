@@ -1,0 +1,135 @@
+"""Delivery guarantees against the real broker and Redis: cooldown, retries, DLQ, crashes, isolation."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from adwatch.contracts import Alert, encode
+from adwatch_notifier import Hooks
+from adwatch_notifier.testing import FakePagerDuty, FakeSlack, FakeWebhook
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def test_cooldown_suppresses_repeats_within_the_window(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    clock, out = Clock(2_000_000_000_000), io.StringIO()
+    settings = harness.settings("console", cooldown_seconds=600)
+    t0 = 1_767_225_600_000
+    harness.publish(alert_factory(window_start_ms=t0), alert_factory(window_start_ms=t0 + 60_000))
+    first = harness.run_once(settings, 2, now_ms=clock, stream=out)
+    assert first.outcomes == {"delivered": 1, "suppressed:cooldown": 1}
+    clock.ms += 601_000
+    harness.publish(alert_factory(window_start_ms=t0 + 120_000), alert_factory(status="resolved"))
+    second = harness.run_once(settings, 2, now_ms=clock, stream=out)
+    assert second.outcomes == {"delivered": 2}  # window over; resolved bypasses the cooldown anyway
+    assert out.getvalue().count("┌") == 3
+
+
+class Crash(Exception):
+    pass
+
+
+def test_crash_after_send_before_commit_sends_nothing_twice(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    def crash(_env: Any) -> None:
+        raise Crash("killed between send and commit")
+
+    with FakeWebhook() as hook:
+        settings = harness.settings("webhook", webhook_url=hook.url + "/hook")
+        harness.publish(alert_factory())
+        with pytest.raises(Crash):
+            harness.run_once(settings, 1, hooks=Hooks(before_commit=crash))
+        assert len(hook.requests) == 1
+        stats = harness.run_once(settings, 1)  # same group: the record is redelivered
+        assert stats.outcomes == {"suppressed:duplicate": 1}
+        assert len(hook.requests) == 1
+
+
+def test_sigkill_while_request_in_flight_then_restart(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Killed with the provider holding the request: the restart must not resend (parked as in doubt).
+
+    Also checks that the webhook URL (a secret) never shows up in debug logs.
+    """
+    secret_path = "/hooks/T0KEN-s3cr3t-9f8e7d"
+    with FakeWebhook() as hook:
+        hook.hold_next(5.0)
+        env = {
+            **os.environ,
+            **harness.env("webhook", ADWATCH_NOTIFIER_WEBHOOK_URL=hook.url + secret_path, ADWATCH_LOG_LEVEL="DEBUG"),
+        }
+        cmd = [sys.executable, "-m", "adwatch_notifier"]
+        harness.publish(alert_factory())
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            hook.wait_for(1, timeout_s=60)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            out1 = first.communicate(timeout=30)[0].decode()
+        second = subprocess.run([*cmd, "--max-messages", "1"], env=env, capture_output=True, timeout=90, check=True)
+        out2 = (second.stdout + second.stderr).decode()
+        assert len(hook.requests) == 1
+    [letter] = harness.dead_letters(1)
+    assert letter.reason.startswith("in_doubt") and letter.channel == "webhook"
+    for output in (out1, out2):
+        assert "T0KEN-s3cr3t" not in output
+    assert "parked alert" in out2
+
+
+def test_retry_after_then_permanent_then_deadline(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakeSlack() as slack:
+        slack.fail_next(429, retry_after=0.3)
+        slack.fail_next(200, body="ok")  # the retry of the first alert succeeds
+        slack.fail_next(400, body="invalid_blocks")  # second alert: permanent
+        slack.fail_next(500, times=100)  # third alert: server errors until the deadline
+        harness.publish(alert_factory(country="US"), alert_factory(country="DE"), alert_factory(country="FR"))
+        settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=1.0)
+        stats = harness.run_once(settings, 3)
+        requests = list(slack.requests)
+    assert stats.outcomes == {"delivered": 1, "dead_lettered:permanent": 1, "dead_lettered:deadline": 1}
+    assert requests[1].at - requests[0].at >= 0.3  # Retry-After honoured
+    permanent, deadline = harness.dead_letters(2)
+    assert permanent.attempts == 1 and "clientError" in permanent.reason and "HTTP 400" in permanent.reason
+    assert (
+        deadline.attempts > 1 and deadline.reason.startswith("deadline exceeded") and "serverError" in deadline.reason
+    )
+    assert "DE" in permanent.payload and deadline.channel == "slack"
+    assert "/services/" not in permanent.reason + deadline.reason
+
+
+def test_slack_outage_does_not_delay_pagerduty(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Two channel consumers: Slack keeps failing; PagerDuty still gets every high alert, and no low one."""
+    with FakeSlack() as slack, FakePagerDuty() as pd:
+        slack.fail_next(503, times=1000)
+        harness.start(harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=120))
+        harness.start(harness.settings("pagerduty", pagerduty_routing_key="RK-123", pagerduty_url=pd.url))
+        low = alert_factory(country="GB", severity="low")
+        highs = [alert_factory(country=c, severity="high") for c in ("US", "DE", "FR")]
+        harness.publish(low, *highs)
+        got = pd.wait_for(3, timeout_s=60, accepted=True)
+        assert [r.json()["payload"]["group"] for r in got] == ["US", "DE", "FR"]
+        assert slack.requests and not slack.accepted  # Slack is still stuck on its first alert
+        harness.stop_all()
+        assert len(pd.requests) == 3
+
+
+def test_malformed_records_are_dead_lettered(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    bad_severity = encode(alert_factory()).replace(b'"severity":"high"', b'"severity":"apocalyptic"')
+    harness.publish(b"{not json", bad_severity, alert_factory())
+    stats = harness.run_once(harness.settings("console"), 3, stream=io.StringIO())
+    assert stats.outcomes == {"dead_lettered:contract": 2, "delivered": 1}
+    garbage, wrong = harness.dead_letters(2)
+    assert garbage.reason.startswith("ContractError") and garbage.payload == "{not json"
+    assert "severity" in wrong.reason and garbage.stage == "decode"

@@ -1,0 +1,194 @@
+"""Table tests of the pure parts: routing, dedup decisions, retry arithmetic, formats, settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from adwatch.contracts import Alert
+from adwatch.errors import ConfigError
+from adwatch_notifier import NotifierSettings, check_channel_settings, classify_status, load_routes, parse_routes, route
+from adwatch_notifier.dedup import claim_value, cooldown_decision, cooldown_value, idempotency_decision
+from adwatch_notifier.delivery import classify_smtp, parse_retry_after
+from adwatch_notifier.formatting import FIELDS_MAX, HEADER_MAX, PD_SUMMARY_MAX, pagerduty_event, slack_message
+from adwatch_notifier.retry import RetryPolicy, backoff_delay, next_delay
+
+DEFAULT = load_routes()
+
+
+@pytest.mark.parametrize(
+    ("severity", "channel", "routed"),
+    [
+        pytest.param("low", "slack", True, id="low-slack"),
+        pytest.param("low", "pagerduty", False, id="low-no-page"),
+        pytest.param("medium", "pagerduty", False, id="medium-no-page"),
+        pytest.param("high", "pagerduty", True, id="high-pages"),
+        pytest.param("critical", "pagerduty", True, id="critical-pages"),
+        pytest.param("high", "email", False, id="high-no-mail"),
+        pytest.param("critical", "email", True, id="critical-mails"),
+        pytest.param("low", "console", True, id="console-all"),
+    ],
+)
+def test_default_escalation(alert_factory: Callable[..., Alert], severity: str, channel: str, routed: bool) -> None:
+    assert (route(DEFAULT, alert_factory(severity=severity), channel) is not None) is routed
+
+
+def test_routes_file_filters_and_targets(alert_factory: Callable[..., Alert]) -> None:
+    table = parse_routes(
+        """
+routes:
+  - channel: slack
+    segments: ["US|banner"]
+    target: "#us-banner"
+  - channel: slack
+    alert_types: [traffic_spike]
+    target: "#traffic"
+  - channel: email
+    countries: [DE]
+    target: [a@example.com, b@example.com]
+"""
+    )
+    assert route(table, alert_factory(), "slack").target == "#us-banner"  # type: ignore[union-attr]
+    spike = alert_factory(country="DE", alert_type="traffic_spike")
+    assert route(table, spike, "slack").target == "#traffic"  # type: ignore[union-attr]
+    assert route(table, alert_factory(country="FR"), "slack") is None
+    assert route(table, spike, "email").target == "a@example.com,b@example.com"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("routes: 3", id="not-a-list"),
+        pytest.param("routes:\n  - channel: fax", id="unknown-channel"),
+        pytest.param("routes:\n  - channel: slack\n    severity: [high]", id="typo-key"),
+        pytest.param("routes: [", id="bad-yaml"),
+    ],
+)
+def test_bad_routes_are_config_errors(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_routes(text)
+
+
+NOW = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("value", "in_doubt_ok", "action", "reason"),
+    [
+        pytest.param(None, False, "send", "new", id="new"),
+        pytest.param("sent", False, "skip", "duplicate", id="already-sent"),
+        pytest.param(claim_value("claimed", "me", NOW + 5), False, "send", "own", id="own-claim"),
+        pytest.param(claim_value("claimed", "other", NOW + 5), False, "wait", "held", id="live-replica"),
+        pytest.param(claim_value("claimed", "other", NOW - 5), False, "send", "takeover", id="dead-before-send"),
+        pytest.param(claim_value("inflight", "other", NOW - 5), False, "park", "in_doubt", id="dead-while-sending"),
+        pytest.param(claim_value("inflight", "other", NOW - 5), True, "send", "resend_in_doubt", id="provider-dedups"),
+        pytest.param("garbage", False, "send", "takeover", id="garbage"),
+    ],
+)
+def test_idempotency_decision(value: str | None, in_doubt_ok: bool, action: str, reason: str) -> None:
+    decision = idempotency_decision(value, "me", NOW, in_doubt_ok)
+    assert (decision.action, decision.reason) == (action, reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "value", "action", "reason"),
+    [
+        pytest.param("firing", None, "send", "new", id="first"),
+        pytest.param("firing", cooldown_value("other", NOW + 1), "skip", "cooldown", id="within-window"),
+        pytest.param("firing", cooldown_value("other", NOW), "send", "expired", id="window-over"),
+        pytest.param("firing", cooldown_value("a1", NOW + 1), "send", "own", id="own-claim"),
+        pytest.param("resolved", cooldown_value("other", NOW + 1), "send", "resolved", id="resolved-bypasses"),
+    ],
+)
+def test_cooldown_decision(status: str, value: str | None, action: str, reason: str) -> None:
+    decision = cooldown_decision(status, value, "a1", NOW)
+    assert (decision.action, decision.reason) == (action, reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry", "reason"),
+    [
+        (202, False, "other"),
+        (400, False, "clientError"),
+        (404, False, "clientError"),
+        (429, True, "rateLimited"),
+        (500, True, "serverError"),
+        (503, True, "serverError"),
+    ],
+)
+def test_classify_status(status: int, retry: bool, reason: str) -> None:
+    assert classify_status(status) == (retry, reason)
+
+
+def test_classify_smtp_and_retry_after() -> None:
+    assert classify_smtp(451) == (True, "serverError")
+    assert classify_smtp(554) == (False, "clientError")
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+
+
+def test_backoff_grows_with_jitter_and_stops_at_deadline() -> None:
+    policy = RetryPolicy(initial_s=1, max_s=8, deadline_s=20)
+    assert [backoff_delay(policy, n, 0.999999) for n in (1, 2, 3, 4, 5)] == pytest.approx([1, 2, 4, 8, 8], rel=1e-4)
+    assert backoff_delay(policy, 3, 0.0) == 2  # jitter keeps at least half
+    assert next_delay(policy, 1, 0, 0.5, retry_after=5) == 5  # Retry-After wins when longer
+    assert next_delay(policy, 4, 15, 0.999) is None  # would pass the deadline
+
+
+def test_slack_blocks_respect_limits(alert_factory: Callable[..., Alert]) -> None:
+    alert = alert_factory()
+    message = slack_message(alert, "http://grafana.local/d/adwatch")
+    header = message["blocks"][0]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
+    fields = message["blocks"][1]["fields"]
+    assert len(fields) <= FIELDS_MAX
+    text = " ".join(f["text"] for f in fields)
+    for expected in ("US", "banner", "ctr", "high", "2.00%", "5.00%", "4.00% – 6.00%", "-60.0%", alert.alert_id):
+        assert expected in text
+    assert "grafana.local" in message["blocks"][-1]["text"]["text"]
+    assert len(alert_factory(country="US").message) < HEADER_MAX
+
+
+def test_pagerduty_event(alert_factory: Callable[..., Alert]) -> None:
+    for severity, expected in [("critical", "critical"), ("high", "error"), ("medium", "warning"), ("low", "info")]:
+        event = pagerduty_event(alert_factory(severity=severity), "rk")
+        assert event["payload"]["severity"] == expected
+    event = pagerduty_event(alert_factory(), "rk")
+    assert event["dedup_key"] == "ctr_drop:US|banner"
+    assert len(event["payload"]["summary"]) <= PD_SUMMARY_MAX
+    assert event["payload"]["custom_details"]["expected"] == "5.00%"
+    assert pagerduty_event(alert_factory(status="resolved"), "rk") == {
+        "routing_key": "rk",
+        "event_action": "resolve",
+        "dedup_key": "ctr_drop:US|banner",
+    }
+
+
+@pytest.mark.parametrize(
+    ("channel", "variable"),
+    [
+        ("slack", "ADWATCH_NOTIFIER_SLACK_WEBHOOK_URL"),
+        ("pagerduty", "ADWATCH_NOTIFIER_PAGERDUTY_ROUTING_KEY"),
+        ("email", "ADWATCH_NOTIFIER_SMTP_HOST"),
+        ("webhook", "ADWATCH_NOTIFIER_WEBHOOK_URL"),
+    ],
+)
+def test_missing_channel_settings_name_the_variable(
+    channel: str, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "PAGERDUTY_ROUTING_KEY", "SMTP_HOST", "WEBHOOK_URL"):
+        monkeypatch.delenv(f"ADWATCH_NOTIFIER_{name}", raising=False)
+    with pytest.raises(ConfigError, match=variable):
+        check_channel_settings(NotifierSettings(channel=channel))  # type: ignore[arg-type]
+
+
+def test_secret_from_mounted_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "key").write_text("R0UTINGKEY\n")
+    monkeypatch.setenv("ADWATCH_NOTIFIER_PAGERDUTY_ROUTING_KEY_FILE", str(tmp_path / "key"))
+    settings = NotifierSettings(channel="pagerduty")
+    assert settings.pagerduty_routing_key is not None
+    assert settings.pagerduty_routing_key.get_secret_value() == "R0UTINGKEY"
+    assert "R0UTINGKEY" not in repr(settings)
+    assert settings.consumer_group == "notifier-pagerduty"
