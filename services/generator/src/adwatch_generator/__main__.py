@@ -1,0 +1,221 @@
+"""``adwatch-generator``: live | backfill | drill | segments. Flags override ``ADWATCH_GENERATOR_*``.
+
+Exit codes: 0 done, 1 stopped before Kafka was reachable, 2 bad flags or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+from adwatch.config import CommonSettings, load_settings
+from adwatch.errors import ConfigError
+from adwatch.telemetry import setup_logging, setup_tracing
+from adwatch_generator.model import TrafficModel
+from adwatch_generator.runner import choice_kind, open_outputs, ops_server, run_backfill, run_drill, run_live
+from adwatch_generator.scenarios import (
+    SCENARIO_KINDS,
+    Scenario,
+    ScenarioError,
+    make_scenario,
+    parse_duration_ms,
+    parse_scenario,
+    parse_time_ms,
+)
+from adwatch_generator.settings import GeneratorSettings
+from adwatch_generator.sink import TruthWatcher
+
+COMMANDS = ("live", "backfill", "drill", "segments")
+SCENARIO_HELP = (
+    "inject an anomaly: TYPE[:SEGMENTS[:START[:DURATION[:MAGNITUDE]]]], repeatable. TYPE: "
+    + ", ".join(SCENARIO_KINDS)
+    + ". SEGMENTS: US|banner,DE/native or US|* (default US|banner). START: offset from the run start "
+    "(90s, 5m, -10m) or ISO time (default 0). DURATION: default 5m. MAGNITUDE: default per type. "
+    "Example: --scenario 'ctr_drop:US|banner:2m:3m:0.4'"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--bootstrap", help="Kafka bootstrap servers (env ADWATCH_KAFKA_BOOTSTRAP)")
+    common.add_argument("--truth-topic", help="ground truth topic (default ad-events.truth)")
+    common.add_argument("--truth-file", help="also append ground truth records to this JSONL file")
+    common.add_argument("--log-level", help="DEBUG, INFO, WARNING (env ADWATCH_LOG_LEVEL)")
+
+    gen = argparse.ArgumentParser(add_help=False, parents=[common])
+    gen.add_argument("--rate", type=float, help="mean events/s over a day, all segments (default 80)")
+    gen.add_argument("--rate-scale", type=float, help="multiply the rate (tests: more volume)")
+    gen.add_argument("--seed", type=int, help="random seed; same seed, same events (default 42)")
+    gen.add_argument("--output", "-o", help="kafka (default), - for stdout, or a path.jsonl")
+    gen.add_argument("--topic", help="events topic (default ad-events)")
+    gen.add_argument("--scenario", action="append", default=[], metavar="SPEC", help=SCENARIO_HELP)
+    gen.add_argument("--trace-sample", type=float, help="fraction of events with a traceparent (default 0.001)")
+    gen.add_argument("--progress-interval", type=float, help="seconds between progress lines (default 5)")
+    gen.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+    parser = argparse.ArgumentParser(
+        prog="adwatch-generator", description="Realistic ad events with injected anomalies and their ground truth."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{live,backfill,drill,segments}")
+    live = sub.add_parser("live", parents=[gen], help="real-time stream (default command)")
+    live.add_argument("--warmup-minutes", type=float, help="first backfill this many minutes before now")
+    live.add_argument("--duration", help="stop after this long (e.g. 30s, 10m); default: run until stopped")
+    back = sub.add_parser("backfill", parents=[gen], help="a range of event-time history, as fast as possible")
+    back.add_argument("--start", help="ISO time or offset from now (e.g. -24h); default: --hours before --end")
+    back.add_argument("--end", help="ISO time or offset from now; default now")
+    back.add_argument("--hours", type=float, help="length of the range when --start is not given (default 24)")
+    drill = sub.add_parser("drill", parents=[common], help="inject a scenario into the running live generators")
+    drill.add_argument("--scenario", action="append", default=[], metavar="SPEC", help=SCENARIO_HELP)
+    drill.add_argument("--choice", help="non-interactive menu choice: 1-6 or a scenario type")
+    drill.add_argument("--segments", help="with --choice: segments (default US|banner)")
+    drill.add_argument("--duration", help="with --choice: duration (default 5m)")
+    drill.add_argument("--magnitude", type=float, help="with --choice: magnitude (default per type)")
+    sub.add_parser("segments", parents=[gen], help="list the segments with their share, CTR and eCPM")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    args = list(argv)
+    if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help")):
+        args = ["live", *args]
+    parser = _parser()
+    return parser, parser.parse_args(args)
+
+
+def build_settings(ns: argparse.Namespace) -> GeneratorSettings:
+    """Env first, then the flags that were given; raises ConfigError naming the bad value."""
+    names = {
+        "rate": "rate", "rate_scale": "rate_scale", "seed": "seed", "output": "output", "topic": "topic",
+        "truth_topic": "truth_topic", "truth_file": "truth_file", "trace_sample": "trace_sample",
+        "warmup_minutes": "warmup_minutes", "progress_interval": "progress_interval_s",
+    }  # fmt: skip
+    overrides = {field: getattr(ns, flag) for flag, field in names.items() if getattr(ns, flag, None) is not None}
+    return load_settings(GeneratorSettings, **overrides)
+
+
+def parse_scenarios(parser: argparse.ArgumentParser, specs: Sequence[str], run_start_ms: int) -> list[Scenario]:
+    try:
+        return [parse_scenario(spec, run_start_ms) for spec in specs]
+    except ScenarioError as exc:
+        parser.error(f"--scenario: {exc}")
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop``: the loops finish their batch and the producer is flushed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, ns = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = build_settings(ns)
+        common = load_settings(CommonSettings, **({"log_level": ns.log_level} if ns.log_level else {}))
+    except ConfigError as exc:
+        print(f"adwatch-generator: error: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = ns.bootstrap or common.kafka_bootstrap
+    setup_logging(common.log_level)
+    setup_tracing("adwatch-generator")
+    command = ns.command or "live"
+    if command == "segments":
+        return _print_segments(settings)
+    now_ms = int(time.time() * 1000)
+    if command == "drill":
+        return _drill(parser, ns, settings, bootstrap, now_ms)
+    if command == "backfill":
+        start_ms, end_ms = _backfill_range(parser, ns, now_ms)
+        run_start = start_ms
+    else:
+        run_start = now_ms
+        duration_s = _duration_s(parser, ns.duration)
+    scenarios = parse_scenarios(parser, ns.scenario, run_start)
+    progress_out = None if ns.quiet else sys.stderr
+    stop = threading.Event()
+    ready = threading.Event()
+    with _signals(stop), contextlib.ExitStack() as stack:
+        if settings.output == "kafka":
+            stack.enter_context(ops_server(common.metrics_port, ready))
+        outputs = stack.enter_context(open_outputs(settings, bootstrap, stop, ready))
+        if outputs is None:
+            return 1
+        if command == "backfill":
+            run_backfill(settings, outputs, start_ms, end_ms, scenarios, stop, progress_out)
+            return 0
+        watcher = None
+        if settings.output == "kafka":
+            watcher = TruthWatcher(bootstrap, settings.truth_topic, f"adwatch-generator-{uuid.uuid4().hex[:8]}")
+            stack.callback(watcher.close)
+        run_live(settings, outputs, now_ms, scenarios, stop, progress_out, duration_s=duration_s, watcher=watcher)
+    return 0
+
+
+def _duration_s(parser: argparse.ArgumentParser, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration_ms(text) / 1000.0
+    except ScenarioError as exc:
+        parser.error(f"--duration: {exc}")
+
+
+def _backfill_range(parser: argparse.ArgumentParser, ns: argparse.Namespace, now_ms: int) -> tuple[int, int]:
+    try:
+        end_ms = parse_time_ms(ns.end, now_ms) if ns.end else now_ms
+        if ns.start:
+            start_ms = parse_time_ms(ns.start, now_ms)
+        else:
+            hours = 24.0 if ns.hours is None else ns.hours
+            if hours <= 0:
+                parser.error("--hours must be positive")
+            start_ms = end_ms - int(hours * 3_600_000)
+    except ScenarioError as exc:
+        parser.error(f"--start/--end: {exc}")
+    if end_ms <= start_ms:
+        parser.error("--end must be after --start")
+    return start_ms, end_ms
+
+
+def _drill(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace, settings: GeneratorSettings, bootstrap: str, now_ms: int
+) -> int:
+    scenarios = parse_scenarios(parser, ns.scenario, now_ms)
+    if ns.choice:
+        try:
+            kind = choice_kind(ns.choice)
+            duration = parse_duration_ms(ns.duration) if ns.duration else (1000 if kind == "clean" else 300_000)
+            scenarios.append(
+                make_scenario(kind, segments=ns.segments, start_ms=now_ms, duration_ms=duration, magnitude=ns.magnitude)
+            )
+        except ScenarioError as exc:
+            parser.error(f"--choice: {exc}")
+    stop = threading.Event()
+    with _signals(stop) if scenarios else contextlib.nullcontext():
+        return run_drill(settings, bootstrap, scenarios, stop)
+
+
+def _print_segments(settings: GeneratorSettings) -> int:
+    model = TrafficModel(seed=settings.seed, rate=settings.effective_rate)
+    print(f"{'segment':<22} {'share':>7} {'events/min':>11} {'CTR':>7} {'eCPM $':>8}")
+    for seg in sorted(model.segments, key=lambda s: -s.share):
+        per_min = settings.effective_rate * seg.share * 60
+        print(f"{seg.key:<22} {seg.share:7.2%} {per_min:11,.1f} {seg.ctr:7.2%} {seg.ecpm_usd:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The command line: bad input exits 2 with a clear message; file/stdout output; the drill menu."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adwatch.contracts import AdEvent, TruthRecord, decode
+from adwatch_generator.__main__ import main
+from adwatch_generator.model import TrafficModel
+from adwatch_generator.progress import Progress, format_bar, format_progress
+from adwatch_generator.runner import interactive_drill, menu_text
+from adwatch_generator.scenarios import Scenario
+
+START, END = "2025-01-15T17:00:00Z", "2025-01-15T17:01:00Z"
+START_MS = 1_736_960_400_000
+
+
+def run(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--rate", "-5"], "ADWATCH_GENERATOR_RATE", id="negative-rate"),
+        pytest.param(["--rate", "fast"], "invalid float value", id="rate-not-a-number"),
+        pytest.param(["--trace-sample", "2"], "ADWATCH_GENERATOR_TRACE_SAMPLE", id="sample-above-one"),
+        pytest.param(["--scenario", "ctr_drop:XX|banner"], "unknown segment", id="unknown-segment"),
+        pytest.param(["--scenario", "meltdown"], "unknown scenario type", id="unknown-scenario"),
+        pytest.param(["--scenario", "ctr_drop:US|banner:0:5m:2"], "below 1", id="bad-magnitude"),
+        pytest.param(["live", "--duration", "forever"], "bad duration", id="bad-duration"),
+        pytest.param(["backfill", "--start", END, "--end", START], "--end must be after --start", id="range"),
+        pytest.param(["backfill", "--hours", "-1"], "--hours must be positive", id="hours"),
+        pytest.param(["--no-such-flag"], "unrecognized arguments", id="unknown-flag"),
+        pytest.param(["drill", "--choice", "9"], "unknown choice", id="drill-choice"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_clear_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_environment_value_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADWATCH_GENERATOR_SEED", "lucky")
+    assert run(["segments"]) == 2
+    assert "ADWATCH_GENERATOR_SEED" in capsys.readouterr().err
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ADWATCH_GENERATOR_RATE", "1")
+    out = tmp_path / "events.jsonl"
+    assert run(["backfill", "--start", START, "--end", END, "--rate", "300", "-o", str(out), "-q"]) == 0
+    expected = sum(len(b) for b in TrafficModel(seed=42, rate=300).generate(START_MS, START_MS + 60_000))
+    assert len(out.read_bytes().splitlines()) == expected > 200
+
+
+def test_backfill_writes_jsonl_and_ground_truth_files(tmp_path: Path) -> None:
+    out, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    args = ["backfill", "--start", START, "--end", END, "--seed", "3", "-o", str(out), "--truth-file", str(truth),
+            "--scenario", "click_flood_without_impressions:US|*:10s:30s:2", "--scenario", "clean:DE|banner", "-q"]  # fmt: skip
+    assert run(args) == 0
+    events = [decode(line, AdEvent) for line in out.read_bytes().splitlines()]
+    orphans = [e for e in events if e.event_type == "click" and e.impression_id is None]
+    assert orphans and all(START_MS + 10_000 <= e.event_time_ms < START_MS + 40_000 for e in orphans)
+    records = [decode(line, TruthRecord) for line in truth.read_bytes().splitlines()]
+    assert [(r.scenario, r.expected_alert_type) for r in records] == [
+        ("click_flood_without_impressions", "click_without_impression"),
+        ("clean", None),
+    ]
+    assert records[0].start_ms == START_MS + 10_000 and records[0].end_ms == START_MS + 40_000
+
+
+def test_stdout_output_and_bad_flag_through_the_console_script() -> None:
+    python = sys.executable
+    ok = subprocess.run(
+        [python, "-m", "adwatch_generator", "backfill", "--start", START, "--end", "2025-01-15T17:00:10Z",
+         "--output", "-", "--rate", "100"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines and all(decode(line, AdEvent) for line in lines)
+    assert b"100.0%" in ok.stderr  # the progress bar went to stderr, not into the data
+    bad = subprocess.run(
+        [python, "-m", "adwatch_generator", "live", "--rate", "nope"], capture_output=True, timeout=60, check=False
+    )
+    assert bad.returncode == 2 and b"invalid float value" in bad.stderr
+
+
+def test_progress_line_and_bar() -> None:
+    assert format_progress(1000, 83.4, 5000) == "Sent 1,000 events | Rate: 83 events/sec | Total 5,000"
+    assert format_bar(0.5, 1234, 99.0, width=10) == "[#####.....]  50.0% | 1,234 events | 99 events/sec"
+    ticks = iter([0.0, 1.0, 2.0, 6.0])
+    out = io.StringIO()
+    progress = Progress(out, interval_s=5.0, clock=lambda: next(ticks))
+    progress.add(400)
+    progress.add(100)
+    progress.add(500)
+    assert out.getvalue() == "Sent 1,000 events | Rate: 167 events/sec | Total 1,000\n"
+
+
+def test_drill_menu_is_scriptable_through_its_prompts() -> None:
+    answers = iter(["1", "DE|native", "2m", "", "6", "", "7", "q"])
+    injected: list[Scenario] = []
+    said: list[str] = []
+    code = interactive_drill(injected.append, lambda _prompt: next(answers), said.append, clock=lambda: 1000.0)
+    assert code == 0
+    assert [(s.kind, s.segments[:1], s.magnitude) for s in injected] == [
+        ("ctr_drop", ("DE|native",), 0.4),
+        ("clean", ("US|banner",), 1.0),
+    ]
+    assert injected[0].start_ms == 1_000_000 and injected[0].end_ms == 1_120_000
+    assert len(injected[1].segments) == 64
+    assert any("unknown choice" in line for line in said)
+    assert "1) CTR drop" in menu_text() and "6) Clean" in menu_text()
