@@ -10,7 +10,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP        := 127.0.0.1
 
-.PHONY: run test lint format bench query schemas clean
+.PHONY: run test lint format bench query schemas docs clean
 
 $(STAMP): $(PACKAGES)
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
@@ -43,6 +43,9 @@ query: $(STAMP)  ## make query SQL='SELECT * FROM ad_alerts'
 
 schemas: $(STAMP)  ## regenerate schemas/*.json from the contracts
 	$(BIN)/adwatch schemas schemas
+
+docs: $(STAMP)  ## regenerate the README settings table and docs/metrics.md
+	$(BIN)/python scripts/gen_docs.py
 
 clean:
 	rm -rf .adwatch $(VENV)

@@ -26,6 +26,8 @@ METRIC_MODULES = [
     ("detector", "adwatch_detector.metrics"),
     ("notifier", "adwatch_notifier.metrics"),
 ]
+# The detector builds its metrics per driver on a given registry.
+METRIC_FACTORIES = {"detector": "DetectorMetrics"}
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
@@ -35,8 +37,9 @@ def settings_table() -> str:
         cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
         prefix = str(cls.model_config.get("env_prefix", ""))
         for field_name, info in cls.model_fields.items():
-            default = "" if info.is_required() else _show_default(info.default)
-            meaning = (info.description or "").replace("|", "\\|")
+            value = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+            default = "" if info.is_required() else _show_default(value)
+            meaning = re.sub(r"^[A-Z0-9_]+:?\s*", "", info.description or "").replace("|", "\\|")
             rows.append(f"| `{(prefix + field_name).upper()}` | {service} | {default} | {meaning} |")
     return "\n".join(rows)
 
@@ -55,7 +58,7 @@ def readme_with_table(readme: str) -> str:
 
 
 def metrics_doc() -> str:
-    from prometheus_client import REGISTRY
+    from prometheus_client import REGISTRY, CollectorRegistry
 
     lines = [
         "# Metrics reference",
@@ -66,9 +69,13 @@ def metrics_doc() -> str:
         "| metric | type | labels | service | meaning |",
         "|---|---|---|---|---|",
     ]
-    for service, module in METRIC_MODULES:
-        importlib.import_module(module)
-        for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the public API has no listing
+    for service, module_name in METRIC_MODULES:
+        module = importlib.import_module(module_name)
+        registry = REGISTRY
+        if service in METRIC_FACTORIES:
+            registry = CollectorRegistry()
+            getattr(module, METRIC_FACTORIES[service])(registry)
+        for collector in list(registry._collector_to_names):
             name = getattr(collector, "_name", "")
             if not name.startswith(f"adwatch_{service}_"):
                 continue

@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole pipeline locally on embedded infrastructure")
-    run.add_argument("--scenario", default=os.environ.get("SCENARIO", "ctr_drop"),
+    run.add_argument("--scenario", default=os.environ.get("SCENARIO", "traffic_spike"),
                      help="scenario to inject, or 'none' (env SCENARIO)")  # fmt: skip
-    run.add_argument("--segment", default=os.environ.get("SEGMENT", "US/rewarded_video"))
+    run.add_argument("--segment", default=os.environ.get("SEGMENT", "US/banner"))
     run.add_argument("--scenario-start", default=os.environ.get("SCENARIO_START", "30s"))
     run.add_argument("--scenario-duration", default=os.environ.get("SCENARIO_DURATION", "4m"))
     run.add_argument("--warmup-minutes", type=int, default=int(os.environ.get("WARMUP_MINUTES", "90")))

@@ -1,0 +1,235 @@
+"""The whole chain, as real processes: generator -> Kafka -> Spark detector -> alerts -> notifiers.
+
+One run of about six minutes carries every check, because a Spark detector takes tens of
+seconds to start on two cores:
+- 30 minutes of clean history are backfilled (event time), then traffic runs live and five
+  scenarios (one per alert type) hit five segments for 90 s;
+- malformed records are mixed into ``ad-events`` (they must land in the DLQ, the stream goes on);
+- the detector is SIGKILLed right after its first alert and restarted from its checkpoint;
+- Slack answers the first request 429 (Retry-After 1 s) and holds the next one while the
+  Slack notifier is SIGKILLed between send and commit, then restarted;
+- every alert must reach Slack exactly once, high/critical also PagerDuty, critical also
+  email, and then resolve; no segment outside the scenarios may alert (the clean run).
+The end-to-end latency (window end -> provider received) of every alert is printed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS, Alert, DeadLetter, decode
+from adwatch.infra import EmbeddedInfra
+from adwatch.kafka import ensure_topics, make_producer
+from adwatch.testing import poll_until
+from adwatch_notifier.testing import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
+
+from .pipeline import Pipeline, TopicReader
+
+pytestmark = pytest.mark.e2e
+
+RATE = 400  # events/s over all segments: enough volume for every scenario to show in one window
+SCENARIOS = {
+    "ctr_drop": "US|interstitial",
+    "ctr_spike": "US|native",
+    "traffic_spike": "GB|banner",
+    "ecpm_drop": "US|banner",
+    "click_without_impression": "DE|banner",
+}
+GENERATOR_KIND = {"click_without_impression": "click_flood_without_impressions"}
+SCENARIO_START, SCENARIO_DURATION = "60s", "90s"
+MALFORMED = [b"{not json", b'{"event_id": "x"}', b'{"event_id":"e","event_time_ms":1,"event_type":"impression",'
+             b'"country":"usa","ad_format":"banner","app_id":"a","placement_id":"p","campaign_id":"c","user_hash":"u"}']  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """What the sinks and topics saw during the run."""
+
+    alerts: list[Alert]
+    slack: list[RecordedRequest]
+    pagerduty: list[RecordedRequest]
+    emails: list[str]
+    dead_letters: list[DeadLetter]
+    pipeline: Pipeline
+    notes: dict[str, float] = field(default_factory=dict)
+
+    def distinct(self) -> dict[str, Alert]:
+        return {a.alert_id: a for a in self.alerts}
+
+    def by_status(self, status: str) -> dict[str, Alert]:
+        return {a.fingerprint: a for a in self.distinct().values() if a.status == status}
+
+
+def _mentions(requests: list[RecordedRequest], alert: Alert) -> list[RecordedRequest]:
+    return [r for r in requests if r.ok and alert.alert_id.encode() in r.body]
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
+    workdir = Path(tmp_path_factory.mktemp("e2e"))
+    infra = EmbeddedInfra(workdir / "infra").start()
+    slack, pagerduty, smtp = FakeSlack(), FakePagerDuty(), SmtpSink()
+    with slack, pagerduty, smtp:
+        ensure_topics(infra.kafka_bootstrap)
+        pipeline = Pipeline(infra, workdir)
+        alerts = TopicReader(infra.kafka_bootstrap, TOPIC_ALERTS)
+        dlq = TopicReader(infra.kafka_bootstrap, TOPIC_AD_EVENTS_DLQ)
+        try:
+            yield _run(pipeline, slack, pagerduty, smtp, alerts, dlq)
+        finally:
+            pipeline.stop()
+            alerts.close()
+            dlq.close()
+            infra.stop()
+
+
+def _run(
+    pipeline: Pipeline,
+    slack: FakeSlack,
+    pagerduty: FakePagerDuty,
+    smtp: SmtpSink,
+    alerts: TopicReader,
+    dlq: TopicReader,
+) -> Outcome:
+    notifier_env = {
+        "ADWATCH_NOTIFIER_SLACK_WEBHOOK_URL": slack.webhook_url,
+        "ADWATCH_NOTIFIER_PAGERDUTY_ROUTING_KEY": "e2e-routing-key",
+        "ADWATCH_NOTIFIER_PAGERDUTY_URL": pagerduty.url,
+        "ADWATCH_NOTIFIER_SMTP_HOST": smtp.host,
+        "ADWATCH_NOTIFIER_SMTP_PORT": str(smtp.port),
+        "ADWATCH_NOTIFIER_SMTP_STARTTLS": "false",
+        "ADWATCH_NOTIFIER_SMTP_FROM": "adwatch@example.test",
+        "ADWATCH_NOTIFIER_SMTP_TO": "oncall@example.test",
+        "ADWATCH_NOTIFIER_CLAIM_LEASE_SECONDS": "3",
+        "ADWATCH_NOTIFIER_RETRY_DEADLINE_SECONDS": "60",
+        "ADWATCH_NOTIFIER_SLACK_MIN_INTERVAL_MS": "0",
+    }
+    pipeline.env.update(notifier_env)
+    detector_env = {"ADWATCH_DETECTOR_CHECKPOINT_DIR": str(pipeline.workdir / "checkpoint"),
+                    "ADWATCH_DETECTOR_TRIGGER_SECONDS": "2"}  # fmt: skip
+    # Slack: the first request gets 429 (Retry-After 1 s); the retry is held open for 8 s,
+    # long enough to SIGKILL the notifier between send and commit.
+    slack.fail_next(429, times=1, retry_after=1)
+    slack.hold_next(0, times=1)
+    slack.hold_next(8, times=1)
+
+    producer = make_producer(pipeline.infra.kafka_bootstrap)
+    for i, bad in enumerate(MALFORMED):
+        producer.produce(TOPIC_AD_EVENTS, key=f"bad-{i}".encode(), value=bad)
+    producer.flush(10)
+
+    pipeline.start("detector", ["adwatch-detector", "run"], **detector_env)
+    for channel in ("slack", "pagerduty", "email"):
+        pipeline.start(f"notifier-{channel}", ["adwatch-notifier", "--channel", channel])
+    dead_letters = poll_until(lambda: dlq.drain(1.0), "malformed events in the DLQ", timeout_s=240)
+    pipeline.assert_running()
+
+    scenarios = [
+        f"{GENERATOR_KIND.get(t, t)}:{seg}:{SCENARIO_START}:{SCENARIO_DURATION}" for t, seg in SCENARIOS.items()
+    ]
+    argv = ["adwatch-generator", "live", "--rate", str(RATE), "--warmup-minutes", "30", "--seed", "7", "--quiet"]
+    for spec in scenarios:
+        argv += ["--scenario", spec]
+    pipeline.start("generator", [*argv, "--truth-file", str(pipeline.workdir / "truth.jsonl")])
+
+    # Fault 1: kill the detector right after its first alert, restart it from the checkpoint.
+    poll_until(lambda: alerts.alerts(), "the first alert", timeout_s=360)
+    pipeline.kill("detector", signal.SIGKILL)
+    pipeline.start("detector", ["adwatch-detector", "run"], **detector_env)
+
+    # Fault 2: the Slack retry is held open; kill the Slack notifier while it waits, restart it.
+    poll_until(lambda: len(slack.requests) >= 2, "the Slack retry after 429", timeout_s=120)
+    pipeline.kill("notifier-slack", signal.SIGKILL)
+    pipeline.start("notifier-slack", ["adwatch-notifier", "--channel", "slack"])
+
+    def all_resolved() -> bool:
+        resolved = {a.fingerprint for a in alerts.alerts() if a.status == "resolved"}
+        return len(resolved) >= len(SCENARIOS)
+
+    poll_until(all_resolved, "every scenario's alert to resolve", timeout_s=420, interval_s=2)
+    time.sleep(8)  # let the notifiers deliver the last resolutions
+    pipeline.assert_running()
+    return Outcome(
+        alerts=alerts.alerts(),
+        slack=list(slack.requests),
+        pagerduty=list(pagerduty.requests),
+        emails=[m.as_string() for m in smtp.messages],
+        dead_letters=[decode(v, DeadLetter) for _, v, _ in dlq.drain(0.5)],
+        pipeline=pipeline,
+    )
+
+
+def test_each_scenario_fires_once_on_its_segment_and_nowhere_else(outcome: Outcome) -> None:
+    firing = outcome.by_status("firing")
+    fired = {(a.alert_type, f"{a.country}|{a.ad_format}") for a in firing.values()}
+    assert fired == set(SCENARIOS.items()), "exactly the injected anomalies fire; clean segments stay quiet"
+
+
+def test_replay_after_detector_restart_mints_no_new_ids(outcome: Outcome) -> None:
+    ids_per_key = Counter((a.fingerprint, a.status) for a in outcome.distinct().values())
+    assert all(n == 1 for n in ids_per_key.values()), ids_per_key
+
+
+def test_every_alert_reaches_slack_exactly_once_then_resolves(outcome: Outcome) -> None:
+    for alert in outcome.distinct().values():
+        assert len(_mentions(outcome.slack, alert)) == 1, f"{alert.status} {alert.fingerprint} on Slack"
+    assert set(outcome.by_status("resolved")) == set(outcome.by_status("firing"))
+
+
+def test_slack_429_is_delivered_once_after_retry_after(outcome: Outcome) -> None:
+    first, second = outcome.slack[0], outcome.slack[1]
+    assert first.status == 429 and second.ok and second.body == first.body
+    assert second.at - first.at >= 1.0
+
+
+def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -> None:
+    for alert in outcome.by_status("firing").values():
+        triggers = [r for r in outcome.pagerduty if r.ok and r.json().get("dedup_key") == alert.fingerprint
+                    and r.json().get("event_action") == "trigger"]  # fmt: skip
+        resolves = [r for r in outcome.pagerduty if r.ok and r.json().get("dedup_key") == alert.fingerprint
+                    and r.json().get("event_action") == "resolve"]  # fmt: skip
+        if alert.severity in ("high", "critical"):
+            assert len(triggers) == 1 and len(resolves) == 1, alert.fingerprint
+        else:
+            assert not triggers, f"{alert.severity} must not page"
+        mails = [m for m in outcome.emails if alert.alert_id in m]
+        assert len(mails) == (1 if alert.severity == "critical" else 0), alert.fingerprint
+    assert any(a.severity == "critical" for a in outcome.by_status("firing").values())
+
+
+def test_malformed_events_are_dead_lettered_and_the_stream_goes_on(outcome: Outcome) -> None:
+    from_detector = [d for d in outcome.dead_letters if d.source_topic == TOPIC_AD_EVENTS]
+    assert len(from_detector) == len(MALFORMED)
+    assert all(d.reason for d in from_detector)
+    assert outcome.by_status("resolved"), "alerts kept flowing after the bad records"
+
+
+def test_end_to_end_latency_is_recorded(outcome: Outcome) -> None:
+    rows = []
+    for alert in sorted(outcome.distinct().values(), key=lambda a: (a.window_end_ms, a.status)):
+        hits = _mentions(outcome.slack, alert)
+        latency = hits[0].at - alert.window_end_ms / 1000 if hits else float("nan")
+        rows.append(f"{alert.status:<8} {alert.alert_type:<26} {alert.country}|{alert.ad_format:<16} {latency:6.1f} s")
+    print("\nend-to-end latency (window end -> Slack received):\n" + "\n".join(rows))
+    assert len(rows) == 2 * len(SCENARIOS)
+
+
+def test_metrics_reference_matches_what_services_serve(outcome: Outcome) -> None:
+    """docs/metrics.md lists exactly the adwatch_* families each running service serves."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for process, service in (("generator", "generator"), ("detector", "detector"), ("notifier-slack", "notifier")):
+        served = set()
+        for family in text_string_to_metric_families(outcome.pipeline.metrics(process)):
+            if family.name.startswith(f"adwatch_{service}_"):
+                served.add(family.name + ("_total" if family.type == "counter" else ""))
+        documented = {line.split("`")[1] for line in doc.splitlines() if f"| {service} |" in line}
+        assert served == documented, f"{process}: served {served ^ documented} differ from docs/metrics.md"
