@@ -128,7 +128,7 @@ def _run(
     pipeline.start("detector", ["adwatch-detector", "run"], **detector_env)
     for channel in ("slack", "pagerduty", "email"):
         pipeline.start(f"notifier-{channel}", ["adwatch-notifier", "--channel", channel])
-    dead_letters = poll_until(lambda: dlq.drain(1.0), "malformed events in the DLQ", timeout_s=240)
+    poll_until(lambda: dlq.drain(1.0), "malformed events in the DLQ", timeout_s=240)
     pipeline.assert_running()
 
     scenarios = [
