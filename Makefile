@@ -10,7 +10,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP        := 127.0.0.1
 
-.PHONY: run test lint format bench query schemas docs clean
+.PHONY: run test lint format bench query schemas docs chart-examples clean
 
 $(STAMP): $(PACKAGES)
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
@@ -46,6 +46,9 @@ schemas: $(STAMP)  ## regenerate schemas/*.json from the contracts
 
 docs: $(STAMP)  ## regenerate the README settings table and docs/metrics.md
 	$(BIN)/python scripts/gen_docs.py
+
+chart-examples: $(STAMP)  ## re-render charts/adwatch/examples/*/rendered (commit the result)
+	$(BIN)/python tests/deploy/chart.py --write
 
 clean:
 	rm -rf .adwatch $(VENV)

@@ -14,6 +14,15 @@ if ! java -version 2>&1 | grep -qE 'version "(17|21)'; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
 
+# promtool checks the PrometheusRule in the chart (tests skip with a reason without it).
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing promtool (Debian package prometheus)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+    || echo "bootstrap: promtool not installed; its checks will be skipped"
+fi
+
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "adwatch needs Python >= 3.11"'
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip

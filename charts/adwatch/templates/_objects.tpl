@@ -1,0 +1,231 @@
+{{/*
+Named objects, included by component.yaml once per instance. An instance is a component
+(generator, detector) or one notifier channel (notifier-slack, ...). Every object takes a ctx:
+  root       the chart's root context ($)
+  name       instance name (notifier-slack)       component  component key (notifier)
+  c          merged values: default <- component (<- channel)
+  extraEnv   settings the chart derives (map)     args       container args (list)
+  volumes    extra volumes (list)                  mounts     their volumeMounts (list)
+*/}}
+
+{{- define "adwatch.envConfigMap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "adwatch.instanceName" . }}-env
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+data:
+  {{- include "adwatch.envMap" . | nindent 2 }}
+{{- end -}}
+
+{{- define "adwatch.podVolumes" -}}
+- name: tmp
+  emptyDir: {}
+{{- with .volumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "adwatch.podMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- with .mounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "adwatch.deployment" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "adwatch.instanceName" . }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+spec:
+  replicas: {{ .c.replicas }}
+  {{- with .strategy }}
+  strategy:
+    type: {{ . }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "adwatch.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "adwatch.labels" . | nindent 8 }}
+      annotations:
+        checksum/env: {{ include "adwatch.envMap" . | sha256sum }}
+        {{- with .checksum }}
+        checksum/files: {{ . }}
+        {{- end }}
+    spec:
+      automountServiceAccountToken: false
+      securityContext:
+        {{- toYaml .c.podSecurityContext | nindent 8 }}
+      {{- with .c.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .c.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .c.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {{ .component }}
+          image: {{ include "adwatch.image" . }}
+          imagePullPolicy: {{ .c.image.pullPolicy }}
+          {{- with .args }}
+          args:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          envFrom:
+            - configMapRef:
+                name: {{ include "adwatch.instanceName" . }}-env
+          {{- with .c.secretEnv }}
+          env:
+            {{- include "adwatch.secretEnv" $ | indent 12 }}
+          {{- end }}
+          ports:
+            - name: metrics
+              containerPort: {{ .c.metricsPort }}
+              protocol: TCP
+          startupProbe:
+            httpGet: {path: /healthz, port: metrics}
+            periodSeconds: 5
+            failureThreshold: 36
+          livenessProbe:
+            httpGet: {path: /healthz, port: metrics}
+            periodSeconds: 10
+            failureThreshold: 3
+          readinessProbe:
+            httpGet: {path: /readyz, port: metrics}
+            periodSeconds: 5
+            failureThreshold: 3
+          resources:
+            {{- toYaml .c.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml .c.securityContext | nindent 12 }}
+          volumeMounts:
+            {{- include "adwatch.podMounts" . | nindent 12 }}
+      volumes:
+        {{- include "adwatch.podVolumes" . | nindent 8 }}
+{{- end -}}
+
+{{/* The Service in front of /metrics (ServiceMonitor target; port-forward for /readyz). */}}
+{{- define "adwatch.service" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "adwatch.instanceName" . }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "adwatch.selectorLabels" . | nindent 4 }}
+    {{- with .serviceSelector }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: metrics
+      port: {{ .c.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+{{- end -}}
+
+{{/*
+The detector as a spark-operator SparkApplication (cluster mode): the driver runs the job and
+serves /metrics on the metrics port; executors run the tasks. Both read the same env ConfigMap.
+*/}}
+{{- define "adwatch.sparkApplication" -}}
+{{- $spark := .c.spark -}}
+{{- $podSecurity := .c.podSecurityContext -}}
+{{- /* Spark's entrypoint writes into the image (/opt/spark/work-dir, /etc/passwd check): keep the root fs writable. */ -}}
+{{- $security := set (deepCopy .c.securityContext) "readOnlyRootFilesystem" false -}}
+apiVersion: sparkoperator.k8s.io/v1beta2
+kind: SparkApplication
+metadata:
+  name: {{ include "adwatch.instanceName" . }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+spec:
+  type: Python
+  pythonVersion: "3"
+  mode: cluster
+  image: {{ include "adwatch.image" . }}
+  imagePullPolicy: {{ .c.image.pullPolicy }}
+  {{- with .c.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - {{ if kindIs "map" . }}{{ .name }}{{ else }}{{ . }}{{ end }}
+    {{- end }}
+  {{- end }}
+  mainApplicationFile: {{ $spark.mainApplicationFile }}
+  sparkVersion: {{ $spark.version | quote }}
+  {{- with .args }}
+  arguments:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  sparkConf:
+    spark.kubernetes.executor.deleteOnTermination: "true"
+    {{- range $k, $val := $spark.sparkConf }}
+    {{ $k }}: {{ $val | toString | quote }}
+    {{- end }}
+  restartPolicy:
+    type: Always
+    onFailureRetryInterval: 10
+    onSubmissionFailureRetryInterval: 20
+  volumes:
+    {{- include "adwatch.podVolumes" . | nindent 4 }}
+  driver:
+    cores: {{ $spark.driver.cores }}
+    memory: {{ $spark.driver.memory | quote }}
+    serviceAccount: {{ $spark.serviceAccount }}
+    labels:
+      {{- include "adwatch.labels" . | nindent 6 }}
+    envFrom:
+      - configMapRef:
+          name: {{ include "adwatch.instanceName" . }}-env
+    {{- with .c.secretEnv }}
+    env:
+      {{- include "adwatch.secretEnv" $ | indent 6 }}
+    {{- end }}
+    ports:
+      - name: metrics
+        containerPort: {{ .c.metricsPort }}
+        protocol: TCP
+    podSecurityContext:
+      {{- toYaml $podSecurity | nindent 6 }}
+    securityContext:
+      {{- toYaml $security | nindent 6 }}
+    volumeMounts:
+      {{- include "adwatch.podMounts" . | nindent 6 }}
+  executor:
+    instances: {{ $spark.executor.instances }}
+    cores: {{ $spark.executor.cores }}
+    memory: {{ $spark.executor.memory | quote }}
+    labels:
+      app.kubernetes.io/name: {{ .name }}-executor
+      app.kubernetes.io/instance: {{ .root.Release.Name }}
+      app.kubernetes.io/part-of: adwatch
+    envFrom:
+      - configMapRef:
+          name: {{ include "adwatch.instanceName" . }}-env
+    {{- with .c.secretEnv }}
+    env:
+      {{- include "adwatch.secretEnv" $ | indent 6 }}
+    {{- end }}
+    podSecurityContext:
+      {{- toYaml $podSecurity | nindent 6 }}
+    securityContext:
+      {{- toYaml $security | nindent 6 }}
+    volumeMounts:
+      {{- include "adwatch.podMounts" . | nindent 6 }}
+{{- end -}}

@@ -1,0 +1,95 @@
+"""Render charts/adwatch offline (helm-python-sdk, no helm binary) and load what it renders.
+
+Also the one way to refresh the committed examples:
+    .venv/bin/python tests/deploy/chart.py --write     # rewrites charts/adwatch/examples/*/rendered/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "adwatch"
+EXAMPLES = CHART / "examples"
+CRDS = REPO.parent / "shared" / "crds"  # read-only CRD schemas, beside the repo (never copied in)
+RELEASE = "adwatch"
+NAMESPACE = "adwatch"
+
+# Example case -> the values files it renders with (the environments, plus one with every switch on).
+CASES: dict[str, list[Path]] = {
+    "default": [],
+    "kind": [REPO / "helm" / "values-kind.yaml"],
+    "cloud": [REPO / "helm" / "values-cloud.yaml"],
+    "all-features": [EXAMPLES / "all-features" / "values.yaml"],
+}
+
+
+def load_values(files: list[Path]) -> dict[str, Any]:
+    """Values files merged left to right, maps deeply (as `helm -f a -f b` does)."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        merged = _merge(merged, yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    """Template file name -> rendered text (empty files dropped); raises helm.HelmError on bad values."""
+    helm.disable_logging()
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return {Path(k).name: v.strip() + "\n" for k, v in sorted(rendered.items()) if v.strip()}
+
+
+def render_case(case: str) -> dict[str, str]:
+    return render(load_values(CASES[case]))
+
+
+def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    """Every Kubernetes object in the rendered templates."""
+    return [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+def write_examples() -> list[Path]:
+    """Re-render every case into examples/<case>/rendered/ (stale files removed)."""
+    written = []
+    for case in CASES:
+        out = EXAMPLES / case / "rendered"
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("*.yaml"):
+            old.unlink()
+        for name, text in render_case(case).items():
+            (out / name).write_text(text)
+            written.append(out / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite charts/adwatch/examples/*/rendered/")
+    parser.add_argument("--case", choices=sorted(CASES), help="print one case's rendered manifests")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write_examples():
+            print(path.relative_to(REPO))
+    elif args.case:
+        sys.stdout.write("---\n".join(render_case(args.case).values()))
+    else:
+        parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""k8s/ prerequisites and skaffold.yaml agree with the CRDs, the contracts, the services and the chart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from adwatch.contracts import TOPIC_PARTITIONS
+
+from . import chart, validate
+
+K8S = chart.REPO / "k8s"
+SERVICES = sorted(p.name for p in (chart.REPO / "services").iterdir() if (p / "pyproject.toml").exists())
+
+
+def k8s_objects() -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and "apiVersion" in doc and path.name != "kind-cluster.yaml"
+    ]
+
+
+def skaffold() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((chart.REPO / "skaffold.yaml").read_text())
+    return config
+
+
+def test_k8s_custom_resources_match_the_crds() -> None:
+    objs = k8s_objects()
+    assert {o["kind"] for _, o in objs} >= {"Kafka", "KafkaNodePool", "KafkaTopic"}
+    for path, obj in objs:
+        assert validate.is_custom(obj), f"{path.name}: {validate.name_of(obj)}"
+        validate.validate_custom(obj)
+
+
+def test_topics_match_the_contracts() -> None:
+    topics = {o["spec"]["topicName"]: o for _, o in k8s_objects() if o["kind"] == "KafkaTopic"}
+    assert {name: o["spec"]["partitions"] for name, o in topics.items()} == TOPIC_PARTITIONS
+    clusters = {o["metadata"]["name"] for _, o in k8s_objects() if o["kind"] == "Kafka"}
+    assert {o["metadata"]["labels"]["strimzi.io/cluster"] for o in topics.values()} <= clusters
+
+
+def test_chart_bootstrap_points_at_the_strimzi_cluster() -> None:
+    (kafka,) = [o for _, o in k8s_objects() if o["kind"] == "Kafka"]
+    (listener,) = [x for x in kafka["spec"]["kafka"]["listeners"] if x["type"] == "internal"]
+    expected = f"{kafka['metadata']['name']}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:{listener['port']}"
+    for case in chart.CASES:
+        assert chart.load_values(chart.CASES[case]).get("kafka", {}).get("bootstrap", expected) == expected, case
+    assert yaml.safe_load((chart.CHART / "values.yaml").read_text())["kafka"]["bootstrap"] == expected
+    pools = [o for _, o in k8s_objects() if o["kind"] == "KafkaNodePool"]
+    assert all(p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for p in pools)
+
+
+def test_skaffold_has_one_artifact_per_service() -> None:
+    config = skaffold()
+    assert config["apiVersion"] == "skaffold/v4beta14"
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    assert sorted(artifacts) == [f"adwatch-{name}" for name in SERVICES]
+    for name in SERVICES:
+        artifact = artifacts[f"adwatch-{name}"]
+        assert artifact["context"] == "."
+        assert artifact["docker"]["dockerfile"] == f"services/{name}/Dockerfile"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_has_a_dockerfile(name: str) -> None:
+    assert (chart.REPO / "services" / name / "Dockerfile").is_file(), f"skaffold builds services/{name}/Dockerfile"
+
+
+def test_skaffold_images_reach_the_chart_components() -> None:
+    (release,) = skaffold()["deploy"]["helm"]["releases"]
+    assert (chart.REPO / release["chartPath"]).resolve() == chart.CHART
+    components = yaml.safe_load((chart.CHART / "values.yaml").read_text())["components"]
+    assert sorted(components) == SERVICES
+    templates = release["setValueTemplates"]
+    for name in SERVICES:
+        artifact = re.sub(r"[^A-Za-z0-9]", "_", f"adwatch-{name}")
+        assert templates[f"components.{name}.imageOverride.repository"] == f"{{{{.IMAGE_REPO_{artifact}}}}}"
+        assert templates[f"components.{name}.imageOverride.tag"] == f"{{{{.IMAGE_TAG_{artifact}}}}}"
+    for path in release["valuesFiles"]:
+        assert (chart.REPO / path).is_file(), path
+
+
+def test_skaffold_profiles_use_the_environment_values() -> None:
+    profiles = {p["name"]: p for p in skaffold()["profiles"]}
+    values = [op["value"] for op in profiles["cloud"]["patches"] if op["path"].endswith("/valuesFiles")]
+    assert values == [["helm/values-cloud.yaml"]]
+    assert "kind" in profiles

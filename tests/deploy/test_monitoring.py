@@ -1,0 +1,156 @@
+"""The SLO rules and the dashboard: valid PromQL (promtool), the alerts fire when they should
+(promtool unit test), and every metric they read is one the services really export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+
+from . import chart
+
+DASHBOARD = chart.REPO / "dashboards" / "adwatch-slo.json"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (Debian: apt-get install prometheus)")
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    objs = chart.objects(chart.render_case("all-features"))
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    groups: list[dict[str, Any]] = rule["spec"]["groups"]
+    return groups
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"].replace("$namespace", "adwatch") for p in panels for t in p["targets"]]
+
+
+def exported_metrics() -> set[str]:
+    """Series names the three services register (counters as *_total, histograms as *_bucket/_count/_sum)."""
+    from adwatch_detector.metrics import DetectorMetrics
+    from adwatch_generator import metrics as generator_metrics
+    from adwatch_notifier import metrics as notifier_metrics
+
+    registry = CollectorRegistry()
+    DetectorMetrics(registry)
+    for module in (generator_metrics, notifier_metrics):
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                registry.register(value)
+    names: set[str] = set()
+    for family in registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        names |= {family.name + s for s in suffixes}
+    return names
+
+
+def read_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\badwatch_[a-z_]+\b", expr))
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+@needs_promtool
+def test_rules_pass_promtool(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule_groups()}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool has no expression checker: wrap each panel query in a recording rule."""
+    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(dashboard_exprs())]
+    path = tmp_path / "dashboard.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_delivery_burn_pages_and_healthy_channel_does_not(tmp_path: Path) -> None:
+    """Slack dead-letters 10% of alerts (100x the 0.1% budget) -> page; PagerDuty delivers all -> silence."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
+    series = 'adwatch_notifier_notifications_total{{namespace="adwatch",channel="{ch}",outcome="{out}"}}'
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "30s",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": series.format(ch="slack", out="delivered"), "values": "0+90x60"},
+                    {"series": series.format(ch="slack", out="dead_lettered"), "values": "0+10x60"},
+                    {"series": series.format(ch="pagerduty", out="delivered"), "values": "0+100x60"},
+                    {"series": series.format(ch="pagerduty", out="dead_lettered"), "values": "0+0x60"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "AdwatchDeliveryBudgetBurn",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "namespace": "adwatch",
+                                    "channel": "slack",
+                                    "slo": "delivery-success",
+                                    "severity": "page",
+                                },
+                                "exp_annotations": _annotations("delivery-success", "page"),
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _annotations(slo: str, severity: str) -> dict[str, str]:
+    alerts = [r for g in rule_groups() for r in g["rules"] if r.get("labels", {}).get("slo") == slo and "alert" in r]
+    (rule,) = [r for r in alerts if r["labels"]["severity"] == severity]
+    annotations: dict[str, str] = rule["annotations"]
+    return annotations
+
+
+def test_rules_and_dashboard_read_only_exported_metrics() -> None:
+    exported = exported_metrics()
+    exprs = [r["expr"] for g in rule_groups() for r in g["rules"]] + dashboard_exprs()
+    unknown = set().union(*(read_metrics(e) for e in exprs)) - exported
+    assert not unknown, f"not exported by any service: {sorted(unknown)}"
+
+
+def test_every_slo_has_page_and_ticket_alerts() -> None:
+    groups = {g["name"]: g["rules"] for g in rule_groups()}
+    slos = {r["labels"]["slo"] for r in groups["adwatch-slo-recording"] if r["record"] == "adwatch:slo_objective"}
+    assert slos == {"detection-latency", "end-to-end-latency", "delivery-success", "freshness"}
+    for slo in slos:
+        alerts = [r for r in groups["adwatch-slo-alerts"] if r["labels"]["slo"] == slo]
+        severities = sorted(r["labels"]["severity"] for r in alerts)
+        assert severities == ["page", "ticket"], slo
+        page = next(r["expr"] for r in alerts if r["labels"]["severity"] == "page")
+        assert all(w in page for w in ("ratio_rate1h", "ratio_rate5m", "ratio_rate6h", "ratio_rate30m", "14.4", "6 *"))
+
+
+def test_dashboard_is_shipped_by_the_chart() -> None:
+    objs = chart.objects(chart.render_case("cloud"))
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["adwatch-slo.json"]) == json.loads(DASHBOARD.read_text())
