@@ -1,0 +1,106 @@
+"""Throughput of the detector's Spark job from the embedded broker (local[2]).
+
+Produces N synthetic AdEvents (16 segments, event time spread over an hour), then runs
+the full job (Python Kafka source -> parse -> stateful detection -> sinks) with
+trigger(availableNow) at a few maxOffsetsPerTrigger sizes, each from a fresh checkpoint.
+Reports events/s over the data batches after the first (the first pays JVM/worker
+warm-up) and the batch durations, to compare with the trigger interval.
+
+    .venv/bin/python benchmarks/bench_detector_spark.py --events 2000000 --sizes 100000,500000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adwatch.config import CommonSettings
+from adwatch.contracts import AD_FORMATS, AdEvent, encode
+from adwatch.infra import EmbeddedInfra
+from adwatch.kafka import ensure_topics, make_producer
+from adwatch_detector.job import run_available
+from adwatch_detector.metrics import get_metrics
+from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.sinks import BatchWriter
+from adwatch_detector.spark import build_spark
+
+COUNTRIES = ("US", "DE", "FR", "BR")
+
+
+def produce(bootstrap: str, topic: str, n: int, partitions: int = 6) -> float:
+    rng = np.random.default_rng(1)
+    t0_ms = 1_790_000_000_000
+    times = np.sort(rng.integers(0, 3_600_000, n)) + t0_ms
+    country = rng.integers(0, len(COUNTRIES), n)
+    fmt = rng.integers(0, len(AD_FORMATS), n)
+    is_click = rng.random(n) < 0.02
+    producer = make_producer(bootstrap, **{"compression.type": "none"})
+    start = time.perf_counter()
+    for i in range(n):
+        ev = AdEvent(
+            event_id=f"e{i}", event_time_ms=int(times[i]), event_type="click" if is_click[i] else "impression",
+            country=COUNTRIES[country[i]], ad_format=AD_FORMATS[fmt[i]], app_id="app-1", placement_id="pl-1",
+            campaign_id="cmp-1", user_hash=f"u{i % 100_000:06d}", revenue_usd=0.0 if is_click[i] else 0.0021,
+            impression_id=f"e{i - 1}" if is_click[i] else None,
+        )  # fmt: skip
+        while True:
+            try:
+                producer.produce(topic, value=encode(ev), partition=i % partitions)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--sizes", default="100000,500000,1000000")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-detector-"))
+    infra = EmbeddedInfra(work / "infra").start()
+    try:
+        bootstrap = infra.kafka_bootstrap
+        ensure_topics(bootstrap, {"bench-events": 6, "bench-alerts": 3, "bench-dlq": 1})
+        rate = produce(bootstrap, "bench-events", args.events)
+        print(f"produced {args.events:,} events at {rate:,.0f}/s")
+        spark = build_spark("local[2]", shuffle_partitions=4)
+        common = CommonSettings(kafka_bootstrap=bootstrap, redis_url=infra.redis_url,
+                                clickhouse_url=f"chdb://{work / 'ch'}")  # fmt: skip
+        print(
+            "| maxOffsetsPerTrigger | batches | events/s (after 1st batch) | batch s (median / max) | first batch s |"
+        )
+        print("|---:|---:|---:|---:|---:|")
+        for size in [int(s) for s in args.sizes.split(",")]:
+            settings = DetectorSettings(
+                checkpoint_dir=str(work / f"ck-{size}"), input_topic="bench-events", alerts_topic="bench-alerts",
+                dlq_topic="bench-dlq", max_offsets_per_trigger=size, query_name=f"bench_{size}", source="python",
+                shuffle_partitions=4,
+            )  # fmt: skip
+            writer = BatchWriter(settings, common, get_metrics())
+            try:
+                query = run_available(spark, settings, common, writer, timeout_s=1800)
+            finally:
+                writer.close()
+            data = [p for p in query.recentProgress if p["numInputRows"] > 0]
+            durations = [p["durationMs"]["triggerExecution"] / 1000 for p in data]
+            rows_after = sum(p["numInputRows"] for p in data[1:])
+            rate_after = rows_after / sum(durations[1:]) if len(data) > 1 else float("nan")
+            print(
+                f"| {size:,} | {len(data)} | {rate_after:,.0f} | {statistics.median(durations):.1f} / "
+                f"{max(durations):.1f} | {durations[0]:.1f} |",
+                flush=True,
+            )
+        spark.stop()
+    finally:
+        infra.stop()
+
+
+if __name__ == "__main__":
+    main()

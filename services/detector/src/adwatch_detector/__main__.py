@@ -1,0 +1,99 @@
+"""``adwatch-detector [run]`` starts the streaming job; ``adwatch-detector backtest ...`` scores rules offline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+logger = logging.getLogger("adwatch_detector")
+
+
+def run(argv: Sequence[str] = ()) -> int:
+    """Run the streaming query until SIGTERM/SIGINT, then stop it gracefully and flush."""
+    argparse.ArgumentParser(prog="adwatch-detector run", description="Run the streaming detector.").parse_args(argv)
+    from adwatch.config import CommonSettings, load_or_exit
+    from adwatch.telemetry import OpsServer, setup_logging, setup_tracing
+
+    common = load_or_exit(CommonSettings)
+    from adwatch_detector.settings import DetectorSettings
+
+    settings = load_or_exit(DetectorSettings)
+    setup_logging(common.log_level)
+    setup_tracing("adwatch-detector")
+
+    from adwatch_detector.job import build_query
+    from adwatch_detector.metrics import ProgressListener, get_metrics
+    from adwatch_detector.sinks import BatchWriter
+    from adwatch_detector.spark import build_spark
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping the query", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    metrics = get_metrics()
+    state: dict[str, object] = {"query": None}
+
+    def ready() -> bool:
+        query = state["query"]
+        return query is not None and bool(getattr(query, "isActive", False))
+
+    ops = OpsServer(common.metrics_port, ready=ready).start()
+    spark = build_spark(settings.spark_master, shuffle_partitions=settings.shuffle_partitions)
+    spark.streams.addListener(ProgressListener(metrics, settings.query_name))
+    writer = BatchWriter(settings, common, metrics)
+    code = 0
+    try:
+        query = build_query(spark, settings, common, writer)
+        state["query"] = query
+        logger.info("query %s started (checkpoint %s)", settings.query_name, settings.checkpoint_dir)
+        while not stop.is_set():
+            if query.awaitTermination(1):
+                exc = query.exception()
+                if exc is not None:
+                    logger.error("query failed: %s", exc)
+                    code = 1
+                break
+        if query.isActive:
+            # let the running micro-batch finish (its alerts flushed, its commit written), then stop
+            deadline = time.monotonic() + settings.flush_timeout_seconds
+            while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            query.stop()
+    finally:
+        writer.close()
+        spark.stop()
+        ops.stop()
+    logger.info("detector stopped")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and not args[0].startswith("-") else "run"
+    rest = args[1:] if args and args[0] == command else args
+    if command == "run":
+        return run(rest)
+    if command == "backtest":
+        try:
+            from adwatch_detector import backtest
+        except ImportError as exc:
+            print(f"adwatch-detector: backtest is not available: {exc}", file=sys.stderr)
+            return 2
+        return int(backtest.main(rest))
+    print(f"adwatch-detector: unknown command {command!r} (use: run, backtest)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""The detector's Spark Structured Streaming job (the only module that builds Spark plans).
+
+Kafka ``ad-events`` -> ``from_json`` with the AdEvent schema (bad records keyed to the
+dead-letter path with a reason) -> event-time watermark -> ``applyInPandasWithState``
+keyed by segment: open windows and the rules' :class:`SegmentState` live in Spark state
+(checkpointed), windows close once the watermark passes their end and go through
+:func:`adwatch_detector.rules.detect_windows` in start order -> ``foreachBatch`` sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+from adwatch.config import CommonSettings
+from adwatch.contracts import AD_FORMATS, EVENT_TYPES, HEADER_TRACEPARENT
+from adwatch_detector.kafka_source import read_kafka_stream
+from adwatch_detector.settings import DetectorSettings
+
+logger = logging.getLogger(__name__)
+
+DLQ_KEY = "__dlq__"
+
+# from_json schema mirroring adwatch.contracts.AdEvent (plus the corrupt-record column).
+EVENT_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType()),
+        StructField("event_time_ms", LongType()),
+        StructField("event_type", StringType()),
+        StructField("country", StringType()),
+        StructField("ad_format", StringType()),
+        StructField("app_id", StringType()),
+        StructField("placement_id", StringType()),
+        StructField("campaign_id", StringType()),
+        StructField("user_hash", StringType()),
+        StructField("revenue_usd", DoubleType()),
+        StructField("impression_id", StringType()),
+        StructField("schema_version", LongType()),
+        StructField("_corrupt_record", StringType()),
+    ]
+)
+REQUIRED_FIELDS = (
+    "event_id",
+    "event_time_ms",
+    "event_type",
+    "country",
+    "ad_format",
+    "app_id",
+    "placement_id",
+    "campaign_id",
+    "user_hash",
+)
+MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01: beyond is a bug, and overflows timestamps
+
+OUTPUT_SCHEMA = (
+    "kind string, segment string, window_start_ms long, window_end_ms long, payload binary, reason string, "
+    "src_partition int, src_offset long, traceparents array<string>, count long"
+)
+STATE_SCHEMA = "rules binary, windows binary"
+OUTPUT_COLUMNS = [c.strip().split(" ")[0] for c in OUTPUT_SCHEMA.split(",")]
+
+
+def dead_letter_reason(e: Column, value: Column) -> Column:
+    """Why a record breaks the AdEvent contract (null when it is valid); 'category: detail'."""
+    reason = F.when(value.isNull(), F.lit("empty_value: record has no value")).when(
+        e.isNull() | e["_corrupt_record"].isNotNull(), F.lit("malformed_json: not an AdEvent JSON object")
+    )
+    for name in REQUIRED_FIELDS:
+        reason = reason.when(e[name].isNull(), F.lit(f"missing_field: {name}"))
+    return (
+        reason.when(~e["event_type"].isin(*EVENT_TYPES), F.concat(F.lit("invalid_event_type: "), e["event_type"]))
+        .when(~e["ad_format"].isin(*AD_FORMATS), F.concat(F.lit("invalid_ad_format: "), e["ad_format"]))
+        .when(~e["country"].rlike("^[A-Z]{2}$"), F.concat(F.lit("invalid_country: "), e["country"]))
+        .when(
+            (e["event_time_ms"] < 0) | (e["event_time_ms"] > MAX_EVENT_TIME_MS),
+            F.concat(F.lit("invalid_event_time: "), e["event_time_ms"].cast("string")),
+        )
+        .when(e["revenue_usd"] < 0, F.concat(F.lit("negative_revenue: "), e["revenue_usd"].cast("string")))
+    )
+
+
+def parse_events(raw: DataFrame, segment_fields: list[str]) -> DataFrame:
+    """Kafka rows -> the narrow columns the stateful step needs; invalid rows keyed to the DLQ."""
+    e = F.col("e")
+    parsed = raw.select(
+        F.col("value"),
+        F.col("partition").alias("src_partition"),
+        F.col("offset").alias("src_offset"),
+        F.expr(f"try_element_at(filter(headers, h -> h.key = '{HEADER_TRACEPARENT}'), 1).value")
+        .cast("string")
+        .alias("traceparent"),
+        F.from_json(
+            F.col("value").cast("string"),
+            EVENT_SCHEMA,
+            {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"},
+        ).alias("e"),
+    ).withColumn("dlq_reason", dead_letter_reason(e, F.col("value")))
+    valid = F.col("dlq_reason").isNull()
+    key_cols = [
+        F.when(valid, e[f]).otherwise(F.lit(DLQ_KEY if i == 0 else "")).alias(f) for i, f in enumerate(segment_fields)
+    ]
+    type_code = F.lit(None).cast("int")
+    for code, name in enumerate(EVENT_TYPES):
+        type_code = F.when(e["event_type"] == name, F.lit(code)).otherwise(type_code)
+    return parsed.select(
+        *key_cols,
+        F.when(valid, F.timestamp_millis(e["event_time_ms"])).alias("event_time"),
+        F.when(valid, e["event_time_ms"]).alias("event_time_ms"),
+        F.when(valid, type_code).alias("event_type"),
+        F.when(valid, F.coalesce(e["revenue_usd"], F.lit(0.0))).alias("revenue_usd"),
+        F.when(valid, ((e["event_type"] == "click") & e["impression_id"].isNull()).cast("int")).alias("orphan"),
+        F.when(valid, F.col("traceparent")).alias("traceparent"),
+        F.col("dlq_reason"),
+        F.when(~valid, F.col("value")).alias("dlq_payload"),
+        F.col("src_partition"),
+        F.col("src_offset"),
+    )
+
+
+def make_detect_fn(
+    segment_fields: list[str], window_ms: int, trace_samples: int, rules: Any
+) -> Callable[[tuple[Any, ...], Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
+    """The per-segment stateful step (runs in Python workers; pure logic lives in windowing/rules)."""
+
+    def detect(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+        from adwatch.contracts import encode as encode_record
+        from adwatch_detector import rules as rules_mod
+        from adwatch_detector import windowing
+
+        if key[0] == DLQ_KEY:
+            for pdf in pdfs:
+                yield pd.DataFrame(
+                    {
+                        "kind": "dlq",
+                        "segment": None,
+                        "window_start_ms": None,
+                        "window_end_ms": None,
+                        "payload": pdf["dlq_payload"],
+                        "reason": pdf["dlq_reason"],
+                        "src_partition": pdf["src_partition"],
+                        "src_offset": pdf["src_offset"],
+                        "traceparents": [[] for _ in range(len(pdf))],
+                        "count": None,
+                    },
+                    columns=OUTPUT_COLUMNS,
+                )
+            return
+        rules_bytes, windows_bytes = state.get if state.exists else (None, None)
+        open_windows = windowing.OpenWindows.from_bytes(windows_bytes)
+        late = 0
+        for pdf in pdfs:
+            late += windowing.fold_events(
+                open_windows,
+                pdf["event_time_ms"].to_numpy(),
+                pdf["event_type"].to_numpy(),
+                pdf["revenue_usd"].to_numpy(),
+                pdf["orphan"].to_numpy(),
+                pdf["traceparent"].tolist(),
+                window_ms,
+                trace_samples,
+            )
+        watermark = state.getCurrentWatermarkMs()
+        closed = windowing.close_windows(open_windows, watermark, window_ms)
+        segment = "|".join(str(k) for k in key)
+        rows: list[dict[str, Any]] = []
+        seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
+        if closed:
+            windows = [windowing.to_segment_window(s, window_ms, key[0], key[1], part) for s, part in closed]
+            samples = {s: part.traceparents for s, part in closed}
+            seg_state, alerts = rules_mod.detect_windows(seg_state, windows, rules, int(time.time() * 1000))
+            for w in windows:
+                rows.append(_row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w)))
+            for a in alerts:
+                row = _row("alert", segment, a.window_start_ms, a.window_end_ms, encode_record(a))
+                row["traceparents"] = samples.get(a.window_start_ms, [])
+                rows.append(row)
+        if late:
+            rows.append({**_row("late", segment, None, None, None), "count": late})
+        state.update((seg_state.to_bytes(), open_windows.to_bytes()))
+        nxt = windowing.next_close_ms(open_windows, window_ms)
+        if nxt is not None:
+            state.setTimeoutTimestamp(max(nxt - 1, watermark, 1))
+        if rows:
+            yield pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+    return detect
+
+
+def _row(kind: str, segment: str, start: int | None, end: int | None, payload: bytes | None) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "segment": segment,
+        "window_start_ms": start,
+        "window_end_ms": end,
+        "payload": payload,
+        "reason": None,
+        "src_partition": None,
+        "src_offset": None,
+        "traceparents": [],
+        "count": None,
+    }
+
+
+def build_stream(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
+    """Source -> parse -> watermark -> stateful detection: the rows ``foreachBatch`` writes out."""
+    from adwatch_detector.rules import load_rules
+
+    raw = read_kafka_stream(
+        spark,
+        common.kafka_bootstrap,
+        settings.input_topic,
+        source=settings.source,
+        starting_offsets=settings.starting_offsets,
+        max_offsets_per_trigger=settings.max_offsets_per_trigger,
+    )
+    fields = settings.segment_fields
+    events = parse_events(raw, fields).observe(
+        "adwatch_input",
+        F.count(F.lit(1)).alias("rows"),
+        F.count("event_time_ms").alias("events"),
+        F.max("event_time_ms").alias("max_event_time_ms"),
+    )
+    detect = make_detect_fn(
+        fields, settings.window_seconds * 1000, settings.trace_samples, load_rules(settings.rules_file)
+    )
+    return (
+        events.withWatermark("event_time", f"{settings.watermark_seconds} seconds")
+        .groupBy(*fields)
+        .applyInPandasWithState(detect, OUTPUT_SCHEMA, STATE_SCHEMA, "append", GroupStateTimeout.EventTimeTimeout)
+    )
+
+
+def build_query(
+    spark: SparkSession,
+    settings: DetectorSettings,
+    common: CommonSettings,
+    writer: Callable[[DataFrame, int], None],
+    trigger: dict[str, Any] | None = None,
+) -> StreamingQuery:
+    """Start the streaming query; ``trigger`` defaults to processingTime=trigger_seconds.
+
+    Tests pass ``{"availableNow": True}`` to process what is in the topic and stop.
+    """
+    stream = build_stream(spark, settings, common)
+    trig = trigger or {"processingTime": f"{settings.trigger_seconds} seconds"}
+    return (
+        stream.writeStream.queryName(settings.query_name)
+        .outputMode("append")
+        .option("checkpointLocation", settings.checkpoint_dir)
+        .foreachBatch(writer)
+        .trigger(**trig)
+        .start()
+    )
+
+
+def run_available(
+    spark: SparkSession,
+    settings: DetectorSettings,
+    common: CommonSettings,
+    writer: Callable[[DataFrame, int], None],
+    timeout_s: float | None = None,
+) -> StreamingQuery:
+    """Process everything in the topic now (availableNow), wait for the end, raise on failure."""
+    query = build_query(spark, settings, common, writer, trigger={"availableNow": True})
+    finished = query.awaitTermination(int(timeout_s)) if timeout_s else query.awaitTermination()
+    if finished is False:
+        query.stop()
+        raise TimeoutError(f"query {settings.query_name} still running after {timeout_s}s")
+    exc = query.exception()
+    if exc is not None:
+        raise exc
+    return query
+
+
+__all__ = ["build_query", "build_stream", "make_detect_fn", "parse_events", "run_available"]

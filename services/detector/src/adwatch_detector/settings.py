@@ -1,0 +1,62 @@
+"""Detector settings (env prefix ``ADWATCH_DETECTOR_``), built once in the entry point."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from adwatch.config import ServiceSettings
+from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS
+
+SourceKind = Literal["auto", "kafka", "python"]
+StartingOffsets = Literal["earliest", "latest"]
+
+# AdEvent fields a segment may be keyed by (finer segments are a config change).
+SEGMENT_FIELDS: tuple[str, ...] = ("country", "ad_format", "app_id", "placement_id", "campaign_id")
+
+
+class DetectorSettings(ServiceSettings):
+    """Everything the Spark job needs besides the shared :class:`adwatch.config.CommonSettings`."""
+
+    model_config = SettingsConfigDict(env_prefix="ADWATCH_DETECTOR_", frozen=True, extra="ignore")
+
+    checkpoint_dir: str = Field("./.adwatch/detector-checkpoint", description="Spark checkpoint (offsets + state)")
+    window_seconds: int = Field(60, gt=0, description="Tumbling event-time window length")
+    watermark_seconds: int = Field(10, ge=0, description="How late an event may arrive before its window closes")
+    trigger_seconds: float = Field(5.0, gt=0, description="Micro-batch trigger interval")
+    max_offsets_per_trigger: int = Field(500_000, ge=0, description="Rows per micro-batch at most (0: no limit)")
+    rules_file: str | None = Field(None, description="YAML rule settings (None: built-in defaults)")
+    source: SourceKind = Field("auto", description="kafka (spark-sql-kafka connector), python (Data Source API), auto")
+    starting_offsets: StartingOffsets = Field("earliest", description="Where a new query (no checkpoint) starts")
+    input_topic: str = TOPIC_AD_EVENTS
+    alerts_topic: str = TOPIC_ALERTS
+    dlq_topic: str = TOPIC_AD_EVENTS_DLQ
+    spark_master: str = "local[2]"
+    shuffle_partitions: int = Field(4, gt=0, description="spark.sql.shuffle.partitions (state store partitions)")
+    segment_by: str = Field("country,ad_format", description="Comma-separated AdEvent fields keying a segment")
+    trace_samples: int = Field(4, ge=0, le=64, description="Event traceparents kept per segment-window for links")
+    redis_enabled: bool = True
+    redis_key_prefix: str = "adwatch:segment:"
+    redis_ttl_seconds: int = Field(3600, gt=0)
+    clickhouse_enabled: bool = True
+    metrics_table: str = "ad_metrics"
+    alerts_table: str = "ad_alerts"
+    query_name: str = "adwatch_detector"
+    flush_timeout_seconds: float = Field(30.0, gt=0, description="Producer flush deadline per micro-batch")
+
+    @field_validator("segment_by")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        fields = [f.strip() for f in value.split(",") if f.strip()]
+        unknown = [f for f in fields if f not in SEGMENT_FIELDS]
+        if unknown or not fields:
+            raise ValueError(f"segment fields must be among {SEGMENT_FIELDS}, got {value!r}")
+        if fields[:2] != ["country", "ad_format"]:
+            raise ValueError("segments start with country,ad_format (finer fields may follow)")
+        return ",".join(fields)
+
+    @property
+    def segment_fields(self) -> list[str]:
+        return self.segment_by.split(",")

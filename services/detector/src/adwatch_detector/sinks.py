@@ -1,0 +1,269 @@
+"""Where a micro-batch's output goes: Kafka (alerts, dead letters), Redis, ClickHouse.
+
+Everything runs on the driver inside ``foreachBatch`` (chdb allows one process per data
+directory). A batch is done only once the producer has flushed; a replayed batch writes
+the same alert ids and the same ClickHouse keys (ReplacingMergeTree), so replays are
+harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from confluent_kafka import Producer
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Tracer
+
+from adwatch import telemetry
+from adwatch.config import CommonSettings
+from adwatch.contracts import HEADER_SCHEMA_VERSION, SCHEMA_VERSION, Alert, SegmentWindow, decode, encode
+from adwatch.errors import AdwatchError
+from adwatch.kafka import dead_letter, make_producer
+from adwatch.storage import make_clickhouse, make_redis
+from adwatch_detector.metrics import DetectorMetrics
+from adwatch_detector.settings import DetectorSettings
+
+logger = logging.getLogger(__name__)
+
+STAGE = "detector"
+
+
+class SinkError(AdwatchError):
+    """A sink could not take a micro-batch (the batch fails and is replayed)."""
+
+
+def metrics_ddl(table: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    segment String, country LowCardinality(String), ad_format LowCardinality(String),
+    window_start_ms Int64, window_end_ms Int64,
+    window_start DateTime64(3, 'UTC') MATERIALIZED fromUnixTimestamp64Milli(window_start_ms, 'UTC'),
+    impressions UInt64, clicks UInt64, requests UInt64, conversions UInt64,
+    revenue_usd Float64, orphan_clicks UInt64, ctr Float64, ecpm Float64, written_at_ms Int64
+) ENGINE = ReplacingMergeTree(written_at_ms) ORDER BY (segment, window_start_ms)"""
+
+
+def alerts_ddl(table: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    alert_id String, fingerprint String, status LowCardinality(String), alert_type LowCardinality(String),
+    severity LowCardinality(String), country LowCardinality(String), ad_format LowCardinality(String),
+    metric LowCardinality(String), current Float64, expected Float64, band_low Float64, band_high Float64,
+    deviation_pct Float64, volume UInt64, p_value Float64, z_score Float64,
+    window_start_ms Int64, window_end_ms Int64, detected_at_ms Int64, message String, rule_set String,
+    schema_version UInt16, trace_id String, segment String
+) ENGINE = ReplacingMergeTree ORDER BY alert_id"""
+
+
+def window_row(segment: str, w: SegmentWindow, written_at_ms: int) -> dict[str, Any]:
+    return {
+        "segment": segment,
+        "country": w.country,
+        "ad_format": w.ad_format,
+        "window_start_ms": w.window_start_ms,
+        "window_end_ms": w.window_end_ms,
+        "impressions": w.impressions,
+        "clicks": w.clicks,
+        "requests": w.event_counts.get("request", 0),
+        "conversions": w.event_counts.get("conversion", 0),
+        "revenue_usd": w.revenue_usd,
+        "orphan_clicks": w.orphan_clicks,
+        "ctr": w.ctr,
+        "ecpm": w.ecpm,
+        "written_at_ms": written_at_ms,
+    }
+
+
+def redis_fields(w: SegmentWindow, updated_at_ms: int) -> dict[str, str]:
+    row = window_row(w.segment_key, w, updated_at_ms)
+    row.pop("written_at_ms")
+    row["updated_at_ms"] = updated_at_ms
+    return {k: str(v) for k, v in row.items()}
+
+
+def alert_span_attributes(alert: Alert, segment: str, topic: str) -> dict[str, Any]:
+    """The evidence on the span that emits an alert (messaging semconv v1.44 names)."""
+    return {
+        telemetry.MESSAGING_SYSTEM: "kafka",
+        telemetry.MESSAGING_OPERATION_TYPE: "send",
+        telemetry.MESSAGING_DESTINATION: topic,
+        telemetry.MESSAGING_KAFKA_KEY: alert.fingerprint,
+        "adwatch.segment": segment,
+        "adwatch.window.start_ms": alert.window_start_ms,
+        "adwatch.window.end_ms": alert.window_end_ms,
+        "adwatch.rule": alert.alert_type,
+        "adwatch.rule_set": alert.rule_set,
+        "adwatch.alert.id": alert.alert_id,
+        "adwatch.alert.status": alert.status,
+        "adwatch.alert.severity": alert.severity,
+        "adwatch.metric": alert.metric,
+        "adwatch.value.current": alert.current,
+        "adwatch.value.expected": alert.expected,
+        "adwatch.value.band_low": alert.band_low,
+        "adwatch.value.band_high": alert.band_high,
+        "adwatch.value.deviation_pct": alert.deviation_pct,
+        "adwatch.volume": alert.volume,
+        "adwatch.significance.p_value": alert.p_value,
+        "adwatch.significance.z_score": alert.z_score,
+    }
+
+
+def event_links(traceparents: Iterable[str] | None) -> list[Link]:
+    """Links to the (sampled) event contexts behind an alert."""
+    links = []
+    for tp in traceparents or []:
+        ctx = telemetry.extract_context([("traceparent", tp)])
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if span_context.is_valid:
+            links.append(Link(span_context))
+    return links
+
+
+def reason_label(reason: str | None) -> str:
+    """Bounded metric label from 'category: detail'."""
+    return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
+
+
+class BatchWriter:
+    """The ``foreachBatch`` function: call it with (batch DataFrame, batch id)."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        common: CommonSettings,
+        metrics: DetectorMetrics,
+        producer: Producer | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.common = common
+        self.metrics = metrics
+        self.producer = producer or make_producer(common.kafka_bootstrap)
+        self.tracer = tracer or trace.get_tracer("adwatch.detector")
+        self.redis = make_redis(common.redis_url) if settings.redis_enabled else None
+        self._clickhouse: Any = None
+        self.batches = 0
+        self._delivery_errors: list[str] = []
+
+    @property
+    def clickhouse(self) -> Any:
+        """Opened lazily on the driver (chdb: one process per directory); tables created once."""
+        if self._clickhouse is None and self.settings.clickhouse_enabled:
+            ch = make_clickhouse(self.common.clickhouse_url)
+            ch.command(metrics_ddl(self.settings.metrics_table))
+            ch.command(alerts_ddl(self.settings.alerts_table))
+            self._clickhouse = ch
+        return self._clickhouse
+
+    def __call__(self, batch: Any, batch_id: int) -> None:
+        rows = [r.asDict() for r in batch.collect()]
+        self.write_rows(rows, batch_id)
+
+    def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int) -> None:
+        """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked."""
+        now_ms = int(time.time() * 1000)
+        windows = [(r["segment"], decode(r["payload"], SegmentWindow)) for r in rows if r["kind"] == "window"]
+        alerts = sorted(
+            ((r, decode(r["payload"], Alert)) for r in rows if r["kind"] == "alert"),
+            key=lambda ra: (ra[1].window_start_ms, ra[1].fingerprint),
+        )
+        dead = [r for r in rows if r["kind"] == "dlq"]
+        late = sum(int(r["count"] or 0) for r in rows if r["kind"] == "late")
+        self._delivery_errors = []
+        for r in dead:
+            dead_letter(
+                self.producer,
+                self.settings.dlq_topic,
+                source_topic=self.settings.input_topic,
+                stage=STAGE,
+                reason=r["reason"] or "unknown",
+                payload=bytes(r["payload"] or b""),
+                partition=r["src_partition"] if r["src_partition"] is not None else -1,
+                offset=r["src_offset"] if r["src_offset"] is not None else -1,
+            )
+        trace_ids = {a.alert_id: self._send_alert(a, r["segment"], r.get("traceparents")) for r, a in alerts}
+        self._flush()
+        for r in dead:
+            self.metrics.dead_letters_total.labels(reason=reason_label(r["reason"])).inc()
+        if late:
+            self.metrics.late_events_total.inc(late)
+        self.metrics.windows_closed_total.inc(len(windows))
+        if self.redis is not None and windows:
+            self._write_redis(windows, now_ms)
+        if self.clickhouse is not None and (windows or alerts):
+            self.clickhouse.insert_json_rows(
+                self.settings.metrics_table, [window_row(seg, w, now_ms) for seg, w in windows]
+            )
+            self.clickhouse.insert_json_rows(
+                self.settings.alerts_table,
+                [
+                    {**msgspec.structs.asdict(a), "trace_id": trace_ids.get(a.alert_id, ""), "segment": r["segment"]}
+                    for r, a in alerts
+                ],
+            )
+        self.batches += 1
+        if windows or alerts or dead:
+            logger.info(
+                "batch %d: %d windows closed, %d alerts, %d dead letters",
+                batch_id,
+                len(windows),
+                len(alerts),
+                len(dead),
+            )
+
+    def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None) -> str:
+        topic = self.settings.alerts_topic
+        with self.tracer.start_as_current_span(
+            f"send {topic}",
+            kind=SpanKind.PRODUCER,
+            links=event_links(traceparents),
+            attributes=alert_span_attributes(alert, segment, topic),
+        ) as span:
+            headers = telemetry.inject_headers([(HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode())])
+            self.producer.produce(
+                topic,
+                key=alert.fingerprint,
+                value=encode(alert),
+                headers=headers,  # type: ignore[arg-type]
+                on_delivery=self._on_delivery,
+            )
+            latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
+            self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
+            self.metrics.alerts_total.labels(alert.alert_type, alert.severity, alert.status).inc()
+            ctx = span.get_span_context()
+            return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _flush(self) -> None:
+        remaining = self.producer.flush(self.settings.flush_timeout_seconds)
+        if remaining or self._delivery_errors:
+            raise SinkError(
+                f"{remaining} records unflushed, delivery errors: {self._delivery_errors[:3]} (batch will be replayed)"
+            )
+
+    def _write_redis(self, windows: Sequence[tuple[str, SegmentWindow]], now_ms: int) -> None:
+        latest: dict[str, SegmentWindow] = {}
+        for seg, w in windows:
+            if seg not in latest or w.window_start_ms > latest[seg].window_start_ms:
+                latest[seg] = w
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for seg, w in latest.items():
+            key = self.settings.redis_key_prefix + seg
+            pipe.hset(key, mapping=redis_fields(w, now_ms))  # type: ignore[arg-type]
+            pipe.expire(key, self.settings.redis_ttl_seconds)
+        pipe.execute()
+
+    def close(self) -> None:
+        """Flush what is pending and release the stores (on shutdown)."""
+        self.producer.flush(self.settings.flush_timeout_seconds)
+        if self._clickhouse is not None and hasattr(self._clickhouse, "close"):
+            self._clickhouse.close()
+            self._clickhouse = None
+        if self.redis is not None:
+            self.redis.close()

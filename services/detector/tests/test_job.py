@@ -1,0 +1,176 @@
+"""The Spark job end to end in-process: real Spark local[2], the embedded broker, Redis, chdb."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from adwatch.config import CommonSettings
+from adwatch.contracts import Alert, DeadLetter, decode
+from adwatch.kafka import header_value
+from adwatch.storage import make_clickhouse
+from adwatch.testing import consume_all, poll_until, unique
+from adwatch_detector.job import run_available
+from adwatch_detector.metrics import ProgressListener, get_metrics
+from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.sinks import BatchWriter
+
+from .conftest import MINUTE_MS, T0_MS, SegmentTraffic, synth_events
+
+pytestmark = pytest.mark.spark
+
+HISTORY_MIN = 40
+DROP_FROM_MIN = 36
+SEGMENTS = [
+    SegmentTraffic("US", "banner", 2500, 0.02, ctr_factor=0.4, factor_from_min=DROP_FROM_MIN),
+    SegmentTraffic("DE", "native", 1500, 0.03),
+]
+
+
+def make_settings(tmp: Path, kafka: str, redis_url: str, topics: dict[str, str], **over: object):
+    settings = DetectorSettings(
+        checkpoint_dir=str(tmp / "checkpoint"),
+        input_topic=topics["in"],
+        alerts_topic=topics["alerts"],
+        dlq_topic=topics["dlq"],
+        redis_key_prefix=unique("adwatch:segment") + ":",
+        query_name=unique("detector").replace("-", "_"),
+        source="python",
+        **over,
+    )
+    common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url, clickhouse_url=f"chdb://{tmp / 'ch'}")
+    return settings, common
+
+
+def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
+    spark, kafka: str, redis_url: str, topic_factory: Callable[..., str], produce_events, tmp_path: Path
+) -> None:
+    topics = {"in": topic_factory("ad-events", 6), "alerts": topic_factory("alerts", 3), "dlq": topic_factory("dlq")}
+    records = synth_events(SEGMENTS, HISTORY_MIN)
+    malformed = [
+        (None, b"{not json", None),
+        (None, b'{"event_id": "x1", "event_time_ms": 1790000000000, "event_type": "impression", "country": "US",'
+               b' "ad_format": "hologram", "app_id": "a", "placement_id": "p", "campaign_id": "c", "user_hash": "u"}',
+         None),
+        (None, b'{"event_id": "x2", "event_type": "click"}', None),
+    ]  # fmt: skip
+    produce_events(topics["in"], malformed + records)
+    settings, common = make_settings(tmp_path, kafka, redis_url, topics)
+    metrics = get_metrics()
+    dead_before = sum(s.value for s in metrics.dead_letters_total.collect()[0].samples if s.name.endswith("_total"))
+    provider, spans = TracerProvider(), InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    writer = BatchWriter(settings, common, metrics, tracer=provider.get_tracer("test"))
+    events_before = metrics.events_total._value.get()
+    listener = ProgressListener(metrics, settings.query_name)
+    spark.streams.addListener(listener)
+    try:
+        run_available(spark, settings, common, writer, timeout_s=300)
+        # progress reaches the listener asynchronously
+        poll_until(lambda: metrics.events_total._value.get() - events_before >= len(records), "progress events")
+    finally:
+        spark.streams.removeListener(listener)
+        writer.close()
+    assert metrics.events_total._value.get() - events_before == len(records)
+    assert metrics.windows_closed_total._value.get() >= 2 * (HISTORY_MIN - 1)
+
+    alerts = [decode(m.value(), Alert) for m in consume_all(kafka, topics["alerts"], expected=1, timeout_s=20)]
+    assert [(a.alert_type, a.status, a.country, a.ad_format) for a in alerts] == [
+        ("ctr_drop", "firing", "US", "banner")
+    ]
+    assert alerts[0].window_start_ms >= T0_MS + DROP_FROM_MIN * MINUTE_MS
+    msgs = consume_all(kafka, topics["alerts"], expected=1, timeout_s=5)
+    assert msgs[0].key() == b"ctr_drop:US|banner"
+    traceparent = header_value(msgs[0].headers(), "traceparent")
+    assert traceparent is not None
+    (span,) = spans.get_finished_spans()
+    assert span.name == f"send {topics['alerts']}" and span.kind == SpanKind.PRODUCER
+    assert traceparent.decode().split("-")[1] == format(span.context.trace_id, "032x")
+    assert span.attributes["messaging.destination.name"] == topics["alerts"]
+    assert span.attributes["adwatch.segment"] == "US|banner"
+    assert span.attributes["adwatch.rule"] == "ctr_drop"
+    assert 0 < len(span.links) <= settings.trace_samples
+
+    letters = [decode(m.value(), DeadLetter) for m in consume_all(kafka, topics["dlq"], expected=3, timeout_s=20)]
+    reasons = sorted(d.reason.split(":")[0] for d in letters)
+    assert reasons == ["invalid_ad_format", "malformed_json", "missing_field"]
+    dead_after = sum(s.value for s in metrics.dead_letters_total.collect()[0].samples if s.name.endswith("_total"))
+    assert dead_after - dead_before == 3
+
+    r = redis.Redis.from_url(redis_url)
+    h = r.hgetall(settings.redis_key_prefix + "US|banner")
+    assert int(h[b"impressions"]) > 0
+    assert r.ttl(settings.redis_key_prefix + "US|banner") > 0
+
+    ch = make_clickhouse(common.clickhouse_url)
+    try:
+        rows = ch.query(
+            f"SELECT segment, count() FROM {settings.metrics_table} FINAL GROUP BY segment ORDER BY segment"
+        )
+        # every window but the last one per segment has closed (the watermark never passes the last)
+        assert rows == [("DE|native", HISTORY_MIN - 1), ("US|banner", HISTORY_MIN - 1)]
+        assert ch.query(f"SELECT alert_type, status FROM {settings.alerts_table} FINAL") == [("ctr_drop", "firing")]
+    finally:
+        ch.close()
+
+
+def test_restart_from_checkpoint_keeps_state_and_loses_or_repeats_nothing(
+    spark, kafka: str, redis_url: str, topic_factory: Callable[..., str], produce_events, tmp_path: Path
+) -> None:
+    from adwatch_detector.job import build_query
+
+    topics = {"in": topic_factory("ad-events", 6), "alerts": topic_factory("alerts", 3), "dlq": topic_factory("dlq")}
+    first, total, drop = 24, 31, 25  # the drop comes after the restart: only restored baselines can see it
+    segments = [
+        SegmentTraffic("US", "banner", 2000, 0.02, ctr_factor=0.4, factor_from_min=drop),
+        SegmentTraffic("DE", "native", 1000, 0.03),
+    ]
+    records = synth_events(segments, total, seed=11)
+    cut = next(i for i, (_, v, _) in enumerate(records) if _time(v) >= T0_MS + first * MINUTE_MS)
+    produce_events(topics["in"], records[:cut])
+    settings, common = make_settings(tmp_path, kafka, redis_url, topics, max_offsets_per_trigger=25_000)
+    metrics = get_metrics()
+
+    writer = BatchWriter(settings, common, metrics)
+    query = build_query(spark, settings, common, writer, trigger={"processingTime": "1 second"})
+    try:
+        poll_until(lambda: (query.lastProgress or {}).get("batchId", -1) >= 1, "two micro-batches", timeout_s=180)
+    finally:
+        query.stop()  # mid-stream: the rest of the history is still unread
+        writer.close()
+    assert query.exception() is None
+
+    produce_events(topics["in"], records[cut:])
+    writer = BatchWriter(settings, common, metrics)
+    try:
+        run_available(spark, settings, common, writer, timeout_s=300)
+    finally:
+        writer.close()
+
+    msgs = consume_all(kafka, topics["alerts"], expected=2, timeout_s=10)
+    alerts = [decode(m.value(), Alert) for m in msgs]
+    assert [(a.alert_type, a.status, a.country, a.ad_format) for a in alerts] == [
+        ("ctr_drop", "firing", "US", "banner")
+    ]
+    ch = make_clickhouse(common.clickhouse_url)
+    try:
+        for segment in ("US|banner", "DE|native"):
+            starts = [r[0] for r in ch.query(
+                f"SELECT window_start_ms FROM {settings.metrics_table} FINAL WHERE segment = '{segment}' ORDER BY 1"
+            )]  # fmt: skip
+            assert starts == [T0_MS + m * MINUTE_MS for m in range(total - 1)]
+    finally:
+        ch.close()
+
+
+def _time(value: bytes) -> int:
+    from adwatch.contracts import AdEvent
+
+    return decode(value, AdEvent).event_time_ms

@@ -1,0 +1,106 @@
+"""foreachBatch sinks without Spark: real broker, Redis and embedded ClickHouse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from adwatch.config import CommonSettings
+from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
+from adwatch.testing import consume_all, unique
+from adwatch_detector.metrics import DetectorMetrics, progress_values
+from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.sinks import BatchWriter, event_links, reason_label
+
+WINDOW = SegmentWindow(
+    window_start_ms=1_790_000_040_000, window_end_ms=1_790_000_100_000, country="US", ad_format="banner",
+    impressions=1000, clicks=8, revenue_usd=2.0, event_counts={"impression": 1000, "click": 8},
+)  # fmt: skip
+ALERT = Alert(
+    alert_id=make_alert_id("ctr_drop:US|banner", WINDOW.window_start_ms, "firing"), fingerprint="ctr_drop:US|banner",
+    status="firing", alert_type="ctr_drop", severity="high", country="US", ad_format="banner", metric="ctr",
+    current=0.008, expected=0.02, band_low=0.015, band_high=0.025, deviation_pct=-60.0, volume=1000,
+    p_value=1e-9, z_score=-6.1, window_start_ms=WINDOW.window_start_ms, window_end_ms=WINDOW.window_end_ms,
+    detected_at_ms=1_790_000_105_000, message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
+)  # fmt: skip
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _row(kind: str, **kw: object) -> dict[str, object]:
+    base: dict[str, object] = dict.fromkeys(
+        ["segment", "window_start_ms", "window_end_ms", "payload", "reason", "src_partition", "src_offset", "count"]
+    )
+    return {**base, "kind": kind, "traceparents": [], **kw}
+
+
+def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
+    kafka: str, redis_url: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    settings = DetectorSettings(
+        alerts_topic=topic_factory("alerts", 3),
+        dlq_topic=topic_factory("dlq"),
+        redis_key_prefix=unique("seg") + ":",
+    )
+    common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    metrics = DetectorMetrics(CollectorRegistry())
+    rows = [
+        _row("window", segment="US|banner", payload=encode(WINDOW)),
+        _row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[TP]),
+        _row("dlq", payload=b"{oops", reason="malformed_json: not an AdEvent JSON object", src_partition=2,
+             src_offset=41),
+        _row("late", segment="US|banner", count=3),
+    ]  # fmt: skip
+    writer = BatchWriter(settings, common, metrics)
+    try:
+        writer.write_rows(rows, 0)
+        writer.write_rows(rows, 0)  # the same batch replayed after a crash
+        ch = writer.clickhouse
+        assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table} FINAL") == [
+            ("US|banner", 1000, 8)
+        ]
+        assert ch.query(f"SELECT alert_id, status FROM {settings.alerts_table} FINAL") == [(ALERT.alert_id, "firing")]
+    finally:
+        writer.close()
+
+    alerts = consume_all(kafka, settings.alerts_topic, expected=2, timeout_s=15)
+    assert {decode(m.value(), Alert).alert_id for m in alerts} == {ALERT.alert_id}  # same id, never a new one
+    assert all(m.key() == b"ctr_drop:US|banner" for m in alerts)
+    (letter, _) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, settings.dlq_topic, 2, timeout_s=15)]
+    assert (letter.stage, letter.partition, letter.offset, letter.payload) == ("detector", 2, 41, "{oops")
+    assert metrics.dead_letters_total.labels(reason="malformed_json")._value.get() == 2
+    assert metrics.alerts_total.labels("ctr_drop", "high", "firing")._value.get() == 2
+    assert metrics.late_events_total._value.get() == 6
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    key = settings.redis_key_prefix + "US|banner"
+    assert r.hget(key, "impressions") == "1000" and float(r.hget(key, "ctr") or 0) == 0.008
+    assert 0 < r.ttl(key) <= settings.redis_ttl_seconds
+
+
+def test_helpers() -> None:
+    assert reason_label("missing_field: event_id") == "missing_field"
+    assert reason_label(None) == "unknown"
+    (link,) = event_links([TP, "garbage"])
+    assert format(link.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_progress_values_maps_streaming_progress() -> None:
+    progress = {
+        "timestamp": "2026-11-22T02:00:10.000Z",
+        "inputRowsPerSecond": 1000.0,
+        "processedRowsPerSecond": 2000.0,
+        "durationMs": {"triggerExecution": 1500},
+        "eventTime": {"watermark": "2026-11-22T02:00:00.000Z"},
+        "stateOperators": [{"numRowsTotal": 4, "numRowsDroppedByWatermark": 2}],
+        "observedMetrics": {"adwatch_input": {"rows": 10, "events": 9, "max_event_time_ms": 1795312805000}},
+    }
+    now = 1795312815.0
+    values = progress_values(progress, now, last_batch_start_s=1795312805.0)
+    assert values["batch_duration_seconds"] == 1.5
+    assert values["trigger_interval_seconds"] == 5.0
+    assert values["watermark_delay_seconds"] == 15.0
+    assert values["state_rows"] == 4 and values["dropped_late"] == 2
+    assert values["events"] == 9 and values["freshness_seconds"] == 10.0
