@@ -8,30 +8,19 @@ times (backfill-style) so baselines warm up without waiting on the wall clock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 import pytest
-from pyspark.sql import SparkSession
 
 from adwatch.contracts import AdEvent, encode
 from adwatch.kafka import make_producer
-from adwatch_detector.spark import build_spark
 
 MINUTE_MS = 60_000
 # A fixed, minute-aligned start far from "now": event time is all that matters.
 T0_MS = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE_MS
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
-    session = build_spark(master="local[2]", app_name="adwatch-detector-tests", shuffle_partitions=2)
-    try:
-        yield session
-    finally:
-        session.stop()
 
 
 @dataclass(frozen=True)
