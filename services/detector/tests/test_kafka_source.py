@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adwatch.kafka import make_producer
 from adwatch_detector.kafka_source import (
@@ -19,14 +21,31 @@ from adwatch_detector.kafka_source import (
 )
 
 
-def test_limit_offsets_shares_the_budget_and_never_exceeds_it() -> None:
+def test_limit_offsets_splits_the_budget_by_backlog_and_never_exceeds_it() -> None:
     start = {"0": 10, "1": 0, "2": 5}
     latest = {"0": 110, "1": 3, "2": 1005}
     assert limit_offsets(start, latest, None) == latest
     end = limit_offsets(start, latest, 100)
     assert sum(end[p] - start[p] for p in end) == 100
-    assert end["1"] == 3  # a small partition is drained, its share goes to the others
+    # backlogs 100, 3, 1000: each partition advances by the same fraction (~9.7%)
+    assert end == {"0": 19, "1": 0, "2": 96}
     assert all(start[p] <= end[p] <= latest[p] for p in end)
+
+
+@given(
+    st.dictionaries(st.sampled_from("012345"), st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1),
+    st.integers(1, 10**6),
+)
+def test_limit_offsets_keeps_partitions_at_the_same_fraction(ranges: dict[str, tuple[int, int]], budget: int) -> None:
+    start = {p: a for p, (a, _) in ranges.items()}
+    latest = {p: a + b for p, (a, b) in ranges.items()}
+    end = limit_offsets(start, latest, budget)
+    total = sum(latest[p] - start[p] for p in latest)
+    assert sum(end[p] - start[p] for p in end) == min(budget, total)
+    for p in latest:
+        assert start[p] <= end[p] <= latest[p]
+        if total > budget:
+            assert abs((end[p] - start[p]) - budget * (latest[p] - start[p]) / total) < 1 + 1e-9
 
 
 def test_limit_offsets_starts_new_partitions_at_zero() -> None:

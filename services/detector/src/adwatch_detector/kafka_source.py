@@ -48,27 +48,25 @@ class KafkaSourceError(AdwatchError):
 
 # --- pure offset arithmetic ---------------------------------------------------------------
 def limit_offsets(start: Mapping[str, int], latest: Mapping[str, int], max_rows: int | None) -> Offsets:
-    """End offsets at most ``max_rows`` past ``start`` in total, shared fairly between partitions.
+    """End offsets at most ``max_rows`` past ``start`` in total, split in proportion to each
+    partition's backlog (as Spark's Kafka source does).
 
+    Why proportional: a producer writes every partition in event-time order at its own rate,
+    so taking the same fraction of each backlog keeps the partitions at the same event time.
+    An equal split would let small partitions race ahead, push the (global) watermark past
+    windows the big partitions have not delivered yet, and close those windows half-full.
     Partitions never move backwards; a partition new since ``start`` starts at 0.
     """
     begin = {p: int(start.get(p, 0)) for p in latest}
     avail = {p: max(0, int(latest[p]) - begin[p]) for p in latest}
-    if max_rows is None or sum(avail.values()) <= max_rows:
+    total = sum(avail.values())
+    if max_rows is None or total <= max_rows:
         return {p: begin[p] + avail[p] for p in sorted(latest, key=int)}
-    take = dict.fromkeys(latest, 0)
-    budget = max_rows
-    pending = [p for p in latest if avail[p] > 0]
-    while budget > 0 and pending:
-        share = max(1, budget // len(pending))
-        for p in list(pending):
-            step = min(share, avail[p] - take[p], budget)
-            take[p] += step
-            budget -= step
-            if take[p] >= avail[p]:
-                pending.remove(p)
-            if budget == 0:
-                break
+    exact = {p: max_rows * avail[p] / total for p in latest}
+    take = {p: int(exact[p]) for p in latest}
+    by_remainder = sorted(latest, key=lambda p: exact[p] - take[p], reverse=True)
+    for p in by_remainder[: max_rows - sum(take.values())]:
+        take[p] += 1
     return {p: begin[p] + take[p] for p in sorted(latest, key=int)}
 
 

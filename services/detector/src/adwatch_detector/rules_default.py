@@ -69,8 +69,10 @@ def _decide(life: Lifecycle, z: float, p: float, gate: bool, practical: bool, ru
     )
 
 
-def _frozen(lives: tuple[Lifecycle, ...], anomalous: bool, run: int, rules: RuleSettings) -> bool:
-    return (anomalous or any(life.firing for life in lives)) and run < rules.max_freeze_windows
+def _frozen(lives: tuple[Lifecycle, ...], anomalous: bool, run: int, warm: bool, rules: RuleSettings) -> bool:
+    """Hold the baseline still while a window looks anomalous or an alert fires, but never while
+    warming up: a young baseline is not yet to be trusted, so it must keep learning."""
+    return warm and (anomalous or any(life.firing for life in lives)) and run < rules.max_freeze_windows
 
 
 def _traffic(state: SegmentState, window: SegmentWindow, rules: RuleSettings) -> Check | None:
@@ -78,7 +80,9 @@ def _traffic(state: SegmentState, window: SegmentWindow, rules: RuleSettings) ->
     x = float(window.impressions)
     life = state.life[_IDX["traffic_spike"]]
     a, damp = rules.count_alpha, rules.count_damping
-    if state.windows_seen == 0:
+    if state.windows_seen <= 1:
+        # The first window of a new stream is usually partial (it started mid-window): the
+        # second, first complete one, sets the level again.
         state.cnt_level, state.cnt_trend = x, 0.0
         w0 = 5.0 * max(x, 1.0) ** 2
         state.phi_num, state.phi_den = rules.count_phi_prior * w0, w0
@@ -99,7 +103,7 @@ def _traffic(state: SegmentState, window: SegmentWindow, rules: RuleSettings) ->
                     "traffic_spike", "impressions", x, lam, max(0.0, lam - rules.z_resolve * sd),
                     lam + rules.z_resolve * sd, window.impressions)  # fmt: skip
     anomalous = max(z_up, z_low) > rules.z_freeze
-    if _frozen((life,), anomalous, state.cnt_frozen, rules):
+    if _frozen((life,), anomalous, state.cnt_frozen, warm, rules):
         state.cnt_level, state.cnt_trend = max(0.0, raw), damp * state.cnt_trend
         state.cnt_frozen += 1
     else:
@@ -145,7 +149,7 @@ def _ctr(state: SegmentState, window: SegmentWindow, rules: RuleSettings) -> lis
                 "ctr_spike", "ctr", ctr, p0, low, high, window.impressions),
     ]  # fmt: skip
     anomalous = max(z_drop, z_spike) > rules.z_freeze
-    if _frozen((drop, spike), anomalous, state.ctr_frozen, rules):
+    if _frozen((drop, spike), anomalous, state.ctr_frozen, warm, rules):
         state.ctr_frozen += 1
     else:
         dec = halflife_decay(rules.ctr_halflife)
@@ -186,7 +190,7 @@ def _ecpm(state: SegmentState, window: SegmentWindow, rules: RuleSettings) -> Ch
                     "ecpm_drop", "ecpm", ecpm, expected, expected * math.exp(-half), expected * math.exp(half),
                     window.impressions)  # fmt: skip
     anomalous = abs(z) > rules.z_freeze
-    if _frozen((life,), anomalous, state.ecpm_frozen, rules):
+    if _frozen((life,), anomalous, state.ecpm_frozen, warm, rules):
         state.ecpm_frozen += 1
     else:
         state.ecpm_mu += a * y
