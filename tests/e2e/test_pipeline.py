@@ -1,9 +1,10 @@
 """The whole chain, as real processes: generator -> Kafka -> Spark detector -> alerts -> notifiers.
 
-One run of about six minutes carries every check, because a Spark detector takes tens of
+One run of about seven minutes carries every check, because a Spark detector takes tens of
 seconds to start on two cores:
-- 30 minutes of clean history are backfilled (event time), then traffic runs live and five
-  scenarios (one per alert type) hit five segments for 90 s;
+- 20 minutes of clean history are backfilled (event time), then traffic runs live and five
+  scenarios (one per alert type) hit five segments for two and a half minutes, from a minute
+  boundary (so two whole windows carry the anomaly);
 - malformed records are mixed into ``ad-events`` (they must land in the DLQ, the stream goes on);
 - the detector is SIGKILLed right after its first alert and restarted from its checkpoint;
 - Slack answers the first request 429 (Retry-After 1 s) and holds the next one while the
@@ -15,6 +16,7 @@ The end-to-end latency (window end -> provider received) of every alert is print
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections import Counter
@@ -27,14 +29,13 @@ import pytest
 from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS, Alert, DeadLetter, decode
 from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_producer
-from adwatch.testing import poll_until
+from adwatch.pipeline import LocalPipeline
+from adwatch.testing import TopicReader, poll_until
 from adwatch_notifier.testing import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
-
-from .pipeline import Pipeline, TopicReader
 
 pytestmark = pytest.mark.e2e
 
-RATE = 400  # events/s over all segments: enough volume for every scenario to show in one window
+RATE = 600  # events/s over all segments: enough volume for every scenario to show within two windows
 SCENARIOS = {
     "ctr_drop": "US|interstitial",
     "ctr_spike": "US|native",
@@ -43,7 +44,8 @@ SCENARIOS = {
     "click_without_impression": "DE|banner",
 }
 GENERATOR_KIND = {"click_without_impression": "click_flood_without_impressions"}
-SCENARIO_START, SCENARIO_DURATION = "60s", "90s"
+SCENARIO_LEAD_S, SCENARIO_DURATION = 45, "150s"
+RULES = "resolve_windows: 2\n"  # hysteresis of two in-band windows (default 3) keeps the run short
 MALFORMED = [b"{not json", b'{"event_id": "x"}', b'{"event_id":"e","event_time_ms":1,"event_type":"impression",'
              b'"country":"usa","ad_format":"banner","app_id":"a","placement_id":"p","campaign_id":"c","user_hash":"u"}']  # fmt: skip
 
@@ -57,7 +59,7 @@ class Outcome:
     pagerduty: list[RecordedRequest]
     emails: list[str]
     dead_letters: list[DeadLetter]
-    pipeline: Pipeline
+    pipeline: LocalPipeline
     notes: dict[str, float] = field(default_factory=dict)
 
     def distinct(self) -> dict[str, Alert]:
@@ -78,7 +80,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     slack, pagerduty, smtp = FakeSlack(), FakePagerDuty(), SmtpSink()
     with slack, pagerduty, smtp:
         ensure_topics(infra.kafka_bootstrap)
-        pipeline = Pipeline(infra, workdir)
+        pipeline = LocalPipeline(infra, workdir)
         alerts = TopicReader(infra.kafka_bootstrap, TOPIC_ALERTS)
         dlq = TopicReader(infra.kafka_bootstrap, TOPIC_AD_EVENTS_DLQ)
         try:
@@ -91,7 +93,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
 
 
 def _run(
-    pipeline: Pipeline,
+    pipeline: LocalPipeline,
     slack: FakeSlack,
     pagerduty: FakePagerDuty,
     smtp: SmtpSink,
@@ -112,8 +114,10 @@ def _run(
         "ADWATCH_NOTIFIER_SLACK_MIN_INTERVAL_MS": "0",
     }
     pipeline.env.update(notifier_env)
+    rules = pipeline.workdir / "rules.yaml"
+    rules.write_text(RULES)
     detector_env = {"ADWATCH_DETECTOR_CHECKPOINT_DIR": str(pipeline.workdir / "checkpoint"),
-                    "ADWATCH_DETECTOR_TRIGGER_SECONDS": "2"}  # fmt: skip
+                    "ADWATCH_DETECTOR_TRIGGER_SECONDS": "2", "ADWATCH_DETECTOR_RULES_FILE": str(rules)}  # fmt: skip
     # Slack: the first request gets 429 (Retry-After 1 s); the retry is held open for 8 s,
     # long enough to SIGKILL the notifier between send and commit.
     slack.fail_next(429, times=1, retry_after=1)
@@ -131,16 +135,18 @@ def _run(
     poll_until(lambda: dlq.drain(1.0), "malformed events in the DLQ", timeout_s=240)
     pipeline.assert_running()
 
+    now = time.time()
+    start_in = math.ceil((now + SCENARIO_LEAD_S) / 60) * 60 - now  # the next minute boundary, after warm-up
     scenarios = [
-        f"{GENERATOR_KIND.get(t, t)}:{seg}:{SCENARIO_START}:{SCENARIO_DURATION}" for t, seg in SCENARIOS.items()
+        f"{GENERATOR_KIND.get(t, t)}:{seg}:{start_in:.0f}s:{SCENARIO_DURATION}" for t, seg in SCENARIOS.items()
     ]
-    argv = ["adwatch-generator", "live", "--rate", str(RATE), "--warmup-minutes", "30", "--seed", "7", "--quiet"]
+    argv = ["adwatch-generator", "live", "--rate", str(RATE), "--warmup-minutes", "20", "--seed", "7", "--quiet"]
     for spec in scenarios:
         argv += ["--scenario", spec]
     pipeline.start("generator", [*argv, "--truth-file", str(pipeline.workdir / "truth.jsonl")])
 
     # Fault 1: kill the detector right after its first alert, restart it from the checkpoint.
-    poll_until(lambda: alerts.alerts(), "the first alert", timeout_s=360)
+    poll_until(lambda: alerts.decoded(Alert), "the first alert", timeout_s=360)
     pipeline.kill("detector", signal.SIGKILL)
     pipeline.start("detector", ["adwatch-detector", "run"], **detector_env)
 
@@ -150,14 +156,14 @@ def _run(
     pipeline.start("notifier-slack", ["adwatch-notifier", "--channel", "slack"])
 
     def all_resolved() -> bool:
-        resolved = {a.fingerprint for a in alerts.alerts() if a.status == "resolved"}
+        resolved = {a.fingerprint for a in alerts.decoded(Alert) if a.status == "resolved"}
         return len(resolved) >= len(SCENARIOS)
 
     poll_until(all_resolved, "every scenario's alert to resolve", timeout_s=420, interval_s=2)
     time.sleep(8)  # let the notifiers deliver the last resolutions
     pipeline.assert_running()
     return Outcome(
-        alerts=alerts.alerts(),
+        alerts=alerts.decoded(Alert),
         slack=list(slack.requests),
         pagerduty=list(pagerduty.requests),
         emails=[m.as_string() for m in smtp.messages],

@@ -11,7 +11,6 @@ import argparse
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import msgspec
 
 from adwatch.contracts import json_schemas
-from adwatch.infra import EmbeddedInfra, ManagedProcess, free_port, spawn, stop_all
+from adwatch.infra import EmbeddedInfra
+from adwatch.pipeline import LocalPipeline
 
 RUN_DIR = Path(".adwatch/run")
 CLICKHOUSE_DIR = Path(".adwatch/clickhouse")
@@ -52,62 +52,56 @@ def run_pipeline(args: argparse.Namespace) -> int:
     """Start infra + services, print where to look, wait for Ctrl-C, stop everything."""
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
-    logs = RUN_DIR / "logs"
-    logs.mkdir(parents=True)
+    RUN_DIR.mkdir(parents=True)
     print("adwatch: starting the embedded broker and Redis ...", flush=True)
-    infra = EmbeddedInfra(RUN_DIR).start()
+    infra = EmbeddedInfra(RUN_DIR / "infra").start()
     from adwatch.kafka import ensure_topics
 
     ensure_topics(infra.kafka_bootstrap)
     CLICKHOUSE_DIR.mkdir(parents=True, exist_ok=True)
-    base_env = dict(os.environ) | infra.env() | {"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}"}
-    bin_dir = Path(sys.executable).parent
-    procs: list[tuple[ManagedProcess, int]] = []
-
-    def start(name: str, argv: list[str], to_terminal: bool = False, **extra: str) -> None:
-        port = free_port()
-        env = base_env | {"ADWATCH_METRICS_PORT": str(port)} | extra
-        log = None if to_terminal else logs / f"{name}.log"
-        procs.append((spawn(name, [str(bin_dir / argv[0]), *argv[1:]], log, env=env), port))
-
-    start("detector", ["adwatch-detector", "run"],
-          ADWATCH_DETECTOR_CHECKPOINT_DIR=str((RUN_DIR / "checkpoint").resolve()))  # fmt: skip
-    for channel in _notifier_channels(base_env):
-        start(f"notifier-{channel}", ["adwatch-notifier", "--channel", channel], to_terminal=channel == "console")
+    pipeline = LocalPipeline(infra, RUN_DIR, env={"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}"})
+    pipeline.start("detector", ["adwatch-detector", "run"],
+                   ADWATCH_DETECTOR_CHECKPOINT_DIR=str((RUN_DIR / "checkpoint").resolve()))  # fmt: skip
+    for channel in _notifier_channels(pipeline.base_env()):
+        argv = ["adwatch-notifier", "--channel", channel]
+        pipeline.start(f"notifier-{channel}", argv, to_terminal=channel == "console")
     generator = ["adwatch-generator", "live", "--warmup-minutes", str(args.warmup_minutes), "--rate", str(args.rate)]
     if args.scenario != "none":
         generator += ["--scenario", f"{args.scenario}:{args.segment}:{args.scenario_start}:{args.scenario_duration}"]
         generator += ["--truth-file", str(RUN_DIR / "truth.jsonl")]
-    start("generator", generator)
+    pipeline.start("generator", generator)
 
-    print(_where_to_look(infra, procs, logs), flush=True)
+    print(_where_to_look(pipeline), flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     try:
         while not stopping.is_set():
-            dead = [p for p, _ in procs if not p.alive()]
+            dead = pipeline.dead()
             if dead:
-                print(f"adwatch: {dead[0].name} exited ({dead[0].popen.returncode}); see {logs}", flush=True)
+                print(f"adwatch: {dead[0].name} exited ({dead[0].popen.returncode}); see {RUN_DIR}", flush=True)
                 break
             stopping.wait(1.0)
     finally:
         print("\nadwatch: stopping ...", flush=True)
-        stop_all()
+        pipeline.stop()
         infra.stop()
     return 0
 
 
-def _where_to_look(infra: EmbeddedInfra, procs: list[tuple[ManagedProcess, int]], logs: Path) -> str:
+def _where_to_look(pipeline: LocalPipeline) -> str:
+    infra = pipeline.infra
     lines = [
         "",
         "adwatch is running. Alerts appear below (console channel) within a few minutes.",
         f"  Kafka bootstrap : {infra.kafka_bootstrap}",
         f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL adwatch:segment:US|banner)",
-        f"  ClickHouse data : {CLICKHOUSE_DIR.resolve()}  (query with: make query SQL='SELECT ...')",
-        f"  Logs            : {logs.resolve()}",
+        f"  ClickHouse data : {CLICKHOUSE_DIR.resolve()}  (query: make query SQL='SELECT * FROM ad_alerts')",
+        f"  Logs            : {RUN_DIR.resolve()}/*.log",
     ]
-    lines += [f"  {p.name:<16}: http://127.0.0.1:{port}/metrics  /healthz  /readyz" for p, port in procs]
+    lines += [
+        f"  {name:<16}: http://127.0.0.1:{port}/metrics  /healthz  /readyz" for name, port in pipeline.ports.items()
+    ]
     lines += ["Press Ctrl-C to stop everything.", ""]
     return "\n".join(lines)
 

@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
+from adwatch.contracts import decode
 from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_consumer
 
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 def poll_until(fn: Callable[[], T], what: str, timeout_s: float = 30.0, interval_s: float = 0.1) -> T:
@@ -89,3 +92,26 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     finally:
         consumer.close()
     return records
+
+
+class TopicReader:
+    """Reads a topic from the start and keeps every record it has seen (key, value, seen at)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = make_consumer(bootstrap, unique("reader"))
+        self.consumer.subscribe([topic])
+        self.records: list[tuple[bytes | None, bytes, float]] = []
+
+    def drain(self, seconds: float = 0.5) -> list[tuple[bytes | None, bytes, float]]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                self.records.append((msg.key(), msg.value() or b"", time.time()))
+        return self.records
+
+    def decoded(self, record_type: type[S], seconds: float = 0.3) -> list[S]:
+        return [decode(value, record_type) for _, value, _ in self.drain(seconds)]
+
+    def close(self) -> None:
+        self.consumer.close()
