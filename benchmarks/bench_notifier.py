@@ -1,7 +1,7 @@
 """Notifier benchmark: alerts/s through the console and webhook channels, and the delivery
 latency (publish -> fake provider received) p50/p99 through the Slack channel.
 
-Run: ``cd /work/main && .venv/bin/python benchmarks/bench_notifier.py [--alerts 2000]``.
+Run: ``.venv/bin/python benchmarks/bench_notifier.py [--alerts 2000]``.
 Uses the embedded broker and Redis on 127.0.0.1; stops them at the end.
 """
 

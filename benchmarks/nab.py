@@ -4,7 +4,7 @@
 
 Writes one CSV per data file (timestamp,value,anomaly_score) under --out and prints the three
 normalised scores (standard, reward_low_FP_rate, reward_low_FN_rate) after NAB's threshold sweep,
-implemented as /work/shared/nab/SCORING.md says (adwatch_detector.detection_nab).
+implemented as ../shared/nab/SCORING.md says (adwatch_detector.detection_nab).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The NAB scorer, as /work/shared/nab/SCORING.md specifies it (pure: arrays in, numbers out).
+"""The NAB scorer, as ../shared/nab/SCORING.md specifies it (pure: arrays in, numbers out).
 
 Per row a weighted score (scaled sigmoid of the position relative to the windows), one threshold per
 profile swept over every distinct anomaly score of the corpus (plus 1.1 = detect nothing), and the
