@@ -98,6 +98,7 @@ def _where_to_look(pipeline: LocalPipeline) -> str:
         f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL adwatch:segment:US|banner)",
         f"  ClickHouse data : {CLICKHOUSE_DIR.resolve()}  (query: make query SQL='SELECT * FROM ad_alerts')",
         f"  Logs            : {RUN_DIR.resolve()}/*.log",
+        f"  Fire a drill    : ADWATCH_KAFKA_BOOTSTRAP={infra.kafka_bootstrap} .venv/bin/adwatch-generator drill",
     ]
     lines += [
         f"  {name:<16}: http://127.0.0.1:{port}/metrics  /healthz  /readyz" for name, port in pipeline.ports.items()
