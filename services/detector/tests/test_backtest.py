@@ -83,3 +83,19 @@ def test_backtest_reports_bad_input_with_exit_code_2(tmp_path: Path, args: list[
     if content is not None:
         (tmp_path / "bad.jsonl").write_text(content)
     assert main([a.format(dir=tmp_path) for a in args], io.StringIO()) == 2
+
+
+def test_backtest_reads_the_detectors_clickhouse_table(tmp_path: Path) -> None:
+    """Windows written by the job's sink (twice, as a replay would) backtest like the JSONL ones."""
+    from adwatch.storage import make_clickhouse
+    from adwatch_detector.sinks import metrics_ddl, window_row
+
+    url = f"chdb://{tmp_path / 'ch'}"
+    store = make_clickhouse(url)
+    store.command(metrics_ddl("ad_metrics"))
+    rows = [window_row(w.segment_key, w, written_at_ms=1) for w in tutorial_windows()]
+    store.insert_json_rows("ad_metrics", rows + rows)
+    out = io.StringIO()
+    assert main(["--clickhouse", url, "--rule-set", "classic", "--json"], out) == 0
+    alerts = [msgspec.json.decode(line, type=Alert) for line in out.getvalue().splitlines()]
+    assert [(a.alert_type, a.status, a.current) for a in alerts] == [("ctr_drop", "firing", 0.02)]
