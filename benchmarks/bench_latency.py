@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--warmup-minutes", type=int, default=20)
     parser.add_argument("--minutes", type=float, default=8.0, help="live run length")
     parser.add_argument("--trigger-seconds", type=float, default=5.0)
+    parser.add_argument("--watermark-seconds", type=int, default=10)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="adwatch-latency-") as tmp:
@@ -59,6 +60,7 @@ def main() -> int:
                 "ADWATCH_NOTIFIER_SMTP_FROM": "adwatch@example.test",
                 "ADWATCH_NOTIFIER_SMTP_TO": "oncall@example.test",
                 "ADWATCH_DETECTOR_TRIGGER_SECONDS": str(args.trigger_seconds),
+                "ADWATCH_DETECTOR_WATERMARK_SECONDS": str(args.watermark_seconds),
                 "ADWATCH_DETECTOR_CHECKPOINT_DIR": str(workdir / "checkpoint"),
             }
             pipeline = LocalPipeline(infra, workdir, env=env)
@@ -98,7 +100,8 @@ def report(
     }
     detection = [(a.detected_at_ms - a.window_end_ms) / 1000 for a in alerts.values()]
     print(f"\n{len(alerts)} alerts ({sum(a.status == 'firing' for a in alerts.values())} firing), "
-          f"rate {args.rate:g} ev/s, trigger {args.trigger_seconds:g} s, 1-minute windows, watermark 10 s\n")  # fmt: skip
+          f"rate {args.rate:g} ev/s, trigger {args.trigger_seconds:g} s, 1-minute windows, "
+          f"watermark {args.watermark_seconds} s\n")  # fmt: skip
     print("| stage | n | p50 s | p99 s | max s |\n|---|---:|---:|---:|---:|")
     print(_row("detection (window end -> alert emitted)", detection))
     for channel, hits in received.items():

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 
 logger = logging.getLogger("adwatch_detector")
 
@@ -18,6 +16,7 @@ def run(argv: Sequence[str] = ()) -> int:
     """Run the streaming query until SIGTERM/SIGINT, then stop it gracefully and flush."""
     argparse.ArgumentParser(prog="adwatch-detector run", description="Run the streaming detector.").parse_args(argv)
     from adwatch.config import CommonSettings, load_or_exit
+    from adwatch.lifecycle import install_stop_handlers
     from adwatch.telemetry import OpsServer, setup_logging, setup_tracing
 
     common = load_or_exit(CommonSettings)
@@ -25,7 +24,7 @@ def run(argv: Sequence[str] = ()) -> int:
 
     settings = load_or_exit(DetectorSettings)
     setup_logging(common.log_level)
-    setup_tracing("adwatch-detector")
+    setup_tracing("detector")
 
     from adwatch_detector.job import build_query
     from adwatch_detector.metrics import ProgressListener, get_metrics
@@ -33,13 +32,7 @@ def run(argv: Sequence[str] = ()) -> int:
     from adwatch_detector.spark import build_spark
 
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %d: stopping the query", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    install_stop_handlers(stop)
 
     metrics = get_metrics()
     state: dict[str, object] = {"query": None}

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from adwatch.config import CommonSettings, load_settings
 from adwatch.errors import ConfigError
+from adwatch.lifecycle import stop_on_signals
 from adwatch.telemetry import setup_logging, setup_tracing
 from adwatch_generator.model import TrafficModel
 from adwatch_generator.runner import choice_kind, open_outputs, ops_server, run_backfill, run_drill, run_live
@@ -106,20 +106,6 @@ def parse_scenarios(parser: argparse.ArgumentParser, specs: Sequence[str], run_s
         parser.error(f"--scenario: {exc}")
 
 
-@contextlib.contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop``: the loops finish their batch and the producer is flushed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser, ns = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -130,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     bootstrap = ns.bootstrap or common.kafka_bootstrap
     setup_logging(common.log_level)
-    setup_tracing("adwatch-generator")
+    setup_tracing("generator")
     command = ns.command or "live"
     if command == "segments":
         return _print_segments(settings)
@@ -147,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress_out = None if ns.quiet else sys.stderr
     stop = threading.Event()
     ready = threading.Event()
-    with _signals(stop), contextlib.ExitStack() as stack:
+    with stop_on_signals(stop), contextlib.ExitStack() as stack:
         if settings.output == "kafka":
             stack.enter_context(ops_server(common.metrics_port, ready))
         outputs = stack.enter_context(open_outputs(settings, bootstrap, stop, ready))
@@ -204,7 +190,7 @@ def _drill(
         except ScenarioError as exc:
             parser.error(f"--choice: {exc}")
     stop = threading.Event()
-    with _signals(stop) if scenarios else contextlib.nullcontext():
+    with stop_on_signals(stop) if scenarios else contextlib.nullcontext():
         return run_drill(settings, bootstrap, scenarios, stop)
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
-from types import FrameType
 
 from adwatch.config import CommonSettings, load_or_exit
 from adwatch.errors import AdwatchError
+from adwatch.lifecycle import install_stop_handlers
 from adwatch.telemetry import setup_logging, setup_tracing
 from adwatch_notifier.delivery import CHANNELS
 from adwatch_notifier.routing import load_routes
@@ -37,13 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_tracing(f"notifier-{settings.channel}")
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    install_stop_handlers(stop)
     run(settings, stop, args.max_messages, common=common, serve_ops=True)
     return 0
 
