@@ -39,7 +39,7 @@ def settings_table() -> str:
         for field_name, info in cls.model_fields.items():
             value = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
             default = "" if info.is_required() else _show_default(value)
-            meaning = re.sub(r"^[A-Z0-9_]+:?\s*", "", info.description or "").replace("|", "\\|")
+            meaning = re.sub(r"^[A-Z0-9_]{3,}(:\s*|$)", "", info.description or "").replace("|", "\\|")
             rows.append(f"| `{(prefix + field_name).upper()}` | {service} | {default} | {meaning} |")
     return "\n".join(rows)
 
