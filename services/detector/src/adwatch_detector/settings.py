@@ -25,7 +25,9 @@ class DetectorSettings(ServiceSettings):
     checkpoint_dir: str = Field("./.adwatch/detector-checkpoint", description="Spark checkpoint (offsets + state)")
     window_seconds: int = Field(60, gt=0, description="Tumbling event-time window length")
     watermark_seconds: int = Field(5, ge=0, description="How late an event may arrive before its window closes")
-    trigger_seconds: float = Field(2.0, gt=0, description="Micro-batch trigger interval (batches run back to back when busy)")
+    trigger_seconds: float = Field(
+        2.0, gt=0, description="Micro-batch trigger interval (batches run back to back when busy)"
+    )
     max_offsets_per_trigger: int = Field(500_000, ge=0, description="Rows per micro-batch at most (0: no limit)")
     rules_file: str | None = Field(None, description="YAML rule settings (None: built-in defaults)")
     source: SourceKind = Field("auto", description="kafka (spark-sql-kafka connector), python (Data Source API), auto")
