@@ -44,6 +44,7 @@ def test_clean_traffic_of_the_same_length_raises_no_alert(tmp_path: Path) -> Non
                           "--seed", "8", "--quiet"],
         )  # fmt: skip
         assert generator.popen.wait(timeout=240) == 0, pipeline.log("generator")
+        pipeline.processes.pop("generator")  # done: only the detector must keep running
         pipeline.start("detector", ["adwatch-detector", "run"], ADWATCH_DETECTOR_TRIGGER_SECONDS="2",
                        ADWATCH_DETECTOR_CHECKPOINT_DIR=str(tmp_path / "checkpoint"))  # fmt: skip
         segments = 60  # at this rate nearly all 64 segments see traffic every minute
