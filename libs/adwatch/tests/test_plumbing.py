@@ -74,3 +74,20 @@ def test_bad_config_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADWATCH_METRICS_PORT", "seventy")
     with pytest.raises(ConfigError, match="ADWATCH_METRICS_PORT"):
         load_settings(CommonSettings)
+
+
+def test_adwatch_query_reads_a_store_another_process_owns(tmp_path: Path) -> None:
+    """`make query` works while the detector (here: this test) holds the chdb directory."""
+    import subprocess
+    import sys
+
+    ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
+    ch.command("CREATE TABLE ad_alerts (message String) ENGINE = MergeTree ORDER BY message")
+    ch.insert_json_rows("ad_alerts", [{"message": "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"}])
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "adwatch"), "query", "SELECT message FROM ad_alerts"],
+        env=os.environ | {"ADWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"

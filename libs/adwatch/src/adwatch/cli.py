@@ -108,12 +108,25 @@ def _where_to_look(pipeline: LocalPipeline) -> str:
 
 
 def query(args: argparse.Namespace) -> int:
-    """Run SQL against the ClickHouse that `make run` fills (or ADWATCH_CLICKHOUSE_URL)."""
+    """Run SQL against the ClickHouse that `make run` fills (or ADWATCH_CLICKHOUSE_URL).
+
+    chdb lets one process own a data directory, and while `make run` runs that is the
+    detector: so an embedded store is queried through a snapshot copy of its directory.
+    """
+    import tempfile
+
     from adwatch.storage import make_clickhouse
 
     url = os.environ.get("ADWATCH_CLICKHOUSE_URL") or f"chdb://{CLICKHOUSE_DIR.resolve()}"
-    for row in make_clickhouse(url).query(args.sql):
-        print("\t".join(str(v) for v in row))
+    with tempfile.TemporaryDirectory(prefix="adwatch-query-") as tmp:
+        if url.startswith("chdb://"):
+            snapshot = Path(tmp) / "clickhouse"
+            shutil.copytree(
+                url.removeprefix("chdb://"), snapshot, symlinks=True, ignore=shutil.ignore_patterns("status")
+            )
+            url = f"chdb://{snapshot}"
+        for row in make_clickhouse(url).query(args.sql):
+            print("\t".join(str(v) for v in row))
     return 0
 
 
