@@ -38,8 +38,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--warmup-minutes", type=int, default=20)
     parser.add_argument("--minutes", type=float, default=8.0, help="live run length")
-    parser.add_argument("--trigger-seconds", type=float, default=5.0)
-    parser.add_argument("--watermark-seconds", type=int, default=10)
+    parser.add_argument("--trigger-seconds", type=float, default=2.0, help="the detector default")
+    parser.add_argument("--watermark-seconds", type=int, default=5, help="the detector default")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="adwatch-latency-") as tmp:
