@@ -6,6 +6,7 @@ the whole run (it takes 6-7 s to start), for the detector's and the end-to-end t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ pytest_plugins = ["adwatch.testing"]
 def spark() -> Iterator[Any]:
     from adwatch_detector.spark import build_spark
 
+    # py4j logs at INFO from __del__ at interpreter exit, after pytest closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     session = build_spark(master="local[2]", app_name="adwatch-tests", shuffle_partitions=2)
     try:
         yield session
