@@ -11,6 +11,7 @@ import threading
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import msgspec
 import redis
 
 from adwatch.errors import AdwatchError
@@ -30,6 +31,12 @@ class ClickHouse(Protocol):
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
 
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None: ...
+
+
+def insert_json_sql(table: str, rows: list[dict[str, Any]]) -> str:
+    """One INSERT ... FORMAT JSONEachRow statement: the same SQL for chdb and a server."""
+    body = b"\n".join(msgspec.json.encode(row) for row in rows).decode()
+    return f"INSERT INTO {table} FORMAT JSONEachRow\n{body}"
 
 
 class EmbeddedClickHouse:
@@ -56,12 +63,8 @@ class EmbeddedClickHouse:
         return [tuple(row) for row in json.loads(text)["data"]]
 
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        import msgspec
-
-        body = b"\n".join(msgspec.json.encode(r) for r in rows).decode()
-        self.command(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+        if rows:
+            self.command(insert_json_sql(table, rows))
 
     def close(self) -> None:
         with self._lock:
@@ -91,12 +94,8 @@ class ServerClickHouse:
         return [tuple(r) for r in self._client.query(sql).result_rows]
 
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        import msgspec
-
-        body = b"\n".join(msgspec.json.encode(r) for r in rows).decode()
-        self._client.command(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+        if rows:
+            self._client.command(insert_json_sql(table, rows))
 
 
 def make_clickhouse(url: str) -> EmbeddedClickHouse | ServerClickHouse:
