@@ -91,3 +91,34 @@ def test_adwatch_query_reads_a_store_another_process_owns(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
+
+
+def test_adwatch_infra_stops_its_servers_on_sigterm(tmp_path: Path) -> None:
+    """`adwatch infra` (a Kubernetes-style SIGTERM, not only Ctrl-C) leaves no broker or Redis behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from adwatch.infra import port_open, wait_for
+
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "adwatch"), "infra"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        exports: dict[str, str] = {}
+        while len(exports) < 3:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "adwatch infra exited early"
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").strip().split("=", 1)
+                exports[key] = value
+        kafka_port = int(exports["ADWATCH_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
+        redis_port = int(exports["ADWATCH_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        ports = [kafka_port, redis_port]
+        assert all(port_open(port) for port in ports)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        wait_for(lambda: not any(port_open(port) for port in ports), "the broker and Redis to stop", timeout_s=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

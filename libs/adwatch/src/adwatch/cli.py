@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import threading
-import time
 from pathlib import Path
 
 import msgspec
 
 from adwatch.contracts import json_schemas
 from adwatch.infra import EmbeddedInfra
+from adwatch.lifecycle import install_stop_handlers
 from adwatch.pipeline import LocalPipeline
 
 RUN_DIR = Path(".adwatch/run")
@@ -53,11 +52,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
     RUN_DIR.mkdir(parents=True)
-    print("adwatch: starting the embedded broker and Redis ...", flush=True)
-    infra = EmbeddedInfra(RUN_DIR / "infra").start()
-    from adwatch.kafka import ensure_topics
-
-    ensure_topics(infra.kafka_bootstrap)
+    infra = _start_infra()
     CLICKHOUSE_DIR.mkdir(parents=True, exist_ok=True)
     pipeline = LocalPipeline(infra, RUN_DIR, env={"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}"})
     pipeline.start("detector", ["adwatch-detector", "run"],
@@ -73,8 +68,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     print(_where_to_look(pipeline), flush=True)
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+    install_stop_handlers(stopping)
     try:
         while not stopping.is_set():
             dead = pipeline.dead()
@@ -130,19 +124,25 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
-def infra_only(args: argparse.Namespace) -> int:
-    """Start only the embedded infrastructure and print its environment."""
-    infra = EmbeddedInfra(RUN_DIR).start()
+def _start_infra() -> EmbeddedInfra:
+    """The embedded broker and Redis under .adwatch/run, with the contract's topics."""
     from adwatch.kafka import ensure_topics
 
+    print("adwatch: starting the embedded broker and Redis ...", flush=True)
+    infra = EmbeddedInfra(RUN_DIR / "infra").start()
     ensure_topics(infra.kafka_bootstrap)
+    return infra
+
+
+def infra_only(args: argparse.Namespace) -> int:
+    """Start only the embedded infrastructure, print its environment, stop on Ctrl-C/SIGTERM."""
+    infra = _start_infra()
     for key, value in infra.env().items():
-        print(f"export {key}={value}")
+        print(f"export {key}={value}", flush=True)
+    stopping = threading.Event()
+    install_stop_handlers(stopping)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        stopping.wait()
     finally:
         infra.stop()
     return 0
