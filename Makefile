@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bootstrapped
-PACKAGES := libs/adwatch/pyproject.toml $(wildcard services/*/pyproject.toml) requirements-dev.txt scripts/bootstrap.sh
+PACKAGES := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) scripts/bootstrap.sh
 
 # Spark workers must use the venv's python; everything listens on loopback.
 export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
@@ -25,7 +25,8 @@ test: $(STAMP) lint  ## lint, then every test (unit, Spark, services, end-to-end
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/adwatch/src services/generator/src services/detector/src services/notifier/src
+	$(BIN)/mypy libs/adwatch/src libs/adwatch-dev/src services/generator/src services/detector/src services/notifier/src
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

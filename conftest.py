@@ -1,6 +1,6 @@
 """Root conftest: fixtures shared by every test folder.
 
-The embedded broker and Redis come from :mod:`adwatch.testing`; one SparkSession serves
+The embedded broker and Redis come from :mod:`adwatch_dev.testing`; one SparkSession serves
 the whole run (it takes 6-7 s to start), for the detector's and the end-to-end tests.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["adwatch.testing"]
+pytest_plugins = ["adwatch_dev.testing"]
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from adwatch_detector.detection_sim import sample_counts, to_windows
 from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows
+from adwatch_dev.simulate import sample_counts, to_windows
 
 
 def rss_mb() -> float:

@@ -21,13 +21,13 @@ import numpy as np
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import AD_FORMATS, AdEvent, encode
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch_detector.job import run_available
 from adwatch_detector.metrics import get_metrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_detector.spark import build_spark
+from adwatch_dev.infra import EmbeddedInfra
 
 COUNTRIES = ("US", "DE", "FR", "BR")
 

@@ -11,8 +11,8 @@ import logging
 import sys
 import time
 
-from adwatch.infra import embedded_infra
 from adwatch.kafka import ensure_topics
+from adwatch_dev.infra import embedded_infra
 from adwatch_generator.model import TrafficModel
 from adwatch_generator.sink import FileSink, KafkaSink, Sink
 

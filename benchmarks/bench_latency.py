@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from adwatch.contracts import TOPIC_ALERTS, Alert
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics
-from adwatch.pipeline import LocalPipeline
-from adwatch.testing import TopicReader
-from adwatch_notifier.testing import FakePagerDuty, FakeSlack, FakeWebhook, SmtpSink
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook, SmtpSink
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.pipeline import LocalPipeline
+from adwatch_dev.testing import TopicReader
 
 SEGMENTS = ["US|banner", "US|interstitial", "GB|banner", "IN|banner", "US|native", "DE|banner",
             "US|rewarded_video", "FR|banner", "IN|native", "JP|banner", "BR|banner", "CA|banner"]  # fmt: skip

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, encode, format_message, make_alert_id, make_fingerprint, segment_key
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_producer
-from adwatch.testing import unique
+from adwatch_dev.fakes import FakeSlack, FakeWebhook
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.testing import unique
 from adwatch_notifier import NotifierSettings, run
-from adwatch_notifier.testing import FakeSlack, FakeWebhook
 
 T0 = 1_767_225_600_000
 

@@ -4,7 +4,7 @@
 
 Writes one CSV per data file (timestamp,value,anomaly_score) under --out and prints the three
 normalised scores (standard, reward_low_FP_rate, reward_low_FN_rate) after NAB's threshold sweep,
-implemented as ../shared/nab/SCORING.md says (adwatch_detector.detection_nab).
+implemented as ../shared/nab/SCORING.md says (adwatch_dev.nab).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adwatch_detector.detection_nab import PROFILES, Profile, file_rows, file_score, sweep
-from adwatch_detector.univariate import score_series
+from adwatch_dev.nab import PROFILES, Profile, file_rows, file_score, sweep
+from adwatch_dev.univariate import score_series
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "nab"
 

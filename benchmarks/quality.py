@@ -5,7 +5,7 @@
 Traffic: the generator's TrafficModel (adwatch_generator) gives the expected impressions, clicks,
 revenue and orphan clicks per segment and minute, scenarios included; each segment-minute is then
 sampled at the window level (gamma noise with the model's CVs, Poisson impressions, binomial clicks,
-log-normal prices, Poisson orphans: adwatch_detector.detection_sim) -- generating every single event
+log-normal prices, Poisson orphans: adwatch_dev.simulate) -- generating every single event
 for 7 days would take far longer and give the same window counts. Both rule sets run over the same
 windows. Reports: false alerts/day on a clean run; recall, precision and median time to detect (in
 windows) on a run with injected anomalies of every type and a few magnitudes. An anomaly is
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from adwatch.contracts import Alert, SegmentWindow
-from adwatch_detector.detection_sim import sample_counts, to_windows
 from adwatch_detector.rules import RuleSettings, detect_windows
+from adwatch_dev.simulate import sample_counts, to_windows
 from adwatch_generator.catalog import SEGMENTS
 from adwatch_generator.model import ExpectedVolumes, TrafficModel
 from adwatch_generator.scenarios import Scenario, make_scenario

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adwatch.contracts import TOPIC_ALERTS, Alert
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics
-from adwatch.pipeline import LocalPipeline
-from adwatch.testing import TopicReader, poll_until
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.pipeline import LocalPipeline
+from adwatch_dev.testing import TopicReader, poll_until
 
 from .test_pipeline import RATE
 

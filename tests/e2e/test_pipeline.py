@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 
 from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS, Alert, DeadLetter, decode
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_producer
-from adwatch.pipeline import LocalPipeline
-from adwatch.testing import TopicReader, poll_until
-from adwatch_notifier.testing import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.pipeline import LocalPipeline
+from adwatch_dev.testing import TopicReader, poll_until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,17 +20,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adwatch.config import CommonSettings
-from adwatch.testing import unique
 from adwatch_detector.job import run_available
 from adwatch_detector.metrics import get_metrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack
+from adwatch_dev.testing import unique
 from adwatch_generator.model import EventBatch, TrafficModel
 from adwatch_generator.scenarios import parse_scenario
 from adwatch_generator.sink import KafkaSink
 from adwatch_notifier import run as run_notifier
 from adwatch_notifier.settings import NotifierSettings
-from adwatch_notifier.testing import FakePagerDuty, FakeSlack
 
 pytestmark = pytest.mark.e2e
 

@@ -16,11 +16,11 @@ from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, decode
 from adwatch.kafka import header_value
 from adwatch.storage import make_clickhouse
-from adwatch.testing import consume_all, poll_until, unique
 from adwatch_detector.job import run_available
 from adwatch_detector.metrics import ProgressListener, get_metrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
+from adwatch_dev.testing import consume_all, poll_until, unique
 
 from .conftest import MINUTE_MS, T0_MS, SegmentTraffic, synth_events
 

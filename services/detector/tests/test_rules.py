@@ -7,8 +7,8 @@ import pytest
 
 from adwatch.contracts import Alert, SegmentWindow
 from adwatch.errors import ConfigError
-from adwatch_detector.detection_sim import diurnal, sample_counts, to_windows
 from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows, load_rules, make_rules
+from adwatch_dev.simulate import diurnal, sample_counts, to_windows
 
 MIN = 60_000
 DEFAULT = RuleSettings()

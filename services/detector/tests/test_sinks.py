@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
-from adwatch.testing import consume_all, unique
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter, event_links, reason_label
+from adwatch_dev.testing import consume_all, unique
 
 WINDOW = SegmentWindow(
     window_start_ms=1_790_000_040_000, window_end_ms=1_790_000_100_000, country="US", ad_format="banner",

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 from adwatch.contracts import AdEvent, TruthRecord, decode
 from adwatch.kafka import header_value, make_consumer
 from adwatch.telemetry import MESSAGING_DESTINATION, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM
-from adwatch.testing import consume_all, unique
+from adwatch_dev.testing import consume_all, unique
 from adwatch_generator.__main__ import main
 from adwatch_generator.model import EventBatch, TrafficModel
 from adwatch_generator.scenarios import parse_scenario, truth_record
@@ -164,7 +164,7 @@ def test_live_with_warmup_picks_up_a_drill(kafka: str, monkeypatch: pytest.Monke
 
 
 def test_unreachable_broker_is_retried_with_a_log_line_until_stopped(caplog: pytest.LogCaptureFixture) -> None:
-    from adwatch.infra import free_port
+    from adwatch_dev.infra import free_port
     from adwatch_generator.sink import wait_for_kafka
 
     stop = threading.Event()

@@ -22,7 +22,7 @@ from adwatch.contracts import (
 )
 from adwatch.kafka import make_producer
 from adwatch.telemetry import inject_headers
-from adwatch.testing import consume_all, unique
+from adwatch_dev.testing import consume_all, unique
 from adwatch_notifier import NotifierSettings, RunStats, run
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adwatch.contracts import Alert
-from adwatch_notifier.formatting import thread_id
-from adwatch_notifier.testing import (
+from adwatch_dev.fakes import (
     FakePagerDuty,
     FakeSlack,
     FakeWebhook,
@@ -17,6 +16,7 @@ from adwatch_notifier.testing import (
     self_signed_cert,
     server_tls_context,
 )
+from adwatch_notifier.formatting import thread_id
 
 
 def test_slack_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[..., Alert]) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from adwatch.contracts import Alert, encode
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook
 from adwatch_notifier import Hooks
-from adwatch_notifier.testing import FakePagerDuty, FakeSlack, FakeWebhook
 
 
 class Clock:

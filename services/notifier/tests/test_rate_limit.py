@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from adwatch.storage import make_redis
-from adwatch.testing import unique
+from adwatch_dev.testing import unique
 from adwatch_notifier.ledger import Ledger
 
 

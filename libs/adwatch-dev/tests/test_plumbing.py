@@ -11,10 +11,10 @@ import pytest
 from adwatch.config import CommonSettings, load_settings
 from adwatch.contracts import AdEvent, decode, encode
 from adwatch.errors import ConfigError
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import header_value, make_producer
 from adwatch.storage import make_clickhouse, make_redis
-from adwatch.testing import consume_all, unique
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.testing import consume_all, unique
 
 
 def _event(i: int) -> AdEvent:
@@ -99,7 +99,7 @@ def test_adwatch_infra_stops_its_servers_on_sigterm(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from adwatch.infra import port_open, wait_for
+    from adwatch_dev.infra import port_open, wait_for
 
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "adwatch"), "infra"], cwd=tmp_path, stdout=subprocess.PIPE, text=True

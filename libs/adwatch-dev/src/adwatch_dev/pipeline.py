@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adwatch.infra import EmbeddedInfra, ManagedProcess, free_port, spawn
+from adwatch_dev.infra import EmbeddedInfra, ManagedProcess, free_port, spawn
 
 BIN = Path(sys.executable).parent
 

