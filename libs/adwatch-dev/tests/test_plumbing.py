@@ -99,7 +99,7 @@ def test_adwatch_infra_stops_its_servers_on_sigterm(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from adwatch_dev.infra import port_open, wait_for
+    from adwatch_dev.infra import poll_until, port_open
 
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "adwatch"), "infra"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
@@ -118,7 +118,7 @@ def test_adwatch_infra_stops_its_servers_on_sigterm(tmp_path: Path) -> None:
         assert all(port_open(port) for port in ports)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        wait_for(lambda: not any(port_open(port) for port in ports), "the broker and Redis to stop", timeout_s=10)
+        poll_until(lambda: not any(port_open(port) for port in ports), "the broker and Redis to stop", timeout_s=10)
     finally:
         if proc.poll() is None:
             proc.kill()

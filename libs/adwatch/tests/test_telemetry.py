@@ -11,7 +11,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 
-from adwatch.telemetry import OpsServer, SecretMaskingFilter, extract_context, inject_headers, mask_secrets
+from adwatch.logs import SecretMaskingFilter, mask_secrets
+from adwatch.telemetry import OpsServer, extract_context, inject_headers
 
 
 def _get(url: str) -> tuple[int, str]:

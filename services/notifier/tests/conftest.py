@@ -108,7 +108,7 @@ class Harness:
         """The same configuration as environment variables, for a subprocess."""
         env = {
             "ADWATCH_KAFKA_BOOTSTRAP": self.kafka,
-            "ADWATCH_REDIS_URL": self.common.redis_url,
+            "ADWATCH_REDIS_URL": self.common.redis_url.get_secret_value(),
             "ADWATCH_NOTIFIER_CHANNEL": channel,
             "ADWATCH_NOTIFIER_ALERTS_TOPIC": self.alerts_topic,
             "ADWATCH_NOTIFIER_DLQ_TOPIC": self.dlq_topic,

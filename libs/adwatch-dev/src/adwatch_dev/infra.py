@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from adwatch.errors import AdwatchError
 
@@ -36,6 +37,13 @@ class InfraError(AdwatchError):
     """An embedded server could not be started or did not become ready."""
 
 
+class PollTimeout(InfraError, AssertionError):
+    """What :func:`poll_until` waited for did not happen in time (a test failure, not an error)."""
+
+
+T = TypeVar("T")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -43,15 +51,23 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0, interval_s: float = 0.1) -> None:
-    """Poll ``check`` until it is true; raise naming ``what`` when the time is up."""
+def poll_until(fn: Callable[[], T], what: str, timeout_s: float = 30.0, interval_s: float = 0.1) -> T:
+    """Call ``fn`` until it returns something truthy and return that; an exception counts as
+    "not yet". The one poll helper of tests, benchmarks and local tooling: it fails naming
+    ``what`` and the last error, instead of hanging or failing on a transient refusal."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = fn()
+            if result:
+                return result
+        except Exception as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            because = f" (last error: {last_error!r})" if last_error else ""
+            raise PollTimeout(f"timed out after {timeout_s:.0f}s waiting for {what}{because}")
         time.sleep(interval_s)
-    raise InfraError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def port_open(port: int) -> bool:
@@ -169,8 +185,8 @@ class EmbeddedInfra:
         argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]  # fmt: skip
         self.processes["kafka"] = spawn("kafka", argv, self.workdir / "kafka.log")
-        wait_for(lambda: port_open(self.kafka_port), f"the Kafka broker on port {self.kafka_port}")
-        wait_for(self._broker_answers, "the Kafka broker metadata", timeout_s=30)
+        poll_until(lambda: port_open(self.kafka_port), f"the Kafka broker on port {self.kafka_port}")
+        poll_until(self._broker_answers, "the Kafka broker metadata", timeout_s=30)
 
     def _broker_answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -184,7 +200,7 @@ class EmbeddedInfra:
         argv = [redis_binary(), "--port", str(self.redis_port), "--bind", HOST, "--save", "",
                 "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
         self.processes["redis"] = spawn("redis", argv, self.workdir / "redis.log")
-        wait_for(self._redis_answers, f"Redis on port {self.redis_port}")
+        poll_until(self._redis_answers, f"Redis on port {self.redis_port}")
 
     def _redis_answers(self) -> bool:
         import redis

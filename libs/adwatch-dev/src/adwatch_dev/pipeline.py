@@ -40,6 +40,7 @@ class LocalPipeline:
                 "PYSPARK_PYTHON": python,
                 "PYSPARK_DRIVER_PYTHON": python,
                 "SPARK_LOCAL_IP": "127.0.0.1",
+                "ADWATCH_METRICS_HOST": "127.0.0.1",
             }
             | self.env
         )

@@ -18,22 +18,11 @@ import pytest
 
 from adwatch.contracts import decode
 from adwatch.kafka import ensure_topics, make_consumer
-from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.infra import EmbeddedInfra, poll_until
 
-T = TypeVar("T")
+__all__ = ["TopicReader", "consume_all", "poll_until", "unique"]
+
 S = TypeVar("S", bound=msgspec.Struct)
-
-
-def poll_until(fn: Callable[[], T], what: str, timeout_s: float = 30.0, interval_s: float = 0.1) -> T:
-    """Call ``fn`` until it returns something truthy; fail naming ``what`` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def unique(prefix: str) -> str:

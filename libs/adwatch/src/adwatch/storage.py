@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import msgspec
 import redis
+from pydantic import SecretStr
 
 from adwatch.errors import AdwatchError
 
@@ -21,8 +22,13 @@ class StorageError(AdwatchError):
     """A storage URL is malformed or the store rejected a statement."""
 
 
-def make_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+def _reveal(url: str | SecretStr) -> str:
+    return url.get_secret_value() if isinstance(url, SecretStr) else url
+
+
+def make_redis(url: str | SecretStr) -> redis.Redis:
+    """A Redis client; the URL (and its password) stays out of every message and repr."""
+    return redis.Redis.from_url(_reveal(url), socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
 
 
 class ClickHouse(Protocol):
@@ -98,7 +104,8 @@ class ServerClickHouse:
             self._client.command(insert_json_sql(table, rows))
 
 
-def make_clickhouse(url: str) -> EmbeddedClickHouse | ServerClickHouse:
+def make_clickhouse(url: str | SecretStr) -> EmbeddedClickHouse | ServerClickHouse:
+    url = _reveal(url)
     scheme = url.split("://", 1)[0]
     if scheme == "chdb":
         return EmbeddedClickHouse(url.split("://", 1)[1])

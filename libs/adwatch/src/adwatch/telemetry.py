@@ -1,4 +1,6 @@
-"""Logging, Prometheus metrics with /healthz and /readyz, and W3C trace context in Kafka headers.
+"""Tracing set-up, W3C trace context in Kafka headers, and the ops server (/metrics, /healthz, /readyz).
+
+Logging lives in :mod:`adwatch.logs`.
 
 Tracing is the OpenTelemetry SDK configured by the standard ``OTEL_*`` variables: with
 no exporter configured the API's no-op tracer is used and costs nothing.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,46 +32,6 @@ MESSAGING_PARTITION = "messaging.destination.partition.id"
 MESSAGING_CONSUMER_GROUP = "messaging.consumer.group.name"
 MESSAGING_KAFKA_OFFSET = "messaging.kafka.offset"
 MESSAGING_KAFKA_KEY = "messaging.kafka.message.key"
-
-_SECRET_PATTERNS = [
-    re.compile(r"https://hooks\.slack\.com/\S+"),
-    re.compile(r"xox[abprs]-[A-Za-z0-9-]+"),
-    re.compile(r"(?i)(password|routing_key|token|secret)=\S+"),
-]
-
-
-class SecretMaskingFilter(logging.Filter):
-    """Masks webhook URLs, tokens and key=value secrets in every log line."""
-
-    def __init__(self, extra_secrets: Sequence[str] = ()) -> None:
-        super().__init__()
-        self.extra = [s for s in extra_secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_secrets(message, self.extra)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def mask_secrets(text: str, secrets: Sequence[str] = ()) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(0).split("=")[0] + "=***" if "=" in m.group(0) else "***", text)
-    return text
-
-
-def setup_logging(level: str = "INFO", secrets: Sequence[str] = ()) -> None:
-    """Configure logging once, in the entry point, with secrets masked."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretMaskingFilter(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 # --- tracing ------------------------------------------------------------------------------

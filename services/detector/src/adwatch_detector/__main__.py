@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adwatch.service import Service
+    from adwatch_detector.settings import DetectorSettings
 
 logger = logging.getLogger("adwatch_detector")
 
@@ -15,42 +19,31 @@ logger = logging.getLogger("adwatch_detector")
 def run(argv: Sequence[str] = ()) -> int:
     """Run the streaming query until SIGTERM/SIGINT, then stop it gracefully and flush."""
     argparse.ArgumentParser(prog="adwatch-detector run", description="Run the streaming detector.").parse_args(argv)
-    from adwatch.config import CommonSettings, load_or_exit
-    from adwatch.lifecycle import install_stop_handlers
-    from adwatch.telemetry import OpsServer, setup_logging, setup_tracing
-
-    common = load_or_exit(CommonSettings)
+    from adwatch.service import service
     from adwatch_detector.settings import DetectorSettings
 
-    settings = load_or_exit(DetectorSettings)
-    setup_logging(common.log_level)
-    setup_tracing("detector")
+    with service("detector", DetectorSettings) as svc:
+        return run_query(svc)
 
+
+def run_query(svc: Service[DetectorSettings]) -> int:
+    """Start the query, wait for the stop event or a failure, let the running batch finish."""
     from adwatch_detector.job import build_query
     from adwatch_detector.metrics import ProgressListener, get_metrics
     from adwatch_detector.sinks import BatchWriter
     from adwatch_detector.spark import build_spark
 
-    stop = threading.Event()
-    install_stop_handlers(stop)
-
+    settings, common = svc.settings, svc.common
     metrics = get_metrics()
-    state: dict[str, object] = {"query": None}
-
-    def ready() -> bool:
-        query = state["query"]
-        return query is not None and bool(getattr(query, "isActive", False))
-
-    ops = OpsServer(common.metrics_port, ready=ready).start()
     spark = build_spark(settings.spark_master, shuffle_partitions=settings.shuffle_partitions)
     spark.streams.addListener(ProgressListener(metrics, settings.query_name))
     writer = BatchWriter(settings, common, metrics)
     code = 0
     try:
         query = build_query(spark, settings, common, writer)
-        state["query"] = query
+        svc.ready_when(lambda: bool(query.isActive))
         logger.info("query %s started (checkpoint %s)", settings.query_name, settings.checkpoint_dir)
-        while not stop.is_set():
+        while not svc.stop.is_set():
             if query.awaitTermination(1):
                 exc = query.exception()
                 if exc is not None:
@@ -66,8 +59,6 @@ def run(argv: Sequence[str] = ()) -> int:
     finally:
         writer.close()
         spark.stop()
-        ops.stop()
-    logger.info("detector stopped")
     return code
 
 

@@ -13,12 +13,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from adwatch.config import CommonSettings, load_settings
-from adwatch.errors import ConfigError
-from adwatch.lifecycle import stop_on_signals
-from adwatch.telemetry import setup_logging, setup_tracing
+from adwatch.config import load_or_exit
+from adwatch.service import Service, service
 from adwatch_generator.model import TrafficModel
-from adwatch_generator.runner import choice_kind, open_outputs, ops_server, run_backfill, run_drill, run_live
+from adwatch_generator.runner import choice_kind, open_outputs, run_backfill, run_drill, run_live
 from adwatch_generator.scenarios import (
     SCENARIO_KINDS,
     Scenario,
@@ -88,15 +86,24 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.N
     return parser, parser.parse_args(args)
 
 
-def build_settings(ns: argparse.Namespace) -> GeneratorSettings:
-    """Env first, then the flags that were given; raises ConfigError naming the bad value."""
-    names = {
-        "rate": "rate", "rate_scale": "rate_scale", "seed": "seed", "output": "output", "topic": "topic",
-        "truth_topic": "truth_topic", "truth_file": "truth_file", "trace_sample": "trace_sample",
-        "warmup_minutes": "warmup_minutes", "progress_interval": "progress_interval_s",
-    }  # fmt: skip
-    overrides = {field: getattr(ns, flag) for flag, field in names.items() if getattr(ns, flag, None) is not None}
-    return load_settings(GeneratorSettings, **overrides)
+# command-line flag -> GeneratorSettings field (a flag given overrides the environment)
+FLAG_FIELDS = {
+    "rate": "rate",
+    "rate_scale": "rate_scale",
+    "seed": "seed",
+    "output": "output",
+    "topic": "topic",
+    "truth_topic": "truth_topic",
+    "truth_file": "truth_file",
+    "trace_sample": "trace_sample",
+    "warmup_minutes": "warmup_minutes",
+    "progress_interval": "progress_interval_s",
+}
+
+
+def flag_overrides(ns: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags; the rest come from ``ADWATCH_GENERATOR_*`` or defaults."""
+    return {field: getattr(ns, flag) for flag, field in FLAG_FIELDS.items() if getattr(ns, flag, None) is not None}
 
 
 def parse_scenarios(parser: argparse.ArgumentParser, specs: Sequence[str], run_start_ms: int) -> list[Scenario]:
@@ -108,21 +115,22 @@ def parse_scenarios(parser: argparse.ArgumentParser, specs: Sequence[str], run_s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, ns = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = build_settings(ns)
-        common = load_settings(CommonSettings, **({"log_level": ns.log_level} if ns.log_level else {}))
-    except ConfigError as exc:
-        print(f"adwatch-generator: error: {exc}", file=sys.stderr)
-        return 2
-    bootstrap = ns.bootstrap or common.kafka_bootstrap
-    setup_logging(common.log_level)
-    setup_tracing("generator")
     command = ns.command or "live"
     if command == "segments":
-        return _print_segments(settings)
+        return _print_segments(load_or_exit(GeneratorSettings, **flag_overrides(ns)))
+    common_overrides = {"log_level": ns.log_level} if ns.log_level else {}
+    with service(
+        "generator", GeneratorSettings, overrides=flag_overrides(ns), common_overrides=common_overrides
+    ) as svc:
+        return _run(parser, ns, command, svc)
+
+
+def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, svc: Service[GeneratorSettings]) -> int:
+    settings, stop = svc.settings, svc.stop
+    bootstrap = ns.bootstrap or svc.common.kafka_bootstrap
     now_ms = int(time.time() * 1000)
     if command == "drill":
-        return _drill(parser, ns, settings, bootstrap, now_ms)
+        return _drill(parser, ns, settings, bootstrap, now_ms, stop)
     if command == "backfill":
         start_ms, end_ms = _backfill_range(parser, ns, now_ms)
         run_start = start_ms
@@ -131,11 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s = _duration_s(parser, ns.duration)
     scenarios = parse_scenarios(parser, ns.scenario, run_start)
     progress_out = None if ns.quiet else sys.stderr
-    stop = threading.Event()
     ready = threading.Event()
-    with stop_on_signals(stop), contextlib.ExitStack() as stack:
-        if settings.output == "kafka":
-            stack.enter_context(ops_server(common.metrics_port, ready))
+    svc.ready_when(ready.is_set)
+    with contextlib.ExitStack() as stack:
         outputs = stack.enter_context(open_outputs(settings, bootstrap, stop, ready))
         if outputs is None:
             return 1
@@ -177,7 +183,12 @@ def _backfill_range(parser: argparse.ArgumentParser, ns: argparse.Namespace, now
 
 
 def _drill(
-    parser: argparse.ArgumentParser, ns: argparse.Namespace, settings: GeneratorSettings, bootstrap: str, now_ms: int
+    parser: argparse.ArgumentParser,
+    ns: argparse.Namespace,
+    settings: GeneratorSettings,
+    bootstrap: str,
+    now_ms: int,
+    stop: threading.Event,
 ) -> int:
     scenarios = parse_scenarios(parser, ns.scenario, now_ms)
     if ns.choice:
@@ -189,9 +200,7 @@ def _drill(
             )
         except ScenarioError as exc:
             parser.error(f"--choice: {exc}")
-    stop = threading.Event()
-    with stop_on_signals(stop) if scenarios else contextlib.nullcontext():
-        return run_drill(settings, bootstrap, scenarios, stop)
+    return run_drill(settings, bootstrap, scenarios, stop)
 
 
 def _print_segments(settings: GeneratorSettings) -> int:

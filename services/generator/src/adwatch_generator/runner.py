@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TextIO, cast
 
 from adwatch.contracts import TOPIC_PARTITIONS
-from adwatch.telemetry import OpsServer
 from adwatch_generator import metrics
 from adwatch_generator.model import EventBatch, EventStream, TrafficModel
 from adwatch_generator.progress import Progress
@@ -69,15 +68,6 @@ def open_outputs(
         yield Outputs(kafka, TruthWriter(settings.truth_file, kafka, settings.truth_topic), kafka)
     finally:
         kafka.close()
-
-
-@contextmanager
-def ops_server(port: int, ready: threading.Event) -> Iterator[OpsServer]:
-    server = OpsServer(port, ready=ready.is_set).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _send(outputs: Outputs, batch: EventBatch, progress: Progress, fraction: float | None = None) -> None:

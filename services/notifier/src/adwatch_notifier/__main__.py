@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 
-from adwatch.config import CommonSettings, load_or_exit
 from adwatch.errors import AdwatchError
-from adwatch.lifecycle import install_stop_handlers
-from adwatch.telemetry import setup_logging, setup_tracing
+from adwatch.service import service
 from adwatch_notifier.delivery import CHANNELS
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.service import run
@@ -25,19 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-messages", type=int, default=None, help="stop after N records (tests, benchmarks)")
     args = parser.parse_args(argv)
     overrides = {"channel": args.channel} if args.channel else {}
-    settings = load_or_exit(NotifierSettings, **overrides)
-    common = load_or_exit(CommonSettings)
-    setup_logging(common.log_level, secrets=settings.secret_values())
-    try:
-        check_channel_settings(settings)
-        load_routes(settings.routes_file)
-    except AdwatchError as exc:
-        print(f"adwatch-notifier: {exc}", file=sys.stderr)
-        return 2
-    setup_tracing(f"notifier-{settings.channel}")
-    stop = threading.Event()
-    install_stop_handlers(stop)
-    run(settings, stop, args.max_messages, common=common, serve_ops=True)
+    # the run loop serves /metrics itself (its readiness needs the broker and Redis clients)
+    with service(lambda s: f"notifier-{s.channel}", NotifierSettings, overrides=overrides, serve_ops=False) as svc:
+        try:
+            check_channel_settings(svc.settings)
+            load_routes(svc.settings.routes_file)
+        except AdwatchError as exc:
+            print(f"adwatch-notifier: {exc}", file=sys.stderr)
+            return 2
+        run(svc.settings, svc.stop, args.max_messages, common=svc.common, serve_ops=True)
     return 0
 
 

@@ -107,7 +107,7 @@ def run(
     ops = None
     if serve_ops:
         admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-        ops = OpsServer(common.metrics_port, ready=lambda: _ready(admin, redis_client)).start()
+        ops = OpsServer(common.metrics_port, lambda: _ready(admin, redis_client), host=common.metrics_host).start()
         stats.ops_port = ops.port
     lags: dict[int, int] = {}
     consumer.subscribe([topic])

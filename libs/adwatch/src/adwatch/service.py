@@ -1,0 +1,89 @@
+"""One way to start any adwatch service.
+
+``with service("detector", DetectorSettings) as svc:`` does, in this order, what every
+service needs before its first record: load its settings and the common ones (exit 2 with
+a message naming the variable), logging (JSON or text, secrets masked), tracing, the stop
+event set by SIGTERM/SIGINT, and the ops server (``/metrics``, ``/healthz``, ``/readyz``).
+Leaving the block stops the ops server and restores the signal handlers. Each
+``__main__`` is then a parser and a few lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic_settings import BaseSettings
+
+from adwatch.config import CommonSettings, load_or_exit, secret_values
+from adwatch.lifecycle import stop_on_signals
+from adwatch.logs import setup_logging
+from adwatch.telemetry import OpsServer, setup_tracing
+
+logger = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+@dataclass
+class Service(Generic[S]):
+    """What a running service is handed: its settings, the stop event, its metrics registry."""
+
+    name: str
+    settings: S
+    common: CommonSettings
+    stop: threading.Event
+    registry: CollectorRegistry = REGISTRY
+    ops_port: int | None = None
+    _ready: Callable[[], bool] = field(default=lambda: False, repr=False)
+
+    def ready_when(self, check: Callable[[], bool]) -> None:
+        """``/readyz`` answers 200 while ``check()`` is true (until set: not ready)."""
+        self._ready = check
+
+    def is_ready(self) -> bool:
+        return not self.stop.is_set() and self._ready()
+
+
+@contextlib.contextmanager
+def service(
+    name: str | Callable[[S], str],
+    settings_cls: type[S],
+    *,
+    overrides: dict[str, Any] | None = None,
+    common_overrides: dict[str, Any] | None = None,
+    serve_ops: bool = True,
+    extra_secrets: list[str] | None = None,
+) -> Iterator[Service[S]]:
+    """Start-up and shutdown shared by every service (see the module docstring).
+
+    ``name`` (the OpenTelemetry service name and the logs' ``service`` field) may depend on
+    the settings, e.g. ``notifier-slack`` for one channel's process.
+    """
+    common = load_or_exit(CommonSettings, **(common_overrides or {}))
+    settings = load_or_exit(settings_cls, **(overrides or {}))
+    name = name if isinstance(name, str) else name(settings)
+    secrets = secret_values(common, settings) + list(extra_secrets or [])
+    setup_logging(common.log_level, service=name, fmt=common.log_format, secrets=secrets)
+    setup_tracing(name)
+    stop = threading.Event()
+    svc = Service(name=name, settings=settings, common=common, stop=stop)
+    with stop_on_signals(stop):
+        ops = (
+            OpsServer(common.metrics_port, svc.is_ready, svc.registry, common.metrics_host).start()
+            if serve_ops
+            else None
+        )
+        svc.ops_port = ops.port if ops else None
+        logger.info("%s starting", name)
+        try:
+            yield svc
+        finally:
+            if ops is not None:
+                ops.stop()
+            logger.info("%s stopped", name)

@@ -1,0 +1,85 @@
+"""The service skeleton: settings errors name the variable, SIGTERM sets stop, ops server lives and dies with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from adwatch.config import ServiceSettings, load_settings, secret_values
+from adwatch.errors import ConfigError
+from adwatch.service import service
+
+
+class DemoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ADWATCH_DEMO_", frozen=True, extra="ignore")
+
+    batch: int = Field(10, ge=1)
+    api_key: SecretStr | None = None
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADWATCH_METRICS_HOST", "127.0.0.1")
+    monkeypatch.setenv("ADWATCH_LOG_FORMAT", "json")
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_sigterm_sets_stop_and_readiness_follows_the_check() -> None:
+    with service("demo", DemoSettings, overrides={"batch": 5}) as svc:
+        assert svc.settings.batch == 5
+        port = svc.ops_port
+        assert port is not None
+        assert _status(port, "/healthz") == 200
+        assert _status(port, "/readyz") == 503  # not ready until the service says so
+        svc.ready_when(lambda: True)
+        assert _status(port, "/readyz") == 200
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert svc.stop.wait(5)
+        assert _status(port, "/readyz") == 503  # stopping: out of the load balancer at once
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_bad_variable_exits_2_naming_it_without_echoing_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADWATCH_DEMO_BATCH", "0")
+    with pytest.raises(SystemExit) as exit_info, service("demo", DemoSettings):
+        pass
+    assert exit_info.value.code == 2
+    assert "ADWATCH_DEMO_BATCH" in capsys.readouterr().err
+
+
+def test_secret_values_are_collected_and_file_secrets_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    secrets = os.path.join(tmp_path, "secrets")
+    os.mkdir(secrets)
+    with open(os.path.join(secrets, "adwatch_demo_api_key"), "w") as f:
+        f.write("k3y-from-a-file")
+    monkeypatch.setenv("ADWATCH_SECRETS_DIR", secrets)
+    settings = load_settings(DemoSettings)
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "k3y-from-a-file"
+    assert "k3y-from-a-file" in secret_values(settings)
+    assert "k3y" not in repr(settings)
+
+
+def test_missing_secrets_dir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADWATCH_SECRETS_DIR", "/nonexistent/adwatch-secrets")
+    with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
+        load_settings(DemoSettings)
