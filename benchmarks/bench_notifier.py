@@ -21,7 +21,7 @@ from adwatch.kafka import ensure_topics, make_producer
 from adwatch_dev.fakes import FakeSlack, FakeWebhook
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.testing import unique
-from adwatch_notifier import NotifierSettings, run
+from adwatch_notifier import Delivered, NotifierSettings, run
 
 T0 = 1_767_225_600_000
 
@@ -75,7 +75,7 @@ def throughput(common: CommonSettings, channel: str, n: int, **extra: object) ->
     started = time.perf_counter()
     stats = run(settings(channel, topic, **extra), threading.Event(), n, common=common, stream=io.StringIO())
     elapsed = time.perf_counter() - started
-    assert stats.outcomes["delivered"] == n, stats.outcomes
+    assert stats.outcomes[Delivered()] == n, stats.outcomes
     return n / elapsed
 
 

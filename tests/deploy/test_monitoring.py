@@ -38,14 +38,14 @@ def exported_metrics() -> set[str]:
     """Series names the three services register (counters as *_total, histograms as *_bucket/_count/_sum)."""
     from adwatch_detector.metrics import DetectorMetrics
     from adwatch_generator import metrics as generator_metrics
-    from adwatch_notifier import metrics as notifier_metrics
+    from adwatch_notifier.metrics import NotifierMetrics
 
     registry = CollectorRegistry()
     DetectorMetrics(registry)
-    for module in (generator_metrics, notifier_metrics):
-        for value in vars(module).values():
-            if isinstance(value, MetricWrapperBase):
-                registry.register(value)
+    NotifierMetrics(registry)
+    for value in vars(generator_metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            registry.register(value)
     names: set[str] = set()
     for family in registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])

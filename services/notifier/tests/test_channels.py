@@ -16,6 +16,7 @@ from adwatch_dev.fakes import (
     self_signed_cert,
     server_tls_context,
 )
+from adwatch_notifier import Delivered
 from adwatch_notifier.formatting import thread_id
 
 
@@ -23,7 +24,7 @@ def test_slack_webhook_firing_then_resolved(harness: Any, alert_factory: Callabl
     with FakeSlack() as slack:
         harness.publish(alert_factory(), alert_factory(status="resolved"))
         stats = harness.run_once(harness.settings("slack", slack_webhook_url=slack.webhook_url), 2)
-        assert stats.outcomes["delivered"] == 2
+        assert stats.outcomes[Delivered()] == 2
         firing, resolved = (r.json() for r in slack.requests)
     assert firing["blocks"][0]["text"]["text"] == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
     assert resolved["text"].startswith("✅ Resolved: CTR drop US banner")
@@ -35,7 +36,7 @@ def test_slack_bot_updates_the_original_message(harness: Any, alert_factory: Cal
         settings = harness.settings(
             "slack", slack_bot_token="xoxb-test-token-1234", slack_api_url=slack.api_url, slack_channel="#ads"
         )
-        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         post, update = slack.requests
     assert post.path == "/api/chat.postMessage" and post.json()["channel"] == "#ads"
     assert update.path == "/api/chat.update"
@@ -47,7 +48,7 @@ def test_pagerduty_trigger_then_resolve(harness: Any, alert_factory: Callable[..
     with FakePagerDuty() as pd:
         harness.publish(alert_factory(severity="critical"), alert_factory(status="resolved"))
         settings = harness.settings("pagerduty", pagerduty_routing_key="R0UTING-KEY", pagerduty_url=pd.url)
-        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         trigger, resolve = (r.json() for r in pd.requests)
     assert trigger["event_action"] == "trigger" and trigger["payload"]["severity"] == "critical"
     assert trigger["payload"]["source"] == "US|banner" and trigger["payload"]["class"] == "ctr_drop"
@@ -66,7 +67,7 @@ def test_email_threaded_plain(harness: Any, alert_factory: Callable[..., Alert])
             smtp_from="adwatch@example.com",
             smtp_to="oncall@example.com",
         )
-        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         firing, resolved = sink.messages
     root = thread_id("ctr_drop:US|banner")
     assert firing["References"] == resolved["References"] == resolved["In-Reply-To"] == root
@@ -90,7 +91,7 @@ def test_email_starttls_with_auth(harness: Any, alert_factory: Callable[..., Ale
             smtp_from="adwatch@example.com",
             smtp_to="a@example.com,b@example.com",
         )
-        assert harness.run_once(settings, 1).outcomes["delivered"] == 1
+        assert harness.run_once(settings, 1).outcomes[Delivered()] == 1
         assert sink.envelopes[0][1] == ["a@example.com", "b@example.com"]
 
 
@@ -98,7 +99,7 @@ def test_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[...,
     with FakeWebhook() as hook:
         harness.publish(alert_factory(), alert_factory(status="resolved"))
         settings = harness.settings("webhook", webhook_url=hook.url + "/hooks/adwatch")
-        assert harness.run_once(settings, 2).outcomes["delivered"] == 2
+        assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         firing, resolved = hook.requests
     assert firing.json()["alert"]["status"] == "firing" and resolved.json()["alert"]["status"] == "resolved"
     assert firing.headers["idempotency-key"] == firing.json()["idempotency_key"]
@@ -107,7 +108,7 @@ def test_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[...,
 def test_console_prints_a_box(harness: Any, alert_factory: Callable[..., Alert]) -> None:
     out = io.StringIO()
     harness.publish(alert_factory(), alert_factory(status="resolved"))
-    assert harness.run_once(harness.settings("console"), 2, stream=out).outcomes["delivered"] == 2
+    assert harness.run_once(harness.settings("console"), 2, stream=out).outcomes[Delivered()] == 2
     text = out.getvalue()
     assert "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)" in text
     assert "✅ Resolved" in text and "band 4.00% – 6.00%" in text and text.count("┌") == 2

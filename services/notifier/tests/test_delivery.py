@@ -14,28 +14,28 @@ import pytest
 
 from adwatch.contracts import Alert, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook
-from adwatch_notifier import Hooks
+from adwatch_notifier import DeadLetter, Delivered, Hooks, Suppressed
 
 
 class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
+    def __init__(self, s: float) -> None:
+        self.s = s
 
-    def __call__(self) -> int:
-        return self.ms
+    def __call__(self) -> float:
+        return self.s
 
 
 def test_cooldown_suppresses_repeats_within_the_window(harness: Any, alert_factory: Callable[..., Alert]) -> None:
-    clock, out = Clock(2_000_000_000_000), io.StringIO()
+    clock, out = Clock(2_000_000_000.0), io.StringIO()
     settings = harness.settings("console", cooldown_seconds=600)
     t0 = 1_767_225_600_000
     harness.publish(alert_factory(window_start_ms=t0), alert_factory(window_start_ms=t0 + 60_000))
-    first = harness.run_once(settings, 2, now_ms=clock, stream=out)
-    assert first.outcomes == {"delivered": 1, "suppressed:cooldown": 1}
-    clock.ms += 601_000
+    first = harness.run_once(settings, 2, now=clock, stream=out)
+    assert first.outcomes == {Delivered(): 1, Suppressed("cooldown"): 1}
+    clock.s += 601
     harness.publish(alert_factory(window_start_ms=t0 + 120_000), alert_factory(status="resolved"))
-    second = harness.run_once(settings, 2, now_ms=clock, stream=out)
-    assert second.outcomes == {"delivered": 2}  # window over; resolved bypasses the cooldown anyway
+    second = harness.run_once(settings, 2, now=clock, stream=out)
+    assert second.outcomes == {Delivered(): 2}  # window over; resolved bypasses the cooldown anyway
     assert out.getvalue().count("┌") == 3
 
 
@@ -54,7 +54,7 @@ def test_crash_after_send_before_commit_sends_nothing_twice(harness: Any, alert_
             harness.run_once(settings, 1, hooks=Hooks(before_commit=crash))
         assert len(hook.requests) == 1
         stats = harness.run_once(settings, 1)  # same group: the record is redelivered
-        assert stats.outcomes == {"suppressed:duplicate": 1}
+        assert stats.outcomes == {Suppressed("duplicate"): 1}
         assert len(hook.requests) == 1
 
 
@@ -98,7 +98,7 @@ def test_retry_after_then_permanent_then_deadline(harness: Any, alert_factory: C
         settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=1.0)
         stats = harness.run_once(settings, 3)
         requests = list(slack.requests)
-    assert stats.outcomes == {"delivered": 1, "dead_lettered:permanent": 1, "dead_lettered:deadline": 1}
+    assert stats.outcomes == {Delivered(): 1, DeadLetter("permanent"): 1, DeadLetter("deadline"): 1}
     assert requests[1].at - requests[0].at >= 0.3  # Retry-After honoured
     permanent, deadline = harness.dead_letters(2)
     assert permanent.attempts == 1 and "clientError" in permanent.reason and "HTTP 400" in permanent.reason
@@ -130,7 +130,7 @@ def test_malformed_records_are_dead_lettered(harness: Any, alert_factory: Callab
     bad_severity = encode(alert_factory()).replace(b'"severity":"high"', b'"severity":"apocalyptic"')
     harness.publish(b"{not json", bad_severity, alert_factory())
     stats = harness.run_once(harness.settings("console"), 3, stream=io.StringIO())
-    assert stats.outcomes == {"dead_lettered:contract": 2, "delivered": 1}
+    assert stats.outcomes == {DeadLetter("contract"): 2, Delivered(): 1}
     garbage, wrong = harness.dead_letters(2)
     assert garbage.reason.startswith("ContractError") and garbage.payload == "{not json"
     assert "severity" in wrong.reason and garbage.stage == "decode"

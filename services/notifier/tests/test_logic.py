@@ -70,6 +70,54 @@ def test_bad_routes_are_config_errors(text: str) -> None:
         parse_routes(text)
 
 
+def test_bad_routes_file_names_the_file_and_the_key(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes:\n  - channel: slack\n  - channel: pagerduty\n    severity: [high]\n")
+    with pytest.raises(ConfigError) as err:
+        load_routes(str(path))
+    assert str(err.value) == f"{path}: routes[1].severity: unknown key"
+    path.write_text("routes:\n  - channel: email\n    severities: [hgh]\n")
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.severities\[0\]: Input should be 'low'"):
+        load_routes(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "filters"),
+    [
+        pytest.param("routes: []", None, id="empty-table"),
+        pytest.param(
+            "routes:\n  - channel: email\n    severities: critical", {"severities": {"critical"}}, id="scalar"
+        ),
+        pytest.param(
+            "routes:\n  - channel: slack\n    segments: ['US|banner']\n    statuses: [resolved]",
+            {"segments": {"US|banner"}, "statuses": {"resolved"}},
+            id="segments-statuses",
+        ),
+    ],
+)
+def test_routes_file_shorthands(text: str, filters: dict[str, set[str]] | None) -> None:
+    table = parse_routes(text)
+    if filters is None:
+        assert table.routes == ()
+    else:
+        [only] = table.routes
+        assert {name: set(getattr(only, name)) for name in filters} == filters
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("routes:\n  - channel: slack\n    segments: [US]", id="segment-without-format"),
+        pytest.param("routes:\n  - channel: slack\n    target: '" + "x" * 3000 + "'", id="target-too-long"),
+        pytest.param("routes:\n" + "  - channel: slack\n" * 1001, id="too-many-routes"),
+        pytest.param("route:\n  - channel: slack", id="top-level-typo"),
+    ],
+)
+def test_routes_file_bounds(text: str) -> None:
+    with pytest.raises(ConfigError, match="<routes>: "):
+        parse_routes(text)
+
+
 NOW = 1_000_000
 
 
@@ -192,3 +240,21 @@ def test_secret_from_mounted_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.pagerduty_routing_key.get_secret_value() == "R0UTINGKEY"
     assert "R0UTINGKEY" not in repr(settings)
     assert settings.consumer_group == "notifier-pagerduty"
+
+
+def test_secrets_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Files named like the variables in ADWATCH_SECRETS_DIR (a mounted Kubernetes/Docker secret)."""
+    (tmp_path / "adwatch_notifier_webhook_url").write_text("https://hooks.example/T0KEN\n")
+    (tmp_path / "adwatch_notifier_smtp_password").write_text("pw-from-file")
+    monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("ADWATCH_NOTIFIER_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("ADWATCH_NOTIFIER_SMTP_PASSWORD", raising=False)
+    settings = NotifierSettings(channel="webhook")
+    assert settings.webhook_url is not None and settings.webhook_url.get_secret_value() == "https://hooks.example/T0KEN"
+    assert settings.smtp_password is not None and settings.smtp_password.get_secret_value() == "pw-from-file"
+    assert "T0KEN" not in repr(settings) and "pw-from-file" not in str(settings.model_dump())
+    monkeypatch.setenv("ADWATCH_NOTIFIER_SMTP_PASSWORD", "pw-from-env")  # the environment wins over files
+    assert NotifierSettings().smtp_password.get_secret_value() == "pw-from-env"  # type: ignore[union-attr]
+    monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
+        NotifierSettings()

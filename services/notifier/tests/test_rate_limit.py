@@ -6,13 +6,13 @@ import time
 
 from adwatch.storage import make_redis
 from adwatch_dev.testing import unique
-from adwatch_notifier.ledger import Ledger
+from adwatch_notifier.ledger import RedisLedger
 
 
 def test_two_replicas_share_one_slot_per_interval(redis_url: str) -> None:
     prefix = unique("adwatch:notifier")
-    replica_a = Ledger(make_redis(redis_url), prefix, "slack")
-    replica_b = Ledger(make_redis(redis_url), prefix, "slack")
+    replica_a = RedisLedger(make_redis(redis_url), prefix, "slack")
+    replica_b = RedisLedger(make_redis(redis_url), prefix, "slack")
     assert replica_a.acquire_slot("#alerts", 1000) == 0.0
     wait = replica_b.acquire_slot("#alerts", 1000)
     assert 0.0 < wait <= 1.0, "the other replica must wait for the rest of the interval"

@@ -1,13 +1,47 @@
-"""Redis side of dedup: idempotency keys, cooldowns, provider refs and rate-limit slots.
+"""The notifier's shared state: idempotency claims, cooldowns, provider refs and rate-limit slots.
 
-Shared by every replica of a channel and survives restarts. Writes are atomic: first
-claims with ``SET NX EX``, later transitions with a compare-and-set script, so two
-replicas never both believe they own one (alert, channel).
+The stages depend on the :class:`Ledger` protocol only, so each can be tested with an
+in-memory ledger; :class:`RedisLedger` is the real one, shared by every replica of a
+channel and surviving restarts. Writes are atomic: first claims with ``SET NX EX``, later
+transitions with a compare-and-set script, so two replicas never both believe they own
+one (alert, channel).
 """
 
 from __future__ import annotations
 
+from typing import Literal, Protocol
+
 import redis
+
+KeyKind = Literal["idem", "cooldown", "ref"]
+"""``idem``: per alert id; ``cooldown`` and ``ref``: per fingerprint (see the README)."""
+
+
+class Ledger(Protocol):
+    """Keyed strings with expiry and compare-and-set, per channel (the channel is bound in)."""
+
+    def get(self, kind: KeyKind, name: str) -> str | None:
+        """The current value, None when absent or expired."""
+        ...
+
+    def swap(self, kind: KeyKind, name: str, expected: str | None, value: str, ttl_s: int) -> bool:
+        """Replace ``expected`` by ``value`` atomically (``expected=None``: create only); True on success."""
+        ...
+
+    def delete_if(self, kind: KeyKind, name: str, expected: str) -> bool:
+        """Delete the key only while it still holds ``expected`` (give up our own claim)."""
+        ...
+
+    def put(self, kind: KeyKind, name: str, value: str, ttl_s: int) -> None:
+        """Overwrite unconditionally."""
+        ...
+
+    def delete(self, kind: KeyKind, name: str) -> None: ...
+
+    def acquire_slot(self, target: str, interval_ms: int) -> float:
+        """Rate limit shared by replicas: 0 when we may send to ``target`` now, else seconds to wait."""
+        ...
+
 
 _CAS = """
 local cur = redis.call('GET', KEYS[1])
@@ -19,8 +53,8 @@ return 0
 """
 
 
-class Ledger:
-    """Key layout: ``<prefix>:{idem,cooldown,ref,rate}:<channel>:...``."""
+class RedisLedger:
+    """Key layout: ``<prefix>:{idem,cooldown,ref,rate}:<channel>:<name>``."""
 
     def __init__(self, client: redis.Redis, prefix: str, channel: str) -> None:
         self.r = client
@@ -30,34 +64,29 @@ class Ledger:
     def key(self, kind: str, name: str) -> str:
         return self.base.format(kind=kind) + name
 
-    def get(self, key: str) -> str | None:
-        value = self.r.get(key)
+    def get(self, kind: KeyKind, name: str) -> str | None:
+        value = self.r.get(self.key(kind, name))
         return value.decode() if isinstance(value, bytes) else value  # type: ignore[return-value]
 
-    def create(self, key: str, value: str, ttl_s: int) -> bool:
-        """SET NX EX: true when we created it."""
-        return bool(self.r.set(key, value, nx=True, ex=max(1, ttl_s)))
-
-    def swap(self, key: str, expected: str | None, value: str, ttl_s: int) -> bool:
-        """Replace ``expected`` by ``value`` atomically (``expected=None``: create only)."""
+    def swap(self, kind: KeyKind, name: str, expected: str | None, value: str, ttl_s: int) -> bool:
+        key = self.key(kind, name)
         if expected is None:
-            return self.create(key, value, ttl_s)
+            return bool(self.r.set(key, value, nx=True, ex=max(1, ttl_s)))
         return bool(self._cas(keys=[key], args=[expected, value, max(1, ttl_s)]))
 
-    def delete_if(self, key: str, expected: str) -> bool:
-        return bool(self._cas(keys=[key], args=[expected, "", 1]))
+    def delete_if(self, kind: KeyKind, name: str, expected: str) -> bool:
+        return bool(self._cas(keys=[self.key(kind, name)], args=[expected, "", 1]))
 
-    def put(self, key: str, value: str, ttl_s: int) -> None:
-        self.r.set(key, value, ex=max(1, ttl_s))
+    def put(self, kind: KeyKind, name: str, value: str, ttl_s: int) -> None:
+        self.r.set(self.key(kind, name), value, ex=max(1, ttl_s))
 
-    def delete(self, key: str) -> None:
-        self.r.delete(key)
+    def delete(self, kind: KeyKind, name: str) -> None:
+        self.r.delete(self.key(kind, name))
 
-    def acquire_slot(self, name: str, interval_ms: int) -> float:
-        """Rate limit shared by replicas: 0 when we may send now, else seconds to wait."""
+    def acquire_slot(self, target: str, interval_ms: int) -> float:
         if interval_ms <= 0:
             return 0.0
-        key = self.key("rate", name)
+        key = self.key("rate", target)
         if self.r.set(key, b"1", nx=True, px=interval_ms):
             return 0.0
         pttl = int(self.r.pttl(key))  # type: ignore[arg-type]

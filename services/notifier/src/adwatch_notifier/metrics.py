@@ -1,31 +1,68 @@
-"""The notifier's Prometheus metrics, defined once (labels are bounded: channel, outcome, reason)."""
+"""The notifier's Prometheus metrics, built on a given registry (labels are bounded: channel, outcome, reason).
+
+Like Alertmanager's ``NewMetrics(reg)``: a test builds its own on a fresh
+``CollectorRegistry``; a process uses :func:`default_metrics` (the global registry, once).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
-NOTIFICATIONS = Counter("adwatch_notifier_notifications_total", "Alerts handled, by outcome", ["channel", "outcome"])
-FAILURES = Counter(
-    "adwatch_notifier_failures_total", "Failed delivery attempts (Alertmanager reasons)", ["channel", "reason"]
-)
-DELIVERY_LATENCY = Histogram(
-    "adwatch_notifier_delivery_latency_seconds",
-    "From consuming an alert to the provider accepting it",
-    ["channel"],
-    buckets=_LATENCY_BUCKETS,
-)
-END_TO_END_LATENCY = Histogram(
-    "adwatch_notifier_end_to_end_latency_seconds",
-    "From the alert window's end to the provider accepting it",
-    ["channel"],
-    buckets=_LATENCY_BUCKETS,
-)
-DEAD_LETTERS = Counter("adwatch_notifier_dead_letters_total", "Alerts parked in the DLQ", ["channel", "reason"])
-SUPPRESSED = Counter(
-    "adwatch_notifier_suppressed_total",
-    "Alerts not sent on purpose (cooldown|duplicate|unrouted)",
-    ["channel", "reason"],
-)
-CONSUMER_LAG = Gauge("adwatch_notifier_consumer_lag_records", "Records behind the high watermark", ["channel"])
+
+class NotifierMetrics:
+    """Every notifier series; names are what dashboards, alert rules and docs/metrics.md use."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        p = "adwatch_notifier_"
+        self.notifications = Counter(
+            p + "notifications_total", "Alerts handled, by outcome", ["channel", "outcome"], registry=registry
+        )
+        self.failures = Counter(
+            p + "failures_total",
+            "Failed delivery attempts (Alertmanager reasons)",
+            ["channel", "reason"],
+            registry=registry,
+        )
+        self.delivery_latency = Histogram(
+            p + "delivery_latency_seconds",
+            "From consuming an alert to the provider accepting it",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            p + "end_to_end_latency_seconds",
+            "From the alert window's end to the provider accepting it",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters_total", "Alerts parked in the DLQ", ["channel", "reason"], registry=registry
+        )
+        self.suppressed = Counter(
+            p + "suppressed_total",
+            "Alerts not sent on purpose (cooldown|duplicate|unrouted)",
+            ["channel", "reason"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag_records", "Records behind the high watermark", ["channel"], registry=registry
+        )
+
+
+_default: NotifierMetrics | None = None
+_lock = threading.Lock()
+
+
+def default_metrics() -> NotifierMetrics:
+    """The process's metrics on the global registry (several in-process runs share them)."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = NotifierMetrics(REGISTRY)
+        return _default

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
-from adwatch.contracts import Alert, segment_key
+from adwatch.contracts import AdFormat, Alert, AlertStatus, AlertType, Severity, segment_key
 from adwatch.errors import ConfigError
-from adwatch_notifier.delivery import CHANNELS
+from adwatch_notifier.delivery import Channel
 
 # Default escalation: everything to Slack, high/critical also page, critical also mails.
 DEFAULT_ROUTES_YAML = """\
@@ -30,6 +32,7 @@ routes:
 """
 
 _FILTERS = ("alert_types", "severities", "countries", "ad_formats", "segments", "statuses")
+_ROUTES_MAX, _FILTER_MAX, _TARGET_MAX = 1000, 500, 2000  # bounds: far above real tables, below accidents
 
 
 @dataclass(frozen=True)
@@ -72,40 +75,75 @@ def route(table: RoutingTable, alert: Alert, channel: str, notified_firing: bool
     return next((r for r in table.routes if r.channel == channel and r.matches(alert, any_severity)), None)
 
 
+class RouteSpec(BaseModel):
+    """One route as written in the file; unknown keys are errors (a typo must not match everything)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Channel
+    target: str = Field("", max_length=_TARGET_MAX, description="Slack channel, recipients, routing key name")
+    alert_types: tuple[AlertType, ...] = Field((), max_length=_FILTER_MAX)
+    severities: tuple[Severity, ...] = Field((), max_length=_FILTER_MAX)
+    countries: tuple[Annotated[str, StringConstraints(min_length=1, max_length=16)], ...] = Field(
+        (), max_length=_FILTER_MAX
+    )
+    ad_formats: tuple[AdFormat, ...] = Field((), max_length=_FILTER_MAX)
+    segments: tuple[Annotated[str, StringConstraints(pattern=r"^[^|]+\|[^|]+$")], ...] = Field(
+        (), max_length=_FILTER_MAX
+    )
+    statuses: tuple[AlertStatus, ...] = Field((), max_length=_FILTER_MAX)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _join_recipients(cls, value: Any) -> Any:
+        """``target: [a@x, b@y]`` is the comma-separated recipient list ``a@x,b@y``."""
+        return ",".join(str(v) for v in value) if isinstance(value, list) else value
+
+    @field_validator(*_FILTERS, mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """A single value stands for a one-element list (``severities: critical``)."""
+        return [value] if isinstance(value, str) else value
+
+    def to_route(self) -> Route:
+        filters = {name: frozenset(getattr(self, name)) for name in _FILTERS}
+        return Route(channel=self.channel, target=self.target, **filters)
+
+
+class RoutesFile(BaseModel):
+    """The whole routing file: ``routes:``, a list of :class:`RouteSpec`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routes: list[RouteSpec] = Field(max_length=_ROUTES_MAX)
+
+
 def parse_routes(text: str, source: str = "<routes>") -> RoutingTable:
-    """Parse routing YAML; a mistake raises :class:`ConfigError` naming the route."""
+    """Parse routing YAML; a mistake raises :class:`ConfigError` naming the file and the key."""
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    items = doc.get("routes") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
+    if not isinstance(doc, dict) or "routes" not in doc:
         raise ConfigError(f"{source}: expected a top-level 'routes:' list")
-    return RoutingTable(tuple(_parse_route(item, i, source) for i, item in enumerate(items)))
+    try:
+        parsed = RoutesFile.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_where(err['loc'])}: {_problem(err)}" for err in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+    return RoutingTable(tuple(spec.to_route() for spec in parsed.routes))
 
 
-def _parse_route(item: Any, index: int, source: str) -> Route:
-    where = f"{source}: routes[{index}]"
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(item) - {"channel", "target", *_FILTERS}
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-    channel = item.get("channel")
-    if channel not in CHANNELS:
-        raise ConfigError(f"{where}: channel must be one of {list(CHANNELS)}, got {channel!r}")
-    target = item.get("target", "")
-    if isinstance(target, list):
-        target = ",".join(str(t) for t in target)
-    filters: dict[str, frozenset[str]] = {}
-    for name in _FILTERS:
-        value = item.get(name, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {name} must be a list")
-        filters[name] = frozenset(str(v) for v in value)
-    return Route(channel=channel, target=str(target), **filters)
+def _problem(err: ErrorDetails) -> str:
+    return "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``("routes", 2, "severity")`` -> ``routes[2].severity``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<file>"
 
 
 def load_routes(path: str = "") -> RoutingTable:

@@ -1,0 +1,85 @@
+"""What a stage says about a record, as data: continue, suppressed, dead letter or stop.
+
+A stage never writes metrics, dead letters or offsets itself; it returns one of these and
+the run loop (:mod:`adwatch_notifier.loop`) acts on it in one place. Reasons are closed
+sets (``Literal``), so a dashboard label or a test can never drift from the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+StageId = Literal["decode", "route", "dedup", "deliver", "mark_sent"]
+"""Stable stage ids: the ``stage`` of log lines, dead-letter records and spans."""
+
+SuppressReason = Literal["unrouted", "duplicate", "cooldown"]
+"""Skipped on purpose: not for this channel, already sent, or inside the fingerprint's cooldown."""
+
+DeadLetterReason = Literal["contract", "in_doubt", "permanent", "deadline"]
+"""Parked in the DLQ: undecodable, maybe sent by a dead owner, refused by the provider, out of time."""
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Pass the record on to the next stage."""
+
+    kind: ClassVar[str] = "continue"
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Every stage passed: the provider accepted the alert and it is marked sent."""
+
+    kind: ClassVar[str] = "delivered"
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """Not sent on purpose; the offset is committed."""
+
+    reason: SuppressReason
+    kind: ClassVar[str] = "suppressed"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.reason}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Park the original record in the DLQ, then commit.
+
+    ``detail`` is the human text of the dead-letter record (never a secret); it is not part
+    of the outcome's identity, so ``DeadLetter("permanent")`` matches any permanent failure.
+    """
+
+    reason: DeadLetterReason
+    detail: str = field(default="", compare=False)
+    kind: ClassVar[str] = "dead_lettered"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.reason}"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Shutting down mid-record: leave the offset uncommitted so the record is redelivered."""
+
+    kind: ClassVar[str] = "stopped"
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+StageResult = Continue | Suppressed | DeadLetter | Stop
+"""What one stage returns."""
+
+Outcome = Delivered | Suppressed | DeadLetter | Stop
+"""What the chain returns for one record."""

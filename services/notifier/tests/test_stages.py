@@ -1,0 +1,365 @@
+"""Each stage alone, table-driven: an in-memory ledger, a function channel, a fake clock. No broker, no Redis."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from adwatch.contracts import Alert, encode
+from adwatch_notifier.dedup import SENT, claim_value, cooldown_value
+from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.outcomes import Continue, DeadLetter, StageResult, Stop, Suppressed
+from adwatch_notifier.retry import RetryPolicy
+from adwatch_notifier.routing import load_routes, parse_routes
+from adwatch_notifier.settings import NotifierSettings
+from adwatch_notifier.stages import (
+    CONTINUE,
+    DecodeStage,
+    DedupStage,
+    DeliverStage,
+    Envelope,
+    Lease,
+    MarkSentStage,
+    RouteStage,
+    build_stages,
+)
+
+from .conftest import make_alert
+from .fakes import T0_S, FakeClock, FuncChannel, MemoryLedger, failing
+
+ME = Lease("me", 30.0)
+LIVE, DEAD = int((T0_S + 5) * 1000), int((T0_S - 5) * 1000)  # lease ends, in ms
+ALERT = make_alert()
+RESOLVED = make_alert(status="resolved")
+OTHER_WINDOW = make_alert(window_start_ms=ALERT.window_start_ms + 60_000)  # same fingerprint, other alert
+
+
+def envelope(alert: Alert, **fields: object) -> Envelope:
+    env = Envelope(encode(alert), alert=alert)
+    for name, value in fields.items():
+        setattr(env, name, value)
+    return env
+
+
+# --- decode ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(encode(ALERT), Continue(), id="valid"),
+        pytest.param(b"{not json", DeadLetter("contract"), id="not-json"),
+        pytest.param(encode(ALERT).replace(b'"high"', b'"apocalyptic"'), DeadLetter("contract"), id="bad-severity"),
+    ],
+)
+def test_decode(value: bytes, expected: StageResult) -> None:
+    env = Envelope(value)
+    result = DecodeStage()(env)
+    assert result == expected
+    assert (env.alert == ALERT) is isinstance(expected, Continue)
+    if isinstance(result, DeadLetter):
+        assert result.detail.startswith("ContractError")
+
+
+# --- route -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RouteCase:
+    channel: str
+    alert: Alert
+    notified_firing: bool = False
+    routes: str = ""
+    expected: StageResult = CONTINUE
+    target: str = "default-target"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(RouteCase("slack", make_alert(severity="low")), id="slack-gets-all"),
+        pytest.param(
+            RouteCase("pagerduty", make_alert(severity="low"), expected=Suppressed("unrouted"), target=""),
+            id="low-does-not-page",
+        ),
+        pytest.param(
+            RouteCase(
+                "pagerduty", make_alert(severity="low", status="resolved"), expected=Suppressed("unrouted"), target=""
+            ),
+            id="recovery-of-unpaged-firing",
+        ),
+        pytest.param(
+            RouteCase("pagerduty", make_alert(severity="low", status="resolved"), notified_firing=True),
+            id="recovery-follows-paged-firing",
+        ),
+        pytest.param(
+            RouteCase("slack", ALERT, routes="routes:\n  - channel: slack\n    target: '#ads'", target="#ads"),
+            id="route-target",
+        ),
+    ],
+)
+def test_route(case: RouteCase) -> None:
+    table = parse_routes(case.routes) if case.routes else load_routes()
+    ledger = MemoryLedger()
+    if case.notified_firing:
+        ledger.put("ref", case.alert.fingerprint, "C1|ts", 60)
+    env = envelope(case.alert)
+    assert RouteStage(table, FuncChannel(name=case.channel), ledger)(env) == case.expected
+    assert env.target == case.target
+
+
+# --- dedup -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DedupCase:
+    alert: Alert = ALERT
+    idem: str | None = None  # what the idempotency key holds before
+    cooldown: str | None = None  # what the cooldown key holds before
+    cooldown_s: float = 600
+    in_doubt_ok: bool = False
+    stop_after_waits: int | None = None
+    expected: StageResult = CONTINUE
+    holds_claim: bool = True  # env.idem_held is our claim afterwards
+    holds_cooldown: bool = True  # env.cooldown_held is set afterwards
+    waits: int = 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(DedupCase(), id="new"),
+        pytest.param(
+            DedupCase(idem=SENT, expected=Suppressed("duplicate"), holds_claim=False, holds_cooldown=False),
+            id="already-sent",
+        ),
+        pytest.param(DedupCase(idem=claim_value("claimed", "me", LIVE)), id="own-claim"),
+        pytest.param(DedupCase(idem=claim_value("claimed", "other", DEAD)), id="takeover-dead-claim"),
+        pytest.param(
+            DedupCase(
+                idem=claim_value("inflight", "other", DEAD),
+                expected=DeadLetter("in_doubt"),
+                holds_claim=False,
+                holds_cooldown=False,
+            ),
+            id="in-doubt-parked",
+        ),
+        pytest.param(
+            DedupCase(idem=claim_value("inflight", "other", DEAD), in_doubt_ok=True), id="in-doubt-resent-if-ok"
+        ),
+        pytest.param(
+            DedupCase(
+                idem=claim_value("claimed", "other", LIVE),
+                stop_after_waits=1,
+                expected=Stop(),
+                holds_claim=False,
+                holds_cooldown=False,
+                waits=1,
+            ),
+            id="live-replica-then-stop",
+        ),
+        pytest.param(
+            DedupCase(idem=claim_value("claimed", "other", int((T0_S + 0.5) * 1000)), waits=3),
+            id="live-replica-lease-runs-out",
+        ),
+        pytest.param(
+            DedupCase(
+                cooldown=cooldown_value("other-alert", LIVE), expected=Suppressed("cooldown"), holds_cooldown=False
+            ),
+            id="within-cooldown",
+        ),
+        pytest.param(DedupCase(cooldown=cooldown_value("other-alert", DEAD)), id="cooldown-over"),
+        pytest.param(DedupCase(cooldown=cooldown_value(ALERT.alert_id, LIVE)), id="own-cooldown"),
+        pytest.param(
+            DedupCase(alert=RESOLVED, cooldown=cooldown_value("other-alert", LIVE), holds_cooldown=False),
+            id="resolved-bypasses-cooldown",
+        ),
+        pytest.param(DedupCase(cooldown_s=0, holds_cooldown=False), id="cooldown-off"),
+    ],
+)
+def test_dedup(case: DedupCase) -> None:
+    clock = FakeClock(stop_after_waits=case.stop_after_waits)
+    ledger = MemoryLedger(clock)
+    if case.idem is not None:
+        ledger.put("idem", case.alert.alert_id, case.idem, 3600)
+    if case.cooldown is not None:
+        ledger.put("cooldown", case.alert.fingerprint, case.cooldown, 3600)
+    stage = DedupStage(
+        ledger,
+        ME,
+        cooldown_s=case.cooldown_s,
+        sent_ttl_s=3600,
+        in_doubt_ok=case.in_doubt_ok,
+        now=clock,
+        wait=clock.wait,
+    )
+    env = envelope(case.alert)
+    assert stage(env) == case.expected
+    assert (env.idem_held is not None) is case.holds_claim
+    if case.holds_claim:
+        assert env.idem_held == ledger.value("idem", case.alert.alert_id)
+        assert env.idem_held is not None and env.idem_held.startswith("claimed|me|")
+    assert (env.cooldown_held is not None) is case.holds_cooldown
+    if case.holds_cooldown:
+        assert env.cooldown_held == ledger.value("cooldown", case.alert.fingerprint)
+    assert len(clock.waits) == case.waits
+
+
+def test_dedup_new_cooldown_blocks_the_next_alert_of_the_fingerprint() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    stage = DedupStage(ledger, ME, cooldown_s=600, sent_ttl_s=3600, in_doubt_ok=False, now=clock, wait=clock.wait)
+    assert stage(envelope(ALERT)) == Continue()
+    assert stage(envelope(OTHER_WINDOW)) == Suppressed("cooldown")
+    clock.s += 601
+    assert stage(envelope(OTHER_WINDOW)) == Continue()
+
+
+# --- deliver ---------------------------------------------------------------------------------
+SERVER = DeliveryError("serverError", "HTTP 500", retryable=True)
+LIMITED = DeliveryError("rateLimited", "HTTP 429", retryable=True, retry_after=5.0)
+REFUSED = DeliveryError("clientError", "HTTP 400 invalid_blocks", retryable=False)
+OK = Delivery("func", "default-target", "C1|1.2")
+POLICY = RetryPolicy(initial_s=1, max_s=4, deadline_s=10)
+
+
+@dataclass
+class DeliverCase:
+    send: list[DeliveryError]  # raised in turn before the delivery succeeds
+    succeeds: bool = True
+    expected: StageResult = CONTINUE
+    attempts: int = 1
+    waits: list[float] = field(default_factory=list)
+    stop_after_waits: int | None = None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(DeliverCase([]), id="first-try"),
+        pytest.param(DeliverCase([SERVER, SERVER], attempts=3, waits=[0.5, 1.0]), id="backoff-then-ok"),
+        pytest.param(DeliverCase([LIMITED], attempts=2, waits=[5.0]), id="retry-after-wins"),
+        pytest.param(DeliverCase([REFUSED], succeeds=False, expected=DeadLetter("permanent")), id="permanent-no-retry"),
+        pytest.param(
+            DeliverCase(
+                [SERVER], succeeds=False, expected=DeadLetter("deadline"), attempts=7, waits=[0.5, 1, 2, 2, 2, 2]
+            ),
+            id="deadline",
+        ),
+        pytest.param(
+            DeliverCase([SERVER], succeeds=False, expected=Stop(), waits=[0.5], stop_after_waits=1),
+            id="stop-while-waiting",
+        ),
+    ],
+)
+def test_deliver_retries(case: DeliverCase) -> None:
+    clock = FakeClock(stop_after_waits=case.stop_after_waits)
+    ledger = MemoryLedger(clock)
+    channel = FuncChannel(failing(*case.send, then=OK if case.succeeds else None) if case.send else lambda *_: OK)
+    failures: list[str] = []
+    stage = DeliverStage(
+        channel,
+        ledger,
+        ME,
+        POLICY,
+        sent_ttl_s=3600,
+        now=clock,
+        wait=clock.wait,
+        monotonic=clock,
+        rand=lambda: 0.0,
+        on_failure=lambda err: failures.append(err.reason),
+    )
+    claim = claim_value("claimed", "me", LIVE)
+    ledger.put("idem", ALERT.alert_id, claim, 3600)
+    env = envelope(ALERT, idem_held=claim, target="#t")
+    assert stage(env) == case.expected
+    assert env.attempts == case.attempts == len(channel.calls)
+    assert clock.waits == case.waits
+    assert len(failures) == case.attempts - (1 if case.succeeds else 0)
+    assert env.idem_held == ledger.value("idem", ALERT.alert_id)  # the claim we hold is the one in the ledger
+    phase = "inflight" if case.succeeds else "claimed"  # a request may be on the wire only after a send began
+    assert env.idem_held is not None and env.idem_held.startswith(f"{phase}|me|")
+    assert (env.delivery == OK) is case.succeeds
+
+
+def test_deliver_dead_letter_detail_names_the_error_not_the_secret() -> None:
+    clock = FakeClock()
+    stage = DeliverStage(
+        FuncChannel(failing(REFUSED)), MemoryLedger(clock), ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait
+    )
+    result = stage(envelope(ALERT))
+    assert isinstance(result, DeadLetter)
+    assert result.detail == "permanent clientError: HTTP 400 invalid_blocks"
+
+
+def test_deliver_lost_lease_leaves_it_to_the_new_owner() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    ledger.put("idem", ALERT.alert_id, claim_value("claimed", "other", LIVE), 60)  # taken over while we waited
+    channel = FuncChannel()
+    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)
+    env = envelope(ALERT, idem_held=claim_value("claimed", "me", DEAD), cooldown_held="x|1")
+    assert stage(env) == Suppressed("duplicate")
+    assert not channel.calls and env.idem_held is None and env.cooldown_held is None
+
+
+@pytest.mark.parametrize(
+    ("alert", "ref", "sent_ref"),
+    [
+        pytest.param(ALERT, "C1|1.2", None, id="firing-no-ref"),
+        pytest.param(RESOLVED, "C1|1.2", "C1|1.2", id="resolved-updates-original"),
+        pytest.param(RESOLVED, SENT, None, id="resolved-without-provider-id"),
+    ],
+)
+def test_deliver_passes_the_firing_ref(alert: Alert, ref: str, sent_ref: str | None) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    ledger.put("ref", alert.fingerprint, ref, 60)
+    channel = FuncChannel()
+    DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)(envelope(alert, target="#t"))
+    assert channel.calls == [(alert.alert_id, "#t", sent_ref)]
+
+
+def test_deliver_waits_for_the_shared_rate_limit_slot() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    assert ledger.acquire_slot("#t", 1000) == 0.0  # another replica just sent to #t
+    clock.s += 0.25
+    channel = FuncChannel(min_interval_ms=1000)
+    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)
+    assert stage(envelope(ALERT, target="#t")) == Continue()
+    assert clock.waits == [pytest.approx(0.75)] and len(channel.calls) == 1
+
+
+# --- mark_sent -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("alert", "provider_id", "cooldown_checked", "ref_after", "cooldown_after"),
+    [
+        pytest.param(ALERT, "C1|1.2", True, "C1|1.2", "held", id="firing-keeps-provider-id"),
+        pytest.param(ALERT, None, True, SENT, "held", id="firing-without-provider-id"),
+        pytest.param(RESOLVED, None, True, None, None, id="recovery-closes-episode"),
+        pytest.param(RESOLVED, None, False, None, "held", id="recovery-cooldown-off"),
+    ],
+)
+def test_mark_sent(
+    alert: Alert, provider_id: str | None, cooldown_checked: bool, ref_after: str | None, cooldown_after: str | None
+) -> None:
+    ledger = MemoryLedger()
+    ledger.put("ref", alert.fingerprint, "old", 60)
+    ledger.put("cooldown", alert.fingerprint, "held", 60)
+    env = envelope(
+        alert, idem_held="inflight|me|1", cooldown_checked=cooldown_checked, delivery=Delivery("f", "t", provider_id)
+    )
+    assert MarkSentStage(ledger, sent_ttl_s=60)(env) == Continue()
+    assert ledger.value("idem", alert.alert_id) == SENT and env.idem_held is None
+    assert ledger.value("ref", alert.fingerprint) == ref_after
+    assert ledger.value("cooldown", alert.fingerprint) == cooldown_after
+
+
+# --- the chain -------------------------------------------------------------------------------
+def test_build_stages_order_and_ids() -> None:
+    stages = build_stages(
+        NotifierSettings(channel="console"),
+        FuncChannel(name="console"),
+        load_routes(),
+        MemoryLedger(),
+        ME,
+        threading.Event(),
+    )
+    assert [s.id for s in stages] == ["decode", "route", "dedup", "deliver", "mark_sent"]
