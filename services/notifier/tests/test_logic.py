@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from adwatch.config import load_settings
 from adwatch.contracts import Alert
 from adwatch.errors import ConfigError
 from adwatch_notifier import NotifierSettings, check_channel_settings, classify_status, load_routes, parse_routes, route
@@ -249,12 +250,12 @@ def test_secrets_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type
     monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path))
     monkeypatch.delenv("ADWATCH_NOTIFIER_WEBHOOK_URL", raising=False)
     monkeypatch.delenv("ADWATCH_NOTIFIER_SMTP_PASSWORD", raising=False)
-    settings = NotifierSettings(channel="webhook")
+    settings = load_settings(NotifierSettings, channel="webhook")
     assert settings.webhook_url is not None and settings.webhook_url.get_secret_value() == "https://hooks.example/T0KEN"
     assert settings.smtp_password is not None and settings.smtp_password.get_secret_value() == "pw-from-file"
     assert "T0KEN" not in repr(settings) and "pw-from-file" not in str(settings.model_dump())
     monkeypatch.setenv("ADWATCH_NOTIFIER_SMTP_PASSWORD", "pw-from-env")  # the environment wins over files
-    assert NotifierSettings().smtp_password.get_secret_value() == "pw-from-env"  # type: ignore[union-attr]
+    assert load_settings(NotifierSettings).smtp_password.get_secret_value() == "pw-from-env"  # type: ignore[union-attr]
     monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
-        NotifierSettings()
+        load_settings(NotifierSettings)

@@ -2,8 +2,8 @@
 
 Secrets are ``SecretStr`` (never shown in repr or logs) and may also come from mounted files:
 for any secret field, ``ADWATCH_NOTIFIER_<NAME>_FILE=/run/secrets/x`` reads the value from that
-file; and any setting may be a file named like its variable (``adwatch_notifier_webhook_url``)
-in the secrets directory: ``ADWATCH_SECRETS_DIR``, else ``/run/secrets`` when it exists.
+file; and, through :func:`adwatch.config.load_settings`, any setting may be a file named like its
+variable (``adwatch_notifier_webhook_url``) in ``ADWATCH_SECRETS_DIR``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from adwatch.config import ServiceSettings
 from adwatch.contracts import TOPIC_ALERTS, TOPIC_ALERTS_DLQ
@@ -22,8 +22,6 @@ from adwatch_notifier.delivery import Channel
 from adwatch_notifier.retry import RetryPolicy
 
 ENV_PREFIX = "ADWATCH_NOTIFIER_"
-SECRETS_DIR_ENV = "ADWATCH_SECRETS_DIR"
-DEFAULT_SECRETS_DIR = Path("/run/secrets")
 SECRET_FIELDS = ("slack_webhook_url", "slack_bot_token", "pagerduty_routing_key", "smtp_password", "webhook_url")
 
 
@@ -72,19 +70,6 @@ class NotifierSettings(ServiceSettings):
     retry_max_seconds: float = Field(60.0, gt=0, description="RETRY_MAX_SECONDS: backoff cap")
     request_timeout_seconds: float = Field(10.0, gt=0, description="REQUEST_TIMEOUT_SECONDS: per attempt")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then the environment, then files in the secrets directory (read at each load)."""
-        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir())
-        return init_settings, env_settings, dotenv_settings, secrets
-
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
@@ -113,17 +98,6 @@ class NotifierSettings(ServiceSettings):
         values = [s.get_secret_value() for s in (getattr(self, n) for n in SECRET_FIELDS) if s is not None]
         values += [s.get_secret_value() for s in self.pagerduty_routing_keys.values()]
         return [v for v in values if v]
-
-
-def secrets_dir() -> Path | None:
-    """``ADWATCH_SECRETS_DIR`` (must exist), else ``/run/secrets`` if this machine has one, else none."""
-    configured = os.environ.get(SECRETS_DIR_ENV)
-    if configured:
-        path = Path(configured)
-        if not path.is_dir():
-            raise ConfigError(f"{SECRETS_DIR_ENV}: {configured} is not a directory")
-        return path
-    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
 
 
 def check_channel_settings(settings: NotifierSettings) -> None:
