@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adwatch.contracts import Alert
+from adwatch.telemetry import OpsServer
 from adwatch_notifier import Hooks
 
 
@@ -26,15 +27,23 @@ def test_trace_continues_and_ops_endpoints(harness: Any, alert_factory: Callable
     with trace.get_tracer("test").start_as_current_span("detector send alerts") as parent:
         harness.publish(alert_factory(), traceparent=True)
     probes: dict[str, Any] = {}
+    servers: list[OpsServer] = []
 
-    def on_ready(stats: Any) -> None:
-        base = f"http://127.0.0.1:{stats.ops_port}"
+    def on_ready(_stats: Any) -> None:
+        base = f"http://127.0.0.1:{servers[0].port}"
         probes["ready"] = httpx.get(base + "/readyz").status_code
         probes["metrics"] = httpx.get(base + "/metrics").text
 
-    harness.run_once(
-        harness.settings("console"), 1, stream=io.StringIO(), serve_ops=True, hooks=Hooks(on_ready=on_ready)
-    )
+    def ready_when(check: Callable[[], bool]) -> None:
+        servers.append(OpsServer(0, check, host="127.0.0.1").start())
+
+    try:
+        harness.run_once(
+            harness.settings("console"), 1, stream=io.StringIO(), ready_when=ready_when, hooks=Hooks(on_ready=on_ready)
+        )
+    finally:
+        for server in servers:
+            server.stop()
     spans = {s.name: s for s in exporter.get_finished_spans()}
     process = spans[f"process {harness.alerts_topic}"]
     assert process.context.trace_id == parent.get_span_context().trace_id

@@ -22,15 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-messages", type=int, default=None, help="stop after N records (tests, benchmarks)")
     args = parser.parse_args(argv)
     overrides = {"channel": args.channel} if args.channel else {}
-    # the run loop serves /metrics itself (its readiness needs the broker and Redis clients)
-    with service(lambda s: f"notifier-{s.channel}", NotifierSettings, overrides=overrides, serve_ops=False) as svc:
+    with service(lambda s: f"notifier-{s.channel}", NotifierSettings, overrides=overrides) as svc:
         try:
             check_channel_settings(svc.settings)
             load_routes(svc.settings.routes_file)
         except AdwatchError as exc:
             print(f"adwatch-notifier: {exc}", file=sys.stderr)
             return 2
-        run(svc.settings, svc.stop, args.max_messages, common=svc.common, serve_ops=True)
+        run(svc.settings, svc.stop, args.max_messages, common=svc.common, ready_when=svc.ready_when)
     return 0
 
 

@@ -183,7 +183,6 @@ class RunStats:
 
     processed: int = 0
     outcomes: Counter[Outcome] = field(default_factory=Counter)
-    ops_port: int | None = None
 
 
 @dataclass

@@ -19,7 +19,6 @@ from confluent_kafka.admin import AdminClient
 from adwatch.config import CommonSettings, load_settings
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
-from adwatch.telemetry import OpsServer
 from adwatch_notifier.channels import build_channel
 from adwatch_notifier.ledger import RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
@@ -43,11 +42,12 @@ def run(
     stream: IO[str] | None = None,
     hooks: Hooks | None = None,
     metrics: NotifierMetrics | None = None,
-    serve_ops: bool = False,
+    ready_when: Callable[[Callable[[], bool]], None] | None = None,
 ) -> RunStats:
     """Consume and deliver until ``stop_event`` is set or ``max_messages`` records are committed.
 
-    ``now`` is the wall clock of leases and cooldowns (seconds).
+    ``now`` is the wall clock of leases and cooldowns (seconds). ``ready_when`` receives the
+    readiness check (broker and Redis answer): the service skeleton's ``/readyz`` serves it.
     """
     common = common or load_settings(CommonSettings)
     hooks = hooks or Hooks()
@@ -67,11 +67,9 @@ def run(
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)
     stats = RunStats()
-    ops = None
-    if serve_ops:
+    if ready_when is not None:
         admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-        ops = OpsServer(common.metrics_port, lambda: _ready(admin, redis_client), host=common.metrics_host).start()
-        stats.ops_port = ops.port
+        ready_when(lambda: _ready(admin, redis_client))
     consumer.subscribe([topic])
     logger.info("notifier started: channel=%s topic=%s group=%s", channel.name, topic, group)
     if hooks.on_ready:
@@ -93,8 +91,6 @@ def run(
                 action()
             except Exception as exc:
                 logger.debug("close failed: %s", type(exc).__name__)
-        if ops:
-            ops.stop()
     logger.info("notifier stopped: channel=%s processed=%d", channel.name, stats.processed)
     return stats
 
