@@ -10,7 +10,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP        := 127.0.0.1
 
-.PHONY: run test lint format bench query schemas docs chart-examples clean
+.PHONY: run test lint mypy format bench query schemas docs chart-examples clean
 
 $(STAMP): $(PACKAGES)
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
@@ -25,8 +25,13 @@ test: $(STAMP) lint  ## lint, then every test (unit, Spark, services, end-to-end
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/adwatch/src libs/adwatch-dev/src services/generator/src services/detector/src services/notifier/src
+	$(MAKE) --no-print-directory mypy
 	$(BIN)/lint-imports
+
+RUNTIME_SRC := libs/adwatch/src services/generator/src services/detector/src services/notifier/src
+mypy: $(STAMP)  ## strict on the runtime packages, standard on the development kit
+	$(BIN)/mypy --strict $(RUNTIME_SRC)
+	$(BIN)/mypy libs/adwatch-dev/src
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

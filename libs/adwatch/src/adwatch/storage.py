@@ -51,7 +51,8 @@ class EmbeddedClickHouse:
     def __init__(self, path: str) -> None:
         from chdb import session
 
-        self._session = session.Session(path)
+        open_session: Any = session.Session  # chdb ships no type hints
+        self._session: Any = open_session(path)
         self._lock = threading.Lock()
 
     def command(self, sql: str) -> None:

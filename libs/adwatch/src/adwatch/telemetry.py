@@ -42,7 +42,7 @@ def setup_tracing(service_name: str) -> None:
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError:
         logger.warning("OTEL endpoint set but opentelemetry-exporter-otlp-proto-http is not installed")
         return

@@ -66,7 +66,7 @@ class RedisLedger:
 
     def get(self, kind: KeyKind, name: str) -> str | None:
         value = self.r.get(self.key(kind, name))
-        return value.decode() if isinstance(value, bytes) else value  # type: ignore[return-value]
+        return value.decode() if isinstance(value, bytes) else value
 
     def swap(self, kind: KeyKind, name: str, expected: str | None, value: str, ttl_s: int) -> bool:
         key = self.key(kind, name)
@@ -89,5 +89,5 @@ class RedisLedger:
         key = self.key("rate", target)
         if self.r.set(key, b"1", nx=True, px=interval_ms):
             return 0.0
-        pttl = int(self.r.pttl(key))  # type: ignore[arg-type]
+        pttl = int(self.r.pttl(key))
         return max(pttl, 1) / 1000.0

@@ -1,0 +1,26 @@
+"""The shape of the house: runtime packages ship only what the services run.
+
+`make lint` enforces the import direction (import-linter contracts in pyproject.toml); this
+test checks the other half: every module of a runtime package is reached from a service's
+entry point, so nothing test- or benchmark-only ships inside the images.
+"""
+
+from __future__ import annotations
+
+import grimp
+
+SERVICES = ("adwatch_generator", "adwatch_detector", "adwatch_notifier")
+RUNTIME = ("adwatch", *SERVICES)
+
+
+def test_every_runtime_module_is_reached_from_a_service_entry_point() -> None:
+    graph = grimp.build_graph(*RUNTIME, "adwatch_dev")
+    entry_points = {f"{service}.__main__" for service in SERVICES}
+    reached = set(entry_points)
+    for entry in entry_points:
+        reached |= graph.find_upstream_modules(entry)
+    runtime_modules = {m for m in graph.modules if m.split(".")[0] in RUNTIME}
+    packages = {m for m in runtime_modules if graph.find_children(m)} | set(RUNTIME)
+    unreached = sorted(runtime_modules - reached - packages)
+    assert not unreached, f"runtime modules no service runs (move them to adwatch_dev or benchmarks/): {unreached}"
+
