@@ -11,10 +11,13 @@ import logging
 import sys
 import time
 
+from prometheus_client import CollectorRegistry
+
 from adwatch.kafka import ensure_topics
 from adwatch_dev.infra import embedded_infra
-from adwatch_generator.model import TrafficModel
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.sink import FileSink, KafkaSink, Sink
+from adwatch_generator.traffic import TrafficModel
 
 START_MS = 1_736_960_400_000  # 2025-01-15T17:00:00Z: near the daily mean of the traffic shape
 COMMAND = "python benchmarks/bench_generator.py"
@@ -43,7 +46,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
-    devnull = FileSink("/dev/null")
+    metrics = GeneratorMetrics(CollectorRegistry())
+    devnull = FileSink("/dev/null", metrics)
     events, per_s = measure(devnull, args.rate, args.seconds)
     devnull.close()
     rows.append(("generate + encode JSON -> /dev/null", events, per_s))
@@ -54,7 +58,7 @@ def main() -> int:
             ("generate + encode + produce (embedded broker, lz4, acks=all, idempotent)", {}),
             ("same, no compression", {"compression.type": "none"}),
         ):
-            sink = KafkaSink(infra.kafka_bootstrap, topic, trace_sample=0.001, **overrides)
+            sink = KafkaSink(infra.kafka_bootstrap, topic, metrics, trace_sample=0.001, **overrides)
             events, per_s = measure(sink, args.rate, args.seconds, flush=True)
             sink.close()
             rows.append((label, events, per_s))

@@ -3,7 +3,7 @@
     python benchmarks/quality.py [--days 7] [--seed 42] [--rate 80]
 
 Traffic: the generator's TrafficModel (adwatch_generator) gives the expected impressions, clicks,
-revenue and orphan clicks per segment and minute, scenarios included; each segment-minute is then
+revenue and orphan clicks per segment and minute, scenarios included (adwatch_dev.measure); each segment-minute is then
 sampled at the window level (gamma noise with the model's CVs, Poisson impressions, binomial clicks,
 log-normal prices, Poisson orphans: adwatch_dev.simulate) -- generating every single event
 for 7 days would take far longer and give the same window counts. Both rule sets run over the same
@@ -25,10 +25,11 @@ import numpy as np
 
 from adwatch.contracts import Alert, SegmentWindow
 from adwatch_detector.rules import RuleSettings, detect_windows
+from adwatch_dev.measure import ExpectedVolumes, expected_volumes
 from adwatch_dev.simulate import sample_counts, to_windows
 from adwatch_generator.catalog import SEGMENTS
-from adwatch_generator.model import ExpectedVolumes, TrafficModel
 from adwatch_generator.scenarios import Scenario, make_scenario
+from adwatch_generator.traffic import TrafficModel
 
 MIN = 60_000
 DAY = 86_400_000
@@ -68,17 +69,24 @@ def simulate(
     model: TrafficModel, days: int, scenarios: list[Scenario], seed: int
 ) -> tuple[dict[str, list[SegmentWindow]], ExpectedVolumes]:
     """Windows per segment key, sampled from the model's expected volumes."""
-    expected = model.expected_volumes(START_MS, START_MS + days * DAY, scenarios)
+    expected = expected_volumes(model, START_MS, START_MS + days * DAY, scenarios)
     rng = np.random.default_rng(seed)
     sigma = np.array([s.ecpm_sigma for s in model.segments])[:, None]
     imps, clicks, revenue, orphans = sample_counts(
-        rng, expected.impressions, expected.ctr, expected.ecpm, expected.orphan_clicks,
-        traffic_cv=model.traffic_cv, ctr_cv=model.ctr_cv, ecpm_cv=model.ecpm_cv, price_sigma=sigma,
-    )  # fmt: skip
+        rng,
+        expected.impressions,
+        expected.ctr,
+        expected.ecpm,
+        expected.orphan_clicks,
+        traffic_cv=model.traffic_cv,
+        ctr_cv=model.ctr_cv,
+        ecpm_cv=model.ecpm_cv,
+        price_sigma=sigma,
+    )
     out: dict[str, list[SegmentWindow]] = {}
     for row, seg in enumerate(model.segments):
-        out[seg.key] = list(to_windows(seg.country, seg.ad_format, START_MS, imps[row], clicks[row], revenue[row],
-                                       orphans[row]))  # fmt: skip
+        counts = (imps[row], clicks[row], revenue[row], orphans[row])
+        out[seg.key] = list(to_windows(seg.country, seg.ad_format, START_MS, *counts))
     return out, expected
 
 

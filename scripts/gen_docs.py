@@ -26,8 +26,8 @@ METRIC_MODULES = [
     ("detector", "adwatch_detector.metrics"),
     ("notifier", "adwatch_notifier.metrics"),
 ]
-# The detector and the notifier build their metrics on a given registry.
-METRIC_FACTORIES = {"detector": "DetectorMetrics", "notifier": "NotifierMetrics"}
+# Every service builds its metrics on a given registry.
+METRIC_FACTORIES = {"generator": "GeneratorMetrics", "detector": "DetectorMetrics", "notifier": "NotifierMetrics"}
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 

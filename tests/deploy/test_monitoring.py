@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 
 from . import chart
 
@@ -37,15 +36,13 @@ def dashboard_exprs() -> list[str]:
 def exported_metrics() -> set[str]:
     """Series names the three services register (counters as *_total, histograms as *_bucket/_count/_sum)."""
     from adwatch_detector.metrics import DetectorMetrics
-    from adwatch_generator import metrics as generator_metrics
+    from adwatch_generator.metrics import GeneratorMetrics
     from adwatch_notifier.metrics import NotifierMetrics
 
     registry = CollectorRegistry()
     DetectorMetrics(registry)
+    GeneratorMetrics(registry)
     NotifierMetrics(registry)
-    for value in vars(generator_metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            registry.register(value)
     names: set[str] = set()
     for family in registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])

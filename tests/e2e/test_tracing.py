@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch_detector.job import run_available
@@ -26,9 +27,11 @@ from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack
 from adwatch_dev.testing import unique
-from adwatch_generator.model import EventBatch, TrafficModel
+from adwatch_generator.events import EventBatch
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.scenarios import parse_scenario
 from adwatch_generator.sink import KafkaSink
+from adwatch_generator.traffic import TrafficModel
 from adwatch_notifier import run as run_notifier
 from adwatch_notifier.settings import NotifierSettings
 
@@ -61,7 +64,7 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
     flood = parse_scenario(f"traffic_spike:US|banner:{SPIKE_FROM_MIN}m:3m:3", START_MS)
     model = TrafficModel(seed=11, rate=120)
     batch = EventBatch.concat(list(model.generate(START_MS, START_MS + HISTORY_MIN * MINUTE_MS, [flood])))
-    sink = KafkaSink(kafka, events, trace_sample=0.01, tracer=tracer)
+    sink = KafkaSink(kafka, events, GeneratorMetrics(CollectorRegistry()), trace_sample=0.01, tracer=tracer)
     sink.send(batch)
     assert sink.flush(60) == 0
 

@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from adwatch.contracts import AdEvent, TruthRecord, decode
 from adwatch_generator.__main__ import main
-from adwatch_generator.model import TrafficModel
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.progress import Progress, format_bar, format_progress
 from adwatch_generator.runner import interactive_drill, menu_text
 from adwatch_generator.scenarios import Scenario
+from adwatch_generator.traffic import TrafficModel
 
 START, END = "2025-01-15T17:00:00Z", "2025-01-15T17:01:00Z"
 START_MS = 1_736_960_400_000
@@ -66,12 +68,25 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert len(out.read_bytes().splitlines()) == expected > 200
 
 
+def _served(name: str, labels: dict[str, str]) -> float:
+    """A sample of the process-wide registry, the one the entry point's ops server serves."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_backfill_writes_jsonl_and_ground_truth_files(tmp_path: Path) -> None:
     out, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
-    args = ["backfill", "--start", START, "--end", END, "--seed", "3", "-o", str(out), "--truth-file", str(truth),
-            "--scenario", "click_flood_without_impressions:US|*:10s:30s:2", "--scenario", "clean:DE|banner", "-q"]  # fmt: skip
+    args = [
+        *("backfill", "--start", START, "--end", END, "--seed", "3", "-q"),
+        *("-o", str(out), "--truth-file", str(truth)),
+        *("--scenario", "click_flood_without_impressions:US|*:10s:30s:2", "--scenario", "clean:DE|banner"),
+    ]
+    clicks = ("adwatch_generator_events_produced_total", {"event_type": "click"})
+    floods = ("adwatch_generator_truth_records_total", {"scenario": "click_flood_without_impressions"})
+    clicks_before, floods_before = _served(*clicks), _served(*floods)
     assert run(args) == 0
     events = [decode(line, AdEvent) for line in out.read_bytes().splitlines()]
+    assert _served(*clicks) - clicks_before == sum(e.event_type == "click" for e in events)
+    assert _served(*floods) - floods_before == 1
     orphans = [e for e in events if e.event_type == "click" and e.impression_id is None]
     assert orphans and all(START_MS + 10_000 <= e.event_time_ms < START_MS + 40_000 for e in orphans)
     records = [decode(line, TruthRecord) for line in truth.read_bytes().splitlines()]
@@ -84,11 +99,8 @@ def test_backfill_writes_jsonl_and_ground_truth_files(tmp_path: Path) -> None:
 
 def test_stdout_output_and_bad_flag_through_the_console_script() -> None:
     python = sys.executable
-    ok = subprocess.run(
-        [python, "-m", "adwatch_generator", "backfill", "--start", START, "--end", "2025-01-15T17:00:10Z",
-         "--output", "-", "--rate", "100"],
-        capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
+    argv = [python, "-m", "adwatch_generator", "backfill", "--start", START, "--end", "2025-01-15T17:00:10Z"]
+    ok = subprocess.run([*argv, "--output", "-", "--rate", "100"], capture_output=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert lines and all(decode(line, AdEvent) for line in lines)
@@ -99,16 +111,17 @@ def test_stdout_output_and_bad_flag_through_the_console_script() -> None:
     assert bad.returncode == 2 and b"invalid float value" in bad.stderr
 
 
-def test_progress_line_and_bar() -> None:
+def test_progress_line_and_bar(metrics: GeneratorMetrics, registry: CollectorRegistry) -> None:
     assert format_progress(1000, 83.4, 5000) == "Sent 1,000 events | Rate: 83 events/sec | Total 5,000"
     assert format_bar(0.5, 1234, 99.0, width=10) == "[#####.....]  50.0% | 1,234 events | 99 events/sec"
     ticks = iter([0.0, 1.0, 2.0, 6.0])
     out = io.StringIO()
-    progress = Progress(out, interval_s=5.0, clock=lambda: next(ticks))
+    progress = Progress(out, metrics, interval_s=5.0, clock=lambda: next(ticks))
     progress.add(400)
     progress.add(100)
     progress.add(500)
     assert out.getvalue() == "Sent 1,000 events | Rate: 167 events/sec | Total 1,000\n"
+    assert registry.get_sample_value("adwatch_generator_rate_events_per_second") == 1000 / 6
 
 
 def test_drill_menu_is_scriptable_through_its_prompts() -> None:

@@ -14,15 +14,18 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 from adwatch.contracts import AdEvent, TruthRecord, decode
 from adwatch.kafka import header_value, make_consumer
 from adwatch.telemetry import MESSAGING_DESTINATION, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM
 from adwatch_dev.testing import consume_all, unique
 from adwatch_generator.__main__ import main
-from adwatch_generator.model import EventBatch, TrafficModel
+from adwatch_generator.events import IMPRESSION, EventBatch
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.scenarios import parse_scenario, truth_record
 from adwatch_generator.sink import KafkaSink, TruthWatcher, TruthWriter
+from adwatch_generator.traffic import TrafficModel
 
 START_MS = 1_736_960_400_000
 
@@ -48,7 +51,7 @@ def drain(bootstrap: str, topic: str, idle_s: float = 3.0, timeout_s: float = 40
 
 
 def test_events_are_keyed_by_segment_and_sampled_ones_carry_traceparent(
-    kafka: str, topic_factory: Callable[..., str]
+    kafka: str, topic_factory: Callable[..., str], metrics: GeneratorMetrics, registry: CollectorRegistry
 ) -> None:
     topic = topic_factory("ad-events", partitions=6)
     exporter = InMemorySpanExporter()
@@ -56,9 +59,14 @@ def test_events_are_keyed_by_segment_and_sampled_ones_carry_traceparent(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     flood = parse_scenario("click_flood_without_impressions:DE|banner:10s:10s", START_MS)
     batch = EventBatch.concat(list(TrafficModel(seed=5, rate=150).generate(START_MS, START_MS + 30_000, [flood])))
-    sink = KafkaSink(kafka, topic, trace_sample=0.02, tracer=provider.get_tracer("test"))
+    sink = KafkaSink(kafka, topic, metrics, trace_sample=0.02, tracer=provider.get_tracer("test"))
     sink.send(batch)
     assert sink.flush(20) == 0
+    produced = {
+        kind: registry.get_sample_value("adwatch_generator_events_produced_total", {"event_type": kind})
+        for kind in ("impression", "click")
+    }
+    assert produced == {"impression": batch.count(IMPRESSION), "click": len(batch) - batch.count(IMPRESSION)}
 
     records = consume_all(kafka, topic, len(batch), timeout_s=40)
     assert len(records) == len(batch)
@@ -88,18 +96,18 @@ def test_events_are_keyed_by_segment_and_sampled_ones_carry_traceparent(
 
 
 def test_truth_goes_to_the_topic_and_the_file_and_is_watched(
-    kafka: str, topic_factory: Callable[..., str], tmp_path: Path
+    kafka: str, topic_factory: Callable[..., str], tmp_path: Path, metrics: GeneratorMetrics
 ) -> None:
     truth_topic = topic_factory("truth", partitions=1)
-    sink = KafkaSink(kafka, topic_factory("events"))
-    writer = TruthWriter(str(tmp_path / "truth.jsonl"), sink, truth_topic)
+    sink = KafkaSink(kafka, topic_factory("events"), metrics)
+    writer = TruthWriter(metrics, str(tmp_path / "truth.jsonl"), sink, truth_topic)
     scenarios = [parse_scenario(text, START_MS) for text in ("ctr_drop", "ecpm_drop:JP|*:1m:2m")]
     writer.write(truth_record(s) for s in scenarios)
     sink.flush(10)
     on_topic = [decode(m.value(), TruthRecord) for m in consume_all(kafka, truth_topic, 2)]
     in_file = [decode(line, TruthRecord) for line in (tmp_path / "truth.jsonl").read_bytes().splitlines()]
     assert on_topic == in_file == [truth_record(s) for s in scenarios]
-    watcher = TruthWatcher(kafka, truth_topic, unique("watch"))
+    watcher = TruthWatcher(kafka, truth_topic, unique("watch"), metrics)
     try:
         seen: list[TruthRecord] = []
         deadline = time.monotonic() + 20
@@ -121,8 +129,10 @@ def test_backfill_command_produces_the_model_output(
 ) -> None:
     _env(monkeypatch, kafka)
     topic, truth = unique("ad-events"), unique("truth")  # the command creates them
-    args = ["backfill", "--start", "2025-01-15T17:00:00Z", "--end", "2025-01-15T17:01:00Z", "--rate", "100",
-            "--topic", topic, "--truth-topic", truth, "--scenario", "ctr_spike:US|banner:10s:20s", "-q"]  # fmt: skip
+    args = [
+        *("backfill", "--start", "2025-01-15T17:00:00Z", "--end", "2025-01-15T17:01:00Z", "--rate", "100", "-q"),
+        *("--topic", topic, "--truth-topic", truth, "--scenario", "ctr_spike:US|banner:10s:20s"),
+    ]
     assert main(args) == 0
     expected = EventBatch.concat(
         list(
@@ -143,8 +153,10 @@ def test_live_with_warmup_picks_up_a_drill(kafka: str, monkeypatch: pytest.Monke
     common = ["--topic", topic, "--truth-topic", truth]
     result: dict[str, int] = {}
     started = time.time()
-    live_args = ["live", "--duration", "8s", "--warmup-minutes", "1", "--truth-file", str(tmp_path / "t.jsonl"),
-                 "--progress-interval", "2", *common]  # fmt: skip
+    live_args = [
+        *("live", "--duration", "8s", "--warmup-minutes", "1", "--progress-interval", "2"),
+        *("--truth-file", str(tmp_path / "t.jsonl"), *common),
+    ]
     live = threading.Thread(target=lambda: result.update(code=main(live_args)))
     live.start()
     try:
@@ -163,7 +175,9 @@ def test_live_with_warmup_picks_up_a_drill(kafka: str, monkeypatch: pytest.Monke
     assert [r.scenario for r in local_truth] == ["click_flood_without_impressions"]
 
 
-def test_unreachable_broker_is_retried_with_a_log_line_until_stopped(caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_broker_is_retried_with_a_log_line_until_stopped(
+    caplog: pytest.LogCaptureFixture, registry: CollectorRegistry
+) -> None:
     from adwatch_dev.infra import free_port
     from adwatch_generator.sink import wait_for_kafka
 
@@ -178,8 +192,10 @@ def test_unreachable_broker_is_retried_with_a_log_line_until_stopped(caplog: pyt
 
     caplog.set_level("WARNING")
     bootstrap = f"127.0.0.1:{free_port()}"
-    assert wait_for_kafka(bootstrap, {"t": 1}, stop, sleep=sleep, timeout_s=0.5) is False
+    metrics = GeneratorMetrics(registry)
+    assert wait_for_kafka(bootstrap, {"t": 1}, stop, metrics, sleep=sleep, timeout_s=0.5) is False
     assert waits == [1.0, 2.0, 4.0]
+    assert registry.get_sample_value("adwatch_generator_produce_errors_total", {"reason": "broker_unavailable"}) == 3
     assert "not ready" in caplog.text and "retrying in" in caplog.text
     assert "Traceback" not in caplog.text
     assert os.environ.get("ADWATCH_KAFKA_BOOTSTRAP") != bootstrap
@@ -192,8 +208,10 @@ def test_sigterm_flushes_and_exits_cleanly(kafka: str) -> None:
 
     topic = unique("ad-events")
     env = {**os.environ, "ADWATCH_KAFKA_BOOTSTRAP": kafka, "ADWATCH_METRICS_PORT": "0"}
-    argv = [sys.executable, "-m", "adwatch_generator", "live", "--rate", "500", "--topic", topic,
-            "--truth-topic", unique("truth"), "--progress-interval", "1"]  # fmt: skip
+    argv = [
+        *(sys.executable, "-m", "adwatch_generator", "live", "--rate", "500", "--progress-interval", "1"),
+        *("--topic", topic, "--truth-topic", unique("truth")),
+    ]
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from adwatch.contracts import TruthRecord, decode, encode
-from adwatch_generator.model import MINUTE_MS, TrafficModel, minute_totals
+from adwatch_dev.measure import expected_volumes, minute_totals
 from adwatch_generator.scenarios import (
     DEFAULT_MAGNITUDE,
     Scenario,
@@ -16,31 +16,46 @@ from adwatch_generator.scenarios import (
     scenario_from_truth,
     truth_record,
 )
+from adwatch_generator.traffic import MINUTE_MS, TrafficModel
 
 NOW = 1_736_960_400_000  # 2025-01-15T17:00:00Z
 MIN = MINUTE_MS
+US, DE = ("US|banner",), ("DE|native",)
+JP = ("JP|banner", "JP|interstitial", "JP|rewarded_video", "JP|native")
+# kind, segments (None: a wildcard, checked below), start, end, magnitude
+Expected = tuple[str, tuple[str, ...] | None, int, int, float]
 
 
 @pytest.mark.parametrize(
-    ("text", "kind", "segments", "start", "end", "magnitude"),
+    ("text", "expected"),
     [
-        pytest.param("ctr_drop", "ctr_drop", ("US|banner",), NOW, NOW + 5 * MIN, 0.4, id="defaults"),
-        pytest.param("ctr_spike:DE/native", "ctr_spike", ("DE|native",), NOW, NOW + 5 * MIN, 3.0, id="slash-segment"),
-        pytest.param("traffic_spike:US|banner,DE|native:90s:2m:4", "traffic_spike", ("US|banner", "DE|native"),
-                     NOW + 90_000, NOW + 210_000, 4.0, id="all-fields"),
-        pytest.param("ecpm_drop::-10m::0.7", "ecpm_drop", ("US|banner",), NOW - 10 * MIN, NOW - 5 * MIN, 0.7,
-                     id="empty-fields-negative-start"),
-        pytest.param("ctr_drop:JP|*:2025-01-15T18:00:00Z:1h", "ctr_drop",
-                     ("JP|banner", "JP|interstitial", "JP|rewarded_video", "JP|native"),
-                     NOW + 60 * MIN, NOW + 120 * MIN, 0.4, id="iso-start-wildcard"),
-        pytest.param("click_flood_without_impressions:*|rewarded_video", "click_flood_without_impressions", None,
-                     NOW, NOW + 5 * MIN, 1.0, id="format-wildcard"),
-        pytest.param("clean:::30m", "clean", None, NOW, NOW + 30 * MIN, 1.0, id="clean-all"),
+        pytest.param("ctr_drop", ("ctr_drop", US, NOW, NOW + 5 * MIN, 0.4), id="defaults"),
+        pytest.param("ctr_spike:DE/native", ("ctr_spike", DE, NOW, NOW + 5 * MIN, 3.0), id="slash-segment"),
+        pytest.param(
+            "traffic_spike:US|banner,DE|native:90s:2m:4",
+            ("traffic_spike", US + DE, NOW + 90_000, NOW + 210_000, 4.0),
+            id="all-fields",
+        ),
+        pytest.param(
+            "ecpm_drop::-10m::0.7",
+            ("ecpm_drop", US, NOW - 10 * MIN, NOW - 5 * MIN, 0.7),
+            id="empty-fields-negative-start",
+        ),
+        pytest.param(
+            "ctr_drop:JP|*:2025-01-15T18:00:00Z:1h",
+            ("ctr_drop", JP, NOW + 60 * MIN, NOW + 120 * MIN, 0.4),
+            id="iso-start-wildcard",
+        ),
+        pytest.param(
+            "click_flood_without_impressions:*|rewarded_video",
+            ("click_flood_without_impressions", None, NOW, NOW + 5 * MIN, 1.0),
+            id="format-wildcard",
+        ),
+        pytest.param("clean:::30m", ("clean", None, NOW, NOW + 30 * MIN, 1.0), id="clean-all"),
     ],
-)  # fmt: skip
-def test_parse_scenario(
-    text: str, kind: str, segments: tuple[str, ...] | None, start: int, end: int, magnitude: float
-) -> None:
+)
+def test_parse_scenario(text: str, expected: Expected) -> None:
+    kind, segments, start, end, magnitude = expected
     scenario = parse_scenario(text, NOW)
     assert (scenario.kind, scenario.start_ms, scenario.end_ms, scenario.magnitude) == (kind, start, end, magnitude)
     if segments is not None:
@@ -105,10 +120,13 @@ def _measure(scenario: Scenario) -> tuple[np.ndarray, np.ndarray, TrafficModel, 
     seen = minute_totals(model.generate(START, end, [scenario], encode=False), len(model.segments), START, end)
     inside = np.zeros(10, bool)
     inside[4:8] = True
-    return inside, np.arange(len(model.segments)), model, {
-        "impressions": seen.impressions, "clicks": seen.clicks - seen.orphan_clicks,
-        "revenue": seen.revenue_usd, "orphans": seen.orphan_clicks,
-    }  # fmt: skip
+    counts = {
+        "impressions": seen.impressions,
+        "clicks": seen.clicks - seen.orphan_clicks,
+        "revenue": seen.revenue_usd,
+        "orphans": seen.orphan_clicks,
+    }
+    return inside, np.arange(len(model.segments)), model, counts
 
 
 def _scenario(kind: str, magnitude: float | None = None) -> Scenario:
@@ -156,19 +174,19 @@ def test_clean_traffic_has_no_orphan_clicks_and_matches_expectation() -> None:
     clean = Scenario("clean", ("US|banner",), START, START + 10 * MIN, 1.0)
     _, _, model, seen = _measure(clean)
     assert seen["orphans"].sum() == 0
-    expected = model.expected_volumes(START, START + 10 * MIN, [clean])
+    expected = expected_volumes(model, START, START + 10 * MIN, [clean])
     assert seen["impressions"].sum() == pytest.approx(expected.impressions.sum(), rel=0.05)
 
 
 def test_expected_volumes_include_the_scenario() -> None:
     model = TrafficModel(seed=1, rate=RATE)
     scenario = _scenario("traffic_spike", 3.0)
-    base = model.expected_volumes(START, START + 10 * MIN)
-    spiked = model.expected_volumes(START, START + 10 * MIN, [scenario])
+    base = expected_volumes(model, START, START + 10 * MIN)
+    spiked = expected_volumes(model, START, START + 10 * MIN, [scenario])
     row = model.segment_keys.index("US|banner")
     ratio = spiked.impressions[row] / base.impressions[row]
     assert np.allclose(ratio[4:8], 3.0) and np.allclose(ratio[:4], 1.0) and np.allclose(ratio[8:], 1.0)
-    flood = model.expected_volumes(START, START + 10 * MIN, [_scenario("click_flood_without_impressions")])
+    flood = expected_volumes(model, START, START + 10 * MIN, [_scenario("click_flood_without_impressions")])
     assert flood.orphan_clicks[row, 4:8].min() > 0 and flood.orphan_clicks.sum() == flood.orphan_clicks[row, 4:8].sum()
 
 
@@ -176,8 +194,8 @@ def test_overlapping_scenarios_combine() -> None:
     model = TrafficModel(seed=1, rate=RATE)
     a = Scenario("traffic_spike", ("US|banner",), START, START + 4 * MIN, 2.0)
     b = Scenario("traffic_spike", ("US|banner",), START + 2 * MIN, START + 6 * MIN, 3.0)
-    base = model.expected_volumes(START, START + 6 * MIN).impressions[0]
-    both = model.expected_volumes(START, START + 6 * MIN, [a, b]).impressions[0]
+    base = expected_volumes(model, START, START + 6 * MIN).impressions[0]
+    both = expected_volumes(model, START, START + 6 * MIN, [a, b]).impressions[0]
     assert np.allclose(both / base, [2, 2, 6, 6, 3, 3])
 
 

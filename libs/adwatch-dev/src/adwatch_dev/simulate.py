@@ -3,7 +3,7 @@
 Samples what a segment's 1-minute window would count, given its expected impressions, CTR,
 eCPM and orphan clicks per minute: gamma noise per minute (over-dispersion) on the rates,
 Poisson impressions, binomial clicks, revenue as a sum of log-normal prices, Poisson orphans.
-The same noise model as adwatch_generator.model, without producing single events.
+The same noise model as adwatch_generator.traffic, without producing single events.
 """
 
 from __future__ import annotations

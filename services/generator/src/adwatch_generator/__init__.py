@@ -1,21 +1,21 @@
 """adwatch generator: realistic ad events with injected anomalies and their ground truth.
 
-Pure API (no Kafka): :class:`TrafficModel`, :class:`Scenario`, :func:`parse_scenario`,
-:func:`truth_record`; the CLI and Kafka/file I/O live in ``__main__``, ``runner`` and ``sink``.
+Pure API (no Kafka): :class:`TrafficModel` (``traffic``), :class:`EventBatch` (``events``),
+:class:`Scenario`, :func:`parse_scenario`, :func:`truth_record` (``scenarios``); the CLI and
+Kafka/file I/O live in ``__main__``, ``runner`` and ``sink``. Measuring generated traffic
+(expected volumes, minute totals) is a development tool: ``adwatch_dev.traffic``.
 """
 
-from adwatch_generator.model import EventBatch, ExpectedVolumes, MinuteTotals, TrafficModel, minute_totals
+from adwatch_generator.events import EventBatch
 from adwatch_generator.scenarios import Scenario, ScenarioError, make_scenario, parse_scenario, truth_record
+from adwatch_generator.traffic import TrafficModel
 
 __all__ = [
     "EventBatch",
-    "ExpectedVolumes",
-    "MinuteTotals",
     "Scenario",
     "ScenarioError",
     "TrafficModel",
     "make_scenario",
-    "minute_totals",
     "parse_scenario",
     "truth_record",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from adwatch.config import load_or_exit
 from adwatch.service import Service, service
-from adwatch_generator.model import TrafficModel
+from adwatch_generator.metrics import GeneratorMetrics, get_metrics
 from adwatch_generator.runner import choice_kind, open_outputs, run_backfill, run_drill, run_live
 from adwatch_generator.scenarios import (
     SCENARIO_KINDS,
@@ -28,6 +28,7 @@ from adwatch_generator.scenarios import (
 )
 from adwatch_generator.settings import GeneratorSettings
 from adwatch_generator.sink import TruthWatcher
+from adwatch_generator.traffic import TrafficModel
 
 COMMANDS = ("live", "backfill", "drill", "segments")
 SCENARIO_HELP = (
@@ -127,10 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, svc: Service[GeneratorSettings]) -> int:
     settings, stop = svc.settings, svc.stop
+    metrics = get_metrics(svc.registry)  # what the ops server's /metrics shows
     bootstrap = ns.bootstrap or svc.common.kafka_bootstrap
     now_ms = int(time.time() * 1000)
     if command == "drill":
-        return _drill(parser, ns, settings, bootstrap, now_ms, stop)
+        return _drill(parser, ns, settings, bootstrap, now_ms, stop, metrics)
     if command == "backfill":
         start_ms, end_ms = _backfill_range(parser, ns, now_ms)
         run_start = start_ms
@@ -142,17 +144,20 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, 
     ready = threading.Event()
     svc.ready_when(ready.is_set)
     with contextlib.ExitStack() as stack:
-        outputs = stack.enter_context(open_outputs(settings, bootstrap, stop, ready))
+        outputs = stack.enter_context(open_outputs(settings, bootstrap, stop, metrics, ready))
         if outputs is None:
             return 1
         if command == "backfill":
-            run_backfill(settings, outputs, start_ms, end_ms, scenarios, stop, progress_out)
+            run_backfill(settings, outputs, start_ms, end_ms, scenarios, stop, metrics, progress_out)
             return 0
         watcher = None
         if settings.output == "kafka":
-            watcher = TruthWatcher(bootstrap, settings.truth_topic, f"adwatch-generator-{uuid.uuid4().hex[:8]}")
+            group_id = f"adwatch-generator-{uuid.uuid4().hex[:8]}"
+            watcher = TruthWatcher(bootstrap, settings.truth_topic, group_id, metrics)
             stack.callback(watcher.close)
-        run_live(settings, outputs, now_ms, scenarios, stop, progress_out, duration_s=duration_s, watcher=watcher)
+        run_live(
+            settings, outputs, now_ms, scenarios, stop, metrics, progress_out, duration_s=duration_s, watcher=watcher
+        )
     return 0
 
 
@@ -189,6 +194,7 @@ def _drill(
     bootstrap: str,
     now_ms: int,
     stop: threading.Event,
+    metrics: GeneratorMetrics,
 ) -> int:
     scenarios = parse_scenarios(parser, ns.scenario, now_ms)
     if ns.choice:
@@ -200,7 +206,7 @@ def _drill(
             )
         except ScenarioError as exc:
             parser.error(f"--choice: {exc}")
-    return run_drill(settings, bootstrap, scenarios, stop)
+    return run_drill(settings, bootstrap, scenarios, stop, metrics)
 
 
 def _print_segments(settings: GeneratorSettings) -> int:

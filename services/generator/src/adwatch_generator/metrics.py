@@ -1,20 +1,58 @@
-"""The generator's Prometheus metrics, defined once (bounded labels only)."""
+"""The generator's Prometheus metrics, defined once (bounded labels only).
+
+The entry point takes the :class:`GeneratorMetrics` of the service's registry
+(:func:`get_metrics`) and hands it to the sinks, the truth writer and watcher, the progress
+line and the live loop; nothing reads a module-level metric. Tests build their own on a
+fresh ``CollectorRegistry``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import threading
+import weakref
 
-EVENTS_PRODUCED = Counter(
-    "adwatch_generator_events_produced_total", "Events handed to the sink, by event type", ["event_type"]
-)
-PRODUCE_ERRORS = Counter(
-    "adwatch_generator_produce_errors_total", "Failed deliveries and broker errors, by reason", ["reason"]
-)
-RATE = Gauge("adwatch_generator_rate_events_per_second", "Events per second over the last progress interval")
-TRUTH_RECORDS = Counter(
-    "adwatch_generator_truth_records_total", "Ground-truth records written, by scenario type", ["scenario"]
-)
-ACTIVE_SCENARIOS = Gauge("adwatch_generator_active_scenarios", "Scenarios shaping the traffic right now")
-EVENT_TIME_LAG = Gauge(
-    "adwatch_generator_event_time_lag_seconds", "Wall clock minus the event time of the newest batch sent"
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class GeneratorMetrics:
+    """Every generator series, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "adwatch_generator_"
+        self.events_produced_total = Counter(
+            p + "events_produced_total", "Events handed to the sink, by event type", ["event_type"], registry=registry
+        )
+        self.produce_errors_total = Counter(
+            p + "produce_errors_total", "Failed deliveries and broker errors, by reason", ["reason"], registry=registry
+        )
+        self.rate_events_per_second = Gauge(
+            p + "rate_events_per_second", "Events per second over the last progress interval", registry=registry
+        )
+        self.truth_records_total = Counter(
+            p + "truth_records_total", "Ground-truth records written, by scenario type", ["scenario"], registry=registry
+        )
+        self.active_scenarios = Gauge(
+            p + "active_scenarios", "Scenarios shaping the traffic right now", registry=registry
+        )
+        self.event_time_lag_seconds = Gauge(
+            p + "event_time_lag_seconds",
+            "Wall clock minus the event time of the newest batch sent",
+            registry=registry,
+        )
+
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, GeneratorMetrics] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def get_metrics(registry: CollectorRegistry) -> GeneratorMetrics:
+    """The generator's metrics on ``registry``, registered there on first use.
+
+    A registry holds each series once, and one process may run the entry point more than
+    once (the tests do, and a drill may run beside a live run): they share these.
+    """
+    with _LOCK:
+        metrics = _BY_REGISTRY.get(registry)
+        if metrics is None:
+            metrics = _BY_REGISTRY[registry] = GeneratorMetrics(registry)
+        return metrics

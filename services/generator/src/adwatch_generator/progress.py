@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from adwatch_generator import metrics
+from adwatch_generator.metrics import GeneratorMetrics
 
 
 def format_progress(sent: int, rate: float, total: int) -> str:
@@ -22,15 +22,17 @@ def format_bar(fraction: float, total: int, rate: float, width: int = 30) -> str
 
 
 class Progress:
-    """Counts events and prints a line (or redraws a bar) every ``interval_s`` seconds."""
+    """Counts events and prints a line (or redraws a bar) every ``interval_s`` seconds; sets the rate gauge."""
 
     def __init__(
         self,
         out: TextIO | None,
+        metrics: GeneratorMetrics,
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.out = out
+        self.metrics = metrics
         self.interval_s = interval_s
         self.clock = clock
         self.total = 0
@@ -46,7 +48,7 @@ class Progress:
         if now - self._last < self.interval_s and fraction != 1.0:
             return
         rate = self._since / max(now - self._last, 1e-9)
-        metrics.RATE.set(rate)
+        self.metrics.rate_events_per_second.set(rate)
         if self.out is not None:
             if fraction is None:
                 print(format_progress(self._since, rate, self.total), file=self.out, flush=True)

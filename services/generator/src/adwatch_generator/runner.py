@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TextIO, cast
 
 from adwatch.contracts import TOPIC_PARTITIONS
-from adwatch_generator import metrics
-from adwatch_generator.model import EventBatch, EventStream, TrafficModel
+from adwatch_generator.events import EventBatch
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.progress import Progress
 from adwatch_generator.scenarios import (
     DEFAULT_MAGNITUDE,
@@ -27,6 +27,8 @@ from adwatch_generator.scenarios import (
 )
 from adwatch_generator.settings import GeneratorSettings
 from adwatch_generator.sink import FileSink, KafkaSink, Sink, TruthWatcher, TruthWriter, wait_for_kafka
+from adwatch_generator.stream import EventStream
+from adwatch_generator.traffic import TrafficModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +46,17 @@ class Outputs:
 
 @contextmanager
 def open_outputs(
-    settings: GeneratorSettings, bootstrap: str, stop: threading.Event, ready: threading.Event | None = None
+    settings: GeneratorSettings,
+    bootstrap: str,
+    stop: threading.Event,
+    metrics: GeneratorMetrics,
+    ready: threading.Event | None = None,
 ) -> Iterator[Outputs | None]:
     """Kafka (topics ensured, retrying while the broker is down) or a file; None if stopped first."""
     if settings.output != "kafka":
-        file_sink = FileSink(settings.output)
+        file_sink = FileSink(settings.output, metrics)
         try:
-            yield Outputs(file_sink, TruthWriter(settings.truth_file))
+            yield Outputs(file_sink, TruthWriter(metrics, settings.truth_file))
         finally:
             file_sink.close()
         return
@@ -58,14 +64,16 @@ def open_outputs(
         settings.topic: TOPIC_PARTITIONS.get(settings.topic, 6),
         settings.truth_topic: TOPIC_PARTITIONS.get(settings.truth_topic, 1),
     }
-    if not wait_for_kafka(bootstrap, topics, stop):
+    if not wait_for_kafka(bootstrap, topics, stop, metrics):
         yield None
         return
-    kafka = KafkaSink(bootstrap, settings.topic, trace_sample=settings.trace_sample, seed=settings.seed, stop=stop)
+    kafka = KafkaSink(
+        bootstrap, settings.topic, metrics, trace_sample=settings.trace_sample, seed=settings.seed, stop=stop
+    )
     if ready is not None:
         ready.set()
     try:
-        yield Outputs(kafka, TruthWriter(settings.truth_file, kafka, settings.truth_topic), kafka)
+        yield Outputs(kafka, TruthWriter(metrics, settings.truth_file, kafka, settings.truth_topic), kafka)
     finally:
         kafka.close()
 
@@ -82,12 +90,13 @@ def run_backfill(
     end_ms: int,
     scenarios: Sequence[Scenario],
     stop: threading.Event,
+    metrics: GeneratorMetrics,
     progress_out: TextIO | None,
 ) -> int:
     """Event time ``[start_ms, end_ms)`` as fast as possible; returns the number of events."""
     model = TrafficModel(seed=settings.seed, rate=settings.effective_rate)
     outputs.truth.write(truth_record(s) for s in scenarios)
-    progress = Progress(progress_out, min(settings.progress_interval_s, 1.0))
+    progress = Progress(progress_out, metrics, min(settings.progress_interval_s, 1.0))
     span = max(end_ms - start_ms, 1)
     for batch in model.generate(start_ms, end_ms, scenarios):
         _send(outputs, batch, progress, (int(batch.times_ms[-1]) + 1 - start_ms) / span)
@@ -106,6 +115,7 @@ def run_live(
     start_ms: int,
     scenarios: Sequence[Scenario],
     stop: threading.Event,
+    metrics: GeneratorMetrics,
     progress_out: TextIO | None,
     *,
     duration_s: float | None = None,
@@ -120,7 +130,7 @@ def run_live(
     total = 0
     if warmup_ms:
         logger.info("warm-up: backfilling %.1f minutes of event time", settings.warmup_minutes)
-        bar = Progress(progress_out, min(settings.progress_interval_s, 1.0))
+        bar = Progress(progress_out, metrics, min(settings.progress_interval_s, 1.0))
         while stream.cursor_ms < start_ms and not stop.is_set():
             batch = stream.advance(min(stream.next_boundary(), start_ms))
             _send(outputs, batch, bar, 1.0 - (start_ms - stream.cursor_ms) / warmup_ms)
@@ -128,7 +138,7 @@ def run_live(
         total += bar.total
     stream.step_ms = LIVE_STEP_MS
     end_ms = start_ms + int(duration_s * 1000) if duration_s is not None else None
-    progress = Progress(progress_out, settings.progress_interval_s)
+    progress = Progress(progress_out, metrics, settings.progress_interval_s)
     logger.info("live at %.0f events/s (daily mean) to %s", settings.effective_rate, settings.output)
     while not stop.is_set():
         target = stream.next_boundary() if end_ms is None else min(stream.next_boundary(), end_ms)
@@ -139,8 +149,8 @@ def run_live(
             _apply_control(stream, watcher, outputs, target)
         batch = stream.advance(target)
         _send(outputs, batch, progress)
-        metrics.ACTIVE_SCENARIOS.set(len(stream.active(target)))
-        metrics.EVENT_TIME_LAG.set(max(0.0, clock() - target / 1000.0))
+        metrics.active_scenarios.set(len(stream.active(target)))
+        metrics.event_time_lag_seconds.set(max(0.0, clock() - target / 1000.0))
         if end_ms is not None and target >= end_ms:
             break
     total += progress.total
@@ -158,8 +168,12 @@ def _apply_control(stream: EventStream, watcher: TruthWatcher, outputs: Outputs,
         if stream.upsert(scenario):
             logger.info(
                 "scenario %s: %s on %s until %d (x%g)",
-                scenario.scenario_id, scenario.kind, ",".join(scenario.segments), scenario.end_ms, scenario.magnitude,
-            )  # fmt: skip
+                scenario.scenario_id,
+                scenario.kind,
+                ",".join(scenario.segments),
+                scenario.end_ms,
+                scenario.magnitude,
+            )
     fresh = [truth_record(s) for s in updates if s not in corrections]
     outputs.truth.write(fresh, to_kafka=False)  # already on the topic; keep the local file complete
     outputs.truth.write(truth_record(s) for s in corrections)
@@ -225,8 +239,11 @@ def interactive_drill(
             say(f"not injected: {exc}")
             continue
         inject(scenario)
-        say(f"injected {scenario.scenario_id}: {scenario.kind} on {','.join(scenario.segments)} "
-            f"for {(scenario.end_ms - scenario.start_ms) / 1000:.0f}s (x{scenario.magnitude:g})")  # fmt: skip
+        seconds = (scenario.end_ms - scenario.start_ms) / 1000
+        say(
+            f"injected {scenario.scenario_id}: {scenario.kind} on {','.join(scenario.segments)} "
+            f"for {seconds:.0f}s (x{scenario.magnitude:g})"
+        )
 
 
 def run_drill(
@@ -234,16 +251,18 @@ def run_drill(
     bootstrap: str,
     scenarios: Sequence[Scenario],
     stop: threading.Event,
+    metrics: GeneratorMetrics,
     *,
     ask: Callable[[str], str] = input,
     say: Callable[[str], None] = print,
     clock: Callable[[], float] = time.time,
 ) -> int:
     """Publish scenarios to the truth topic, where every live generator picks them up."""
-    if not wait_for_kafka(bootstrap, {settings.truth_topic: TOPIC_PARTITIONS.get(settings.truth_topic, 1)}, stop):
+    topics = {settings.truth_topic: TOPIC_PARTITIONS.get(settings.truth_topic, 1)}
+    if not wait_for_kafka(bootstrap, topics, stop, metrics):
         return 1
-    kafka = KafkaSink(bootstrap, settings.truth_topic, stop=stop)
-    truth = TruthWriter(settings.truth_file, kafka, settings.truth_topic)
+    kafka = KafkaSink(bootstrap, settings.truth_topic, metrics, stop=stop)
+    truth = TruthWriter(metrics, settings.truth_file, kafka, settings.truth_topic)
 
     def inject(scenario: Scenario) -> None:
         truth.write([truth_record(scenario)])

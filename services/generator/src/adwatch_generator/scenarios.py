@@ -198,9 +198,13 @@ def parse_scenario(text: str, now_ms: int, universe: Sequence[str] = SEGMENT_KEY
     start_ms = parse_time_ms(start_text, now_ms) if start_text.strip() else now_ms
     duration_ms = parse_duration_ms(duration_text) if duration_text.strip() else DEFAULT_DURATION_MS
     return make_scenario(
-        kind.strip(), segments=segments, start_ms=start_ms, duration_ms=duration_ms, magnitude=magnitude,
+        kind.strip(),
+        segments=segments,
+        start_ms=start_ms,
+        duration_ms=duration_ms,
+        magnitude=magnitude,
         universe=universe,
-    )  # fmt: skip
+    )
 
 
 def truth_record(scenario: Scenario) -> TruthRecord:

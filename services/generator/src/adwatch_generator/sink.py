@@ -25,8 +25,8 @@ from adwatch.telemetry import (
     MESSAGING_SYSTEM,
     inject_headers,
 )
-from adwatch_generator import metrics
-from adwatch_generator.model import IMPRESSION, ORPHAN_CLICK, EventBatch
+from adwatch_generator.events import IMPRESSION, ORPHAN_CLICK, EventBatch
+from adwatch_generator.metrics import GeneratorMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def count_produced(batch: EventBatch) -> None:
+def count_produced(metrics: GeneratorMetrics, batch: EventBatch) -> None:
     impressions = batch.count(IMPRESSION)
-    metrics.EVENTS_PRODUCED.labels("impression").inc(impressions)
-    metrics.EVENTS_PRODUCED.labels("click").inc(len(batch) - impressions)
+    metrics.events_produced_total.labels("impression").inc(impressions)
+    metrics.events_produced_total.labels("click").inc(len(batch) - impressions)
 
 
 class FileSink:
     """JSONL, one AdEvent per line, to a path or stdout (``-``)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, metrics: GeneratorMetrics) -> None:
+        self.metrics = metrics
         self._own = path != "-"
         self._fh: IO[bytes] = open(path, "wb") if self._own else sys.stdout.buffer  # noqa: SIM115
 
@@ -57,7 +58,7 @@ class FileSink:
         if len(batch):
             self._fh.write(b"\n".join(batch.values))
             self._fh.write(b"\n")
-            count_produced(batch)
+            count_produced(self.metrics, batch)
 
     def close(self) -> None:
         self._fh.flush()
@@ -84,6 +85,7 @@ class KafkaSink:
         self,
         bootstrap: str,
         topic: str,
+        metrics: GeneratorMetrics,
         *,
         trace_sample: float = 0.001,
         seed: int = 0,
@@ -92,6 +94,7 @@ class KafkaSink:
         **producer_overrides: Any,
     ) -> None:
         self.topic = topic
+        self.metrics = metrics
         self.trace_sample = trace_sample
         self.tracer = tracer or trace.get_tracer("adwatch-generator")
         self.stop = stop or threading.Event()
@@ -108,7 +111,7 @@ class KafkaSink:
     # callbacks run inside poll()/flush()
     def _on_error(self, err: KafkaError) -> None:
         reason = err.name().lower().lstrip("_") or "unknown"
-        metrics.PRODUCE_ERRORS.labels(reason).inc()
+        self.metrics.produce_errors_total.labels(reason).inc()
         last, at = self._last_error
         if reason != last or time.monotonic() - at > 30:
             logger.warning("Kafka error (%s): %s; librdkafka keeps retrying", reason, err.str())
@@ -141,7 +144,7 @@ class KafkaSink:
                 if pos < n:
                     self._produce_one(batch.values[pos], batch.keys[pos], headers)
                 start = pos + 1
-        count_produced(batch)
+        count_produced(self.metrics, batch)
         self.producer.poll(0)
 
     def _produce_range(self, batch: EventBatch, a: int, b: int) -> None:
@@ -166,7 +169,7 @@ class KafkaSink:
                 return
             except BufferError:
                 if waited == 0.0:
-                    metrics.PRODUCE_ERRORS.labels("queue_full").inc()
+                    self.metrics.produce_errors_total.labels("queue_full").inc()
                 if waited >= 5.0 and int(waited * 10) % 100 == 0:
                     logger.warning("producer queue full for %.0fs: is the broker reachable?", waited)
                 self.producer.poll(0.1)
@@ -183,7 +186,7 @@ class KafkaSink:
         remaining: int = self.producer.flush(timeout_s)
         if remaining:
             logger.warning("%d events not delivered at shutdown (broker unreachable?)", remaining)
-            metrics.PRODUCE_ERRORS.labels("undelivered_at_shutdown").inc(remaining)
+            self.metrics.produce_errors_total.labels("undelivered_at_shutdown").inc(remaining)
         return remaining
 
     def close(self) -> None:
@@ -193,7 +196,10 @@ class KafkaSink:
 class TruthWriter:
     """Ground truth to a JSONL file and/or the truth topic (via the event producer)."""
 
-    def __init__(self, path: str = "", kafka: KafkaSink | None = None, topic: str = "") -> None:
+    def __init__(
+        self, metrics: GeneratorMetrics, path: str = "", kafka: KafkaSink | None = None, topic: str = ""
+    ) -> None:
+        self.metrics = metrics
         self.path = path
         self.kafka = kafka
         self.topic = topic
@@ -208,7 +214,7 @@ class TruthWriter:
         if to_kafka and self.kafka is not None:
             self.kafka.publish_truth(self.topic, records)
         for record in records:
-            metrics.TRUTH_RECORDS.labels(record.scenario).inc()
+            self.metrics.truth_records_total.labels(record.scenario).inc()
 
 
 class TruthWatcher:
@@ -217,7 +223,8 @@ class TruthWatcher:
     Uses assign() rather than a group subscription: no rebalance wait, every generator sees all.
     """
 
-    def __init__(self, bootstrap: str, topic: str, group_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, group_id: str, metrics: GeneratorMetrics) -> None:
+        self.metrics = metrics
         self.consumer = make_consumer(bootstrap, group_id, **{"enable.partition.eof": False})
         partitions = TOPIC_PARTITIONS.get(topic, 1)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
@@ -230,7 +237,7 @@ class TruthWatcher:
             try:
                 records.append(decode(msg.value() or b"", TruthRecord))
             except ContractError as exc:
-                metrics.PRODUCE_ERRORS.labels("bad_truth_record").inc()
+                self.metrics.produce_errors_total.labels("bad_truth_record").inc()
                 logger.warning("ignoring a bad record on the truth topic: %s", exc)
         return records
 
@@ -242,6 +249,7 @@ def wait_for_kafka(
     bootstrap: str,
     topics: dict[str, int],
     stop: threading.Event,
+    metrics: GeneratorMetrics,
     sleep: Callable[[float], bool] | None = None,
     timeout_s: float = 5.0,
 ) -> bool:
@@ -254,7 +262,7 @@ def wait_for_kafka(
             return True
         except Exception as exc:
             reason = str(exc).splitlines()[0][:200]
-            metrics.PRODUCE_ERRORS.labels("broker_unavailable").inc()
+            metrics.produce_errors_total.labels("broker_unavailable").inc()
             logger.warning("Kafka at %s not ready (%s); retrying in %.0fs", bootstrap, reason, backoff)
             if wait(backoff):
                 return False

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from adwatch.contracts import AD_FORMATS
+from adwatch_dev.measure import MinuteTotals, expected_volumes, minute_totals
 from adwatch_generator.catalog import SEGMENTS
-from adwatch_generator.model import CLICK, IMPRESSION, MINUTE_MS, EventBatch, MinuteTotals, TrafficModel, minute_totals
+from adwatch_generator.events import CLICK, IMPRESSION, EventBatch
 from adwatch_generator.scenarios import Scenario
+from adwatch_generator.traffic import MINUTE_MS, TrafficModel
 
 WEDNESDAY = 1_736_899_200_000  # 2025-01-15T00:00:00Z
 HOUR = 3_600_000
@@ -49,8 +51,8 @@ def test_daily_peak_beats_the_night_trough_in_local_time() -> None:
 def test_weekends_are_busier_than_weekdays() -> None:
     model = TrafficModel(seed=3)
     saturday = WEDNESDAY + 3 * 24 * HOUR
-    weekday = model.expected_volumes(WEDNESDAY + 12 * HOUR, WEDNESDAY + 13 * HOUR).impressions.sum()
-    weekend = model.expected_volumes(saturday + 12 * HOUR, saturday + 13 * HOUR).impressions.sum()
+    weekday = expected_volumes(model, WEDNESDAY + 12 * HOUR, WEDNESDAY + 13 * HOUR).impressions.sum()
+    weekend = expected_volumes(model, saturday + 12 * HOUR, saturday + 13 * HOUR).impressions.sum()
     assert weekend / weekday == pytest.approx(1.10 / 0.96, rel=0.02)
 
 
@@ -107,32 +109,11 @@ def test_prices_are_log_normal_and_depend_on_the_format(ten_minutes: tuple[Traff
     assert np.std(logs) == pytest.approx(0.45, abs=0.05)
 
 
-def test_impressions_carry_revenue_and_clicks_follow_their_impression() -> None:
-    model = TrafficModel(seed=5, rate=400)
-    events = model.events(WEDNESDAY, WEDNESDAY + 2 * MINUTE_MS)
-    impressions = {e.event_id: e for e in events if e.event_type == "impression"}
-    clicks = [e for e in events if e.event_type == "click"]
-    assert clicks and all(e.revenue_usd > 0 for e in impressions.values())
-    for click in clicks:
-        shown = impressions[click.impression_id]  # type: ignore[index]
-        assert 0 < click.event_time_ms - shown.event_time_ms <= 30_000
-        assert (click.segment_key, click.placement_id, click.user_hash) == (
-            shown.segment_key,
-            shown.placement_id,
-            shown.user_hash,
-        )
-        assert click.revenue_usd == 0.0
-    assert len({e.event_id for e in events}) == len(events)
-    times = [e.event_time_ms for e in events]
-    assert times == sorted(times)
-    assert all(WEDNESDAY <= t < WEDNESDAY + 2 * MINUTE_MS for t in times)
-
-
 def _dispersion(model: TrafficModel, start: int, minutes: int) -> float:
     """Mean of (observed - expected)^2 / expected over big segment-minutes (1 for Poisson)."""
     end = start + minutes * MINUTE_MS
     seen = totals(model, start, end).impressions
-    expected = model.expected_volumes(start, end).impressions
+    expected = expected_volumes(model, start, end).impressions
     big = expected > 2000
     return float(np.mean((seen[big] - expected[big]) ** 2 / expected[big]))
 
@@ -145,7 +126,7 @@ def test_traffic_is_over_dispersed_but_modestly() -> None:
     assert wobbly > 3 * poisson
     model = TrafficModel(seed=2, rate=2000)
     seen = totals(model, start, start + 12 * MINUTE_MS).impressions
-    expected = model.expected_volumes(start, start + 12 * MINUTE_MS).impressions
+    expected = expected_volumes(model, start, start + 12 * MINUTE_MS).impressions
     big = expected > 2000
     assert np.std(seen[big] / expected[big] - 1) < 0.15  # keep clean traffic quiet
 
@@ -156,7 +137,7 @@ def test_ctr_is_over_dispersed_when_asked() -> None:
     def ratio_spread(ctr_cv: float) -> float:
         model = TrafficModel(seed=4, rate=10_000, ctr_cv=ctr_cv, traffic_cv=0)
         seen = totals(model, start, start + 6 * MINUTE_MS)
-        expected = model.expected_volumes(start, start + 6 * MINUTE_MS)
+        expected = expected_volumes(model, start, start + 6 * MINUTE_MS)
         big = expected.clicks > 200
         return float(np.std(seen.clicks[big] / expected.clicks[big] - 1))
 
@@ -166,20 +147,15 @@ def test_ctr_is_over_dispersed_when_asked() -> None:
     assert wobbly > 0.2
 
 
-def test_unencoded_columns_equal_the_encoded_events() -> None:
-    model = TrafficModel(seed=6, rate=300)
-    scenario = Scenario("click_flood_without_impressions", ("US|banner",), WEDNESDAY + 10_000, WEDNESDAY + 50_000, 2.0)
-    encoded = EventBatch.concat(list(model.generate(WEDNESDAY, WEDNESDAY + MINUTE_MS, [scenario])))
-    bare = EventBatch.concat(list(model.generate(WEDNESDAY, WEDNESDAY + MINUTE_MS, [scenario], encode=False)))
-    assert bare.values == [] and len(bare) == len(encoded) == len(encoded.values)
-    assert np.array_equal(bare.times_ms, encoded.times_ms) and np.array_equal(bare.kinds, encoded.kinds)
-    events = encoded.events()
-    assert [e.event_time_ms for e in events] == encoded.times_ms.tolist()
-    assert [e.segment_key for e in events] == [model.segment_keys[i] for i in encoded.segment_index.tolist()]
-    assert [k.decode() for k in encoded.keys] == [e.segment_key for e in events]
-    assert [e.revenue_usd for e in events] == encoded.revenue_usd.tolist()
-    orphans = [e for e, k in zip(events, encoded.kinds.tolist(), strict=True) if k == 2]
-    assert orphans and all(e.event_type == "click" and e.impression_id is None for e in orphans)
+def test_expected_volumes_match_the_generated_totals() -> None:
+    model = TrafficModel(seed=1, rate=1000)
+    start, end = WEDNESDAY + 6 * HOUR, WEDNESDAY + 6 * HOUR + 10 * MINUTE_MS
+    seen = totals(model, start, end)
+    expected = expected_volumes(model, start, end)
+    assert seen.impressions.sum() == pytest.approx(expected.impressions.sum(), rel=0.03)
+    assert seen.clicks.sum() == pytest.approx(expected.clicks.sum(), rel=0.05)
+    assert seen.revenue_usd.sum() == pytest.approx(expected.revenue_usd.sum(), rel=0.05)
+    assert expected.impressions.shape == (len(model.segments), 10)
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
@@ -189,22 +165,3 @@ def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
     first = values(7)
     assert first == values(7)
     assert first != values(8)
-
-
-def test_generation_is_independent_of_the_stream_advancing_pattern() -> None:
-    model = TrafficModel(seed=9, rate=300)
-    whole = [v for b in model.generate(WEDNESDAY, WEDNESDAY + 20_000, step_ms=1000) for v in b.values]
-    stream = model.stream(WEDNESDAY, step_ms=1000)
-    pieces = [v for until in (2_000, 7_000, 15_000, 20_000) for v in stream.advance(WEDNESDAY + until).values]
-    assert whole == pieces
-
-
-def test_expected_volumes_match_the_generated_totals() -> None:
-    model = TrafficModel(seed=1, rate=1000)
-    start, end = WEDNESDAY + 6 * HOUR, WEDNESDAY + 6 * HOUR + 10 * MINUTE_MS
-    seen = totals(model, start, end)
-    expected = model.expected_volumes(start, end)
-    assert seen.impressions.sum() == pytest.approx(expected.impressions.sum(), rel=0.03)
-    assert seen.clicks.sum() == pytest.approx(expected.clicks.sum(), rel=0.05)
-    assert seen.revenue_usd.sum() == pytest.approx(expected.revenue_usd.sum(), rel=0.05)
-    assert expected.impressions.shape == (len(model.segments), 10)
