@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO, cast
+from typing import TextIO
 
 from adwatch.contracts import TOPIC_PARTITIONS
 from adwatch_generator.events import EventBatch
@@ -206,7 +206,7 @@ def choice_kind(choice: str) -> ScenarioKind:
     if choice.isdigit() and 1 <= int(choice) <= len(MENU_KINDS):
         return MENU_KINDS[int(choice) - 1]
     if choice in SCENARIO_KINDS:
-        return cast(ScenarioKind, choice)
+        return choice
     raise ScenarioError(f"unknown choice {choice!r}: pick 1-{len(MENU_KINDS)} or a scenario type")
 
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 from adwatch.contracts import TruthRecord
 from adwatch.errors import AdwatchError
@@ -164,7 +164,7 @@ def make_scenario(
     """A scenario with the defaults filled in (segments ``US|banner``, magnitude per type)."""
     if kind not in SCENARIO_KINDS:
         raise ScenarioError(f"unknown scenario type {kind!r}; choose one of {', '.join(SCENARIO_KINDS)}")
-    scenario_kind = cast(ScenarioKind, kind)
+    scenario_kind: ScenarioKind = kind  # narrowed by the check above
     if segments is None or (isinstance(segments, str) and not segments.strip()):
         segments = "*" if scenario_kind == "clean" else ",".join(DEFAULT_SEGMENTS)
     keys = resolve_segments(segments, universe)
@@ -225,7 +225,7 @@ def scenario_from_truth(record: TruthRecord) -> Scenario:
     if record.scenario not in SCENARIO_KINDS:
         raise ScenarioError(f"unknown scenario type {record.scenario!r} in truth record {record.scenario_id}")
     return Scenario(
-        cast(ScenarioKind, record.scenario),
+        record.scenario,  # narrowed to a ScenarioKind by the check above
         tuple(record.segments),
         record.start_ms,
         record.end_ms,
