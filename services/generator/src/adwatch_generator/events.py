@@ -127,10 +127,8 @@ class EventEncoder:
     def __init__(self, segments: Sequence[Segment], seed: int) -> None:
         self._tag = hashlib.sha256(str(seed).encode()).hexdigest()[:6].encode()
         self._key_bytes = [s.key_bytes for s in segments]
-        self._placement_fragments = [
-            (
-                f'"country":"{s.country}","ad_format":"{s.ad_format}","app_id":"{app}","placement_id":"{placement}",'
-            ).encode()
+        self._placement_fragments = [  # the fields between event_type and campaign_id
+            f'"country":"{s.country}","ad_format":"{s.ad_format}","app_id":"{app}","placement_id":"{placement}",'.encode()
             for s in segments
             for app, placement in s.placements
         ]
