@@ -23,4 +23,3 @@ def test_every_runtime_module_is_reached_from_a_service_entry_point() -> None:
     packages = {m for m in runtime_modules if graph.find_children(m)} | set(RUNTIME)
     unreached = sorted(runtime_modules - reached - packages)
     assert not unreached, f"runtime modules no service runs (move them to adwatch_dev or benchmarks/): {unreached}"
-
