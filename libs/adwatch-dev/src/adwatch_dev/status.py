@@ -85,14 +85,14 @@ def _rate(cur: float | None, prev: float | None, dt: float) -> float | None:
     return max(0.0, cur - prev) / dt
 
 
-def _phase(s: dict[str, Any], down: tuple[str, ...]) -> str:
+def _phase(s: dict[str, Any], down: tuple[str, ...], batched: bool = True) -> str:
     """One sentence on what the pipeline is doing now, so no minute is silent."""
     if "detector" in down:
-        return "starting: the detector boots Spark (about 20-40 s the first time)"
+        return "starting: the detector boots Spark"
     if not s["events_in"]:
         return "starting: the generator is connecting to Kafka"
-    if not s["events_processed"]:
-        return "starting: the detector's first micro-batch is running"
+    if not batched and not s["events_processed"]:
+        return "starting: Spark starts the query and reads the backfilled history (1-2 min on 2 cores)"
     if not s["windows_closed"]:
         return "replaying history: waiting for the first 1-minute window to close"
     if s["segments_warming"]:
@@ -111,27 +111,35 @@ def build_status(prev: Snapshot | None, cur: Snapshot, started_s: float, trigger
     pdet = prev.services.get("detector") if prev else None
     dt = cur.at_s - prev.at_s if prev else 0.0
     notifiers = {name.removeprefix("notifier-"): s for name, s in cur.services.items() if name.startswith("notifier-")}
-    deliveries = {ch: total(s, "adwatch_notifier_notifications_total", outcome="sent") or 0.0
+    deliveries = {ch: total(s, "adwatch_notifier_notifications_total", outcome="delivered") or 0.0
                   for ch, s in notifiers.items() if s is not None}  # fmt: skip
     dead = {"detector": total(det, "adwatch_detector_dead_letters_total") or 0.0} if det is not None else {}
     dead |= {ch: total(s, "adwatch_notifier_dead_letters_total") or 0.0 for ch, s in notifiers.items() if s is not None}
     down = tuple(sorted(name for name, s in cur.services.items() if s is None))
+    batched = bool(total(det, "adwatch_detector_last_batch_timestamp_seconds"))  # gauges mean nothing before
+
+    def gauge(name: str) -> float | None:
+        return total(det, name) if batched else None
+
     values: dict[str, Any] = {
         "events_in": total(gen, "adwatch_generator_events_produced_total"),
         "events_processed": total(det, "adwatch_detector_events_total"),
-        "batch_duration_s": total(det, "adwatch_detector_batch_duration_seconds"),
-        "watermark_delay_s": total(det, "adwatch_detector_watermark_delay_seconds"),
+        "batch_duration_s": gauge("adwatch_detector_batch_duration_seconds"),
+        "watermark_delay_s": gauge("adwatch_detector_watermark_delay_seconds"),
         "windows_closed": total(det, "adwatch_detector_windows_closed_total"),
-        "segments_tracked": total(det, "adwatch_detector_state_rows"),
-        "segments_warming": total(det, "adwatch_detector_segments_warming"),
+        "segments_tracked": gauge("adwatch_detector_state_rows"),
+        "segments_warming": gauge("adwatch_detector_segments_warming"),
         "alerts_firing": total(det, "adwatch_detector_alerts_total", status="firing"),
         "alerts_resolved": total(det, "adwatch_detector_alerts_total", status="resolved"),
     }
+    processed = _rate(values["events_processed"], total(pdet, "adwatch_detector_events_total"), dt)
+    if not processed and batched:  # no per-event count from this source: the last batch's own rate
+        processed = gauge("adwatch_detector_processed_rows_per_second")
     return Status(
         elapsed_s=cur.at_s - started_s,
-        phase=_phase(values, down),
+        phase=_phase(values, down, batched),
         events_in_per_s=_rate(values["events_in"], total(pgen, "adwatch_generator_events_produced_total"), dt),
-        events_processed_per_s=_rate(values["events_processed"], total(pdet, "adwatch_detector_events_total"), dt),
+        events_processed_per_s=processed,
         trigger_s=trigger_s,
         deliveries=deliveries,
         dead_letters=dead,
