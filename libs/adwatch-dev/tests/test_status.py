@@ -76,8 +76,11 @@ def test_two_scrapes_give_rates_and_totals() -> None:
     [
         pytest.param({"detector": None}, "detector boots Spark", id="detector-down"),
         pytest.param({"generator": parse_metrics(GENERATOR.format(imps=0, clicks=0))}, "generator", id="no-events"),
-        pytest.param({"generator": parse_metrics(GENERATOR.format(imps=9, clicks=0)), "detector": {}},
-                     "reads the backfilled history", id="first-batch"),
+        pytest.param(
+            {"generator": parse_metrics(GENERATOR.format(imps=9, clicks=0)), "detector": {}},
+            "reads the backfilled history",
+            id="first-batch",
+        ),
         pytest.param(snapshot(1, 10, 10, windows=0).services, "first 1-minute window", id="no-window"),
         pytest.param(snapshot(1, 10, 10, warming=5).services, "5 segments still warming up", id="warming"),
         pytest.param(snapshot(1, 10, 10).services, "alerts fired", id="alerting"),
@@ -132,7 +135,9 @@ def test_the_board_scrapes_every_port_and_names_the_silent_ones() -> None:
             raise ConnectionRefusedError
         return NOTIFIER
 
-    board = StatusBoard(lambda: {"notifier-console": 1, "detector": 2}, stream=io.StringIO(), terminal=False, fetch=fetch)
+    board = StatusBoard(
+        lambda: {"notifier-console": 1, "detector": 2}, stream=io.StringIO(), terminal=False, fetch=fetch
+    )
     stop = threading.Event()
     board.run(stop, tick=lambda: False)
     assert board.status is not None

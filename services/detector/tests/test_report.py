@@ -90,7 +90,7 @@ def test_the_page_is_self_contained_with_an_anchor_and_a_chart_per_alert() -> No
     for alert in alerts:
         assert f"id='{alert.alert_id}'" in page
     assert page.count("class='incident") == len(incidents(alerts))
-    assert page.count("id=\"chart-") == len(incidents(alerts))
+    assert page.count('id="chart-') == len(incidents(alerts))
 
 
 def test_a_missing_plotly_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
