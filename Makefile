@@ -20,6 +20,7 @@ run: $(STAMP)  ## the whole pipeline on embedded defaults (SCENARIO=none for a c
 	$(BIN)/adwatch run
 
 test: $(STAMP) lint  ## lint, then every test (unit, Spark, services, end-to-end)
+	@command -v chromium >/dev/null 2>&1 || ./scripts/install_chromium.sh  # the report's browser test
 	$(BIN)/pytest
 
 lint: $(STAMP)

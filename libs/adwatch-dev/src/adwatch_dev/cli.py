@@ -8,20 +8,27 @@ stopped together on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from adwatch.contracts import json_schemas
+from adwatch.contracts import Alert, json_schemas
 from adwatch.lifecycle import install_stop_handlers
-from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.infra import EmbeddedInfra, ManagedProcess, spawn
 from adwatch_dev.pipeline import LocalPipeline
 
 RUN_DIR = Path(".adwatch/run")
 CLICKHOUSE_DIR = Path(".adwatch/clickhouse")
+REPORT_DIR = RUN_DIR / "report"
+ALERT_FIELDS = tuple(f for f in Alert.__struct_fields__ if f != "schema_version")
 
 
 def export_schemas(folder: Path) -> list[Path]:
@@ -48,7 +55,9 @@ def _notifier_channels(env: dict[str, str]) -> list[str]:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    """Start infra + services, print where to look, wait for Ctrl-C, stop everything."""
+    """Start infra + services, show the live status, wait for Ctrl-C, stop everything."""
+    from adwatch_dev.status import StatusBoard
+
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
     RUN_DIR.mkdir(parents=True)
@@ -56,35 +65,79 @@ def run_pipeline(args: argparse.Namespace) -> int:
     install_stop_handlers(stopping)  # first: Ctrl-C during start-up still stops what was started
     infra = _start_infra()
     CLICKHOUSE_DIR.mkdir(parents=True, exist_ok=True)
-    pipeline = LocalPipeline(infra, RUN_DIR, env={"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}"})
+    env = {"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}", "ADWATCH_GRAFANA_URL": report_link()}
+    pipeline = LocalPipeline(infra, RUN_DIR, env=env)
+    trigger_s = float(os.environ.get("ADWATCH_DETECTOR_TRIGGER_SECONDS", "2"))
+    board = StatusBoard(lambda: dict(pipeline.ports), trigger_s=trigger_s)
+    reports = ReportRefresher(board)
+    board.listeners.append(reports.on_status)
     try:
-        checkpoint = str((RUN_DIR / "checkpoint").resolve())
-        pipeline.start("detector", ["adwatch-detector", "run"], ADWATCH_DETECTOR_CHECKPOINT_DIR=checkpoint)
-        for channel in _notifier_channels(pipeline.base_env()):
-            argv = ["adwatch-notifier", "--channel", channel]
-            pipeline.start(f"notifier-{channel}", argv, to_terminal=channel == "console")
-        generator = ["adwatch-generator", "live", "--warmup-minutes", str(args.warmup_minutes)]
-        generator += ["--rate", str(args.rate)]
-        if args.scenario != "none":
-            generator += [
-                "--scenario",
-                f"{args.scenario}:{args.segment}:{args.scenario_start}:{args.scenario_duration}",
-            ]
-            generator += ["--truth-file", str(RUN_DIR / "truth.jsonl")]
-        pipeline.start("generator", generator)
+        with board:
+            checkpoint = str((RUN_DIR / "checkpoint").resolve())
+            pipeline.start("detector", ["adwatch-detector", "run"], ADWATCH_DETECTOR_CHECKPOINT_DIR=checkpoint)
+            for channel in _notifier_channels(pipeline.base_env()):
+                argv = ["adwatch-notifier", "--channel", channel]
+                pipeline.start(f"notifier-{channel}", argv, on_output=board.print if channel == "console" else None)
+            generator = ["adwatch-generator", "live", "--warmup-minutes", str(args.warmup_minutes)]
+            generator += ["--rate", str(args.rate)]
+            if args.scenario != "none":
+                generator += [
+                    "--scenario",
+                    f"{args.scenario}:{args.segment}:{args.scenario_start}:{args.scenario_duration}",
+                ]
+                generator += ["--truth-file", str(RUN_DIR / "truth.jsonl")]
+            pipeline.start("generator", generator)
+            board.print(_where_to_look(pipeline))
 
-        print(_where_to_look(pipeline), flush=True)
-        while not stopping.is_set():
-            dead = pipeline.dead()
-            if dead:
-                print(f"adwatch: {dead[0].name} exited ({dead[0].popen.returncode}); see {RUN_DIR}", flush=True)
-                break
-            stopping.wait(1.0)
+            def still_running() -> bool:
+                dead = pipeline.dead()
+                if dead:
+                    board.print(f"adwatch: {dead[0].name} exited ({dead[0].popen.returncode}); see {RUN_DIR}")
+                return not dead
+
+            board.run(stopping, tick=still_running)
     finally:
         print("\nadwatch: stopping ...", flush=True)
+        reports.stop()
         pipeline.stop()
         infra.stop()
     return 0
+
+
+def report_link() -> str:
+    """Where a local run's notifications link: the run's report, at the alert's anchor."""
+    return f"file://{(REPORT_DIR / 'report.html').resolve()}#{{alert_id}}"
+
+
+class ReportRefresher:
+    """Rewrites the run's report (``adwatch report``, a child process) whenever the alert count changes."""
+
+    def __init__(self, board: Any) -> None:
+        self.board = board
+        self.alerts_seen = 0.0
+        self.proc: ManagedProcess | None = None
+        self.pending = False
+        self.announced = False
+
+    def on_status(self, status: Any) -> None:
+        count = (status.alerts_firing or 0) + (status.alerts_resolved or 0)
+        if count > self.alerts_seen:
+            self.alerts_seen, self.pending = count, True
+        if self.proc is not None and not self.proc.alive():
+            if self.proc.popen.returncode == 0 and not self.announced:
+                self.announced = True
+                self.board.print(
+                    f"adwatch: report of this run's alerts: file://{(REPORT_DIR / 'report.html').resolve()}"
+                )
+            self.proc = None
+        if self.pending and self.proc is None:
+            self.pending = False
+            argv = [str(Path(sys.executable).parent / "adwatch"), "report", "--out", str(REPORT_DIR)]
+            self.proc = spawn("report", argv, RUN_DIR / "report.log")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
 
 
 def _where_to_look(pipeline: LocalPipeline) -> str:
@@ -105,17 +158,14 @@ def _where_to_look(pipeline: LocalPipeline) -> str:
     return "\n".join(lines)
 
 
-def query(args: argparse.Namespace) -> int:
-    """Run SQL against the ClickHouse that `make run` fills (or ADWATCH_CLICKHOUSE_URL).
+@contextlib.contextmanager
+def clickhouse_snapshot(url: str | None = None) -> Iterator[str]:
+    """The ClickHouse URL to read: that of `make run` (or ADWATCH_CLICKHOUSE_URL).
 
     chdb lets one process own a data directory, and while `make run` runs that is the
-    detector: so an embedded store is queried through a snapshot copy of its directory.
+    detector: so an embedded store is read through a snapshot copy of its directory.
     """
-    import tempfile
-
-    from adwatch.storage import make_clickhouse
-
-    url = os.environ.get("ADWATCH_CLICKHOUSE_URL") or f"chdb://{CLICKHOUSE_DIR.resolve()}"
+    url = url or os.environ.get("ADWATCH_CLICKHOUSE_URL") or f"chdb://{CLICKHOUSE_DIR.resolve()}"
     with tempfile.TemporaryDirectory(prefix="adwatch-query-") as tmp:
         if url.startswith("chdb://"):
             snapshot = Path(tmp) / "clickhouse"
@@ -123,8 +173,48 @@ def query(args: argparse.Namespace) -> int:
                 url.removeprefix("chdb://"), snapshot, symlinks=True, ignore=shutil.ignore_patterns("status")
             )
             url = f"chdb://{snapshot}"
+        yield url
+
+
+def query(args: argparse.Namespace) -> int:
+    """Run SQL against the ClickHouse that `make run` fills (or ADWATCH_CLICKHOUSE_URL)."""
+    from adwatch.storage import make_clickhouse
+
+    with clickhouse_snapshot() as url:
         for row in make_clickhouse(url).query(args.sql):
             print("\t".join(str(v) for v in row))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Write the HTML report of the current (or last) `make run`: its alerts, each metric against its band.
+
+    The alerts are those the detector stored (``ad_alerts``); the bands come from replaying
+    the stored windows (``ad_metrics``) through the rules, as ``adwatch-detector backtest``
+    does: alert ids are deterministic, so the replay's evidence matches the live alerts.
+    """
+    from adwatch.storage import make_clickhouse
+    from adwatch_detector.backtest import BandPoint, clickhouse_windows, run_backtest
+    from adwatch_detector.report import ReportError, write_report
+    from adwatch_detector.rules import load_rules
+
+    rules = load_rules(os.environ.get("ADWATCH_DETECTOR_RULES_FILE") or None)
+    with clickhouse_snapshot(args.clickhouse) as url:
+        windows = clickhouse_windows(url, "ad_metrics", None)
+        try:
+            rows = make_clickhouse(url).query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL")
+        except Exception:  # no alert stored yet (the table comes with the first write): the replay's alerts
+            rows = []
+        stored = [msgspec.convert(dict(zip(ALERT_FIELDS, row, strict=True)), Alert) for row in rows]
+    points: list[BandPoint] = []
+    replayed = run_backtest(windows, rules, points)
+    alerts = list({a.alert_id: a for a in stored}.values()) or replayed
+    try:
+        path = write_report(args.out, alerts, points, title="make run", window_ms=rules.window_ms)
+    except ReportError as exc:
+        print(f"adwatch report: {exc}", file=sys.stderr)
+        return 2
+    print(f"adwatch report: {len(alerts)} alerts -> file://{path.resolve()}")
     return 0
 
 
@@ -167,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("query", help="run SQL against the local ClickHouse (chdb)")
     q.add_argument("sql")
     q.set_defaults(func=query)
+    r = sub.add_parser("report", help="write the HTML report of the current make run's alerts")
+    r.add_argument("--out", type=Path, default=REPORT_DIR, help=f"folder of report.html (default {REPORT_DIR})")
+    r.add_argument("--clickhouse", default=None, help="ClickHouse URL (default: the make run store)")
+    r.set_defaults(func=report)
     s = sub.add_parser("schemas", help="export JSON Schema files of the contracts")
     s.add_argument("folder", type=Path, nargs="?", default=Path("schemas"))
     s.set_defaults(func=lambda a: print("\n".join(str(p) for p in export_schemas(a.folder))) or 0)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adwatch.errors import AdwatchError
 
@@ -107,16 +107,25 @@ _live: list[ManagedProcess] = []
 
 
 def spawn(
-    name: str, argv: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+    name: str,
+    argv: list[str],
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    pipe_stdout: bool = False,
 ) -> ManagedProcess:
     """Start a child in its own process group, remembered for the at-exit cleanup.
 
-    Output goes to ``log_path``; with none it goes to our own terminal.
+    Output goes to ``log_path``; with none it goes to our own terminal. With ``pipe_stdout``
+    only stderr goes there, and stdout is a pipe for the caller to read (``popen.stdout``).
     """
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115
+    if pipe_stdout:
+        stdout: Any = subprocess.PIPE
+        stderr: Any = out
+    else:
+        stdout, stderr = out, subprocess.STDOUT if out else None
     popen = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=env,
+        argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
     )  # fmt: skip
     proc = ManagedProcess(name, popen)
     _live.append(proc)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +47,26 @@ class LocalPipeline:
             | self.env
         )
 
-    def start(self, name: str, argv: list[str], to_terminal: bool = False, **env: str) -> ManagedProcess:
-        """Start ``argv`` (a console script and its arguments) as process ``name``."""
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        to_terminal: bool = False,
+        on_output: Callable[[str], None] | None = None,
+        **env: str,
+    ) -> ManagedProcess:
+        """Start ``argv`` (a console script and its arguments) as process ``name``.
+
+        Its output goes to ``<workdir>/<name>.log``, or to our terminal with ``to_terminal``;
+        with ``on_output``, stdout is read line by line and handed to it (stderr: the log).
+        """
         port = free_port()
         self.ports[name] = port
         full_env = self.base_env() | {"ADWATCH_METRICS_PORT": str(port)} | env
         log = None if to_terminal else self.workdir / f"{name}.log"
-        proc = spawn(name, [str(BIN / argv[0]), *argv[1:]], log, env=full_env)
+        proc = spawn(name, [str(BIN / argv[0]), *argv[1:]], log, env=full_env, pipe_stdout=on_output is not None)
+        if on_output is not None:
+            threading.Thread(target=_pump, args=(proc, on_output), name=f"{name}-stdout", daemon=True).start()
         self.processes[name] = proc
         return proc
 
@@ -80,3 +95,10 @@ class LocalPipeline:
     def assert_running(self) -> None:
         for proc in self.dead():
             raise AssertionError(f"{proc.name} exited with {proc.popen.returncode}:\n{self.log(proc.name)[-3000:]}")
+
+
+def _pump(proc: ManagedProcess, on_output: Callable[[str], None]) -> None:
+    """Hand a child's stdout to ``on_output`` line by line until it closes."""
+    assert proc.popen.stdout is not None
+    for raw in proc.popen.stdout:
+        on_output(raw.decode(errors="replace").rstrip("\n"))

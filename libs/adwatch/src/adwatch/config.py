@@ -42,7 +42,9 @@ class CommonSettings(BaseSettings):
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any free)")
     metrics_host: str = Field("0.0.0.0", description="Address the ops server binds (127.0.0.1 for local runs)")
-    grafana_url: str = Field("", description="Grafana dashboard URL linked from notifications")
+    grafana_url: str = Field(
+        "", description="Link in notifications (Grafana); {alert_id}, {fingerprint} filled in per alert"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -57,17 +57,56 @@ def aggregate_events(events: Iterable[AdEvent], window_ms: int) -> list[SegmentW
     ]
 
 
-def run_backtest(windows: Iterable[tuple[str, SegmentWindow]], rules: RuleSettings) -> list[Alert]:
-    """Replay (segment, window) pairs per segment in time order; alerts sorted by window then segment."""
+class BandPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One window of one segment as one rule saw it: the metric, its expected value and band.
+
+    The backtest's second output beside the alerts (the report draws it); kept only for the
+    (segment, alert type) pairs that alerted.
+    """
+
+    segment: str
+    alert_type: str
+    metric: str
+    window_start_ms: int
+    window_end_ms: int
+    current: float
+    expected: float
+    band_low: float
+    band_high: float
+    volume: int
+    breach: bool
+
+
+def run_backtest(
+    windows: Iterable[tuple[str, SegmentWindow]], rules: RuleSettings, points: list[BandPoint] | None = None
+) -> list[Alert]:
+    """Replay (segment, window) pairs per segment in time order; alerts sorted by window then segment.
+
+    With ``points``, the evidence of every window of each (segment, alert type) that alerted
+    is appended to it.
+    """
     by_segment: dict[str, list[SegmentWindow]] = defaultdict(list)
     for segment, window in windows:
         by_segment[segment].append(window)
     alerts: list[Alert] = []
     for segment in sorted(by_segment):
         state: SegmentState | None = None
+        seen: list[BandPoint] = []
+
+        def record(window: SegmentWindow, check: Any, segment: str = segment, seen: list[BandPoint] = seen) -> None:
+            seen.append(BandPoint(segment=segment, alert_type=check.alert_type, metric=check.metric,
+                                  window_start_ms=window.window_start_ms, window_end_ms=window.window_end_ms,
+                                  current=check.current, expected=check.expected, band_low=check.band_low,
+                                  band_high=check.band_high, volume=check.volume, breach=check.breach))  # fmt: skip
+
+        on_check = record if points is not None else None
+        fired: set[str] = set()
         for window in sorted(by_segment[segment], key=lambda w: w.window_start_ms):
-            state, new = detect_windows(state, [window], rules, window.window_end_ms)
+            state, new = detect_windows(state, [window], rules, window.window_end_ms, on_check)
             alerts.extend(new)
+            fired.update(a.alert_type for a in new)
+        if points is not None:
+            points.extend(p for p in seen if p.alert_type in fired)
     alerts.sort(key=lambda a: (a.window_start_ms, a.fingerprint, a.status))
     return alerts
 
@@ -133,6 +172,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--rules", default=None, help="rules YAML (default: built-in defaults)")
     parser.add_argument("--rule-set", choices=["default", "classic"], default=None, help="override rule_set")
     parser.add_argument("--json", action="store_true", help="one Alert JSON per line instead of a table")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="also write DIR/report.html: each alert's metric against its band (needs the "
+                             "'report' extra: pip install 'adwatch-detector[report]')")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         rules = load_rules(args.rules)
@@ -154,7 +196,20 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except AdwatchError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
-    alerts = run_backtest(windows, rules)
+    points: list[BandPoint] | None = [] if args.report else None
+    alerts = run_backtest(windows, rules, points)
+    if args.report:
+        from adwatch_detector.report import ReportError, write_report
+
+        source = args.input or args.clickhouse.split("@")[-1]  # no credentials in the page
+        try:
+            path = write_report(
+                Path(args.report), alerts, points or [], title=f"Backtest of {source}", window_ms=rules.window_ms
+            )
+        except ReportError as exc:
+            print(f"backtest: {exc}", file=sys.stderr)
+            return 2
+        print(f"backtest: report written to {path}", file=sys.stderr)
     if args.json:
         for alert in alerts:
             stream.write(msgspec.json.encode(alert).decode() + "\n")

@@ -177,8 +177,12 @@ def make_detect_fn(
             windows = [windowing.to_segment_window(s, window_ms, key[0], key[1], part) for s, part in closed]
             samples = {s: part.traceparents for s, part in closed}
             seg_state, alerts = rules_mod.detect_windows(seg_state, windows, rules, int(time.time() * 1000))
+            # a window row's count says whether the segment's baseline is still warming up (1) or not (0)
+            warmup = rules.classic_warmup_windows if rules.rule_set == "classic" else rules.warmup_windows
+            warming = int(seg_state.windows_seen < warmup)
             for w in windows:
-                rows.append(_row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w)))
+                row = _row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w))
+                rows.append({**row, "count": warming})
             for a in alerts:
                 row = _row("alert", segment, a.window_start_ms, a.window_end_ms, encode_record(a))
                 row["traceparents"] = samples.get(a.window_start_ms, [])

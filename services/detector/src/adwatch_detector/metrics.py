@@ -36,6 +36,9 @@ class DetectorMetrics:
             p + "watermark_delay_seconds", "Wall clock minus the event-time watermark", registry=registry
         )
         self.state_rows = Gauge(p + "state_rows", "Rows in the state store (segments)", registry=registry)
+        self.segments_warming = Gauge(
+            p + "segments_warming", "Segments whose baseline is still warming up (no alerts yet)", registry=registry
+        )
         self.freshness_seconds = Gauge(
             p + "freshness_seconds", "Wall clock minus the newest event time processed", registry=registry
         )

@@ -7,7 +7,7 @@ rules_default.py) and ``classic`` (the tutorial's fixed ratios, rules_classic.py
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from adwatch.contracts import (
     Alert,
@@ -106,12 +106,17 @@ def _with_gaps(state: SegmentState, window: SegmentWindow, rules: RuleSettings) 
 
 
 def detect_windows(
-    state: SegmentState | None, windows: Sequence[SegmentWindow], rules: RuleSettings, now_ms: int
+    state: SegmentState | None,
+    windows: Sequence[SegmentWindow],
+    rules: RuleSettings,
+    now_ms: int,
+    on_check: Callable[[SegmentWindow, Check], None] | None = None,
 ) -> tuple[SegmentState, list[Alert]]:
     """Feed closed windows of ONE segment (sorted by start) through the rules.
 
     Windows at or before the last processed one are ignored (idempotent replay); alert ids
-    derive from fingerprint, window and status, so a replay mints the same ids.
+    derive from fingerprint, window and status, so a replay mints the same ids. ``on_check``
+    sees every window's evidence (the backtest records expected values and bands with it).
     """
     state = state if state is not None else SegmentState()
     classic = rules.rule_set == "classic"
@@ -123,6 +128,8 @@ def detect_windows(
             continue
         for current in _with_gaps(state, window, rules):
             for check in evaluate(state, current, rules):
+                if on_check is not None:
+                    on_check(current, check)
                 status = _lifecycle(state.life[_IDX[check.alert_type]], check, current, rules, cooldown)
                 if status is not None:
                     alerts.append(_alert(check, status, current, rules, now_ms))

@@ -146,6 +146,7 @@ class BatchWriter:
         self._clickhouse: Any = None
         self.batches = 0
         self._delivery_errors: list[str] = []
+        self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
 
     @property
     def clickhouse(self) -> Any:
@@ -190,6 +191,11 @@ class BatchWriter:
         if late:
             self.metrics.late_events_total.inc(late)
         self.metrics.windows_closed_total.inc(len(windows))
+        for r in rows:
+            if r["kind"] == "window" and r.get("count") is not None:
+                self._warming[r["segment"]] = bool(r["count"])
+        if self._warming:
+            self.metrics.segments_warming.set(sum(self._warming.values()))
         if self.redis is not None and windows:
             self._write_redis(windows, now_ms)
         if self.clickhouse is not None and (windows or alerts):

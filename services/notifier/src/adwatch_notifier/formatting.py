@@ -30,6 +30,12 @@ def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def alert_link(template: str, alert: Alert) -> str:
+    """The link of one alert: ``{alert_id}`` and ``{fingerprint}`` in ADWATCH_GRAFANA_URL are filled in
+    (``make run`` links each alert to its chart: ``file://.../report.html#{alert_id}``)."""
+    return template.replace("{alert_id}", alert.alert_id).replace("{fingerprint}", alert.fingerprint)
+
+
 def window_text(alert: Alert) -> str:
     start = datetime.fromtimestamp(alert.window_start_ms / 1000, UTC)
     end = datetime.fromtimestamp(alert.window_end_ms / 1000, UTC)
@@ -63,6 +69,7 @@ def evidence(alert: Alert) -> dict[str, Any]:
 # --- Slack ----------------------------------------------------------------------------------
 def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
     """``text`` (notification fallback), ``blocks`` and a colour bar by severity / recovery."""
+    grafana_url = alert_link(grafana_url, alert)
     ev = evidence(alert)
     emoji = "✅" if alert.status == "resolved" else SEVERITY_EMOJI.get(alert.severity, "⚪")
     fields = [
@@ -114,6 +121,7 @@ def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
 # --- PagerDuty ------------------------------------------------------------------------------
 def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "") -> dict[str, Any]:
     """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint."""
+    grafana_url = alert_link(grafana_url, alert)
     dedup_key = alert.fingerprint[:PD_DEDUP_MAX]
     if alert.status == "resolved":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
@@ -154,6 +162,7 @@ def email_subject(alert: Alert) -> str:
 
 
 def email_text(alert: Alert, grafana_url: str = "") -> str:
+    grafana_url = alert_link(grafana_url, alert)
     lines = [alert.message, ""] + [f"{k:>12}: {v}" for k, v in evidence(alert).items()]
     if grafana_url:
         lines += ["", f"Dashboard: {grafana_url}"]
@@ -161,6 +170,7 @@ def email_text(alert: Alert, grafana_url: str = "") -> str:
 
 
 def email_html(alert: Alert, grafana_url: str = "") -> str:
+    grafana_url = alert_link(grafana_url, alert)
     color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
     rows = "".join(
         f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -178,8 +188,8 @@ def webhook_body(alert: Alert, idempotency_key: str, raw: dict[str, Any]) -> dic
     return {"version": "1", "idempotency_key": idempotency_key, "message": alert.message, "alert": raw}
 
 
-def console_box(alert: Alert) -> str:
-    """A small box per alert for terminals (``make run``)."""
+def console_box(alert: Alert, link: str = "") -> str:
+    """A small box per alert for terminals (``make run``); ``link``: ADWATCH_GRAFANA_URL (templated)."""
     ev = evidence(alert)
     body = [
         alert.message,
@@ -188,6 +198,8 @@ def console_box(alert: Alert) -> str:
         f"window {ev['window']} · volume {ev['volume']} · p={ev['p_value']} z={ev['z_score']}",
         f"id {ev['alert_id']}",
     ]
+    if link:
+        body.append(f"chart {alert_link(link, alert)}")
     width = max(len(line) for line in body)
     return "\n".join(
         ["┌" + "─" * (width + 2) + "┐", *(f"│ {line:<{width}} │" for line in body), "└" + "─" * (width + 2) + "┘"]

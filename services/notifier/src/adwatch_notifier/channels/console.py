@@ -17,12 +17,13 @@ class ConsoleChannel:
     min_interval_ms = 0
     default_target = "stdout"
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, link: str = "") -> None:
         self.stream = stream
+        self.link = link
 
     def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
         stream = self.stream or sys.stdout  # looked up late so pytest's capture sees it
-        stream.write(console_box(alert) + "\n")
+        stream.write(console_box(alert, self.link) + "\n")
         stream.flush()
         return Delivery(self.name, target or self.default_target)
 
@@ -31,4 +32,4 @@ class ConsoleChannel:
 
 
 def build(settings: NotifierSettings, grafana_url: str = "", stream: IO[str] | None = None) -> ConsoleChannel:
-    return ConsoleChannel(stream)
+    return ConsoleChannel(stream, grafana_url)
