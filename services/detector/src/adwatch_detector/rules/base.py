@@ -1,0 +1,95 @@
+"""The rule protocol: what every detection rule is, and what it concludes about a window.
+
+A rule is plain Python (no Spark, no Kafka, no clock). It has a stable string ``id`` (the key of
+its settings section in rules.yaml, of its slot in the per-segment state and the ``rule`` log
+field), the alert types it can raise, a frozen settings slice and a small serialisable state.
+The engine (engine.py) owns the firing/resolved lifecycles; a rule only says, per window, what
+it saw (:class:`Check`). Adding a rule = one module + one line in registry.py.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+
+import msgspec
+from pydantic import BaseModel, ConfigDict
+
+from adwatch.contracts import AlertType, Metric, SegmentWindow, Severity
+from adwatch_detector.rules.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from adwatch_detector.rules.settings import RuleSettings
+
+
+class SettingsSection(BaseModel):
+    """Base of every rules.yaml section: frozen, and a typo is an error rather than a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(SettingsSection):
+    """For rules that have nothing to tune."""
+
+
+class NoState(msgspec.Struct, array_like=True):
+    """For stateless rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Evidence of one alert type on one window of one segment.
+
+    ``breach``: the rule would fire on this window; ``in_band``: the metric is inside its band
+    (counts towards resolving); ``recovered``: enough evidence that the shift is over.
+    """
+
+    alert_type: AlertType
+    metric: Metric
+    current: float
+    expected: float
+    band_low: float
+    band_high: float
+    volume: int
+    p_value: float
+    z_score: float
+    breach: bool
+    in_band: bool
+    recovered: bool
+    severity: Severity
+
+
+Lives = dict[str, Lifecycle]
+"""A rule's lifecycles, keyed by alert type (one fingerprint per segment and alert type)."""
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class BaseRule(ABC, Generic[S]):
+    """One detection rule. Subclasses set the class attributes and implement :meth:`evaluate`.
+
+    A rule object is built once per :class:`RuleSettings` and shared by every segment: it holds
+    only settings; per-segment state is passed in (and mutated in place, for speed).
+    """
+
+    id: ClassVar[str]
+    alert_types: ClassVar[tuple[AlertType, ...]]
+    settings_model: ClassVar[type[SettingsSection]] = NoSettings
+    state_type: ClassVar[type[msgspec.Struct]] = NoState
+
+    def __init__(self, settings: RuleSettings) -> None:
+        self.settings = settings
+
+    def new_state(self) -> S:
+        """The state of a segment this rule has never seen."""
+        return self.state_type()  # type: ignore[return-value]
+
+    @abstractmethod
+    def evaluate(self, state: S, lives: Lives, window: SegmentWindow) -> list[Check]:
+        """Checks for one closed window (windows arrive in start order, zero-traffic ones included),
+        then learn from it. ``lives`` may be read (e.g. do not learn while firing) and carries the
+        rule's CUSUM evidence; the engine moves the firing/resolved state afterwards."""
+
+    def on_silence(self, state: S, skipped_windows: int) -> None:
+        """A segment was silent for longer than the gap the engine replays: age the baseline in bulk."""

@@ -1,0 +1,102 @@
+"""``ctr``: clicks | impressions against a decayed beta baseline (alerts ``ctr_drop``, ``ctr_spike``).
+
+Both tails share one baseline, so they are one rule: the baseline holds still while either fires.
+Beta-binomial tails via a design effect 1 + (n - 1) rho + n / M, with the overdispersion rho
+fitted on history and the baseline's effective size M capped (DETECTION.md). Windows without
+impressions are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from pydantic import Field
+
+from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules.settings import RuleSettings
+from adwatch_detector.stats import bernoulli_llr, binom_tail, halflife_decay, z_from_p
+
+
+class CtrSettings(SettingsSection):
+    halflife: float = Field(60.0, gt=0, allow_inf_nan=False, description="baseline half-life, windows")
+    prior: float = Field(0.01, gt=0, le=1, description="CTR before any history")
+    prior_n: float = Field(20.0, gt=0, allow_inf_nan=False, description="impressions the prior weighs")
+    rho_prior: float = Field(0.0005, ge=0, allow_inf_nan=False)
+    rho_halflife: float = Field(480.0, gt=0, allow_inf_nan=False)
+    max_effective_n: float = Field(200_000.0, gt=0, allow_inf_nan=False)
+    min_expected_clicks: float = Field(5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
+    min_impressions: int = Field(20, ge=0)
+    drop_ratio: float = Field(0.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (drop)")
+    spike_ratio: float = Field(2.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (spike)")
+    drop_min_ratio: float = Field(0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
+    spike_min_ratio: float = Field(1.3, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+
+
+class CtrState(msgspec.Struct, array_like=True):
+    clicks: float = 0.0  # decayed attributed clicks
+    imps: float = 0.0  # decayed impressions
+    rho_num: float = 0.0  # overdispersion rho = rho_num / rho_den
+    rho_den: float = 0.0
+    frozen: int = 0
+    windows: int = 0  # windows learnt from
+
+
+class Ctr(BaseRule[CtrState]):
+    id = "ctr"
+    alert_types = ("ctr_drop", "ctr_spike")
+    settings_model = CtrSettings
+    state_type = CtrState
+
+    def __init__(self, settings: RuleSettings) -> None:
+        super().__init__(settings)
+        self.own = settings.section(self.id, CtrSettings)
+        self.t = Thresholds.of(settings)
+        self.decay = halflife_decay(self.own.halflife)
+        self.rho_decay = halflife_decay(self.own.rho_halflife)
+
+    def evaluate(self, state: CtrState, lives: Lives, window: SegmentWindow) -> list[Check]:
+        if window.impressions <= 0:
+            return []
+        s, t = self.own, self.t
+        n, x = float(window.impressions), float(max(0, min(window.clicks - window.orphan_clicks, window.impressions)))
+        drop, spike = lives["ctr_drop"], lives["ctr_spike"]
+        a0 = s.prior * s.prior_n
+        p0 = (state.clicks + a0) / (state.imps + s.prior_n)
+        p0 = min(max(p0, 1e-6), 0.999)
+        if state.rho_den <= 0:
+            w0 = 10.0 * n * max(n - 1.0, 1.0) * p0 * (1.0 - p0)
+            state.rho_num, state.rho_den = s.rho_prior * w0, w0
+        rho = min(max(state.rho_num / state.rho_den, 1e-7), 0.2)
+        m_eff = min(state.imps + s.prior_n, (1.0 - rho) / rho, s.max_effective_n)
+        design = 1.0 + (n - 1.0) * rho + n / m_eff
+        warm = state.windows >= t.warmup_windows
+        p_low, p_up = binom_tail(x, n, p0, "lower", design), binom_tail(x, n, p0, "upper", design)
+        z_drop, z_spike = z_from_p(p_low), z_from_p(p_up)
+        advance(drop, bernoulli_llr(x, n, p0, p0 * s.drop_ratio) / design, warm)
+        advance(spike, bernoulli_llr(x, n, p0, min(p0 * s.spike_ratio, 0.999)) / design, warm)
+        gate = warm and n >= s.min_impressions and n * p0 >= s.min_expected_clicks
+        ctr = x / n
+        sd = math.sqrt(p0 * (1.0 - p0) * design / n)
+        low, high = max(0.0, p0 - t.z_resolve * sd), min(1.0, p0 + t.z_resolve * sd)
+        checks = [
+            judge(Reading("ctr_drop", "ctr", ctr, p0, low, high, window.impressions), drop, z_drop, p_low, gate,
+                  warm and ctr <= s.drop_min_ratio * p0, t),
+            judge(Reading("ctr_spike", "ctr", ctr, p0, low, high, window.impressions), spike, z_spike, p_up, gate,
+                  warm and ctr >= s.spike_min_ratio * p0, t),
+        ]  # fmt: skip
+        anomalous = max(z_drop, z_spike) > t.z_freeze
+        if frozen((drop, spike), anomalous, state.frozen, warm, t):
+            state.frozen += 1
+        else:
+            state.clicks = self.decay * state.clicks + x
+            state.imps = self.decay * state.imps + n
+            state.frozen = 0
+            state.windows += 1
+            if not anomalous and n > 1:
+                resid = (x - n * p0) ** 2 - n * p0 * (1.0 - p0) * (1.0 + n / m_eff)
+                state.rho_num = self.rho_decay * state.rho_num + resid
+                state.rho_den = self.rho_decay * state.rho_den + n * (n - 1.0) * p0 * (1.0 - p0)
+        return checks

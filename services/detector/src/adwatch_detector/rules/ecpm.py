@@ -1,0 +1,85 @@
+"""``ecpm_drop``: log(eCPM / baseline) with variance scale x (sigma1^2 / n + tau^2).
+
+The shape of the variance (per-impression price noise sigma1^2, window-to-window tau^2) comes from
+the settings, its scale is fitted on history. Windows without impressions are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from pydantic import Field
+
+from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules.settings import RuleSettings
+from adwatch_detector.stats import gauss_llr, halflife_decay, norm_sf
+
+
+class EcpmDropSettings(SettingsSection):
+    alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of the log-scale baseline")
+    sigma1_sq: float = Field(1.0, gt=0, allow_inf_nan=False, description="per-impression log-price variance")
+    tau_sq: float = Field(0.005, ge=0, allow_inf_nan=False, description="window-to-window variance")
+    var_halflife: float = Field(240.0, gt=0, allow_inf_nan=False)
+    min_impressions: int = Field(20, ge=0, description="one-window alarm needs this")
+    drop_ratio: float = Field(0.6, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
+    drop_min_ratio: float = Field(0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
+
+
+class EcpmState(msgspec.Struct, array_like=True):
+    mu: float = 0.0  # log-scale mean
+    scale: float = 1.0  # fitted variance scale
+    windows: int = 0  # windows learnt from
+    frozen: int = 0
+
+
+class EcpmDrop(BaseRule[EcpmState]):
+    id = "ecpm_drop"
+    alert_types = ("ecpm_drop",)
+    settings_model = EcpmDropSettings
+    state_type = EcpmState
+
+    def __init__(self, settings: RuleSettings) -> None:
+        super().__init__(settings)
+        self.own = settings.section(self.id, EcpmDropSettings)
+        self.t = Thresholds.of(settings)
+        self.var_decay = halflife_decay(self.own.var_halflife)
+        self.log_drop = math.log(self.own.drop_ratio)
+
+    def evaluate(self, state: EcpmState, lives: Lives, window: SegmentWindow) -> list[Check]:
+        if window.impressions <= 0:
+            return []
+        s, t = self.own, self.t
+        n = float(window.impressions)
+        ecpm = window.ecpm
+        life = lives["ecpm_drop"]
+        if state.windows == 0:
+            if ecpm > 0:
+                state.mu, state.windows = math.log(ecpm), 1
+            return []
+        expected = math.exp(state.mu)
+        y = math.log(max(ecpm, 0.01 * expected) / expected)
+        shape = s.sigma1_sq / n + s.tau_sq
+        a = s.alpha
+        var = state.scale * shape * (1.0 + a / (2.0 - a)) * (1.0 + 2.0 / state.windows)
+        z = -y / math.sqrt(var)
+        p = norm_sf(z)
+        warm = state.windows >= t.warmup_windows
+        advance(life, gauss_llr(y, self.log_drop, var), warm)
+        half = t.z_resolve * math.sqrt(var)
+        reading = Reading("ecpm_drop", "ecpm", ecpm, expected, expected * math.exp(-half), expected * math.exp(half),
+                          window.impressions)  # fmt: skip
+        check = judge(reading, life, z, p, warm and n >= s.min_impressions, warm and ecpm <= s.drop_min_ratio * expected, t)
+        anomalous = abs(z) > t.z_freeze
+        if frozen((life,), anomalous, state.frozen, warm, t):
+            state.frozen += 1
+        else:
+            state.mu += a * y
+            state.windows += 1
+            state.frozen = 0
+            if not anomalous:
+                r = min(y * y / shape, 25.0 * state.scale)
+                state.scale = self.var_decay * state.scale + (1.0 - self.var_decay) * r
+        return [check]

@@ -1,0 +1,173 @@
+"""rules.yaml as a pydantic model: rule-set-wide sections plus one section per rule id.
+
+Every section forbids unknown keys and bounds its values; :func:`load_rules` turns a bad file
+into a :class:`ConfigError` naming the file and the dotted key (``rules.ctr.halflife``). Each
+rule's own section model lives next to the rule (``settings_model``) and is looked up in the
+registry, so adding a rule does not touch this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from adwatch.errors import ConfigError
+from adwatch_detector.rules.base import SettingsSection
+from adwatch_detector.stats import budget_alpha, cusum_threshold, z_from_p
+
+M = TypeVar("M", bound=SettingsSection)
+
+
+class CountAwareSettings(SettingsSection):
+    """Shared by the count-aware rules of the ``default`` set: thresholds from the alert budget
+    (alpha = alert_budget_per_day / (expected_segments x windows per day), split between one-window
+    z tests and CUSUMs), warm-up, baseline freezing and the evidence needed to resolve."""
+
+    alert_budget_per_day: float = Field(1.0, gt=0, allow_inf_nan=False)
+    expected_segments: int = Field(256, gt=0, description="segment x metric tests per window")
+    cusum_budget_share: float = Field(0.5, ge=0, lt=1, description="budget share of the sequential alarms")
+    warmup_windows: int = Field(10, ge=0)
+    z_resolve: float = Field(2.0, ge=0, allow_inf_nan=False, description="band half-width, in sigmas")
+    resolve_evidence: float = Field(3.0, ge=0, allow_inf_nan=False, description="LLR for 'back to normal'")
+    z_freeze: float = Field(3.0, ge=0, allow_inf_nan=False, description="a window beyond |z| does not update")
+    max_freeze_windows: int = Field(60, gt=0, description="...unless frozen this long (a level shift)")
+    cooldown_windows: int = Field(0, ge=0, description="after a resolve, no new firing for this long")
+    max_gap_fill: int = Field(60, ge=0, description="silent minutes replayed as zero windows")
+
+
+class ClassicSettings(SettingsSection):
+    """Shared by the rules of the ``classic`` set (the tutorial): EMA weight, warm-up and cooldown."""
+
+    ema_alpha: float = Field(0.2, gt=0, le=1)
+    warmup_windows: int = Field(5, ge=0)
+    cooldown_windows: int = Field(10, ge=0)
+    max_gap_fill: int = Field(0, ge=0, description="the tutorial does not replay silent minutes")
+
+
+class RuleSettings(SettingsSection):
+    """The whole rules file (see services/detector/rules.yaml); defaults = built-in behaviour."""
+
+    rule_set: str = Field("default", description="which registered rule set runs: default | classic")
+    window_ms: int = Field(60_000, gt=0)
+    resolve_windows: int = Field(3, gt=0, description="in-band windows before an alert resolves")
+    default: CountAwareSettings = CountAwareSettings()
+    classic: ClassicSettings = ClassicSettings()
+    rules: dict[str, Any] = Field(default_factory=dict, description="rule id -> that rule's settings")
+
+    @field_validator("rule_set")
+    @classmethod
+    def _known_set(cls, value: str) -> str:
+        from adwatch_detector.rules.registry import RULE_SETS
+
+        if value not in RULE_SETS:
+            raise ValueError(f"expected one of {tuple(RULE_SETS)}, got {value!r}")
+        return value
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rule_sections(cls, value: Any) -> dict[str, SettingsSection]:
+        """Every registered rule gets its section (defaults when absent); unknown ids are errors."""
+        from adwatch_detector.rules.registry import RULES
+
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a mapping of rule id -> settings, got {type(value).__name__}")
+        unknown = sorted(str(k) for k in value if k not in RULES)
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r} (known: {', '.join(sorted(RULES))})")
+        out: dict[str, SettingsSection] = {}
+        for rule_id, rule in RULES.items():
+            section = value.get(rule_id)
+            if isinstance(section, rule.settings_model):
+                out[rule_id] = section
+                continue
+            try:
+                out[rule_id] = rule.settings_model.model_validate(section or {})
+            except ValidationError as exc:
+                raise ValueError(_describe(exc, prefix=f"rules.{rule_id}")) from None
+        return out
+
+    def section(self, rule_id: str, model: type[M]) -> M:
+        """Rule ``rule_id``'s validated settings, typed."""
+        value = self.rules.get(rule_id) if self.rules else None
+        if value is None:  # built with model_construct or an empty mapping
+            return model()
+        if not isinstance(value, model):
+            raise TypeError(f"rules.{rule_id} holds {type(value).__name__}, not {model.__name__}")
+        return value
+
+    @property
+    def set_settings(self) -> CountAwareSettings | ClassicSettings:
+        """The section shared by the rules of the running rule set."""
+        section: CountAwareSettings | ClassicSettings = getattr(self, self.rule_set)
+        return section
+
+    @property
+    def windows_per_day(self) -> float:
+        return 86_400_000.0 / self.window_ms
+
+    @property
+    def z_threshold(self) -> float:
+        """Single-window z threshold from the alert budget (count-aware rules)."""
+        d = self.default
+        share = 1.0 - d.cusum_budget_share
+        return z_from_p(budget_alpha(d.alert_budget_per_day * share, d.expected_segments, self.windows_per_day))
+
+    @property
+    def cusum_h(self) -> float:
+        """CUSUM alarm level from the alert budget (ARL0 >= e^h)."""
+        d = self.default
+        share = d.cusum_budget_share
+        return cusum_threshold(budget_alpha(d.alert_budget_per_day * share, d.expected_segments, self.windows_per_day))
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """'key.path: message (got value)' for each error: names the key a user has to fix."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"].startswith("value_error"):
+            msg = msg.removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
+        if err["type"] == "value_error" and "rules." in msg:
+            got = ""
+        parts.append(f"{loc}: {msg}{got}" if loc else f"{msg}{got}")
+    return "; ".join(parts)
+
+
+def make_rules(**values: Any) -> RuleSettings:
+    """Validated RuleSettings from the rules file's structure; ConfigError names the bad key."""
+    try:
+        return RuleSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"rules: {_describe(exc)}") from None
+
+
+def load_rules(path: str | None = None) -> RuleSettings:
+    """RuleSettings from a YAML file (see rules.yaml); None or an empty file -> defaults."""
+    if path is None:
+        return RuleSettings()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"rules: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"rules: {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return RuleSettings()
+    if not isinstance(data, dict):
+        raise ConfigError(f"rules: {path} must hold a mapping of settings, got {type(data).__name__}")
+    try:
+        return RuleSettings.model_validate({str(k): v for k, v in data.items()})
+    except ValidationError as exc:
+        raise ConfigError(f"rules: {path}: {_describe(exc)}") from None

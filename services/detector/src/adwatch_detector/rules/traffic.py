@@ -1,0 +1,110 @@
+"""``traffic_spike``: impressions against a damped-Holt forecast with negative-binomial variance.
+
+Counts wobble more than Poisson: the variance is lam (1 + phi lam) with phi fitted on history.
+Runs on every window, zero-traffic ones included (a silent minute is information for a count).
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from pydantic import Field
+
+from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules.settings import RuleSettings
+from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_from_p
+
+
+class TrafficSpikeSettings(SettingsSection):
+    alpha: float = Field(0.15, gt=0, le=1, description="level smoothing")
+    beta: float = Field(0.05, ge=0, le=1, description="trend smoothing (times alpha)")
+    damping: float = Field(0.95, gt=0, le=1, description="trend damping per window")
+    phi_prior: float = Field(0.01, ge=0, allow_inf_nan=False, description="NB dispersion before any history")
+    var_halflife: float = Field(240.0, gt=0, allow_inf_nan=False, description="windows")
+    min_expected_count: float = Field(5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
+    spike_ratio: float = Field(2.0, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
+    min_ratio: float = Field(1.5, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+
+
+class TrafficState(msgspec.Struct, array_like=True):
+    windows: int = 0  # windows seen, zero-traffic ones included
+    level: float = 0.0
+    trend: float = 0.0
+    phi_num: float = 0.0  # NB dispersion phi = phi_num / phi_den
+    phi_den: float = 0.0
+    frozen: int = 0  # windows the baseline has been held still
+
+
+class TrafficSpike(BaseRule[TrafficState]):
+    id = "traffic_spike"
+    alert_types = ("traffic_spike",)
+    settings_model = TrafficSpikeSettings
+    state_type = TrafficState
+
+    def __init__(self, settings: RuleSettings) -> None:
+        super().__init__(settings)
+        self.own = settings.section(self.id, TrafficSpikeSettings)
+        self.t = Thresholds.of(settings)
+        self.var_decay = halflife_decay(self.own.var_halflife)
+
+    def on_silence(self, state: TrafficState, skipped_windows: int) -> None:
+        state.level *= (1.0 - self.own.alpha) ** min(skipped_windows, 10_000)
+        state.trend = 0.0
+
+    def evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
+        try:
+            return self._evaluate(state, lives, window)
+        finally:
+            state.windows += 1
+
+    def _evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
+        s, t = self.own, self.t
+        x = float(window.impressions)
+        life = lives["traffic_spike"]
+        a, damp = s.alpha, s.damping
+        if state.windows <= 1:
+            # The first window of a new stream is usually partial (it started mid-window): the
+            # second, first complete one, sets the level again.
+            state.level, state.trend = x, 0.0
+            w0 = 5.0 * max(x, 1.0) ** 2
+            state.phi_num, state.phi_den = s.phi_prior * w0, w0
+            return []
+        raw = state.level + damp * state.trend
+        lam = max(raw, 0.05)
+        phi = max(0.0, state.phi_num / state.phi_den) if state.phi_den > 0 else s.phi_prior
+        warm = state.windows >= t.warmup_windows
+        design = (1.0 + phi * lam) * (1.0 + a / (2.0 - a)) * (1.0 + 2.0 / state.windows)
+        p_up = poisson_tail(x, lam, "upper", design)
+        p_low = poisson_tail(x, lam, "lower", design)
+        z_up, z_low = z_from_p(p_up), z_from_p(p_low)
+        advance(life, poisson_llr(x, lam, s.spike_ratio) / design, warm)
+        sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
+        reading = Reading(
+            alert_type="traffic_spike",
+            metric="impressions",
+            current=x,
+            expected=lam,
+            band_low=max(0.0, lam - t.z_resolve * sd),
+            band_high=lam + t.z_resolve * sd,
+            volume=window.impressions,
+        )
+        gate = warm and lam >= s.min_expected_count
+        check = judge(reading, life, z_up, p_up, gate, warm and x >= s.min_ratio * lam, t)
+        anomalous = max(z_up, z_low) > t.z_freeze
+        if frozen((life,), anomalous, state.frozen, warm, t):
+            state.level, state.trend = max(0.0, raw), damp * state.trend
+            state.frozen += 1
+        else:
+            e = x - raw
+            state.level = max(0.0, raw + a * e)
+            state.trend = damp * state.trend + a * s.beta * e
+            state.frozen = 0
+            if not anomalous:
+                cap = 5.0 * math.sqrt(lam * (1.0 + phi * lam))
+                e = max(-cap, min(cap, e))
+                state.phi_num = self.var_decay * state.phi_num + (e * e - lam)
+                state.phi_den = self.var_decay * state.phi_den + lam * lam
+        return [check]
