@@ -184,10 +184,10 @@ def test_state_round_trips_through_bytes() -> None:
 def test_gaps_count_as_zero_traffic_and_older_windows_are_ignored() -> None:
     windows = synth(20.0, 0.01, 60)
     state, _ = detect_windows(None, windows[:30], DEFAULT, 0)
-    level = state.cnt_level
+    level = state.rules["traffic_spike"].state.level
     late = windows[-1]
     state, _ = detect_windows(state, [late], DEFAULT, 0)
-    assert state.cnt_level < level  # 29 silent minutes pulled the traffic baseline down
+    assert state.rules["traffic_spike"].state.level < level  # 29 silent minutes pulled the traffic baseline down
     before = state.to_bytes()
     state, alerts = detect_windows(state, windows[10:50], DEFAULT, 0)
     assert alerts == [] and state.to_bytes() == before
@@ -195,9 +195,9 @@ def test_gaps_count_as_zero_traffic_and_older_windows_are_ignored() -> None:
 
 def test_load_rules_reads_yaml_and_defaults(tmp_path: pytest.TempPathFactory) -> None:
     path = tmp_path / "rules.yaml"  # type: ignore[operator]
-    path.write_text("rule_set: classic\nresolve_windows: 4\nalert_budget_per_day: 0.5\n")
+    path.write_text("rule_set: classic\nresolve_windows: 4\ndefault:\n  alert_budget_per_day: 0.5\n")
     rules = load_rules(str(path))
-    assert (rules.rule_set, rules.resolve_windows, rules.alert_budget_per_day) == ("classic", 4, 0.5)
+    assert (rules.rule_set, rules.resolve_windows, rules.default.alert_budget_per_day) == ("classic", 4, 0.5)
     assert load_rules(None) == RuleSettings()
 
 
@@ -207,19 +207,21 @@ def test_load_rules_reads_yaml_and_defaults(tmp_path: pytest.TempPathFactory) ->
         pytest.param("rule_sett: classic\n", "rule_sett", id="unknown-key"),
         pytest.param("rule_set: fancy\n", "rule_set", id="bad-rule-set"),
         pytest.param("resolve_windows: two\n", "resolve_windows", id="not-a-number"),
-        pytest.param("ema_alpha: 1.5\n", "ema_alpha", id="out-of-range"),
-        pytest.param("alert_budget_per_day: 0\n", "alert_budget_per_day", id="not-positive"),
+        pytest.param("classic:\n  ema_alpha: 1.5\n", "classic.ema_alpha", id="out-of-range"),
+        pytest.param("default:\n  alert_budget_per_day: 0\n", "default.alert_budget_per_day", id="not-positive"),
         pytest.param("- a\n- b\n", "mapping", id="not-a-mapping"),
     ],
 )
 def test_load_rules_names_the_bad_key(tmp_path: pytest.TempPathFactory, text: str, key: str) -> None:
     path = tmp_path / "rules.yaml"  # type: ignore[operator]
     path.write_text(text)
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=key) as caught:
         load_rules(str(path))
+    assert key == "mapping" or str(path) in str(caught.value), "names the file"
 
 
 def test_threshold_comes_from_the_alert_budget() -> None:
-    tight = make_rules(alert_budget_per_day=0.1)
+    tight = make_rules(default={"alert_budget_per_day": 0.1})
     assert tight.z_threshold > DEFAULT.z_threshold and tight.cusum_h > DEFAULT.cusum_h
-    assert make_rules(expected_segments=10_000, cusum_budget_share=0.0001).z_threshold == pytest.approx(5.27, abs=0.02)
+    wide = make_rules(default={"expected_segments": 10_000, "cusum_budget_share": 0.0001})
+    assert wide.z_threshold == pytest.approx(5.27, abs=0.02)

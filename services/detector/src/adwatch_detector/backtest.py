@@ -20,7 +20,7 @@ import msgspec
 
 from adwatch.contracts import AdEvent, AdFormat, Alert, ContractError, SegmentWindow, decode
 from adwatch.errors import AdwatchError
-from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows, load_rules
+from adwatch_detector.rules import RuleEngine, RuleSettings, SegmentState, detect_windows, load_rules
 
 
 class BacktestError(AdwatchError):
@@ -85,6 +85,7 @@ def run_backtest(
     With ``points``, the evidence of every window of each (segment, alert type) that alerted
     is appended to it.
     """
+    engine = RuleEngine.build(rules)
     by_segment: dict[str, list[SegmentWindow]] = defaultdict(list)
     for segment, window in windows:
         by_segment[segment].append(window)
@@ -102,7 +103,7 @@ def run_backtest(
         on_check = record if points is not None else None
         fired: set[str] = set()
         for window in sorted(by_segment[segment], key=lambda w: w.window_start_ms):
-            state, new = detect_windows(state, [window], rules, window.window_end_ms, on_check)
+            state, new = detect_windows(state, [window], engine, window.window_end_ms, on_check)
             alerts.extend(new)
             fired.update(a.alert_type for a in new)
         if points is not None:
@@ -179,9 +180,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         rules = load_rules(args.rules)
         if args.rule_set:
-            import dataclasses
-
-            rules = dataclasses.replace(rules, rule_set=args.rule_set)
+            rules = rules.model_copy(update={"rule_set": args.rule_set})
         if args.input:
             if args.input == "-":
                 windows = parse_jsonl(sys.stdin, rules.window_ms)

@@ -2,63 +2,72 @@
 
 Kafka ``ad-events`` -> ``from_json`` with the AdEvent schema (bad records keyed to the
 dead-letter path with a reason) -> event-time watermark -> ``applyInPandasWithState``
-keyed by segment: open windows and the rules' :class:`SegmentState` live in Spark state
-(checkpointed), windows close once the watermark passes their end and go through
+keyed by segment: open windows and the rules' :class:`SegmentState` (a versioned mapping keyed by
+rule id) live in Spark state (checkpointed), windows close once the watermark passes their end and go through
 :func:`adwatch_detector.rules.detect_windows` in start order -> ``foreachBatch`` sinks.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
+import msgspec.inspect
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import BooleanType, DataType, DoubleType, LongType, StringType, StructField, StructType
 
 from adwatch.config import CommonSettings
-from adwatch.contracts import AD_FORMATS, EVENT_TYPES, HEADER_TRACEPARENT
+from adwatch.contracts import AD_FORMATS, EVENT_TYPES, HEADER_TRACEPARENT, AdEvent
 from adwatch_detector.kafka_source import read_kafka_stream
 from adwatch_detector.settings import DetectorSettings
+
+if TYPE_CHECKING:
+    from adwatch_detector.rules import RuleEngine
 
 logger = logging.getLogger(__name__)
 
 DLQ_KEY = "__dlq__"
 
-# from_json schema mirroring adwatch.contracts.AdEvent (plus the corrupt-record column).
-EVENT_SCHEMA = StructType(
-    [
-        StructField("event_id", StringType()),
-        StructField("event_time_ms", LongType()),
-        StructField("event_type", StringType()),
-        StructField("country", StringType()),
-        StructField("ad_format", StringType()),
-        StructField("app_id", StringType()),
-        StructField("placement_id", StringType()),
-        StructField("campaign_id", StringType()),
-        StructField("user_hash", StringType()),
-        StructField("revenue_usd", DoubleType()),
-        StructField("impression_id", StringType()),
-        StructField("schema_version", LongType()),
-        StructField("_corrupt_record", StringType()),
-    ]
-)
-REQUIRED_FIELDS = (
-    "event_id",
-    "event_time_ms",
-    "event_type",
-    "country",
-    "ad_format",
-    "app_id",
-    "placement_id",
-    "campaign_id",
-    "user_hash",
-)
+
+def _spark_type(t: msgspec.inspect.Type) -> DataType:
+    """The Spark type of one contract field type (constraints are checked by dead_letter_reason)."""
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _spark_type(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        (inner,) = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+        return _spark_type(inner)
+    if isinstance(t, msgspec.inspect.LiteralType) and all(isinstance(v, str) for v in t.values):
+        return StringType()
+    simple: dict[type, DataType] = {
+        msgspec.inspect.StrType: StringType(),
+        msgspec.inspect.IntType: LongType(),
+        msgspec.inspect.FloatType: DoubleType(),
+        msgspec.inspect.BoolType: BooleanType(),
+    }
+    for kind, spark_type in simple.items():
+        if isinstance(t, kind):
+            return spark_type
+    raise TypeError(f"no Spark type for contract field type {t!r}")
+
+
+def contract_schema(record: type[msgspec.Struct]) -> tuple[StructType, tuple[str, ...]]:
+    """The from_json schema of a contract record and its required fields, derived from the record
+    itself so the contract and the job cannot drift apart."""
+    info = msgspec.inspect.type_info(record)
+    assert isinstance(info, msgspec.inspect.StructType)
+    schema = StructType([StructField(f.name, _spark_type(f.type)) for f in info.fields])
+    return schema, tuple(f.name for f in info.fields if f.required)
+
+
+# from_json schema of adwatch.contracts.AdEvent, plus the corrupt-record column.
+_AD_EVENT_SCHEMA, REQUIRED_FIELDS = contract_schema(AdEvent)
+EVENT_SCHEMA = StructType([*_AD_EVENT_SCHEMA.fields, StructField("_corrupt_record", StringType())])
 MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01: beyond is a bug, and overflows timestamps
 
 OUTPUT_SCHEMA = (
@@ -127,7 +136,7 @@ def parse_events(raw: DataFrame, segment_fields: list[str]) -> DataFrame:
 
 
 def make_detect_fn(
-    segment_fields: list[str], window_ms: int, trace_samples: int, rules: Any
+    segment_fields: list[str], window_ms: int, trace_samples: int, rules: RuleEngine
 ) -> Callable[[tuple[Any, ...], Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
     """The per-segment stateful step (runs in Python workers; pure logic lives in windowing/rules)."""
 
@@ -176,10 +185,11 @@ def make_detect_fn(
         if closed:
             windows = [windowing.to_segment_window(s, window_ms, key[0], key[1], part) for s, part in closed]
             samples = {s: part.traceparents for s, part in closed}
-            seg_state, alerts = rules_mod.detect_windows(seg_state, windows, rules, int(time.time() * 1000))
+            # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
+            now_ms = state.getCurrentProcessingTimeMs()
+            seg_state, alerts = rules_mod.detect_windows(seg_state, windows, rules, now_ms)
             # a window row's count says whether the segment's baseline is still warming up (1) or not (0)
-            warmup = rules.classic_warmup_windows if rules.rule_set == "classic" else rules.warmup_windows
-            warming = int(seg_state.windows_seen < warmup)
+            warming = int(rules.warming_up(seg_state))
             for w in windows:
                 row = _row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w))
                 rows.append({**row, "count": warming})
@@ -216,7 +226,7 @@ def _row(kind: str, segment: str, start: int | None, end: int | None, payload: b
 
 def build_stream(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
     """Source -> parse -> watermark -> stateful detection: the rows ``foreachBatch`` writes out."""
-    from adwatch_detector.rules import load_rules
+    from adwatch_detector.rules import RuleEngine, load_rules
 
     raw = read_kafka_stream(
         spark,
@@ -234,7 +244,10 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         F.max("event_time_ms").alias("max_event_time_ms"),
     )
     detect = make_detect_fn(
-        fields, settings.window_seconds * 1000, settings.trace_samples, load_rules(settings.rules_file)
+        fields,
+        settings.window_seconds * 1000,
+        settings.trace_samples,
+        RuleEngine.build(load_rules(settings.rules_file)),
     )
     return (
         events.withWatermark("event_time", f"{settings.watermark_seconds} seconds")

@@ -91,5 +91,9 @@ class BaseRule(ABC, Generic[S]):
         then learn from it. ``lives`` may be read (e.g. do not learn while firing) and carries the
         rule's CUSUM evidence; the engine moves the firing/resolved state afterwards."""
 
+    def windows_seen(self, state: S) -> int:
+        """How many windows this rule's baseline has seen (0 if it keeps none): tells warm-up."""
+        return 0
+
     def on_silence(self, state: S, skipped_windows: int) -> None:
         """A segment was silent for longer than the gap the engine replays: age the baseline in bulk."""

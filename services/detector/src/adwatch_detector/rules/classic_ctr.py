@@ -12,8 +12,8 @@ from adwatch_detector.stats import binom_tail
 
 
 class ClassicCtrSettings(SettingsSection):
-    drop_ratio: float = Field(0.5, gt=0, allow_inf_nan=False)
-    spike_ratio: float = Field(2.0, gt=0, allow_inf_nan=False)
+    drop_ratio: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    spike_ratio: float = Field(default=2.0, gt=0, allow_inf_nan=False)
 
 
 class ClassicCtr(BaseRule[EmaState]):
@@ -26,6 +26,9 @@ class ClassicCtr(BaseRule[EmaState]):
         super().__init__(settings)
         self.own = settings.section(self.id, ClassicCtrSettings)
         self.alpha, self.warmup = settings.classic.ema_alpha, settings.classic.warmup_windows
+
+    def windows_seen(self, state: EmaState) -> int:
+        return state.windows
 
     def evaluate(self, state: EmaState, lives: Lives, window: SegmentWindow) -> list[Check]:
         n = window.impressions

@@ -11,7 +11,7 @@ from adwatch_detector.rules.settings import RuleSettings
 
 
 class ClassicEcpmDropSettings(SettingsSection):
-    drop_ratio: float = Field(0.5, gt=0, allow_inf_nan=False)
+    drop_ratio: float = Field(default=0.5, gt=0, allow_inf_nan=False)
 
 
 class ClassicEcpmDrop(BaseRule[EmaState]):
@@ -24,6 +24,9 @@ class ClassicEcpmDrop(BaseRule[EmaState]):
         super().__init__(settings)
         self.own = settings.section(self.id, ClassicEcpmDropSettings)
         self.alpha, self.warmup = settings.classic.ema_alpha, settings.classic.warmup_windows
+
+    def windows_seen(self, state: EmaState) -> int:
+        return state.windows
 
     def evaluate(self, state: EmaState, lives: Lives, window: SegmentWindow) -> list[Check]:
         n = window.impressions

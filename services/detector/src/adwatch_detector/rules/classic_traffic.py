@@ -12,7 +12,7 @@ from adwatch_detector.stats import poisson_tail
 
 
 class ClassicTrafficSpikeSettings(SettingsSection):
-    spike_ratio: float = Field(3.0, gt=0, allow_inf_nan=False)
+    spike_ratio: float = Field(default=3.0, gt=0, allow_inf_nan=False)
 
 
 class ClassicTrafficSpike(BaseRule[EmaState]):
@@ -25,6 +25,9 @@ class ClassicTrafficSpike(BaseRule[EmaState]):
         super().__init__(settings)
         self.own = settings.section(self.id, ClassicTrafficSpikeSettings)
         self.alpha, self.warmup = settings.classic.ema_alpha, settings.classic.warmup_windows
+
+    def windows_seen(self, state: EmaState) -> int:
+        return state.windows
 
     def evaluate(self, state: EmaState, lives: Lives, window: SegmentWindow) -> list[Check]:
         n = window.impressions

@@ -21,18 +21,20 @@ from adwatch_detector.stats import bernoulli_llr, binom_tail, halflife_decay, z_
 
 
 class CtrSettings(SettingsSection):
-    halflife: float = Field(60.0, gt=0, allow_inf_nan=False, description="baseline half-life, windows")
-    prior: float = Field(0.01, gt=0, le=1, description="CTR before any history")
-    prior_n: float = Field(20.0, gt=0, allow_inf_nan=False, description="impressions the prior weighs")
-    rho_prior: float = Field(0.0005, ge=0, allow_inf_nan=False)
-    rho_halflife: float = Field(480.0, gt=0, allow_inf_nan=False)
-    max_effective_n: float = Field(200_000.0, gt=0, allow_inf_nan=False)
-    min_expected_clicks: float = Field(5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
-    min_impressions: int = Field(20, ge=0)
-    drop_ratio: float = Field(0.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (drop)")
-    spike_ratio: float = Field(2.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (spike)")
-    drop_min_ratio: float = Field(0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
-    spike_min_ratio: float = Field(1.3, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+    halflife: float = Field(default=60.0, gt=0, allow_inf_nan=False, description="baseline half-life, windows")
+    prior: float = Field(default=0.01, gt=0, le=1, description="CTR before any history")
+    prior_n: float = Field(default=20.0, gt=0, allow_inf_nan=False, description="impressions the prior weighs")
+    rho_prior: float = Field(default=0.0005, ge=0, allow_inf_nan=False)
+    rho_halflife: float = Field(default=480.0, gt=0, allow_inf_nan=False)
+    max_effective_n: float = Field(default=200_000.0, gt=0, allow_inf_nan=False)
+    min_expected_clicks: float = Field(
+        default=5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this"
+    )
+    min_impressions: int = Field(default=20, ge=0)
+    drop_ratio: float = Field(default=0.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (drop)")
+    spike_ratio: float = Field(default=2.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (spike)")
+    drop_min_ratio: float = Field(default=0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
+    spike_min_ratio: float = Field(default=1.3, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
 
 
 class CtrState(msgspec.Struct, array_like=True):
@@ -56,6 +58,9 @@ class Ctr(BaseRule[CtrState]):
         self.t = Thresholds.of(settings)
         self.decay = halflife_decay(self.own.halflife)
         self.rho_decay = halflife_decay(self.own.rho_halflife)
+
+    def windows_seen(self, state: CtrState) -> int:
+        return state.windows
 
     def evaluate(self, state: CtrState, lives: Lives, window: SegmentWindow) -> list[Check]:
         if window.impressions <= 0:

@@ -19,13 +19,13 @@ from adwatch_detector.stats import gauss_llr, halflife_decay, norm_sf
 
 
 class EcpmDropSettings(SettingsSection):
-    alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of the log-scale baseline")
-    sigma1_sq: float = Field(1.0, gt=0, allow_inf_nan=False, description="per-impression log-price variance")
-    tau_sq: float = Field(0.005, ge=0, allow_inf_nan=False, description="window-to-window variance")
-    var_halflife: float = Field(240.0, gt=0, allow_inf_nan=False)
-    min_impressions: int = Field(20, ge=0, description="one-window alarm needs this")
-    drop_ratio: float = Field(0.6, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
-    drop_min_ratio: float = Field(0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
+    alpha: float = Field(default=0.05, gt=0, le=1, description="EWMA weight of the log-scale baseline")
+    sigma1_sq: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="per-impression log-price variance")
+    tau_sq: float = Field(default=0.005, ge=0, allow_inf_nan=False, description="window-to-window variance")
+    var_halflife: float = Field(default=240.0, gt=0, allow_inf_nan=False)
+    min_impressions: int = Field(default=20, ge=0, description="one-window alarm needs this")
+    drop_ratio: float = Field(default=0.6, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
+    drop_min_ratio: float = Field(default=0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
 
 
 class EcpmState(msgspec.Struct, array_like=True):
@@ -47,6 +47,9 @@ class EcpmDrop(BaseRule[EcpmState]):
         self.t = Thresholds.of(settings)
         self.var_decay = halflife_decay(self.own.var_halflife)
         self.log_drop = math.log(self.own.drop_ratio)
+
+    def windows_seen(self, state: EcpmState) -> int:
+        return state.windows
 
     def evaluate(self, state: EcpmState, lives: Lives, window: SegmentWindow) -> list[Check]:
         if window.impressions <= 0:
@@ -71,7 +74,9 @@ class EcpmDrop(BaseRule[EcpmState]):
         half = t.z_resolve * math.sqrt(var)
         reading = Reading("ecpm_drop", "ecpm", ecpm, expected, expected * math.exp(-half), expected * math.exp(half),
                           window.impressions)  # fmt: skip
-        check = judge(reading, life, z, p, warm and n >= s.min_impressions, warm and ecpm <= s.drop_min_ratio * expected, t)
+        check = judge(
+            reading, life, z, p, warm and n >= s.min_impressions, warm and ecpm <= s.drop_min_ratio * expected, t
+        )
         anomalous = abs(z) > t.z_freeze
         if frozen((life,), anomalous, state.frozen, warm, t):
             state.frozen += 1

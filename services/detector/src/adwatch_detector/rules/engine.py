@@ -55,6 +55,15 @@ class RuleEngine:
                 slot.lives[alert_type] = Lifecycle()
         return slot
 
+    def warming_up(self, state: SegmentState) -> bool:
+        """Whether the segment's baselines are still warming up (no rule has seen warmup_windows yet)."""
+        seen = 0
+        for rule in self.rules:
+            slot = state.rules.get(rule.id)
+            if slot is not None:
+                seen = max(seen, rule.windows_seen(slot.state))
+        return seen < self.settings.set_settings.warmup_windows
+
     def detect(
         self,
         state: SegmentState | None,
@@ -126,8 +135,9 @@ class RuleEngine:
             window_start_ms=window.window_start_ms,
             window_end_ms=window.window_end_ms,
             detected_at_ms=now_ms,
-            message=format_message(status, check.alert_type, window.country, window.ad_format, check.metric,
-                                   check.current, check.expected),  # fmt: skip
+            message=format_message(
+                status, check.alert_type, window.country, window.ad_format, check.metric, check.current, check.expected
+            ),
             rule_set=self.settings.rule_set,
         )
 

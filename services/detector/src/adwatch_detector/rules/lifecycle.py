@@ -28,7 +28,9 @@ class Lifecycle(msgspec.Struct, array_like=True):
     resolved_ms: int = -1
 
 
-def step(life: Lifecycle, check: Check, window_start_ms: int, cooldown_ms: int, resolve_windows: int) -> AlertStatus | None:
+def step(
+    life: Lifecycle, check: Check, window_start_ms: int, cooldown_ms: int, resolve_windows: int
+) -> AlertStatus | None:
     """Move ``life`` by one window; the status of the alert to emit, if any."""
     if not life.firing:
         cooled = life.resolved_ms < 0 or window_start_ms - life.resolved_ms >= cooldown_ms

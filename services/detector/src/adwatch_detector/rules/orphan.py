@@ -15,8 +15,8 @@ from adwatch_detector.stats import poisson_tail, z_from_p
 
 
 class OrphanClicksSettings(SettingsSection):
-    abs_tolerance: int = Field(2, ge=0, description="orphan clicks always tolerated per window")
-    frac_tolerance: float = Field(0.02, ge=0, le=1, description="...plus this share of the window's clicks")
+    abs_tolerance: int = Field(default=2, ge=0, description="orphan clicks always tolerated per window")
+    frac_tolerance: float = Field(default=0.02, ge=0, le=1, description="...plus this share of the window's clicks")
 
 
 class OrphanClicks(BaseRule[NoState]):

@@ -27,36 +27,36 @@ class CountAwareSettings(SettingsSection):
     (alpha = alert_budget_per_day / (expected_segments x windows per day), split between one-window
     z tests and CUSUMs), warm-up, baseline freezing and the evidence needed to resolve."""
 
-    alert_budget_per_day: float = Field(1.0, gt=0, allow_inf_nan=False)
-    expected_segments: int = Field(256, gt=0, description="segment x metric tests per window")
-    cusum_budget_share: float = Field(0.5, ge=0, lt=1, description="budget share of the sequential alarms")
-    warmup_windows: int = Field(10, ge=0)
-    z_resolve: float = Field(2.0, ge=0, allow_inf_nan=False, description="band half-width, in sigmas")
-    resolve_evidence: float = Field(3.0, ge=0, allow_inf_nan=False, description="LLR for 'back to normal'")
-    z_freeze: float = Field(3.0, ge=0, allow_inf_nan=False, description="a window beyond |z| does not update")
-    max_freeze_windows: int = Field(60, gt=0, description="...unless frozen this long (a level shift)")
-    cooldown_windows: int = Field(0, ge=0, description="after a resolve, no new firing for this long")
-    max_gap_fill: int = Field(60, ge=0, description="silent minutes replayed as zero windows")
+    alert_budget_per_day: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    expected_segments: int = Field(default=256, gt=0, description="segment x metric tests per window")
+    cusum_budget_share: float = Field(default=0.5, ge=0, lt=1, description="budget share of the sequential alarms")
+    warmup_windows: int = Field(default=10, ge=0)
+    z_resolve: float = Field(default=2.0, ge=0, allow_inf_nan=False, description="band half-width, in sigmas")
+    resolve_evidence: float = Field(default=3.0, ge=0, allow_inf_nan=False, description="LLR for 'back to normal'")
+    z_freeze: float = Field(default=3.0, ge=0, allow_inf_nan=False, description="a window beyond |z| does not update")
+    max_freeze_windows: int = Field(default=60, gt=0, description="...unless frozen this long (a level shift)")
+    cooldown_windows: int = Field(default=0, ge=0, description="after a resolve, no new firing for this long")
+    max_gap_fill: int = Field(default=60, ge=0, description="silent minutes replayed as zero windows")
 
 
 class ClassicSettings(SettingsSection):
     """Shared by the rules of the ``classic`` set (the tutorial): EMA weight, warm-up and cooldown."""
 
-    ema_alpha: float = Field(0.2, gt=0, le=1)
-    warmup_windows: int = Field(5, ge=0)
-    cooldown_windows: int = Field(10, ge=0)
-    max_gap_fill: int = Field(0, ge=0, description="the tutorial does not replay silent minutes")
+    ema_alpha: float = Field(default=0.2, gt=0, le=1)
+    warmup_windows: int = Field(default=5, ge=0)
+    cooldown_windows: int = Field(default=10, ge=0)
+    max_gap_fill: int = Field(default=0, ge=0, description="the tutorial does not replay silent minutes")
 
 
 class RuleSettings(SettingsSection):
     """The whole rules file (see services/detector/rules.yaml); defaults = built-in behaviour."""
 
-    rule_set: str = Field("default", description="which registered rule set runs: default | classic")
-    window_ms: int = Field(60_000, gt=0)
-    resolve_windows: int = Field(3, gt=0, description="in-band windows before an alert resolves")
-    default: CountAwareSettings = CountAwareSettings()
-    classic: ClassicSettings = ClassicSettings()
-    rules: dict[str, Any] = Field(default_factory=dict, description="rule id -> that rule's settings")
+    rule_set: str = Field(default="default", description="which registered rule set runs: default | classic")
+    window_ms: int = Field(default=60_000, gt=0)
+    resolve_windows: int = Field(default=3, gt=0, description="in-band windows before an alert resolves")
+    default: CountAwareSettings = Field(default_factory=CountAwareSettings)
+    classic: ClassicSettings = Field(default_factory=ClassicSettings)
+    rules: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="rule id -> its settings")
 
     @field_validator("rule_set")
     @classmethod

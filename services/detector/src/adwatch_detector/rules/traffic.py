@@ -19,14 +19,14 @@ from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_
 
 
 class TrafficSpikeSettings(SettingsSection):
-    alpha: float = Field(0.15, gt=0, le=1, description="level smoothing")
-    beta: float = Field(0.05, ge=0, le=1, description="trend smoothing (times alpha)")
-    damping: float = Field(0.95, gt=0, le=1, description="trend damping per window")
-    phi_prior: float = Field(0.01, ge=0, allow_inf_nan=False, description="NB dispersion before any history")
-    var_halflife: float = Field(240.0, gt=0, allow_inf_nan=False, description="windows")
-    min_expected_count: float = Field(5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
-    spike_ratio: float = Field(2.0, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
-    min_ratio: float = Field(1.5, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+    alpha: float = Field(default=0.15, gt=0, le=1, description="level smoothing")
+    beta: float = Field(default=0.05, ge=0, le=1, description="trend smoothing (times alpha)")
+    damping: float = Field(default=0.95, gt=0, le=1, description="trend damping per window")
+    phi_prior: float = Field(default=0.01, ge=0, allow_inf_nan=False, description="NB dispersion before any history")
+    var_halflife: float = Field(default=240.0, gt=0, allow_inf_nan=False, description="windows")
+    min_expected_count: float = Field(default=5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
+    spike_ratio: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
+    min_ratio: float = Field(default=1.5, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
 
 
 class TrafficState(msgspec.Struct, array_like=True):
@@ -53,6 +53,9 @@ class TrafficSpike(BaseRule[TrafficState]):
     def on_silence(self, state: TrafficState, skipped_windows: int) -> None:
         state.level *= (1.0 - self.own.alpha) ** min(skipped_windows, 10_000)
         state.trend = 0.0
+
+    def windows_seen(self, state: TrafficState) -> int:
+        return state.windows
 
     def evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
         try:
