@@ -1,0 +1,120 @@
+"""rules.yaml validation, the registry's invariants and the per-segment state format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+import msgspec
+import pytest
+
+from adwatch.contracts import AlertType
+from adwatch.errors import ConfigError
+from adwatch_detector.rules import (
+    RULE_SETS,
+    RULES,
+    STATE_VERSION,
+    RuleSettings,
+    SegmentState,
+    StateError,
+    detect_windows,
+    load_rules,
+)
+from adwatch_detector.rules.state import RuleSlot
+
+RULES_YAML = Path(__file__).parents[2] / "rules.yaml"
+
+
+def test_the_shipped_rules_file_is_the_built_in_defaults() -> None:
+    assert load_rules(str(RULES_YAML)) == RuleSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param("rules:\n  ctr:\n    halflife: -1\n", "rules.ctr.halflife", id="out-of-range-in-a-rule"),
+        pytest.param("rules:\n  ctr:\n    half_life: 60\n", "rules.ctr.half_life: unknown key", id="unknown-rule-key"),
+        pytest.param("rules:\n  ctr_fancy: {}\n", "unknown rule 'ctr_fancy'", id="unknown-rule-id"),
+        pytest.param("default:\n  cusum_budget_share: 1.0\n", "default.cusum_budget_share", id="share-below-1"),
+        pytest.param("classic:\n  ema_alpha: 0\n", "classic.ema_alpha", id="alpha-positive"),
+        pytest.param("classic:\n  warmup: 3\n", "classic.warmup: unknown key", id="unknown-set-key"),
+        pytest.param("alert_budget_per_day: 1.0\n", "alert_budget_per_day: unknown key", id="old-flat-key"),
+        pytest.param("rules:\n  traffic_spike:\n    alpha: 1.5\n", "rules.traffic_spike.alpha", id="unit-interval"),
+        pytest.param("window_ms: 0\n", "window_ms", id="window-positive"),
+    ],
+)
+def test_a_bad_rules_file_names_the_file_and_the_key(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_rules(str(path))
+    assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_a_rule_section_overrides_only_that_rule(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  ecpm_drop:\n    min_impressions: 50\n")
+    rules = load_rules(str(path))
+    assert rules.rules["ecpm_drop"].min_impressions == 50
+    assert rules.rules["ctr"] == RuleSettings().rules["ctr"]
+
+
+def test_registry_ids_sections_and_alert_types() -> None:
+    known = set(get_args(AlertType))
+    for rule_id, rule in RULES.items():
+        assert rule.id == rule_id and set(rule.alert_types) <= known
+        assert isinstance(RuleSettings().rules[rule_id], rule.settings_model)
+    for name, ids in RULE_SETS.items():
+        assert hasattr(RuleSettings(), name), f"rule set {name} has a settings section"
+        raised = [t for i in ids for t in RULES[i].alert_types]
+        assert sorted(raised) == sorted(known), f"{name} raises every alert type exactly once"
+
+
+def _windows() -> list:  # type: ignore[type-arg]
+    from adwatch.contracts import SegmentWindow
+
+    return [SegmentWindow(window_start_ms=i * 60_000, window_end_ms=(i + 1) * 60_000, country="US",
+                          ad_format="banner", impressions=500, clicks=10, revenue_usd=1.0) for i in range(30)]  # fmt: skip
+
+
+def test_state_is_a_mapping_keyed_by_rule_id() -> None:
+    state, _ = detect_windows(None, _windows(), RuleSettings(), 0)
+    version, last, slots = msgspec.msgpack.decode(state.to_bytes())
+    assert (version, last) == (STATE_VERSION, 29 * 60_000)
+    assert list(slots) == list(RULE_SETS["default"])
+    assert set(slots["ctr"][1]) == {"ctr_drop", "ctr_spike"}, "lifecycles keyed by alert type within the rule"
+
+
+def test_other_rules_state_survives_untouched() -> None:
+    """A rule of another set (or a removed one) keeps its bytes; switching sets never shifts a slot."""
+    default, _ = detect_windows(None, _windows(), RuleSettings(), 0)
+    foreign = SegmentState.from_bytes(default.to_bytes())
+    foreign.others["retired_rule"] = msgspec.Raw(msgspec.msgpack.encode([1, 2, 3]))
+    data = foreign.to_bytes()
+    classic, _ = detect_windows(SegmentState.from_bytes(data), _windows()[:0], RuleSettings(rule_set="classic"), 0)
+    again = SegmentState.from_bytes(classic.to_bytes())
+    assert again.rules["ctr"] == default.rules["ctr"], "the default rules' state is kept"
+    assert bytes(again.others["retired_rule"]) == msgspec.msgpack.encode([1, 2, 3])
+    assert "classic_ctr" in again.rules
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(msgspec.msgpack.encode([1, -1, 0, 0.0]), "state_version 1", id="version-1-positional"),
+        pytest.param(msgspec.msgpack.encode([3, -1, {}]), "state_version 3", id="newer-version"),
+        pytest.param(b"\xc1garbage", "unknown bytes", id="garbage"),
+        pytest.param(msgspec.msgpack.encode([2, -1, {"ctr": [["x"], {}]}]), "rule 'ctr'", id="rule-state-mismatch"),
+    ],
+)
+def test_unreadable_state_fails_with_a_clear_message(data: bytes, message: str) -> None:
+    with pytest.raises(StateError, match=message) as caught:
+        SegmentState.from_bytes(data)
+    if "version" in message or "unknown" in message:
+        assert "new checkpoint" in str(caught.value)
+
+
+def test_a_rule_slot_round_trips() -> None:
+    state, _ = detect_windows(None, _windows(), RuleSettings(), 0)
+    assert isinstance(state.rules["traffic_spike"], RuleSlot)
+    assert SegmentState.from_bytes(state.to_bytes()) == state
