@@ -167,7 +167,7 @@ def read_range(
                 offset = int(msg.offset() or 0)
                 if offset >= rng.end:
                     continue
-                ts_type, ts = msg.timestamp()  # type: ignore[misc]
+                ts_type, ts = msg.timestamp()
                 headers = msg.headers()
                 cols["key"].append(msg.key())
                 cols["value"].append(msg.value())
@@ -208,7 +208,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._known = {p: hi for p, (_, hi) in marks.items()}
         return dict(self._known)
 
-    def initialOffset(self) -> dict:
+    def initialOffset(self) -> dict[str, int]:
         marks = fetch_watermarks(self.bootstrap, self.topic)
         self._known = {p: hi for p, (_, hi) in marks.items()}
         if self.starting == "latest":
@@ -221,23 +221,23 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
 
-    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+    def latestOffset(self, start: dict[str, int], limit: ReadLimit) -> dict[str, int]:
         latest = self._target if self._target is not None else self._latest()
         latest = {p: max(int(v), int(start.get(p, 0))) for p, v in latest.items()}
         max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else None
         return limit_offsets(start, latest, max_rows)
 
-    def reportLatestOffset(self) -> dict | None:
+    def reportLatestOffset(self) -> dict[str, int] | None:
         return dict(self._known) or None
 
-    def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
+    def partitions(self, start: dict[str, int], end: dict[str, int]) -> Sequence[InputPartition]:
         return plan_partitions(self.topic, start, end)
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, KafkaPartitionRange)
         return read_range(self.bootstrap, partition, self.batch_rows)
 
-    def commit(self, end: dict) -> None:
+    def commit(self, end: dict[str, int]) -> None:
         return None
 
 
@@ -262,7 +262,8 @@ def register_python_source(spark: SparkSession) -> None:
 
     from pyspark import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    register_by_value: Any = cloudpickle.register_pickle_by_value  # untyped
+    register_by_value(sys.modules[__name__])
     spark.dataSource.register(KafkaDataSource)
 
 

@@ -125,4 +125,4 @@ def ewm_update(mu: float, var: float, x: float, alpha: float) -> tuple[float, fl
 
 def halflife_decay(halflife_windows: float) -> float:
     """Per-window retention factor of a decayed sum with the given half-life."""
-    return 0.5 ** (1.0 / max(halflife_windows, 1e-9))
+    return float(0.5 ** (1.0 / max(halflife_windows, 1e-9)))
