@@ -162,7 +162,8 @@ def read_range(
             cols: dict[str, list[Any]] = {name: [] for name in _ARROW_SCHEMA.names}
             for msg in msgs:
                 if msg.error() is not None:
-                    logger.warning("kafka read %s[%d]: %s", rng.topic, rng.partition, msg.error())
+                    where = {"topic": rng.topic, "partition": rng.partition, "offset": msg.offset()}
+                    logger.warning("kafka read failed: %s", msg.error(), extra=where)
                     continue
                 offset = int(msg.offset() or 0)
                 if offset >= rng.end:

@@ -211,13 +211,8 @@ class BatchWriter:
             )
         self.batches += 1
         if windows or alerts or dead:
-            logger.info(
-                "batch %d: %d windows closed, %d alerts, %d dead letters",
-                batch_id,
-                len(windows),
-                len(alerts),
-                len(dead),
-            )
+            counts = {"batch_id": batch_id, "windows": len(windows), "alerts": len(alerts), "dead_letters": len(dead)}
+            logger.info("batch %d: %d windows closed, %d alerts, %d dead letters", *counts.values(), extra=counts)
 
     def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None) -> str:
         topic = self.settings.alerts_topic
