@@ -174,7 +174,23 @@ def test_classify_smtp_and_retry_after() -> None:
     assert classify_smtp(451) == (True, "serverError")
     assert classify_smtp(554) == (False, "clientError")
     assert parse_retry_after("2") == 2.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        pytest.param("120", 120.0, id="delta-seconds"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 30.0, id="http-date"),
+        pytest.param("Wed, 21 Oct 2015 07:27:00 GMT", 0.0, id="http-date-past"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00", None, id="http-date-without-zone"),
+        pytest.param("-5", 0.0, id="negative"),
+        pytest.param("99999999", 3600.0, id="capped"),
+    ],
+)
+def test_retry_after_both_forms(header: str, seconds: float | None) -> None:
+    now = 1445412450.0  # 2015-10-21 07:27:30 UTC
+    assert parse_retry_after(header, now=now) == seconds
 
 
 def test_backoff_grows_with_jitter_and_stops_at_deadline() -> None:

@@ -69,6 +69,16 @@ class NotifierSettings(ServiceSettings):
     retry_initial_seconds: float = Field(1.0, gt=0, description="RETRY_INITIAL_SECONDS: first backoff")
     retry_max_seconds: float = Field(60.0, gt=0, description="RETRY_MAX_SECONDS: backoff cap")
     request_timeout_seconds: float = Field(10.0, gt=0, description="REQUEST_TIMEOUT_SECONDS: per attempt")
+    max_alert_age_seconds: float = Field(
+        3600, ge=0, description="MAX_ALERT_AGE_SECONDS: firings detected longer ago are not sent (0: any age)"
+    )
+    max_held_records: int = Field(
+        1000, ge=1, description="MAX_HELD_RECORDS: records waiting for a retry before consumption pauses"
+    )
+    dashboard_url_template: str = Field(
+        "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
+    )
+    runbook_url_template: str = Field("", description="RUNBOOK_URL_TEMPLATE: runbook link, {alert_type}")
 
     @model_validator(mode="before")
     @classmethod
