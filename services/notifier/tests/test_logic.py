@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +13,17 @@ from adwatch.errors import ConfigError
 from adwatch_notifier import NotifierSettings, check_channel_settings, classify_status, load_routes, parse_routes, route
 from adwatch_notifier.dedup import claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import classify_smtp, parse_retry_after
-from adwatch_notifier.formatting import FIELDS_MAX, HEADER_MAX, PD_SUMMARY_MAX, pagerduty_event, slack_message
+from adwatch_notifier.formatting import (
+    FIELDS_MAX,
+    HEADER_MAX,
+    PD_EVENT_MAX,
+    PD_SUMMARY_MAX,
+    Links,
+    event_size,
+    pagerduty_event,
+    slack_message,
+    trim_event,
+)
 from adwatch_notifier.retry import RetryPolicy, backoff_delay, next_delay
 
 DEFAULT = load_routes()
@@ -275,3 +286,30 @@ def test_secrets_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type
     monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
         load_settings(NotifierSettings)
+
+
+# --- issue 15: escaping, trimming, links ------------------------------------------------------
+def test_slack_mrkdwn_cannot_be_injected(alert_factory: Callable[..., Alert]) -> None:
+    import msgspec
+
+    evil = msgspec.structs.replace(
+        alert_factory(), alert_id="<!channel>", rule_set="<https://evil.example|click here> & <@U123>"
+    )
+    text = json.dumps(slack_message(evil))
+    assert "<!channel>" not in text and "<https://evil" not in text and "<@U123>" not in text
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+
+
+def test_pagerduty_event_trimmed_under_512_kb_with_client_and_links(alert_factory: Callable[..., Alert]) -> None:
+    links = Links(
+        "https://grafana.example/d/ads?var-country={country}&from={from_ms}", "https://runbooks.example/{alert_type}"
+    )
+    event = pagerduty_event(alert_factory(), "RK", links=links)
+    event["payload"]["custom_details"]["big"] = "x" * 600_000
+    trimmed = trim_event(event)
+    assert event_size(trimmed) <= PD_EVENT_MAX and trimmed["payload"]["custom_details"]["alert_id"]
+    assert trimmed["client"] == "adwatch" and trimmed["client_url"].startswith(
+        "https://grafana.example/d/ads?var-country=US"
+    )
+    assert [link["text"] for link in trimmed["links"]] == ["Dashboard", "Runbook"]
+    assert trimmed["links"][1]["href"] == "https://runbooks.example/ctr_drop"

@@ -55,7 +55,7 @@ class RecordedRequest:
 @dataclass
 class _Failure:
     status: int
-    retry_after: float | None
+    retry_after: float | str | None
     body: Body
 
 
@@ -97,8 +97,8 @@ class FakeHTTPServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=type(self).__name__, daemon=True)
 
     # --- programming ---
-    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: Body = None) -> None:
-        """Answer the next ``times`` requests with ``status`` (and ``Retry-After``)."""
+    def fail_next(self, status: int, times: int = 1, retry_after: float | str | None = None, body: Body = None) -> None:
+        """Answer the next ``times`` requests with ``status`` (and ``Retry-After``: seconds, or an HTTP-date text)."""
         with self._lock:
             self._failures.extend(_Failure(status, retry_after, body) for _ in range(times))
 
@@ -138,7 +138,9 @@ class FakeHTTPServer:
                 body = failure.body if failure.body is not None else self.failure_body(failure.status)
                 if isinstance(body, dict):
                     headers["Content-Type"] = "application/json"
-                if failure.retry_after is not None:
+                if isinstance(failure.retry_after, str):
+                    headers["Retry-After"] = failure.retry_after
+                elif failure.retry_after is not None:
                     headers["Retry-After"] = f"{failure.retry_after:g}"
             req.status = status
             self.requests.append(req)
