@@ -25,6 +25,7 @@ from adwatch_notifier.formatting import (
     trim_event,
 )
 from adwatch_notifier.retry import RetryPolicy, backoff_delay, next_delay
+from adwatch_notifier.settings import check_route_targets
 
 DEFAULT = load_routes()
 
@@ -313,3 +314,22 @@ def test_pagerduty_event_trimmed_under_512_kb_with_client_and_links(alert_factor
     )
     assert [link["text"] for link in trimmed["links"]] == ["Dashboard", "Runbook"]
     assert trimmed["links"][1]["href"] == "https://runbooks.example/ctr_drop"
+
+
+@pytest.mark.parametrize(
+    ("settings", "targets", "names"),
+    [
+        pytest.param(
+            {"channel": "slack", "slack_bot_token": "xoxb-1"}, [""], "SLACK_CHANNEL", id="bot-without-channel"
+        ),
+        pytest.param(
+            {"channel": "pagerduty", "pagerduty_routing_key": "RK"}, ["", "payments"], "payments", id="unknown-key-name"
+        ),
+    ],
+)
+def test_start_up_refuses_routes_the_settings_cannot_reach(
+    settings: dict[str, str], targets: list[str], names: str
+) -> None:
+    with pytest.raises(ConfigError, match=names):
+        check_route_targets(NotifierSettings(**settings), targets)  # type: ignore[arg-type]
+    check_route_targets(NotifierSettings(**settings), ["#ads"] if settings["channel"] == "slack" else [""])  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,8 @@ class FakeHTTPServer:
         self.requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
         self._holds: deque[float] = deque()
+        self.fail_when: Callable[[RecordedRequest], int | None] | None = None
+        """A status for the requests it picks (e.g. one alert's), else None: an outage of one alert."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         fake = self
@@ -130,6 +133,9 @@ class FakeHTTPServer:
     def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Body]:
         with self._changed:
             failure = self._failures.popleft() if self._failures else None
+            picked = self.fail_when(req) if self.fail_when is not None and failure is None else None
+            if picked is not None:
+                failure = _Failure(picked, None, None)
             hold = self._holds.popleft() if self._holds else 0.0
             if failure is None:
                 status, headers, body = self.answer(req)

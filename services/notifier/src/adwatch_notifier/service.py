@@ -25,7 +25,7 @@ from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunS
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
-from adwatch_notifier.settings import NotifierSettings, check_channel_settings
+from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
 from adwatch_notifier.stages import Lease, build_stages
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def run(
     metrics = metrics or default_metrics()
     check_channel_settings(settings)
     table = load_routes(settings.routes_file)
+    check_route_targets(settings, [r.target for r in table.routes if r.channel == settings.channel])
     channel = build_channel(settings, common.grafana_url, stream)
     topic, group = settings.alerts_topic, settings.consumer_group
     ensure_topics(common.kafka_bootstrap, [topic, settings.dlq_topic])
