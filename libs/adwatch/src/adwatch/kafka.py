@@ -108,7 +108,9 @@ def dead_letter(
     """
     raw = payload if isinstance(payload, bytes) else payload.encode()
     text = raw.decode("utf-8", "replace")
-    kept = [(k, v.encode() if isinstance(v, str) else v) for k, v in (headers or ()) if v is not None]
+    kept: list[tuple[str, str | bytes | None]] = [
+        (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or ()) if v is not None
+    ]
     record = DeadLetter(
         source_topic=source_topic,
         stage=stage,
@@ -120,7 +122,7 @@ def dead_letter(
         attempts=attempts,
         failed_at_ms=int(time.time() * 1000),
         payload_b64=base64.b64encode(raw).decode(),
-        headers={k: header_text(v) for k, v in kept},
+        headers={k: header_text(v) for k, v in kept if isinstance(v, bytes)},
         key_b64=base64.b64encode(key if isinstance(key, bytes) else key.encode()).decode() if key else "",
         target=target,
         reason_code=reason_code,

@@ -38,7 +38,7 @@ class Selection:
 class ReplayRecord:
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]
 
 
 def replay_record(letter: DeadLetter, channel: str) -> ReplayRecord:
