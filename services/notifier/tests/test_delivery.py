@@ -95,16 +95,16 @@ def test_sigkill_while_request_in_flight_then_restart(harness: Any, alert_factor
 
 def test_retry_after_then_permanent_then_deadline(harness: Any, alert_factory: Callable[..., Alert]) -> None:
     with FakeSlack() as slack:
-        slack.fail_next(429, retry_after=0.3)
-        slack.fail_next(200, body="ok")  # the retry of the first alert succeeds
-        slack.fail_next(400, body="invalid_blocks")  # second alert: permanent
-        slack.fail_next(500, times=100)  # third alert: server errors until the deadline
+        # Alerts are decided side by side now (a waiting one delays no other): failures per alert.
+        slack.fail_next(429, retry_after=0.3)  # the first request is the US alert's; its retry succeeds
+        slack.fail_when = lambda req: 400 if b"DE banner" in req.body else 500 if b"FR banner" in req.body else None
         harness.publish(alert_factory(country="US"), alert_factory(country="DE"), alert_factory(country="FR"))
         settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=1.0)
         stats = harness.run_once(settings, 3)
         requests = list(slack.requests)
     assert stats.outcomes == {Delivered(): 1, DeadLetter("permanent"): 1, DeadLetter("deadline"): 1}
-    assert requests[1].at - requests[0].at >= 0.3  # Retry-After honoured
+    us = [r for r in requests if b"US banner" in r.body]
+    assert len(us) == 2 and us[1].at - us[0].at >= 0.3  # Retry-After honoured
     permanent, deadline = harness.dead_letters(2)
     assert permanent.attempts == 1 and "clientError" in permanent.reason and "HTTP 400" in permanent.reason
     assert (
