@@ -75,6 +75,7 @@ FAST = {
     "pagerduty_min_interval_ms": 0,
     "claim_lease_seconds": 1.0,
     "request_timeout_seconds": 5.0,
+    "max_alert_age_seconds": 0,  # the test alerts are dated 2026-01-01
 }
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError
 from adwatch_notifier.ledger import KeyKind
-from adwatch_notifier.outcomes import DeadLetter, StageId
-from adwatch_notifier.stages import Envelope
+from adwatch_notifier.outcomes import DeadLetter, Defer, StageId, StageResult, Stop
+from adwatch_notifier.stages import Envelope, Stage
 
 T0_S = 2_000_000_000.0
 
@@ -97,7 +97,13 @@ class FuncChannel:
     default_target: str = "default-target"
     calls: list[tuple[str, str, str | None]] = field(default_factory=list)
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+    rendered: list[Alert] = field(default_factory=list)
+
+    def render(self, alert: Alert, target: str) -> object:
+        self.rendered.append(alert)
+        return {"alert": alert.alert_id, "severity": alert.severity}
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: object = None) -> Delivery:
         self.calls.append((alert.alert_id, target, ref))
         return self.send_fn(alert, target, ref)
 
@@ -130,3 +136,13 @@ class ListDeadLetters:
         if self.fail:
             raise RuntimeError("dead letter not acknowledged")
         self.written.append((stage, letter, env.attempts))
+
+
+def drive(stage: Stage, env: Envelope, clock: FakeClock) -> StageResult:
+    """Call ``stage`` as the run loop does: on :class:`Defer`, let the delay pass on ``clock`` and call again."""
+    while True:
+        result = stage(env)
+        if not isinstance(result, Defer):
+            return result
+        if clock.wait(result.delay_s):
+            return Stop()

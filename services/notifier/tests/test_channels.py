@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from adwatch.contracts import Alert
 from adwatch_dev.fakes import (
@@ -16,8 +20,11 @@ from adwatch_dev.fakes import (
     self_signed_cert,
     server_tls_context,
 )
-from adwatch_notifier import Delivered
-from adwatch_notifier.formatting import thread_id
+from adwatch_notifier import Delivered, NotifierSettings
+from adwatch_notifier.channels import build_channel
+from adwatch_notifier.delivery import DeliveryError
+
+from .conftest import make_alert
 
 
 def test_slack_webhook_firing_then_resolved(harness: Any, alert_factory: Callable[..., Alert]) -> None:
@@ -69,8 +76,9 @@ def test_email_threaded_plain(harness: Any, alert_factory: Callable[..., Alert])
         )
         assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         firing, resolved = sink.messages
-    root = thread_id("ctr_drop:US|banner")
-    assert firing["References"] == resolved["References"] == resolved["In-Reply-To"] == root
+    root = firing["Message-ID"]  # the thread's root is the firing mail, as actually sent
+    assert root and firing["In-Reply-To"] is None and firing["References"] is None
+    assert resolved["References"] == resolved["In-Reply-To"] == root
     assert firing["Message-ID"] != resolved["Message-ID"]
     assert resolved["Subject"] == "Re: " + firing["Subject"]
     assert "5.00% -> 2.00%" in firing.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -112,3 +120,33 @@ def test_console_prints_a_box(harness: Any, alert_factory: Callable[..., Alert])
     text = out.getvalue()
     assert "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)" in text
     assert "✅ Resolved" in text and "band 4.00% – 6.00%" in text and text.count("┌") == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retryable"),
+    [
+        pytest.param(200, {"ok": False, "error": "internal_error"}, True, id="internal_error"),
+        pytest.param(200, {"ok": False, "error": "service_unavailable"}, True, id="service_unavailable"),
+        pytest.param(500, {"ok": False, "error": "fatal_error"}, True, id="http-500"),
+        pytest.param(200, {"ok": False, "error": "invalid_blocks"}, False, id="invalid_blocks-permanent"),
+    ],
+)
+def test_slack_bot_transient_errors_are_retryable(status: int, body: dict[str, Any], retryable: bool) -> None:
+    with FakeSlack() as slack:
+        slack.fail_next(status, body=body)
+        settings = NotifierSettings(channel="slack", slack_bot_token="xoxb-test", slack_api_url=slack.api_url)
+        channel = build_channel(settings)
+        with pytest.raises(DeliveryError) as caught:
+            channel.send(make_alert(), "#ads")
+    assert caught.value.retryable is retryable
+    assert "xoxb-test" not in str(caught.value)
+
+
+def test_slack_retry_after_http_date_is_honoured() -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    with FakeSlack() as slack:
+        slack.fail_next(429, body={"ok": False, "error": "ratelimited"}, retry_after=when)
+        settings = NotifierSettings(channel="slack", slack_bot_token="xoxb-test", slack_api_url=slack.api_url)
+        with pytest.raises(DeliveryError) as caught:
+            build_channel(settings).send(make_alert(), "#ads")
+    assert caught.value.retry_after is not None and 25 <= caught.value.retry_after <= 31

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +17,9 @@ import pytest
 
 from adwatch.contracts import Alert, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook
-from adwatch_notifier import DeadLetter, Delivered, Hooks, Suppressed
+from adwatch_dev.testing import unique
+from adwatch_notifier import DeadLetter, Delivered, Hooks, Suppressed, run
+from adwatch_notifier.replay import Selection, choose
 
 
 class Clock:
@@ -90,16 +95,16 @@ def test_sigkill_while_request_in_flight_then_restart(harness: Any, alert_factor
 
 def test_retry_after_then_permanent_then_deadline(harness: Any, alert_factory: Callable[..., Alert]) -> None:
     with FakeSlack() as slack:
-        slack.fail_next(429, retry_after=0.3)
-        slack.fail_next(200, body="ok")  # the retry of the first alert succeeds
-        slack.fail_next(400, body="invalid_blocks")  # second alert: permanent
-        slack.fail_next(500, times=100)  # third alert: server errors until the deadline
+        # Alerts are decided side by side now (a waiting one delays no other): failures per alert.
+        slack.fail_next(429, retry_after=0.3)  # the first request is the US alert's; its retry succeeds
+        slack.fail_when = lambda req: 400 if b"DE banner" in req.body else 500 if b"FR banner" in req.body else None
         harness.publish(alert_factory(country="US"), alert_factory(country="DE"), alert_factory(country="FR"))
         settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=1.0)
         stats = harness.run_once(settings, 3)
         requests = list(slack.requests)
     assert stats.outcomes == {Delivered(): 1, DeadLetter("permanent"): 1, DeadLetter("deadline"): 1}
-    assert requests[1].at - requests[0].at >= 0.3  # Retry-After honoured
+    us = [r for r in requests if b"US banner" in r.body]
+    assert len(us) == 2 and us[1].at - us[0].at >= 0.3  # Retry-After honoured
     permanent, deadline = harness.dead_letters(2)
     assert permanent.attempts == 1 and "clientError" in permanent.reason and "HTTP 400" in permanent.reason
     assert (
@@ -134,3 +139,90 @@ def test_malformed_records_are_dead_lettered(harness: Any, alert_factory: Callab
     garbage, wrong = harness.dead_letters(2)
     assert garbage.reason.startswith("ContractError") and garbage.payload == "{not json"
     assert "severity" in wrong.reason and garbage.stage == "decode"
+
+
+def test_slack_500_on_one_alert_while_others_flow(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Issue 15: one alert's Slack outage (retried for minutes) delays the others by under a second."""
+    with FakeSlack() as slack:
+        slack.fail_when = lambda req: 500 if b"US banner" in req.body else None
+        settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, retry_deadline_seconds=600)
+        stop = harness.start(settings)
+        harness.publish(alert_factory(country="US"))  # keeps failing
+        slack.wait_for(2, timeout_s=60)  # the consumer runs, US failing and retried
+        others = [alert_factory(country=c) for c in ("DE", "FR", "GB", "IT")]
+        published = time.time()
+        harness.publish(*others)
+        got = [r for r in slack.wait_for(len(others), timeout_s=30, accepted=True)]
+        delays = [r.at - published for r in got]
+        stop.set()
+    assert len(got) == 4 and max(delays) < 1.5, delays
+    assert all(b"US banner" not in r.body for r in got)
+
+
+def test_dead_letter_keeps_bytes_and_trace_then_replay_delivers(
+    harness: Any, alert_factory: Callable[..., Alert]
+) -> None:
+    alert = alert_factory()
+    with FakeWebhook() as hook:
+        hook.fail_next(400)
+        settings = harness.settings("webhook", webhook_url=hook.url + "/hook")
+        traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        harness.producer.produce(
+            harness.alerts_topic, encode(alert), key=alert.fingerprint, headers=[("traceparent", traceparent)]
+        )
+        harness.producer.flush(10)
+        assert harness.run_once(settings, 1).outcomes == {DeadLetter("permanent"): 1}
+        [letter] = harness.dead_letters(1)
+        assert base64.b64decode(letter.payload_b64) == encode(alert)
+        assert letter.headers["traceparent"] == traceparent.decode() and letter.reason_code == "permanent"
+        assert letter.target == "webhook" and letter.channel == "webhook" and letter.attempts == 1
+        # replay: the original record goes back through the live chain, for this channel only
+        [record] = choose([(0, letter)], Selection("webhook"))
+        harness.producer.produce(harness.alerts_topic, record.value, key=record.key, headers=record.headers)
+        harness.producer.flush(10)
+        console = harness.run_once(harness.settings("console", group_id=unique("g-console")), 2, stream=io.StringIO())
+        assert console.outcomes == {Delivered(): 1, Suppressed("other_channel"): 1}
+        assert harness.run_once(settings, 1).outcomes == {Delivered(): 1}
+        assert len(hook.accepted) == 1
+
+
+def test_new_group_does_not_page_history(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """A week of history on the topic: a new channel group sends only what is recent."""
+    now_ms = int(time.time() * 1000)
+    old = [alert_factory(window_start_ms=now_ms - d * 86_400_000, country=c) for d, c in ((7, "US"), (3, "DE"))]
+    fresh = alert_factory(window_start_ms=now_ms - 120_000, country="FR")
+    harness.publish(*old, fresh)
+    out = io.StringIO()
+    stats = harness.run_once(harness.settings("console", max_alert_age_seconds=3600), 3, stream=out)
+    assert stats.outcomes == {Suppressed("too_old"): 2, Delivered(): 1}
+    assert "FR" in out.getvalue() and "US banner" not in out.getvalue()
+
+
+def test_firing_replayed_after_resolve_does_not_reopen(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    with FakePagerDuty() as pd:
+        settings = harness.settings("pagerduty", pagerduty_routing_key="RK-1", pagerduty_url=pd.url)
+        firing = alert_factory()
+        resolved = alert_factory(status="resolved", window_start_ms=firing.window_start_ms + 120_000)
+        harness.publish(firing, resolved, firing)
+        stats = harness.run_once(settings, 3)
+    assert stats.outcomes == {Delivered(): 2, Suppressed("stale"): 1}
+    assert [r.json()["event_action"] for r in pd.requests] == ["trigger", "resolve"]
+
+
+def test_redis_unavailable_defers_without_crash_or_commit(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Redis down: the notifier backs off (no crash loop, nothing committed); pointed at a live Redis it delivers."""
+    from adwatch.config import CommonSettings
+    from adwatch_dev.infra import free_port
+
+    harness.publish(alert_factory())
+    settings = harness.settings("console", group_id=unique("g-console"))
+    dead = CommonSettings(kafka_bootstrap=harness.kafka, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    stop = threading.Event()
+    timer = threading.Timer(4.0, stop.set)
+    timer.start()
+    out = io.StringIO()
+    stats = run(settings, stop, 1, common=dead, stream=out)  # returns when stopped: no exception
+    timer.cancel()
+    assert stats.processed == 0 and out.getvalue() == ""
+    again = harness.run_once(settings, 1, stream=out)  # same group: nothing was committed
+    assert again.outcomes == {Delivered(): 1}

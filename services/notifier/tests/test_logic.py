@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -12,8 +13,19 @@ from adwatch.errors import ConfigError
 from adwatch_notifier import NotifierSettings, check_channel_settings, classify_status, load_routes, parse_routes, route
 from adwatch_notifier.dedup import claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import classify_smtp, parse_retry_after
-from adwatch_notifier.formatting import FIELDS_MAX, HEADER_MAX, PD_SUMMARY_MAX, pagerduty_event, slack_message
+from adwatch_notifier.formatting import (
+    FIELDS_MAX,
+    HEADER_MAX,
+    PD_EVENT_MAX,
+    PD_SUMMARY_MAX,
+    Links,
+    event_size,
+    pagerduty_event,
+    slack_message,
+    trim_event,
+)
 from adwatch_notifier.retry import RetryPolicy, backoff_delay, next_delay
+from adwatch_notifier.settings import check_route_targets
 
 DEFAULT = load_routes()
 
@@ -174,7 +186,23 @@ def test_classify_smtp_and_retry_after() -> None:
     assert classify_smtp(451) == (True, "serverError")
     assert classify_smtp(554) == (False, "clientError")
     assert parse_retry_after("2") == 2.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        pytest.param("120", 120.0, id="delta-seconds"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 30.0, id="http-date"),
+        pytest.param("Wed, 21 Oct 2015 07:27:00 GMT", 0.0, id="http-date-past"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00", None, id="http-date-without-zone"),
+        pytest.param("-5", 0.0, id="negative"),
+        pytest.param("99999999", 3600.0, id="capped"),
+    ],
+)
+def test_retry_after_both_forms(header: str, seconds: float | None) -> None:
+    now = 1445412450.0  # 2015-10-21 07:27:30 UTC
+    assert parse_retry_after(header, now=now) == seconds
 
 
 def test_backoff_grows_with_jitter_and_stops_at_deadline() -> None:
@@ -259,3 +287,49 @@ def test_secrets_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type
     monkeypatch.setenv("ADWATCH_SECRETS_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
         load_settings(NotifierSettings)
+
+
+# --- issue 15: escaping, trimming, links ------------------------------------------------------
+def test_slack_mrkdwn_cannot_be_injected(alert_factory: Callable[..., Alert]) -> None:
+    import msgspec
+
+    evil = msgspec.structs.replace(
+        alert_factory(), alert_id="<!channel>", rule_set="<https://evil.example|click here> & <@U123>"
+    )
+    text = json.dumps(slack_message(evil))
+    assert "<!channel>" not in text and "<https://evil" not in text and "<@U123>" not in text
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+
+
+def test_pagerduty_event_trimmed_under_512_kb_with_client_and_links(alert_factory: Callable[..., Alert]) -> None:
+    links = Links(
+        "https://grafana.example/d/ads?var-country={country}&from={from_ms}", "https://runbooks.example/{alert_type}"
+    )
+    event = pagerduty_event(alert_factory(), "RK", links=links)
+    event["payload"]["custom_details"]["big"] = "x" * 600_000
+    trimmed = trim_event(event)
+    assert event_size(trimmed) <= PD_EVENT_MAX and trimmed["payload"]["custom_details"]["alert_id"]
+    assert trimmed["client"] == "adwatch" and trimmed["client_url"].startswith(
+        "https://grafana.example/d/ads?var-country=US"
+    )
+    assert [link["text"] for link in trimmed["links"]] == ["Dashboard", "Runbook"]
+    assert trimmed["links"][1]["href"] == "https://runbooks.example/ctr_drop"
+
+
+@pytest.mark.parametrize(
+    ("settings", "targets", "names"),
+    [
+        pytest.param(
+            {"channel": "slack", "slack_bot_token": "xoxb-1"}, [""], "SLACK_CHANNEL", id="bot-without-channel"
+        ),
+        pytest.param(
+            {"channel": "pagerduty", "pagerduty_routing_key": "RK"}, ["", "payments"], "payments", id="unknown-key-name"
+        ),
+    ],
+)
+def test_start_up_refuses_routes_the_settings_cannot_reach(
+    settings: dict[str, str], targets: list[str], names: str
+) -> None:
+    with pytest.raises(ConfigError, match=names):
+        check_route_targets(NotifierSettings(**settings), targets)  # type: ignore[arg-type]
+    check_route_targets(NotifierSettings(**settings), ["#ads"] if settings["channel"] == "slack" else [""])  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.outcomes import (
     Continue,
     DeadLetter,
+    Defer,
     Delivered,
     Outcome,
     StageId,
@@ -109,10 +110,15 @@ def test_outcome_is_acted_on_in_one_place(
 def test_unacknowledged_dead_letter_stops_before_metrics_and_commit() -> None:
     registry = CollectorRegistry()
     chain: list[Stage] = [FuncStage("decode", lambda env: DeadLetter("contract", "ContractError: x"))]
-    process = RecordProcessor(chain, "func", MemoryLedger(), ListDeadLetters(fail=True), NotifierMetrics(registry))
-    with pytest.raises(RuntimeError):
-        process(Envelope(b"x"))
+    letters = ListDeadLetters(fail=True)
+    process = RecordProcessor(chain, "func", MemoryLedger(), letters, NotifierMetrics(registry))
+    env = Envelope(b"x")
+    outcome = process(env)  # not a crash: the record waits (uncommitted) and the write is tried again
+    assert isinstance(outcome, Defer) and outcome.reason == "unavailable"
     assert sample(registry, "dead_letters_total", reason="contract") == 0
+    letters.fail = False
+    assert process(env) == DeadLetter("contract")  # the decision is kept; only the write is redone
+    assert sample(registry, "dead_letters_total", reason="contract") == 1 and len(letters.written) == 1
 
 
 def test_failed_attempts_are_counted_as_they_happen() -> None:
@@ -125,7 +131,12 @@ def test_failed_attempts_are_counted_as_they_happen() -> None:
 
 def chain_for(ledger: MemoryLedger, channel: FuncChannel, clock: FakeClock, **settings: object) -> RecordProcessor:
     """The real chain (``build_stages``) on the in-memory ledger."""
-    values: dict[str, object] = {"channel": "console", "retry_initial_seconds": 0.01, **settings}
+    values: dict[str, object] = {
+        "channel": "console",
+        "retry_initial_seconds": 0.01,
+        "max_alert_age_seconds": 0,
+        **settings,
+    }
     stages = build_stages(
         NotifierSettings(**values),  # type: ignore[arg-type]
         channel,

@@ -10,24 +10,28 @@ import pytest
 from adwatch.contracts import Alert, encode
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_value
 from adwatch_notifier.delivery import Delivery, DeliveryError
-from adwatch_notifier.outcomes import Continue, DeadLetter, StageResult, Stop, Suppressed
+from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, StageResult, Stop, Suppressed
 from adwatch_notifier.retry import RetryPolicy
 from adwatch_notifier.routing import load_routes, parse_routes
 from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.stages import (
     CONTINUE,
+    REPLAY_HEADER,
     DecodeStage,
     DedupStage,
     DeliverStage,
     Envelope,
+    Episode,
     Lease,
+    LifecycleStage,
     MarkSentStage,
+    RenderStage,
     RouteStage,
     build_stages,
 )
 
 from .conftest import make_alert
-from .fakes import T0_S, FakeClock, FuncChannel, MemoryLedger, failing
+from .fakes import T0_S, FakeClock, FuncChannel, MemoryLedger, drive, failing
 
 ME = Lease("me", 30.0)
 LIVE, DEAD = int((T0_S + 5) * 1000), int((T0_S - 5) * 1000)  # lease ends, in ms
@@ -50,6 +54,24 @@ def envelope(alert: Alert, **fields: object) -> Envelope:
         pytest.param(encode(ALERT), Continue(), id="valid"),
         pytest.param(b"{not json", DeadLetter("contract"), id="not-json"),
         pytest.param(encode(ALERT).replace(b'"high"', b'"apocalyptic"'), DeadLetter("contract"), id="bad-severity"),
+        pytest.param(
+            encode(ALERT).replace(str(ALERT.detected_at_ms).encode(), b"100000000000000000"),
+            DeadLetter("contract"),
+            id="far-future-timestamp",
+        ),
+        pytest.param(
+            encode(ALERT).replace(ALERT.alert_id.encode(), ALERT.alert_id.encode() + b"\\r\\nBcc: x@evil"),
+            DeadLetter("contract"),
+            id="crlf-in-id",
+        ),
+        pytest.param(
+            encode(ALERT).replace(b'"rule_set":"default"', b'"rule_set":"a\\nb"'),
+            DeadLetter("contract"),
+            id="newline-rule-set",
+        ),
+        pytest.param(
+            encode(ALERT).replace(ALERT.message.encode(), b"x" * 600_000), DeadLetter("contract"), id="600kb-message"
+        ),
     ],
 )
 def test_decode(value: bytes, expected: StageResult) -> None:
@@ -82,7 +104,7 @@ class RouteCase:
         ),
         pytest.param(
             RouteCase(
-                "pagerduty", make_alert(severity="low", status="resolved"), expected=Suppressed("unrouted"), target=""
+                "slack", make_alert(severity="low", status="resolved"), expected=Suppressed("never_notified"), target=""
             ),
             id="recovery-of-unpaged-firing",
         ),
@@ -187,10 +209,9 @@ def test_dedup(case: DedupCase) -> None:
         sent_ttl_s=3600,
         in_doubt_ok=case.in_doubt_ok,
         now=clock,
-        wait=clock.wait,
     )
     env = envelope(case.alert)
-    assert stage(env) == case.expected
+    assert drive(stage, env, clock) == case.expected
     assert (env.idem_held is not None) is case.holds_claim
     if case.holds_claim:
         assert env.idem_held == ledger.value("idem", case.alert.alert_id)
@@ -204,7 +225,7 @@ def test_dedup(case: DedupCase) -> None:
 def test_dedup_new_cooldown_blocks_the_next_alert_of_the_fingerprint() -> None:
     clock = FakeClock()
     ledger = MemoryLedger(clock)
-    stage = DedupStage(ledger, ME, cooldown_s=600, sent_ttl_s=3600, in_doubt_ok=False, now=clock, wait=clock.wait)
+    stage = DedupStage(ledger, ME, cooldown_s=600, sent_ttl_s=3600, in_doubt_ok=False, now=clock)
     assert stage(envelope(ALERT)) == Continue()
     assert stage(envelope(OTHER_WINDOW)) == Suppressed("cooldown")
     clock.s += 601
@@ -260,7 +281,6 @@ def test_deliver_retries(case: DeliverCase) -> None:
         POLICY,
         sent_ttl_s=3600,
         now=clock,
-        wait=clock.wait,
         monotonic=clock,
         rand=lambda: 0.0,
         on_failure=lambda err: failures.append(err.reason),
@@ -268,7 +288,7 @@ def test_deliver_retries(case: DeliverCase) -> None:
     claim = claim_value("claimed", "me", LIVE)
     ledger.put("idem", ALERT.alert_id, claim, 3600)
     env = envelope(ALERT, idem_held=claim, target="#t")
-    assert stage(env) == case.expected
+    assert drive(stage, env, clock) == case.expected
     assert env.attempts == case.attempts == len(channel.calls)
     assert clock.waits == case.waits
     assert len(failures) == case.attempts - (1 if case.succeeds else 0)
@@ -280,9 +300,7 @@ def test_deliver_retries(case: DeliverCase) -> None:
 
 def test_deliver_dead_letter_detail_names_the_error_not_the_secret() -> None:
     clock = FakeClock()
-    stage = DeliverStage(
-        FuncChannel(failing(REFUSED)), MemoryLedger(clock), ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait
-    )
+    stage = DeliverStage(FuncChannel(failing(REFUSED)), MemoryLedger(clock), ME, POLICY, sent_ttl_s=60, now=clock)
     result = stage(envelope(ALERT))
     assert isinstance(result, DeadLetter)
     assert result.detail == "permanent clientError: HTTP 400 invalid_blocks"
@@ -293,7 +311,7 @@ def test_deliver_lost_lease_leaves_it_to_the_new_owner() -> None:
     ledger = MemoryLedger(clock)
     ledger.put("idem", ALERT.alert_id, claim_value("claimed", "other", LIVE), 60)  # taken over while we waited
     channel = FuncChannel()
-    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)
+    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock)
     env = envelope(ALERT, idem_held=claim_value("claimed", "me", DEAD), cooldown_held="x|1")
     assert stage(env) == Suppressed("duplicate")
     assert not channel.calls and env.idem_held is None and env.cooldown_held is None
@@ -312,7 +330,7 @@ def test_deliver_passes_the_firing_ref(alert: Alert, ref: str, sent_ref: str | N
     ledger = MemoryLedger(clock)
     ledger.put("ref", alert.fingerprint, ref, 60)
     channel = FuncChannel()
-    DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)(envelope(alert, target="#t"))
+    DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock)(envelope(alert, target="#t"))
     assert channel.calls == [(alert.alert_id, "#t", sent_ref)]
 
 
@@ -322,8 +340,11 @@ def test_deliver_waits_for_the_shared_rate_limit_slot() -> None:
     assert ledger.acquire_slot("#t", 1000) == 0.0  # another replica just sent to #t
     clock.s += 0.25
     channel = FuncChannel(min_interval_ms=1000)
-    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock, wait=clock.wait)
-    assert stage(envelope(ALERT, target="#t")) == Continue()
+    stage = DeliverStage(channel, ledger, ME, POLICY, sent_ttl_s=60, now=clock)
+    env = envelope(ALERT, target="#t")
+    assert stage(env) == Defer(pytest.approx(0.75), "rate_limit")  # no sleeping in the stage: the loop holds it
+    assert not channel.calls and env.attempts == 0
+    assert drive(stage, env, clock) == Continue()
     assert clock.waits == [pytest.approx(0.75)] and len(channel.calls) == 1
 
 
@@ -362,4 +383,147 @@ def test_build_stages_order_and_ids() -> None:
         ME,
         threading.Event(),
     )
-    assert [s.id for s in stages] == ["decode", "route", "dedup", "deliver", "mark_sent"]
+    assert [s.id for s in stages] == ["decode", "lifecycle", "route", "render", "dedup", "deliver", "mark_sent"]
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LifecycleCase:
+    alert: Alert
+    resolved_window: int | None = None  # the fingerprint's last recovery window, before
+    episode: str | None = None  # severity this channel delivered for the open episode
+    max_age_s: float = 0
+    now_s: float = T0_S
+    replay_for: str | None = None
+    expected: StageResult = CONTINUE
+    severity_after: str | None = None
+
+
+W = ALERT.window_start_ms
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(LifecycleCase(ALERT), id="firing-new"),
+        pytest.param(
+            LifecycleCase(ALERT, resolved_window=W + 60_000, expected=Suppressed("stale")), id="firing-after-resolve"
+        ),
+        pytest.param(LifecycleCase(ALERT, resolved_window=W, expected=Suppressed("stale")), id="firing-same-window"),
+        pytest.param(LifecycleCase(ALERT, resolved_window=W - 60_000), id="new-episode-after-resolve"),
+        pytest.param(
+            LifecycleCase(
+                ALERT, max_age_s=3600, now_s=ALERT.detected_at_ms / 1000 + 3601, expected=Suppressed("too_old")
+            ),
+            id="history-not-paged",
+        ),
+        pytest.param(LifecycleCase(ALERT, max_age_s=3600, now_s=ALERT.detected_at_ms / 1000 + 5), id="fresh"),
+        pytest.param(
+            LifecycleCase(make_alert(status="resolved", severity="low"), episode="critical", severity_after="critical"),
+            id="resolve-carries-episode-severity",
+        ),
+        pytest.param(
+            LifecycleCase(make_alert(status="resolved"), max_age_s=1, now_s=T0_S * 10), id="old-resolve-still-closes"
+        ),
+        pytest.param(
+            LifecycleCase(ALERT, replay_for="pagerduty", expected=Suppressed("other_channel")), id="replay-other"
+        ),
+        pytest.param(LifecycleCase(ALERT, replay_for="func"), id="replay-mine"),
+    ],
+)
+def test_lifecycle(case: LifecycleCase) -> None:
+    ledger = MemoryLedger()
+    fp = case.alert.fingerprint
+    if case.resolved_window is not None:
+        ledger.put("resolved", fp, str(case.resolved_window), 60)
+    if case.episode is not None:
+        ledger.put("episode", fp, Episode(case.episode, "#oncall").encode(), 60)
+    env = envelope(case.alert)
+    if case.replay_for:
+        env.headers = [(REPLAY_HEADER, case.replay_for.encode())]
+    stage = LifecycleStage(ledger, "func", max_age_s=case.max_age_s, ttl_s=60, now=lambda: case.now_s)
+    assert stage(env) == case.expected
+    assert env.decoded.severity == (case.severity_after or case.alert.severity)
+    if case.alert.status == "resolved":
+        assert ledger.value("resolved", fp) == str(case.alert.window_start_ms)
+
+
+def test_resolve_before_firing_then_firing_is_dropped() -> None:
+    """Out of order: the recovery is not sent (nothing delivered), and the late firing does not page."""
+    clock = FakeClock()
+    ledger, channel = MemoryLedger(clock), FuncChannel(name="slack")
+    stages = build_stages(
+        NotifierSettings(channel="console", max_alert_age_seconds=0),
+        channel,
+        load_routes(),
+        ledger,
+        ME,
+        threading.Event(),
+        now=clock,
+    )
+    later_resolve = make_alert(status="resolved", window_start_ms=W + 120_000)
+    results = []
+    for alert in (later_resolve, ALERT):
+        env = envelope(alert)
+        env.alert = None
+        for stage in stages:
+            result = stage(env)
+            if result != CONTINUE:
+                break
+        results.append(result)
+    assert results == [Suppressed("never_notified"), Suppressed("stale")] and not channel.calls
+
+
+@pytest.mark.parametrize(
+    ("channel", "episode", "notified", "expected", "target"),
+    [
+        pytest.param(
+            "slack", Episode("critical", "#war-room"), False, CONTINUE, "#war-room", id="follows-episode-target"
+        ),
+        pytest.param("slack", None, False, Suppressed("never_notified"), "", id="undelivered-firing"),
+        pytest.param("pagerduty", None, False, CONTINUE, "default-target", id="pagerduty-after-ledger-loss"),
+    ],
+)
+def test_route_recovery(
+    channel: str, episode: Episode | None, notified: bool, expected: StageResult, target: str
+) -> None:
+    env = envelope(make_alert(status="resolved", severity="low"))
+    env.episode = episode
+    stage = RouteStage(load_routes(), FuncChannel(name=channel, provider_dedup=channel == "pagerduty"), MemoryLedger())
+    assert stage(env) == expected
+    assert env.target == target
+
+
+def test_severity_increase_renotifies_within_cooldown() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    stage = DedupStage(ledger, ME, cooldown_s=600, sent_ttl_s=3600, in_doubt_ok=False, now=clock)
+    assert stage(envelope(ALERT)) == CONTINUE
+    worse = make_alert(severity="critical", window_start_ms=W + 60_000)
+    same = make_alert(severity="high", window_start_ms=W + 120_000)
+    assert stage(envelope(same, episode=Episode("high", "#t"))) == Suppressed("cooldown")
+    assert stage(envelope(worse, episode=Episode("high", "#t"))) == CONTINUE
+
+
+def test_mark_sent_records_the_episode_with_the_highest_severity() -> None:
+    ledger = MemoryLedger()
+    env = envelope(make_alert(severity="medium"), target="#t", delivery=Delivery("f", "#t", "C1|1"))
+    env.episode = Episode("critical", "#t")
+    MarkSentStage(ledger, sent_ttl_s=60)(env)
+    recorded = Episode.parse(ledger.value("episode", ALERT.fingerprint))
+    assert recorded is not None and (recorded.severity, recorded.target) == ("critical", "#t")
+    MarkSentStage(ledger, sent_ttl_s=60)(envelope(RESOLVED, delivery=Delivery("f", "#t")))
+    assert ledger.value("episode", ALERT.fingerprint) is None
+
+
+# --- render ----------------------------------------------------------------------------------
+def test_render_failure_is_parked_before_any_claim() -> None:
+    def boom(alert: Alert, target: str) -> object:
+        raise ValueError("year 5138 is out of range")
+
+    channel = FuncChannel()
+    channel.render = boom  # type: ignore[method-assign]
+    ledger = MemoryLedger()
+    result = RenderStage(channel)(envelope(ALERT))
+    assert result == DeadLetter("render") and "ValueError" in result.detail  # type: ignore[union-attr]
+    assert ledger.value("idem", ALERT.alert_id) is None

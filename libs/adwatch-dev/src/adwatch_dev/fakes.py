@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +56,7 @@ class RecordedRequest:
 @dataclass
 class _Failure:
     status: int
-    retry_after: float | None
+    retry_after: float | str | None
     body: Body
 
 
@@ -66,6 +67,8 @@ class FakeHTTPServer:
         self.requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
         self._holds: deque[float] = deque()
+        self.fail_when: Callable[[RecordedRequest], int | None] | None = None
+        """A status for the requests it picks (e.g. one alert's), else None: an outage of one alert."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         fake = self
@@ -97,8 +100,8 @@ class FakeHTTPServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=type(self).__name__, daemon=True)
 
     # --- programming ---
-    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: Body = None) -> None:
-        """Answer the next ``times`` requests with ``status`` (and ``Retry-After``)."""
+    def fail_next(self, status: int, times: int = 1, retry_after: float | str | None = None, body: Body = None) -> None:
+        """Answer the next ``times`` requests with ``status`` (and ``Retry-After``: seconds, or an HTTP-date text)."""
         with self._lock:
             self._failures.extend(_Failure(status, retry_after, body) for _ in range(times))
 
@@ -130,6 +133,9 @@ class FakeHTTPServer:
     def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Body]:
         with self._changed:
             failure = self._failures.popleft() if self._failures else None
+            picked = self.fail_when(req) if self.fail_when is not None and failure is None else None
+            if picked is not None:
+                failure = _Failure(picked, None, None)
             hold = self._holds.popleft() if self._holds else 0.0
             if failure is None:
                 status, headers, body = self.answer(req)
@@ -138,7 +144,9 @@ class FakeHTTPServer:
                 body = failure.body if failure.body is not None else self.failure_body(failure.status)
                 if isinstance(body, dict):
                     headers["Content-Type"] = "application/json"
-                if failure.retry_after is not None:
+                if isinstance(failure.retry_after, str):
+                    headers["Retry-After"] = failure.retry_after
+                elif failure.retry_after is not None:
                     headers["Retry-After"] = f"{failure.retry_after:g}"
             req.status = status
             self.requests.append(req)

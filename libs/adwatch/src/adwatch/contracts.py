@@ -57,7 +57,15 @@ SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
-EpochMs = Annotated[int, msgspec.Meta(ge=0, description="UTC epoch milliseconds")]
+EPOCH_MS_MAX = 4_102_444_800_000  # 2100-01-01 UTC: a larger value is a unit mistake (microseconds), not a date
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=EPOCH_MS_MAX, description="UTC epoch milliseconds (before 2100)")]
+Identifier = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="printable ASCII without spaces or control characters (safe in mail headers and URLs)",
+    ),
+]
 
 
 class ContractError(AdwatchError):
@@ -121,8 +129,8 @@ class SegmentWindow(msgspec.Struct, frozen=True, kw_only=True):
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
     """A firing or resolved anomaly on one segment, with the evidence behind it."""
 
-    alert_id: str
-    fingerprint: str
+    alert_id: Identifier
+    fingerprint: Identifier
     status: AlertStatus
     alert_type: AlertType
     severity: Severity
@@ -140,8 +148,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     window_start_ms: EpochMs
     window_end_ms: EpochMs
     detected_at_ms: EpochMs
-    message: str
-    rule_set: str = "default"
+    message: Annotated[str, msgspec.Meta(max_length=4096)]
+    rule_set: Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{0,255}$")] = "default"
     schema_version: int = SCHEMA_VERSION
 
 
@@ -170,6 +178,14 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     channel: str | None = None
     attempts: int = 0
     failed_at_ms: EpochMs = 0
+    payload_b64: str = ""
+    """The original bytes, base64 (``payload`` is their lossy UTF-8 text, for reading)."""
+    headers: dict[str, str] = {}
+    """The original record's headers (``traceparent`` kept); a value that is not UTF-8 is ``base64:<b64>``."""
+    key_b64: str = ""
+    target: str = ""
+    reason_code: str = ""
+    """The closed-set reason (``permanent``, ``deadline``, ``contract``...); ``reason`` is the human text."""
     schema_version: int = SCHEMA_VERSION
 
 

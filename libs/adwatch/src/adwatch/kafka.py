@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -96,9 +97,20 @@ def dead_letter(
     offset: int = -1,
     channel: str | None = None,
     attempts: int = 0,
+    headers: Sequence[tuple[str, bytes | str | None]] | None = None,
+    target: str = "",
+    reason_code: str = "",
 ) -> DeadLetter:
-    """Park a record with the reason; failures are data, never silently dropped."""
-    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    """Park a record with the reason; failures are data, never silently dropped.
+
+    The original bytes travel base64 (``payload_b64``) and the original headers are kept, both
+    on the record and on the DLQ message itself (so ``traceparent`` links the failure to its trace).
+    """
+    raw = payload if isinstance(payload, bytes) else payload.encode()
+    text = raw.decode("utf-8", "replace")
+    kept: list[tuple[str, str | bytes | None]] = [
+        (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or ()) if v is not None
+    ]
     record = DeadLetter(
         source_topic=source_topic,
         stage=stage,
@@ -109,6 +121,23 @@ def dead_letter(
         channel=channel,
         attempts=attempts,
         failed_at_ms=int(time.time() * 1000),
+        payload_b64=base64.b64encode(raw).decode(),
+        headers={k: header_text(v) for k, v in kept if isinstance(v, bytes)},
+        key_b64=base64.b64encode(key if isinstance(key, bytes) else key.encode()).decode() if key else "",
+        target=target,
+        reason_code=reason_code,
     )
-    producer.produce(topic, value=encode(record), key=key)
+    producer.produce(topic, value=encode(record), key=key, headers=kept or None)
     return record
+
+
+def header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 when it is, else ``base64:<b64>`` (reversed by :func:`header_bytes`)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(value).decode()
+
+
+def header_bytes(text: str) -> bytes:
+    return base64.b64decode(text[7:]) if text.startswith("base64:") else text.encode()

@@ -75,8 +75,12 @@ def cooldown_value(alert_id: str, until_ms: int) -> str:
     return f"{alert_id}|{until_ms}"
 
 
-def cooldown_decision(status: str, value: str | None, alert_id: str, now_ms: int) -> Decision:
-    """Firing alerts of one fingerprint are sent at most once per cooldown; resolved ones always."""
+def cooldown_decision(status: str, value: str | None, alert_id: str, now_ms: int, escalated: bool = False) -> Decision:
+    """Firing alerts of one fingerprint are sent at most once per cooldown; resolved ones always.
+
+    ``escalated``: the alert is more severe than what this channel delivered for the episode: it
+    re-notifies at once (and starts a new cooldown).
+    """
     if status == "resolved":
         return Decision("send", "resolved")
     if value is None:
@@ -84,6 +88,8 @@ def cooldown_decision(status: str, value: str | None, alert_id: str, now_ms: int
     holder, _, until = value.partition("|")
     if holder == alert_id:
         return Decision("send", "own")  # our own earlier claim (e.g. crash before sending)
+    if escalated:
+        return Decision("send", "escalated")
     try:
         active = int(until) > now_ms
     except ValueError:

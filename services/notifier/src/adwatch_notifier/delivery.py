@@ -6,7 +6,9 @@ Reasons use Alertmanager's vocabulary so dashboards read the same:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from adwatch.errors import AdwatchError
@@ -67,15 +69,29 @@ def http_error(status: int, detail: str, retry_after: str | float | None = None)
     )
 
 
-def parse_retry_after(value: str | float | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form); None when absent or unparsable."""
+RETRY_AFTER_MAX_S = 3600.0  # a provider asking for more than an hour is answered by the deadline
+
+
+def parse_retry_after(value: str | float | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    ``now`` (epoch seconds) is the clock the date is compared with; None when absent or unparsable.
+    """
     if value is None:
         return None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(str(value))
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 
 
 def transport_error(exc: BaseException) -> DeliveryError:

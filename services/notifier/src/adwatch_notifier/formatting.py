@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,44 @@ PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warnin
 # Block Kit limits (api.slack.com/reference/block-kit): header 150, section 3000, field 2000, 10 fields, 50 blocks.
 HEADER_MAX, SECTION_MAX, FIELD_MAX, FIELDS_MAX, BLOCKS_MAX = 150, 3000, 2000, 10, 50
 PD_SUMMARY_MAX, PD_DEDUP_MAX = 1024, 255
+
+
+PD_EVENT_MAX = 512 * 1024  # Events API v2 refuses larger events
+PD_CLIENT = "adwatch"
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where an alert points: a dashboard view of its segment and time, and its type's runbook.
+
+    Templates use ``{country}``, ``{ad_format}``, ``{alert_type}``, ``{from_ms}``, ``{to_ms}``;
+    a template without placeholders is used as is (the dashboard's front page).
+    """
+
+    dashboard: str = ""
+    runbook: str = ""
+
+    def for_alert(self, alert: Alert) -> list[tuple[str, str]]:
+        fields = {
+            "country": alert.country,
+            "ad_format": alert.ad_format,
+            "alert_type": alert.alert_type,
+            "from_ms": alert.window_start_ms - 3_600_000,
+            "to_ms": alert.window_end_ms + 900_000,
+        }
+        out: list[tuple[str, str]] = []
+        for text, template in (("Dashboard", self.dashboard), ("Runbook", self.runbook)):
+            if template:
+                try:
+                    out.append((text, template.format(**fields)))
+                except (KeyError, IndexError, ValueError):
+                    out.append((text, template))
+        return out
+
+
+def mrkdwn(text: object) -> str:
+    """Slack mrkdwn escaping: ``&``, ``<``, ``>`` (no ``<!channel>``, no injected links)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clip(text: str, limit: int) -> str:
@@ -67,10 +107,10 @@ def evidence(alert: Alert) -> dict[str, Any]:
 
 
 # --- Slack ----------------------------------------------------------------------------------
-def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
+def slack_message(alert: Alert, grafana_url: str = "", links: Links = Links()) -> dict[str, Any]:
     """``text`` (notification fallback), ``blocks`` and a colour bar by severity / recovery."""
     grafana_url = alert_link(grafana_url, alert)
-    ev = evidence(alert)
+    ev = {k: mrkdwn(v) for k, v in evidence(alert).items()}
     emoji = "✅" if alert.status == "resolved" else SEVERITY_EMOJI.get(alert.severity, "⚪")
     fields = [
         f"*Country*\n{ev['country']}",
@@ -81,7 +121,7 @@ def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
         f"*Expected value*\n{ev['expected']} (band {ev['band']})",
         f"*Change*\n{ev['change_pct']}",
         f"*Time*\n{ev['window']}",
-        f"*Alert id*\n`{ev['alert_id']}`",
+        f"*Alert id*\n{ev['alert_id']}",
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": clip(alert.message, HEADER_MAX), "emoji": True}},
@@ -103,13 +143,10 @@ def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
             ],
         },
     ]
-    if grafana_url:
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": clip(f"<{grafana_url}|📈 Open the Grafana dashboard>", SECTION_MAX)},
-            }
-        )
+    urls = links.for_alert(alert) or ([("Open the Grafana dashboard", grafana_url)] if grafana_url else [])
+    if urls:
+        text = " · ".join(f"<{_slack_url(url)}|{mrkdwn(name)}>" for name, url in urls)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_MAX)}})
     color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
     return {
         "text": clip(alert.message, SECTION_MAX),
@@ -118,9 +155,18 @@ def slack_message(alert: Alert, grafana_url: str = "") -> dict[str, Any]:
     }
 
 
+def _slack_url(url: str) -> str:
+    """A configured URL inside ``<url|text>``: ``|`` and ``>`` would end it early."""
+    return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
+
+
 # --- PagerDuty ------------------------------------------------------------------------------
-def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "") -> dict[str, Any]:
-    """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint."""
+def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "", links: Links = Links()) -> dict[str, Any]:
+    """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint.
+
+    ``client``/``client_url`` name adwatch and its dashboard; the event is trimmed under 512 KB
+    (``custom_details`` values are clipped, then dropped) so PagerDuty never refuses it for size.
+    """
     grafana_url = alert_link(grafana_url, alert)
     dedup_key = alert.fingerprint[:PD_DEDUP_MAX]
     if alert.status == "resolved":
@@ -139,9 +185,29 @@ def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "") -> di
             "class": alert.alert_type,
             "custom_details": evidence(alert),
         },
+        "client": PD_CLIENT,
     }
-    if grafana_url:
-        event["links"] = [{"href": grafana_url, "text": "Grafana dashboard"}]
+    urls = links.for_alert(alert) or ([("Grafana dashboard", grafana_url)] if grafana_url else [])
+    if urls:
+        event["links"] = [{"href": url, "text": text} for text, url in urls]
+        event["client_url"] = urls[0][1]
+    return trim_event(event)
+
+
+def event_size(event: dict[str, Any]) -> int:
+    return len(json.dumps(event, ensure_ascii=False).encode())
+
+
+def trim_event(event: dict[str, Any], limit: int = PD_EVENT_MAX) -> dict[str, Any]:
+    """Clip the longest ``custom_details`` values until the event fits in ``limit`` bytes."""
+    details: dict[str, Any] = event.get("payload", {}).get("custom_details", {})
+    while event_size(event) > limit and details:
+        name = max(details, key=lambda k: len(str(details[k])))
+        value = str(details[name])
+        if len(value) <= 64:
+            details.pop(name)
+            continue
+        details[name] = clip(value, max(64, len(value) // 2))
     return event
 
 

@@ -9,12 +9,37 @@ one (alert, channel).
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import functools
+from collections.abc import Callable
+from typing import Literal, ParamSpec, Protocol, TypeVar
 
 import redis
 
-KeyKind = Literal["idem", "cooldown", "ref"]
-"""``idem``: per alert id; ``cooldown`` and ``ref``: per fingerprint (see the README)."""
+from adwatch.errors import AdwatchError
+
+KeyKind = Literal["idem", "cooldown", "ref", "episode", "resolved"]
+"""``idem``: per alert id; ``cooldown``, ``ref``, ``episode``, ``resolved``: per fingerprint (see the README)."""
+
+
+class LedgerUnavailableError(AdwatchError):
+    """The ledger did not answer (Redis down or timing out): try the record again later, never park it."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Redis connection and timeout errors become :class:`LedgerUnavailableError` (no URL in the text)."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            raise LedgerUnavailableError(f"redis unavailable: {type(exc).__name__}") from None
+
+    return call
 
 
 class Ledger(Protocol):
@@ -64,25 +89,31 @@ class RedisLedger:
     def key(self, kind: str, name: str) -> str:
         return self.base.format(kind=kind) + name
 
+    @_guarded
     def get(self, kind: KeyKind, name: str) -> str | None:
         value = self.r.get(self.key(kind, name))
         return value.decode() if isinstance(value, bytes) else value
 
+    @_guarded
     def swap(self, kind: KeyKind, name: str, expected: str | None, value: str, ttl_s: int) -> bool:
         key = self.key(kind, name)
         if expected is None:
             return bool(self.r.set(key, value, nx=True, ex=max(1, ttl_s)))
         return bool(self._cas(keys=[key], args=[expected, value, max(1, ttl_s)]))
 
+    @_guarded
     def delete_if(self, kind: KeyKind, name: str, expected: str) -> bool:
         return bool(self._cas(keys=[self.key(kind, name)], args=[expected, "", 1]))
 
+    @_guarded
     def put(self, kind: KeyKind, name: str, value: str, ttl_s: int) -> None:
         self.r.set(self.key(kind, name), value, ex=max(1, ttl_s))
 
+    @_guarded
     def delete(self, kind: KeyKind, name: str) -> None:
         self.r.delete(self.key(kind, name))
 
+    @_guarded
     def acquire_slot(self, target: str, interval_ms: int) -> float:
         if interval_ms <= 0:
             return 0.0

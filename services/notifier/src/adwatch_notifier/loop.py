@@ -4,11 +4,18 @@ Everything a stage only *says* happens here, in one place: claims are released, 
 letters written (and acknowledged before the commit), metrics recorded, the outcome
 logged. :class:`RecordProcessor` does it for one record and needs no broker;
 :func:`consume` is the Kafka side around it.
+
+Nothing stops the loop: an exception in a stage becomes a classified outcome (the ledger
+unavailable: ``Defer``, anything else: ``DeadLetter("internal")``); a deferred record waits in
+the :class:`~adwatch_notifier.schedule.RetrySchedule` while the loop keeps polling, so one
+failing alert delays no other and no wait outlives ``max.poll.interval.ms``; a failed
+commit is handled like a rebalance (held records forgotten, partitions rewound).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -16,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
 
 from adwatch.kafka import dead_letter, make_producer
@@ -32,10 +39,13 @@ from adwatch.telemetry import (
     trace_id_exemplar,
 )
 from adwatch_notifier.delivery import DeliveryError
-from adwatch_notifier.ledger import Ledger
+from adwatch_notifier.ledger import Ledger, LedgerUnavailableError
 from adwatch_notifier.metrics import NotifierMetrics
-from adwatch_notifier.outcomes import Continue, DeadLetter, Delivered, Outcome, StageId, Stop, Suppressed
+from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Delivered, Outcome, StageId, Stop, Suppressed
+from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.stages import Clock, Envelope, Stage
+
+UNAVAILABLE_BACKOFF_S = (0.5, 30.0)  # first and longest wait while Redis or the DLQ does not answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -80,6 +90,9 @@ class KafkaDeadLetters:
                 offset=env.offset,
                 channel=channel,
                 attempts=env.attempts,
+                headers=env.headers,
+                target=env.target,
+                reason_code=letter.reason,
             )
             if self.producer.flush(30) > 0 or self.errors:
                 errors, self.errors[:] = list(self.errors), []
@@ -90,24 +103,58 @@ class KafkaDeadLetters:
 
 
 def run_chain(stages: Sequence[Stage], env: Envelope) -> tuple[Outcome, StageId | None]:
-    """Run the stages in order until one does not say continue; that stage's id comes back too."""
-    for stage in stages:
-        result = stage(env)
+    """Run the stages in order (from ``env.resume_at``) until one does not say continue.
+
+    That stage's id comes back too. An exception is classified here, never raised: the ledger
+    not answering is a :class:`Defer` (retry later, no commit); anything else parks the record
+    with the exception's type (its text may hold a URL, so only a clipped, URL-free part).
+    """
+    for index in range(env.resume_at, len(stages)):
+        stage = stages[index]
+        try:
+            result = stage(env)
+        except LedgerUnavailableError as exc:
+            result = Defer(unavailable_delay(env), "unavailable", str(exc))
+        except Exception as exc:
+            logger.exception("stage %s raised", stage.id, extra={"stage": stage.id})
+            result = DeadLetter("internal", f"internal {stage.id}: {type(exc).__name__}: {_scrub(str(exc))}")
+        if isinstance(result, Defer):
+            env.resume_at = index
+            if result.reason != "unavailable":
+                env.unavailable = 0
+            return result, stage.id
         if not isinstance(result, Continue):
             return result, stage.id
     return DELIVERED, None
 
 
+def unavailable_delay(env: Envelope) -> float:
+    """Exponential backoff while a dependency does not answer: 0.5 s, 1 s, 2 s ... 30 s."""
+    first, longest = UNAVAILABLE_BACKOFF_S
+    env.unavailable += 1
+    return float(min(longest, first * 2 ** (env.unavailable - 1)))
+
+
+def _scrub(text: str) -> str:
+    """No URL (they may carry tokens) and no more than 200 characters of an exception's text."""
+    return re.sub(r"\w+://\S+", "<url>", text)[:200]
+
+
 def release(ledger: Ledger, env: Envelope) -> None:
-    """Give up our claims so that a replay of the record (or a parked one's) may send it later."""
+    """Give up our claims so that a replay of the record (or a parked one's) may send it later.
+
+    Best effort: with the ledger down the claims lapse with their lease.
+    """
     if env.alert is None:
         return
-    if env.idem_held:
-        ledger.delete_if("idem", env.alert.alert_id, env.idem_held)
-        env.idem_held = None
-    if env.cooldown_held:
-        ledger.delete_if("cooldown", env.alert.fingerprint, env.cooldown_held)
-        env.cooldown_held = None
+    try:
+        if env.idem_held:
+            ledger.delete_if("idem", env.alert.alert_id, env.idem_held)
+        if env.cooldown_held:
+            ledger.delete_if("cooldown", env.alert.fingerprint, env.cooldown_held)
+    except LedgerUnavailableError:
+        logger.warning("claims not released (ledger unavailable): they lapse with their lease")
+    env.idem_held = env.cooldown_held = None
 
 
 class RecordProcessor:
@@ -129,6 +176,9 @@ class RecordProcessor:
         self.wall_clock, self.monotonic = wall_clock, monotonic
 
     def __call__(self, env: Envelope) -> Outcome:
+        if env.pending_letter is not None:  # decided before; only its dead letter was not acknowledged
+            parked_at, letter = env.pending_letter
+            return self._park(env, parked_at, letter, {"channel": self.channel, "stage": parked_at})
         outcome, stage = run_chain(self.stages, env)
         fields: dict[str, Any] = {"channel": self.channel, "stage": stage, "outcome": outcome.label}
         if env.alert is not None:
@@ -140,22 +190,30 @@ class RecordProcessor:
                 release(self.ledger, env)
                 self.metrics.suppressed.labels(self.channel, reason).inc()
                 self.metrics.notifications.labels(self.channel, outcome.kind).inc()
-            case DeadLetter(reason=reason):
+            case DeadLetter():
                 assert stage is not None
                 release(self.ledger, env)
-                self.dead_letters.write(env, stage, outcome, self.channel)
-                self.metrics.dead_letters.labels(self.channel, reason).inc()
-                self.metrics.notifications.labels(self.channel, outcome.kind).inc()
-                logger.warning(
-                    "parked alert: channel=%s stage=%s reason=%s",
-                    self.channel,
-                    stage,
-                    outcome.detail,
-                    extra=fields,
-                )
+                return self._park(env, stage, outcome, fields)
+            case Defer(reason=reason):
+                self.metrics.deferred.labels(self.channel, reason).inc()
+                if reason == "unavailable":
+                    logger.warning("deferred: channel=%s %s", self.channel, outcome.detail, extra=fields)
             case Stop():
                 release(self.ledger, env)
         return outcome
+
+    def _park(self, env: Envelope, stage: StageId, letter: DeadLetter, fields: dict[str, Any]) -> Outcome:
+        """Write the dead letter; not acknowledged: keep the record and try the write again later."""
+        try:
+            self.dead_letters.write(env, stage, letter, self.channel)
+        except Exception as exc:
+            env.pending_letter = (stage, letter)
+            return Defer(unavailable_delay(env), "unavailable", f"dead letter not written: {type(exc).__name__}")
+        env.pending_letter = None
+        self.metrics.dead_letters.labels(self.channel, letter.reason).inc()
+        self.metrics.notifications.labels(self.channel, letter.kind).inc()
+        logger.warning("parked alert: channel=%s stage=%s reason=%s", self.channel, stage, letter.detail, extra=fields)
+        return letter
 
     def _delivered(self, env: Envelope, fields: dict[str, Any]) -> None:
         alert = env.decoded
@@ -203,28 +261,54 @@ def consume(
     max_messages: int | None,
     stats: RunStats,
     hooks: Hooks,
+    schedule: RetrySchedule | None = None,
+    monotonic: Clock = time.monotonic,
+    poll_s: float = 0.2,
 ) -> None:
-    """Poll, process, commit; until ``stop`` is set or ``max_messages`` records are committed.
+    """Subscribe, poll, process, commit; until ``stop`` is set or ``max_messages`` records are decided.
 
-    Only a :class:`Stop` outcome leaves the offset uncommitted (the record is redelivered).
+    A deferred record goes to the schedule and the loop polls on; it runs again when due, and
+    the offsets of each partition are committed up to its lowest undecided record. A
+    :class:`Stop` outcome, the end of the run, or a revoked partition leaves the undecided
+    records uncommitted (redelivered later; what was sent meanwhile is skipped as duplicate).
     """
-    channel = process.channel
+    channel, metrics = process.channel, process.metrics
+    schedule = schedule or RetrySchedule()
     lags: dict[int, int] = {}
-    while not stop.is_set() and (max_messages is None or stats.processed < max_messages):
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        error = msg.error()
-        if error is not None:
-            if error.fatal():
-                raise RuntimeError(f"fatal Kafka error: {error}")
-            if error.code() != KafkaError._PARTITION_EOF:
-                logger.warning("consumer error: %s", error)
-            continue
-        env = Envelope(msg.value() or b"", msg.key(), msg.partition() or 0, msg.offset() or 0)
+    paused: list[TopicPartition] = []
+
+    def commit(partition: int) -> None:
+        position = schedule.commit_position(partition)
+        if position is None:
+            return
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, partition, position)], asynchronous=False)
+        except KafkaException as exc:
+            # UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS...: the group moved on. The consumer rejoins
+            # (on_revoke forgets what is no longer ours); what stays ours is committed next time.
+            metrics.commit_failures.labels(channel).inc()
+            logger.warning("commit failed, handled as a rebalance: %s", exc.args[0] if exc.args else exc)
+            return
+        schedule.committed(partition, position)
+
+    def forget(partitions: set[int] | None) -> None:
+        for env in schedule.drop(partitions):
+            release(process.ledger, env)
+        metrics.held_records.labels(channel).set(schedule.undecided)
+
+    def on_revoke(_consumer: Any, revoked: list[TopicPartition]) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == topic}
+        for partition in mine:
+            commit(partition)
+        forget(mine)
+
+    consumer.subscribe([topic], on_revoke=on_revoke)
+
+    def settle(env: Envelope) -> bool:
+        """Process ``env`` once; False when the run must stop (nothing committed)."""
         with tracer.start_as_current_span(
             f"process {topic}",
-            context=extract_context(msg.headers()),  # type: ignore[arg-type]
+            context=extract_context(env.headers),
             kind=trace.SpanKind.CONSUMER,
             attributes={
                 MESSAGING_SYSTEM: "kafka",
@@ -240,13 +324,64 @@ def consume(
             outcome = process(env)
             span.set_attribute("adwatch.outcome", outcome.label)
         if isinstance(outcome, Stop):
-            break  # not committed: the record is redelivered after restart
+            return False
+        if isinstance(outcome, Defer):
+            schedule.hold(env, monotonic() + outcome.delay_s)
+            metrics.held_records.labels(channel).set(schedule.undecided)
+            return True
         if hooks.before_commit:
             hooks.before_commit(env)
-        consumer.commit(message=msg, asynchronous=False)
+        following = schedule.decide(env)
+        commit(env.partition)
         stats.processed += 1
         stats.outcomes[outcome] += 1
-        _update_lag(consumer, topic, env, lags, process.metrics, channel)
+        metrics.held_records.labels(channel).set(schedule.undecided)
+        if following is not None:
+            schedule.hold(following, monotonic())  # its key is free: due now
+        _update_lag(consumer, topic, env, lags, metrics, channel)
+        return True
+
+    try:
+        while not stop.is_set() and (max_messages is None or stats.processed < max_messages):
+            while (due := schedule.pop_due(monotonic())) is not None:
+                if not settle(due):
+                    return
+                if stop.is_set() or (max_messages is not None and stats.processed >= max_messages):
+                    return
+            if schedule.full and not paused:
+                paused = list(consumer.assignment())
+                consumer.pause(paused)
+                logger.warning("%d records undecided: consumption paused", schedule.undecided)
+            elif paused and not schedule.full:
+                consumer.resume(paused)
+                paused = []
+            next_due = schedule.next_due()
+            timeout = poll_s if next_due is None else min(poll_s, max(0.0, next_due - monotonic()))
+            msg = consumer.poll(timeout)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.fatal():
+                    raise RuntimeError(f"fatal Kafka error: {error}")
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consumer error: %s", error)
+                continue
+            env = Envelope(
+                msg.value() or b"",
+                msg.key(),
+                msg.partition() or 0,
+                msg.offset() or 0,
+                headers=_headers(msg.headers()),
+            )
+            if schedule.admit(env) and not settle(env):
+                return
+    finally:
+        forget(None)  # undecided records stay uncommitted: claims released, redelivered later
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    return [(str(h[0]), h[1]) for h in (raw or []) if isinstance(h, tuple) and isinstance(h[1], bytes)]
 
 
 def _update_lag(

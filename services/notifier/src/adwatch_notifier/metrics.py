@@ -50,6 +50,24 @@ class NotifierMetrics:
             ["channel", "reason"],
             registry=registry,
         )
+        self.deferred = Counter(
+            p + "deferred_total",
+            "Records set aside to try again later (retry|rate_limit|held_by_replica|unavailable)",
+            ["channel", "reason"],
+            registry=registry,
+        )
+        self.held_records = Gauge(
+            p + "held_records",
+            "Records consumed but not yet decided (waiting for a retry)",
+            ["channel"],
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            p + "commit_failures_total",
+            "Offset commits that failed (handled as a rebalance)",
+            ["channel"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             p + "consumer_lag_records", "Records behind the high watermark", ["channel"], registry=registry
         )

@@ -10,14 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-StageId = Literal["decode", "route", "dedup", "deliver", "mark_sent"]
+StageId = Literal["decode", "lifecycle", "route", "render", "dedup", "deliver", "mark_sent"]
 """Stable stage ids: the ``stage`` of log lines, dead-letter records and spans."""
 
-SuppressReason = Literal["unrouted", "duplicate", "cooldown"]
-"""Skipped on purpose: not for this channel, already sent, or inside the fingerprint's cooldown."""
+SuppressReason = Literal["unrouted", "duplicate", "cooldown", "never_notified", "stale", "too_old", "other_channel"]
+"""Skipped on purpose: not for this channel, already sent, inside the fingerprint's cooldown, a
+recovery of a firing this channel never delivered, a firing older than its fingerprint's last
+recovery, a firing older than ``MAX_ALERT_AGE_SECONDS``, a replay meant for another channel."""
 
-DeadLetterReason = Literal["contract", "in_doubt", "permanent", "deadline"]
-"""Parked in the DLQ: undecodable, maybe sent by a dead owner, refused by the provider, out of time."""
+DeadLetterReason = Literal["contract", "in_doubt", "permanent", "deadline", "render", "internal"]
+"""Parked in the DLQ: undecodable, maybe sent by a dead owner, refused by the provider, out of
+time, no payload could be built from it, or a stage raised an unexpected exception."""
+
+DeferReason = Literal["retry", "rate_limit", "held_by_replica", "unavailable"]
+"""Why a record waits: a retryable failure, the provider's rate limit, another live replica's
+claim, or a dependency (Redis, the DLQ) that does not answer."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,24 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class Defer:
+    """Try this record again in ``delay_s`` from the stage that said so; meanwhile others flow.
+
+    The run loop holds the record in its retry schedule (outside the poll thread's path): later
+    records of the same key wait behind it, the offset stays uncommitted until it is decided.
+    """
+
+    delay_s: float
+    reason: DeferReason
+    detail: str = field(default="", compare=False)
+    kind: ClassVar[str] = "deferred"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.reason}"
+
+
+@dataclass(frozen=True)
 class Stop:
     """Shutting down mid-record: leave the offset uncommitted so the record is redelivered."""
 
@@ -78,8 +103,8 @@ class Stop:
         return self.kind
 
 
-StageResult = Continue | Suppressed | DeadLetter | Stop
+StageResult = Continue | Suppressed | DeadLetter | Defer | Stop
 """What one stage returns."""
 
-Outcome = Delivered | Suppressed | DeadLetter | Stop
+Outcome = Delivered | Suppressed | DeadLetter | Defer | Stop
 """What the chain returns for one record."""

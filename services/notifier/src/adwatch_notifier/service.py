@@ -24,7 +24,8 @@ from adwatch_notifier.ledger import RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
-from adwatch_notifier.settings import NotifierSettings, check_channel_settings
+from adwatch_notifier.schedule import RetrySchedule
+from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
 from adwatch_notifier.stages import Lease, build_stages
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run(
     metrics = metrics or default_metrics()
     check_channel_settings(settings)
     table = load_routes(settings.routes_file)
+    check_route_targets(settings, [r.target for r in table.routes if r.channel == settings.channel])
     channel = build_channel(settings, common.grafana_url, stream)
     topic, group = settings.alerts_topic, settings.consumer_group
     ensure_topics(common.kafka_bootstrap, [topic, settings.dlq_topic])
@@ -70,7 +72,6 @@ def run(
     if ready_when is not None:
         admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
         ready_when(lambda: _ready(admin, redis_client))
-    consumer.subscribe([topic])
     logger.info("notifier started: channel=%s topic=%s group=%s", channel.name, topic, group)
     if hooks.on_ready:
         hooks.on_ready(stats)
@@ -84,6 +85,7 @@ def run(
             max_messages=max_messages,
             stats=stats,
             hooks=hooks,
+            schedule=RetrySchedule(settings.max_held_records),
         )
     finally:
         for action in (consumer.close, dead_letters.close, channel.close):

@@ -69,6 +69,16 @@ class NotifierSettings(ServiceSettings):
     retry_initial_seconds: float = Field(1.0, gt=0, description="RETRY_INITIAL_SECONDS: first backoff")
     retry_max_seconds: float = Field(60.0, gt=0, description="RETRY_MAX_SECONDS: backoff cap")
     request_timeout_seconds: float = Field(10.0, gt=0, description="REQUEST_TIMEOUT_SECONDS: per attempt")
+    max_alert_age_seconds: float = Field(
+        3600, ge=0, description="MAX_ALERT_AGE_SECONDS: firings detected longer ago are not sent (0: any age)"
+    )
+    max_held_records: int = Field(
+        1000, ge=1, description="MAX_HELD_RECORDS: records waiting for a retry before consumption pauses"
+    )
+    dashboard_url_template: str = Field(
+        "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
+    )
+    runbook_url_template: str = Field("", description="RUNBOOK_URL_TEMPLATE: runbook link, {alert_type}")
 
     @model_validator(mode="before")
     @classmethod
@@ -120,3 +130,27 @@ def check_channel_settings(settings: NotifierSettings) -> None:
     if missing:
         names = ", ".join(ENV_PREFIX + m.replace(" or ", f" or {ENV_PREFIX}") for m in missing)
         raise ConfigError(f"channel {settings.channel!r} needs {names}")
+
+
+def check_route_targets(settings: NotifierSettings, targets: list[str]) -> None:
+    """Fail fast when a route of this channel names a target the settings cannot reach.
+
+    ``targets``: the ``target`` of each route of the channel ('' = the channel's default).
+    A bot token with neither ``SLACK_CHANNEL`` nor a target on every Slack route, or a
+    PagerDuty route naming a routing key that is not configured, would only fail at the first alert.
+    """
+    match settings.channel:
+        case "slack":
+            if settings.slack_bot_token is not None and not settings.slack_channel and "" in targets:
+                raise ConfigError(
+                    f"channel 'slack' with {ENV_PREFIX}SLACK_BOT_TOKEN needs {ENV_PREFIX}SLACK_CHANNEL "
+                    "(a route without a target posts there)"
+                )
+        case "pagerduty":
+            known = set(settings.pagerduty_routing_keys) | ({"default"} if settings.pagerduty_routing_key else set())
+            unknown = sorted({t or "default" for t in targets} - known)
+            if unknown:
+                raise ConfigError(
+                    f"channel 'pagerduty': routes name routing keys {unknown} missing from "
+                    f"{ENV_PREFIX}PAGERDUTY_ROUTING_KEY / {ENV_PREFIX}PAGERDUTY_ROUTING_KEYS"
+                )

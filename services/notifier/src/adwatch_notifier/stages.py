@@ -1,4 +1,4 @@
-"""The notifier's stages: decode → route → dedup → deliver (retry) → mark_sent, one record at a time.
+"""The notifier's stages: decode → lifecycle → route → render → dedup → deliver → mark_sent.
 
 Each stage gets only what it uses (a :class:`~adwatch_notifier.ledger.Ledger`, its
 channel, a clock, the retry policy) and returns an outcome
@@ -6,10 +6,15 @@ channel, a clock, the retry policy) and returns an outcome
 Stages share one :class:`Envelope` per record, on which each leaves what a later stage
 or the run loop needs (the alert, its target, the claims it holds). :func:`build_stages`
 builds the chain, like Alertmanager's ``createReceiverStage``.
+
+No stage sleeps: a stage that must wait (a retry, the rate limit, another replica's claim)
+returns :class:`~adwatch_notifier.outcomes.Defer` and the run loop calls it again later,
+from that stage, while other records flow.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -17,19 +22,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+import msgspec
 from opentelemetry import trace
 
-from adwatch.contracts import Alert, ContractError, decode
+from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
 from adwatch_notifier.ledger import Ledger
-from adwatch_notifier.outcomes import Continue, DeadLetter, StageId, StageResult, Stop, Suppressed
+from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, StageId, StageResult, Stop, Suppressed
 from adwatch_notifier.retry import RetryPolicy, next_delay
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
+
+REPLAY_HEADER = "adwatch-replay-channel"
+"""Set by ``adwatch-notifier replay``: the record is meant for this channel only."""
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -59,6 +68,17 @@ class Envelope:
     cooldown_held: str | None = None  # the cooldown value we wrote for this alert
     attempts: int = 0
     delivery: Delivery | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    episode: Episode | None = None  # what this channel delivered for the fingerprint's open episode
+    payload: Any = None  # what the channel will send, built by ``render`` before any claim
+    retry_started: float | None = None  # monotonic time of the first failed attempt's start
+    last_error: str = ""
+    resume_at: int = 0  # index of the stage a deferred record resumes at
+    unavailable: int = 0  # consecutive "dependency unavailable" deferrals (backoff exponent)
+    pending_letter: tuple[StageId, DeadLetter] | None = None  # decided, its dead letter not yet acknowledged
+
+    def header(self, name: str) -> str | None:
+        return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
 
     @property
     def decoded(self) -> Alert:
@@ -66,6 +86,36 @@ class Envelope:
         if self.alert is None:
             raise RuntimeError("stage ran before decode")
         return self.alert
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The delivery record of a fingerprint's open episode on one channel (``episode`` key, JSON).
+
+    Written when a firing is delivered, read by the recovery: it is routed to the same target
+    and carries the highest severity delivered, whatever its own in-band severity.
+    """
+
+    severity: str
+    target: str
+    delivered_at_ms: int = 0
+
+    def encode(self) -> str:
+        return json.dumps({"severity": self.severity, "target": self.target, "at": self.delivered_at_ms})
+
+    @staticmethod
+    def parse(value: str | None) -> Episode | None:
+        if not value:
+            return None
+        try:
+            data = json.loads(value)
+            return Episode(str(data["severity"]), str(data["target"]), int(data.get("at", 0)))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 class Stage(Protocol):
@@ -101,8 +151,58 @@ class DecodeStage:
         return CONTINUE
 
 
+class LifecycleStage:
+    """Order and age: drop what would page history or reopen what is closed; recoveries carry the episode.
+
+    - a replay (``adwatch-notifier replay``) meant for another channel is skipped;
+    - a firing older than ``max_age_s`` (by ``detected_at_ms``) is ``too_old``: a new consumer
+      group does not page a week of history;
+    - a firing whose window is not after its fingerprint's last recovery is ``stale`` (replayed
+      or out of order: it would reopen a closed incident);
+    - a recovery records its window as the fingerprint's last one, and takes the severity of
+      the episode this channel delivered.
+    """
+
+    id: ClassVar[StageId] = "lifecycle"
+
+    def __init__(self, ledger: Ledger, channel: str, *, max_age_s: float, ttl_s: int, now: Clock) -> None:
+        self.ledger, self.channel, self.max_age_s, self.ttl_s, self.now = ledger, channel, max_age_s, ttl_s, now
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        meant_for = env.header(REPLAY_HEADER)
+        if meant_for and meant_for != self.channel:
+            return Suppressed("other_channel")
+        env.episode = Episode.parse(self.ledger.get("episode", alert.fingerprint))
+        last_resolved = _int(self.ledger.get("resolved", alert.fingerprint))
+        if alert.status == "firing":
+            if self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000:
+                return Suppressed("too_old")
+            if last_resolved is not None and alert.window_start_ms <= last_resolved:
+                return Suppressed("stale")
+            return CONTINUE
+        if last_resolved is None or alert.window_start_ms > last_resolved:
+            self.ledger.put("resolved", alert.fingerprint, str(alert.window_start_ms), self.ttl_s)
+        if env.episode is not None and env.episode.severity != alert.severity:
+            env.alert = msgspec.structs.replace(alert, severity=env.episode.severity)
+        return CONTINUE
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class RouteStage:
-    """Is the alert for this channel, and to which target? A recovery follows its notified firing."""
+    """Is the alert for this channel, and to which target? A recovery follows its delivered firing.
+
+    A recovery goes where its episode's firing went (the ``episode`` record); without one it is
+    not sent (``never_notified``), except to a channel that dedups on its side (PagerDuty: a
+    resolve for an unknown ``dedup_key`` is a no-op), which gets it whenever its routes would have
+    taken the firing at any severity, so an incident never stays open after the ledger is lost.
+    """
 
     id: ClassVar[StageId] = "route"
 
@@ -111,13 +211,37 @@ class RouteStage:
 
     def __call__(self, env: Envelope) -> StageResult:
         alert = env.decoded
-        chosen = route(self.table, alert, self.channel.name)
-        if chosen is None and alert.status == "resolved":
+        if alert.status == "resolved":
+            if env.episode is not None:
+                env.target = env.episode.target
+                return CONTINUE
             notified = self.ledger.get("ref", alert.fingerprint) is not None
-            chosen = route(self.table, alert, self.channel.name, notified_firing=notified)
+            if not notified and not self.channel.provider_dedup:
+                return Suppressed("never_notified")
+            chosen = route(self.table, alert, self.channel.name, notified_firing=True)
+        else:
+            chosen = route(self.table, alert, self.channel.name)
         if chosen is None:
             return Suppressed("unrouted")
         env.target = chosen.target or self.channel.default_target
+        return CONTINUE
+
+
+class RenderStage:
+    """Build the provider payload before anything is claimed: an alert no payload can be made of is parked."""
+
+    id: ClassVar[StageId] = "render"
+
+    def __init__(self, channel: BaseChannel) -> None:
+        self.channel = channel
+
+    def __call__(self, env: Envelope) -> StageResult:
+        try:
+            env.payload = self.channel.render(env.decoded, env.target)
+        except DeliveryError as err:
+            return DeadLetter("render", f"render {err}")
+        except (ValueError, TypeError, OverflowError, OSError) as exc:
+            return DeadLetter("render", f"render {type(exc).__name__}: {str(exc)[:200]}")
         return CONTINUE
 
 
@@ -140,11 +264,10 @@ class DedupStage:
         sent_ttl_s: int,
         in_doubt_ok: bool,
         now: Clock,
-        wait: Wait,
     ) -> None:
         self.ledger, self.lease = ledger, lease
         self.cooldown_s, self.sent_ttl_s, self.in_doubt_ok = cooldown_s, sent_ttl_s, in_doubt_ok
-        self.now, self.wait = now, wait
+        self.now = now
 
     def __call__(self, env: Envelope) -> StageResult:
         alert = env.decoded
@@ -157,10 +280,8 @@ class DedupStage:
                     return Suppressed("duplicate")
                 if decision.action == "park":
                     return DeadLetter("in_doubt", "in_doubt: a previous owner died while sending")
-                if decision.action == "wait":  # another live replica holds it (rebalance): wait for its verdict
-                    if self.wait(self.poll_s):
-                        return STOP
-                    continue
+                if decision.action == "wait":  # another live replica holds it (rebalance): look again later
+                    return Defer(self.poll_s, "held_by_replica")
                 claim = claim_value("claimed", self.lease.owner, self.lease.until_ms(self.now()))
                 if self.ledger.swap("idem", alert.alert_id, current, claim, self.sent_ttl_s):
                     env.idem_held = claim
@@ -171,7 +292,10 @@ class DedupStage:
         with tracer.start_as_current_span("cooldown check") as span:
             while True:
                 current = self.ledger.get("cooldown", alert.fingerprint)
-                decision = cooldown_decision(alert.status, current, alert.alert_id, self._now_ms())
+                escalated = env.episode is not None and severity_rank(alert.severity) > severity_rank(
+                    env.episode.severity
+                )
+                decision = cooldown_decision(alert.status, current, alert.alert_id, self._now_ms(), escalated)
                 span.set_attribute("adwatch.cooldown.decision", decision.reason)
                 if decision.action == "skip":
                     return Suppressed("cooldown")
@@ -188,7 +312,11 @@ class DedupStage:
 
 
 class DeliverStage:
-    """Send with retries: backoff + jitter to the deadline, Retry-After honoured, shared rate limit.
+    """One attempt per call; a retryable failure is a :class:`Defer` (backoff + jitter, Retry-After honoured).
+
+    Nothing here sleeps: the run loop calls the stage again when the delay is over, while other
+    records flow; the deadline (``RETRY_DEADLINE_SECONDS``) counts from the first attempt. A
+    busy shared rate-limit slot is a ``Defer("rate_limit")`` too.
 
     Before each attempt the claim turns ``inflight`` (so a crash mid-request is seen as
     *in doubt*), after a failure back to ``claimed`` with a lease that outlives the backoff.
@@ -206,65 +334,56 @@ class DeliverStage:
         *,
         sent_ttl_s: int,
         now: Clock,
-        wait: Wait,
         monotonic: Clock = time.monotonic,
         rand: Callable[[], float] = random.random,
         on_failure: Callable[[DeliveryError], None] = lambda _err: None,
     ) -> None:
         self.channel, self.ledger, self.lease, self.policy = channel, ledger, lease, policy
-        self.sent_ttl_s, self.now, self.wait = sent_ttl_s, now, wait
+        self.sent_ttl_s, self.now = sent_ttl_s, now
         self.monotonic, self.rand, self.on_failure = monotonic, rand, on_failure
 
     def __call__(self, env: Envelope) -> StageResult:
         alert, name = env.decoded, self.channel.name
         ref = self.ledger.get("ref", alert.fingerprint) if alert.status == "resolved" else None
         ref = None if ref == SENT else ref
-        started, last_error = self.monotonic(), ""
-        while True:
-            if not self._wait_for_slot(env.target):
-                return STOP
-            env.attempts += 1
-            inflight = claim_value("inflight", self.lease.owner, self.lease.until_ms(self.now()))
-            if not self.ledger.swap("idem", alert.alert_id, env.idem_held, inflight, self.sent_ttl_s):
-                # Our lease ran out and another replica took over: it sends, under our cooldown claim.
-                env.idem_held = env.cooldown_held = None
-                return Suppressed("duplicate")
-            env.idem_held = inflight
-            try:
-                with tracer.start_as_current_span(f"{name} send", kind=trace.SpanKind.CLIENT) as span:
-                    span.set_attribute("adwatch.attempt", env.attempts)
-                    env.delivery = self.channel.send(alert, env.target, ref)
-                return CONTINUE
-            except DeliveryError as err:
-                self.on_failure(err)
-                claimed = claim_value("claimed", self.lease.owner, self.lease.until_ms(self.now(), self.policy.max_s))
-                if self.ledger.swap("idem", alert.alert_id, env.idem_held, claimed, self.sent_ttl_s):
-                    env.idem_held = claimed
-                if str(err) != last_error:  # log a failure only when it differs from the previous one
-                    logger.warning(
-                        "send failed: channel=%s attempt=%d error=%s",
-                        name,
-                        env.attempts,
-                        err,
-                        extra={"channel": name, "alert_id": alert.alert_id, "stage": self.id},
-                    )
-                    last_error = str(err)
-                if not err.retryable:
-                    return DeadLetter("permanent", f"permanent {err}")
-                elapsed = self.monotonic() - started
-                delay = next_delay(self.policy, env.attempts, elapsed, self.rand(), err.retry_after)
-                if delay is None:
-                    return DeadLetter("deadline", f"deadline exceeded after {env.attempts} attempts: {err}")
-                with tracer.start_as_current_span("retry wait") as span:
-                    span.set_attribute("adwatch.retry.delay_s", delay)
-                    if self.wait(delay):
-                        return STOP
-
-    def _wait_for_slot(self, target: str) -> bool:
-        while (wait := self.ledger.acquire_slot(target, self.channel.min_interval_ms)) > 0:
-            if self.wait(wait):
-                return False
-        return True
+        if env.retry_started is None:
+            env.retry_started = self.monotonic()
+        slot_wait = self.ledger.acquire_slot(env.target, self.channel.min_interval_ms)
+        if slot_wait > 0:
+            return Defer(slot_wait, "rate_limit")
+        env.attempts += 1
+        inflight = claim_value("inflight", self.lease.owner, self.lease.until_ms(self.now()))
+        if not self.ledger.swap("idem", alert.alert_id, env.idem_held, inflight, self.sent_ttl_s):
+            # Our lease ran out and another replica took over: it sends, under our cooldown claim.
+            env.idem_held = env.cooldown_held = None
+            return Suppressed("duplicate")
+        env.idem_held = inflight
+        try:
+            with tracer.start_as_current_span(f"{name} send", kind=trace.SpanKind.CLIENT) as span:
+                span.set_attribute("adwatch.attempt", env.attempts)
+                env.delivery = self.channel.send(alert, env.target, ref, env.payload)
+            return CONTINUE
+        except DeliveryError as err:
+            self.on_failure(err)
+            claimed = claim_value("claimed", self.lease.owner, self.lease.until_ms(self.now(), self.policy.max_s))
+            if self.ledger.swap("idem", alert.alert_id, env.idem_held, claimed, self.sent_ttl_s):
+                env.idem_held = claimed
+            if str(err) != env.last_error:  # log a failure only when it differs from the previous one
+                logger.warning(
+                    "send failed: channel=%s attempt=%d error=%s",
+                    name,
+                    env.attempts,
+                    err,
+                    extra={"channel": name, "alert_id": alert.alert_id, "stage": self.id},
+                )
+                env.last_error = str(err)
+            if not err.retryable:
+                return DeadLetter("permanent", f"permanent {err}")
+            elapsed = self.monotonic() - env.retry_started
+            delay = next_delay(self.policy, env.attempts, elapsed, self.rand(), err.retry_after)
+            if delay is None:
+                return DeadLetter("deadline", f"deadline exceeded after {env.attempts} attempts: {err}")
+            return Defer(delay, "retry", str(err))
 
 
 class MarkSentStage:
@@ -272,8 +391,8 @@ class MarkSentStage:
 
     id: ClassVar[StageId] = "mark_sent"
 
-    def __init__(self, ledger: Ledger, *, sent_ttl_s: int) -> None:
-        self.ledger, self.sent_ttl_s = ledger, sent_ttl_s
+    def __init__(self, ledger: Ledger, *, sent_ttl_s: int, now: Clock = time.time) -> None:
+        self.ledger, self.sent_ttl_s, self.now = ledger, sent_ttl_s, now
 
     def __call__(self, env: Envelope) -> StageResult:
         alert, delivery = env.decoded, env.delivery
@@ -283,8 +402,14 @@ class MarkSentStage:
         env.idem_held = None
         if alert.status == "firing":  # also marks "this channel notified the episode" for routing
             self.ledger.put("ref", alert.fingerprint, delivery.provider_id or SENT, self.sent_ttl_s)
+            severity = alert.severity
+            if env.episode is not None and severity_rank(env.episode.severity) > severity_rank(severity):
+                severity = env.episode.severity  # type: ignore[assignment]
+            episode = Episode(severity, env.target, int(self.now() * 1000))
+            self.ledger.put("episode", alert.fingerprint, episode.encode(), self.sent_ttl_s)
         elif alert.status == "resolved":  # recovery closes the episode: the next firing notifies at once
             self.ledger.delete("ref", alert.fingerprint)
+            self.ledger.delete("episode", alert.fingerprint)
             if env.cooldown_checked:
                 self.ledger.delete("cooldown", alert.fingerprint)
         return CONTINUE
@@ -305,7 +430,9 @@ def build_stages(
     ttl = settings.idempotency_ttl_seconds
     return (
         DecodeStage(),
+        LifecycleStage(ledger, channel.name, max_age_s=settings.max_alert_age_seconds, ttl_s=ttl, now=now),
         RouteStage(table, channel, ledger),
+        RenderStage(channel),
         DedupStage(
             ledger,
             lease,
@@ -313,7 +440,6 @@ def build_stages(
             sent_ttl_s=ttl,
             in_doubt_ok=settings.resend_in_doubt or channel.provider_dedup,
             now=now,
-            wait=stop.wait,
         ),
         DeliverStage(
             channel,
@@ -322,8 +448,7 @@ def build_stages(
             settings.retry_policy,
             sent_ttl_s=ttl,
             now=now,
-            wait=stop.wait,
             on_failure=on_failure,
         ),
-        MarkSentStage(ledger, sent_ttl_s=ttl),
+        MarkSentStage(ledger, sent_ttl_s=ttl, now=now),
     )

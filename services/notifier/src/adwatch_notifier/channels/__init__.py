@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery
@@ -17,8 +17,13 @@ class BaseChannel(Protocol):
     provider_dedup: bool  # the provider dedups repeats itself (PagerDuty dedup_key)
     default_target: str
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
-        """Deliver once; raise DeliveryError. ``ref`` = provider id of this fingerprint's firing message."""
+    def render(self, alert: Alert, target: str) -> Any:
+        """The payload to send (pure, no I/O); raises DeliveryError (or ValueError) when none can be built."""
+        ...
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
+        """Deliver once; raise DeliveryError. ``ref`` = provider id of this fingerprint's firing message;
+        ``payload`` = what :meth:`render` built (built here when None)."""
         ...
 
     def close(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import IO
+from typing import IO, Any
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery
@@ -21,9 +21,12 @@ class ConsoleChannel:
         self.stream = stream
         self.link = link
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+    def render(self, alert: Alert, target: str) -> str:
+        return console_box(alert, self.link)
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         stream = self.stream or sys.stdout  # looked up late so pytest's capture sees it
-        stream.write(console_box(alert, self.link) + "\n")
+        stream.write((payload if isinstance(payload, str) else self.render(alert, target)) + "\n")
         stream.flush()
         return Delivery(self.name, target or self.default_target)
 

@@ -6,10 +6,11 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, classify_smtp, transport_error
-from adwatch_notifier.formatting import email_html, email_subject, email_text, message_id, thread_id
+from adwatch_notifier.formatting import email_html, email_subject, email_text, message_id
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -30,16 +31,23 @@ class EmailChannel:
         msg["Subject"] = email_subject(alert)
         msg["Date"] = formatdate(alert.detected_at_ms / 1000, usegmt=True)
         msg["Message-ID"] = message_id(alert)
-        msg["In-Reply-To"] = thread_id(alert.fingerprint)
-        msg["References"] = thread_id(alert.fingerprint)
         msg["X-Adwatch-Fingerprint"] = alert.fingerprint
         msg.set_content(email_text(alert, self.grafana_url))
         msg.add_alternative(email_html(alert, self.grafana_url), subtype="html")
         return msg
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+    def render(self, alert: Alert, target: str) -> EmailMessage:
+        return self.compose(alert, target or self.default_target)
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
+        """A firing mail is the thread's root; later mails answer the firing's Message-ID (``ref``), as sent."""
         recipients = target or self.default_target
-        msg = self.compose(alert, recipients)
+        msg = payload if isinstance(payload, EmailMessage) else self.render(alert, target)
+        root = ref if ref and ref.startswith("<") else None
+        for name in ("In-Reply-To", "References"):
+            del msg[name]
+            if root and alert.status == "resolved":
+                msg[name] = root
         try:
             with smtplib.SMTP(self.s.smtp_host, self.s.smtp_port, timeout=self.s.request_timeout_seconds) as smtp:
                 if self.s.smtp_starttls:

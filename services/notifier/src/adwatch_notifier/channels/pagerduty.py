@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, http_error, transport_error
-from adwatch_notifier.formatting import clip, pagerduty_event
+from adwatch_notifier.formatting import Links, clip, pagerduty_event
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -17,19 +19,25 @@ class PagerDutyChannel:
 
     def __init__(self, settings: NotifierSettings, grafana_url: str) -> None:
         self.grafana_url = grafana_url
+        self.links = Links(settings.dashboard_url_template or grafana_url, settings.runbook_url_template)
         self.min_interval_ms = settings.pagerduty_min_interval_ms
         self.keys = {name: key.get_secret_value() for name, key in settings.pagerduty_routing_keys.items()}
         if settings.pagerduty_routing_key is not None:
             self.keys.setdefault("default", settings.pagerduty_routing_key.get_secret_value())
         self.http = httpx.Client(base_url=settings.pagerduty_url, timeout=settings.request_timeout_seconds)
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+    def render(self, alert: Alert, target: str) -> dict[str, Any]:
         name = target or self.default_target
         key = self.keys.get(name)
         if key is None:
             raise DeliveryError("clientError", f"no routing key named {name!r}", retryable=False)
+        return pagerduty_event(alert, key, self.grafana_url, self.links)
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
+        name = target or self.default_target
+        event = payload if isinstance(payload, dict) else self.render(alert, target)
         try:
-            resp = self.http.post("/v2/enqueue", json=pagerduty_event(alert, key, self.grafana_url))
+            resp = self.http.post("/v2/enqueue", json=event)
         except httpx.HTTPError as exc:
             raise transport_error(exc) from None
         if resp.status_code == 202:

@@ -14,12 +14,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from adwatch.contracts import Alert
-from adwatch_notifier.delivery import Delivery, DeliveryError, http_error, transport_error
-from adwatch_notifier.formatting import clip, slack_message
+from adwatch_notifier.delivery import Delivery, DeliveryError, Reason, http_error, parse_retry_after, transport_error
+from adwatch_notifier.formatting import Links, clip, slack_message
 from adwatch_notifier.settings import NotifierSettings
 
 logger = logging.getLogger(__name__)
 _STALE_MESSAGE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"}
+TRANSIENT_ERRORS = frozenset({"internal_error", "service_unavailable", "fatal_error", "request_timeout", "ratelimited"})
+"""``ok:false`` errors that Slack documents as temporary: retried like a 5xx (``ratelimited`` like a 429)."""
 
 
 class SlackChannel:
@@ -28,6 +30,7 @@ class SlackChannel:
 
     def __init__(self, settings: NotifierSettings, grafana_url: str) -> None:
         self.grafana_url = grafana_url
+        self.links = Links(settings.dashboard_url_template, settings.runbook_url_template)
         self.min_interval_ms = settings.slack_min_interval_ms
         self.default_target = settings.slack_channel
         timeout = max(1, int(settings.request_timeout_seconds))
@@ -43,8 +46,11 @@ class SlackChannel:
         elif settings.slack_webhook_url is not None:
             self.hook = WebhookClient(settings.slack_webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[])
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
-        message = slack_message(alert, self.grafana_url)
+    def render(self, alert: Alert, target: str) -> dict[str, Any]:
+        return slack_message(alert, self.grafana_url, self.links)
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
+        message = payload if isinstance(payload, dict) else self.render(alert, target)
         if self.web is not None:
             return self._send_web(alert, target, ref, message)
         return self._send_webhook(target, message)
@@ -58,7 +64,12 @@ class SlackChannel:
         if resp.status_code == 200:
             return Delivery(self.name, target or "webhook")
         headers = {k.lower(): v for k, v in (resp.headers or {}).items()}
-        raise http_error(resp.status_code, clip(str(resp.body or ""), 80), headers.get("retry-after"))
+        body = clip(str(resp.body or ""), 80)
+        if resp.status_code < 500 and body.strip() in TRANSIENT_ERRORS:  # incoming webhooks answer errors as text
+            raise DeliveryError(
+                "serverError", body.strip(), retryable=True, retry_after=parse_retry_after(headers.get("retry-after"))
+            )
+        raise http_error(resp.status_code, body, headers.get("retry-after"))
 
     def _send_web(self, alert: Alert, target: str, ref: str | None, message: dict[str, Any]) -> Delivery:
         assert self.web is not None
@@ -80,9 +91,14 @@ class SlackChannel:
         except SlackApiError as exc:
             status = exc.response.status_code
             error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+            if error in TRANSIENT_ERRORS and status < 500:  # Slack's own word that it is temporary
+                reason: Reason = "rateLimited" if error == "ratelimited" else "serverError"
+                retry_after = parse_retry_after(headers.get("retry-after"))
+                raise DeliveryError(reason, error, retryable=True, retry_after=retry_after) from None
             if status == 200:  # ok:false: invalid payload, unknown channel... never retried
                 raise DeliveryError("clientError", error or "ok:false", retryable=False) from None
-            raise http_error(status, error, (exc.response.headers or {}).get("Retry-After")) from None
+            raise http_error(status, error, headers.get("retry-after")) from None
         except Exception as exc:
             raise transport_error(exc) from None
 

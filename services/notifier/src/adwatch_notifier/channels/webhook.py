@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import msgspec
 
@@ -22,9 +24,12 @@ class WebhookChannel:
         self.url = settings.webhook_url.get_secret_value()
         self.http = httpx.Client(timeout=settings.request_timeout_seconds)
 
-    def send(self, alert: Alert, target: str, ref: str | None = None) -> Delivery:
+    def render(self, alert: Alert, target: str) -> dict[str, Any]:
+        return webhook_body(alert, f"{alert.alert_id}:{self.name}", msgspec.to_builtins(alert))
+
+    def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         key = f"{alert.alert_id}:{self.name}"
-        body = webhook_body(alert, key, msgspec.to_builtins(alert))
+        body = payload if isinstance(payload, dict) else self.render(alert, target)
         try:
             resp = self.http.post(self.url, json=body, headers={"Idempotency-Key": key})
         except httpx.HTTPError as exc:
