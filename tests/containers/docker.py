@@ -47,9 +47,13 @@ class Docker:
             ["docker", *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=check
         )
 
-    def run(self, image: str, args: list[str], env: dict[str, str], name: str) -> str:
+    def run(
+        self, image: str, args: list[str], env: dict[str, str], name: str, volumes: dict[str, str] | None = None
+    ) -> str:
         """Start a container in the background on the host network; returns its id."""
         argv = ["run", "-d", "--network", "host", "--name", f"{name}-{os.getpid()}-{len(self.containers)}"]
+        for host_path, path in (volumes or {}).items():
+            argv += ["-v", f"{host_path}:{path}:ro"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         cid = self.cli(*argv, image, *args).stdout.strip()

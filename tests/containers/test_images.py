@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -94,7 +95,11 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
             assert docker.state(generator)["ExitCode"] == 0, docker.logs(generator)
 
             def flood_alert() -> list[Alert]:
-                return [a for a in reader.decoded(Alert) if (a.country, a.ad_format) == ("US", "banner") and a.status == "firing"]
+                return [
+                    a
+                    for a in reader.decoded(Alert)
+                    if (a.country, a.ad_format) == ("US", "banner") and a.status == "firing"
+                ]
 
             try:
                 alert = poll_until(flood_alert, "the flood's alert on the alerts topic", timeout_s=300, interval_s=1)[0]
@@ -121,7 +126,9 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
                 return [f"{s.service}:{s.name}" for s in spans if s.trace_id == trace_id]
 
             names = poll_until(
-                lambda: [n for n in alert_trace() if n.startswith("notifier")] and alert_trace(),
+                lambda: (
+                    lambda names: names if {f"notifier:process {alerts}", "notifier:slack send"} <= set(names) else []
+                )(alert_trace()),
                 "the notifier's spans of the alert's trace at the OTLP receiver",
                 timeout_s=30,
             )
@@ -141,7 +148,9 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
             for name, cid in (("notifier", notifier), ("detector", detector)):
                 took, code = docker.stop(cid, GRACE_S[name])
                 print(f"{name}: stopped in {took:.1f} s, exit {code}")
-                assert took < GRACE_S[name] and code == 0, f"{name} exit {code} after {took:.1f}s:\n{docker.logs(cid)[-3000:]}"
+                assert took < GRACE_S[name] and code == 0, (
+                    f"{name} exit {code} after {took:.1f}s:\n{docker.logs(cid)[-3000:]}"
+                )
         finally:
             reader.close()
 
@@ -157,3 +166,50 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
     took, code = docker.stop(live, GRACE_S["generator"])
     print(f"generator: stopped in {took:.1f} s, exit {code}")
     assert took < GRACE_S["generator"] and code == 0, docker.logs(live)[-3000:]
+
+
+def test_detector_image_runs_as_a_spark_operator_driver(
+    containers: Docker, images: dict[str, str], kafka: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """The arguments spark-operator gives a driver pod: ``driver --properties-file ... --class
+    org.apache.spark.deploy.PythonRunner <main file> <args>``; the master comes from the properties."""
+    docker = containers
+    events, alerts = topic_factory("ad-events", 2), topic_factory("alerts")
+    dlq = topic_factory("ad-events-dlq")
+    props = tmp_path / "spark.properties"
+    props.write_text(
+        "spark.master=local[1]\n"
+        "spark.app.name=adwatch-detector-driver-test\n"
+        "spark.submit.deployMode=cluster\n"
+        "spark.sql.shuffle.partitions=2\n"
+    )
+    props.chmod(0o644)
+    tmp_path.chmod(0o755)
+    env = {
+        "ADWATCH_KAFKA_BOOTSTRAP": kafka,
+        "ADWATCH_METRICS_PORT": "0",
+        "ADWATCH_DETECTOR_INPUT_TOPIC": events,
+        "ADWATCH_DETECTOR_ALERTS_TOPIC": alerts,
+        "ADWATCH_DETECTOR_DLQ_TOPIC": dlq,
+        "ADWATCH_DETECTOR_REDIS_ENABLED": "false",
+        "ADWATCH_DETECTOR_CLICKHOUSE_ENABLED": "false",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    args = ["driver", "--properties-file", "/etc/adwatch/spark.properties", "--class",
+            "org.apache.spark.deploy.PythonRunner", "local:///opt/adwatch/app/launcher.py", "run"]  # fmt: skip
+    cid = docker.run(
+        images["detector"], args, env, "detector-driver", volumes={str(props): "/etc/adwatch/spark.properties"}
+    )
+    try:
+        poll_until(
+            lambda: "query adwatch_detector started" in docker.logs(cid) or _exited(docker, cid),
+            "the driver's streaming query",
+            timeout_s=180,
+            interval_s=1,
+        )
+        logs = docker.logs(cid)
+        assert "query adwatch_detector started" in logs, logs[-4000:]
+        assert "spark master local[1]" in logs, "the master comes from spark.master in the properties file"
+    finally:
+        took, _ = docker.stop(cid, GRACE_S["detector"])
+    assert took < GRACE_S["detector"]
