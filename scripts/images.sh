@@ -83,9 +83,10 @@ wheels() {
   if [ "$(cat "$out/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
     log "wheelhouse for $svc: dependencies"
     rm -rf "$out/deps" "$out/tmp" && mkdir -p "$out/deps"
-    if [ -f uv.lock ] && command -v uv >/dev/null 2>&1; then
+    local uv; uv=$(command -v uv || echo "$ROOT/.adwatch/tools/bin/uv")
+    if [ -f uv.lock ] && [ -x "$uv" ]; then
       # the lock decides the versions; the project's own packages are built below
-      uv export --frozen --no-dev --no-emit-workspace --no-hashes --package "adwatch-$svc" -o "$out/requirements.txt" >/dev/null
+      "$uv" export --frozen --no-dev --no-emit-workspace --no-hashes --package "adwatch-$svc" -o "$out/requirements.txt" >/dev/null
       "$PY" -m pip wheel -q -w "$out/deps" -r "$out/requirements.txt"
     else
       "$PY" -m pip wheel -q -w "$out/tmp" ./libs/adwatch "./services/$svc"
