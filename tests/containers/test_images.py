@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from adwatch.contracts import Alert
-from adwatch_dev.testing import TopicReader, poll_until, unique
 from adwatch_dev.fakes import FakeSlack
+from adwatch_dev.testing import TopicReader, poll_until, unique
 from tests.containers.docker import Docker
 from tests.containers.otlp import OtlpReceiver
 
