@@ -27,6 +27,10 @@ CACHE=$ROOT/.adwatch/images
 WHEELS=$ROOT/.adwatch/wheelhouse
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+# pip for the wheelhouse: the venv's, else the tools venv's (a uv-synced .venv has no pip)
+PIP_PY=$PY
+"$PIP_PY" -m pip --version >/dev/null 2>&1 || PIP_PY=$ROOT/.adwatch/tools/bin/python
+"$PIP_PY" -m pip --version >/dev/null 2>&1 || PIP_PY=python3
 
 log() { echo "images: $*" >&2; }
 
@@ -87,9 +91,9 @@ wheels() {
     if [ -f uv.lock ] && [ -x "$uv" ]; then
       # the lock decides the versions; the project's own packages are built below
       "$uv" export --frozen --no-dev --no-emit-workspace --no-hashes --package "adwatch-$svc" -o "$out/requirements.txt" >/dev/null
-      "$PY" -m pip wheel -q -w "$out/deps" -r "$out/requirements.txt"
+      "$PIP_PY" -m pip wheel -q -w "$out/deps" -r "$out/requirements.txt"
     else
-      "$PY" -m pip wheel -q -w "$out/tmp" ./libs/adwatch "./services/$svc"
+      "$PIP_PY" -m pip wheel -q -w "$out/tmp" ./libs/adwatch "./services/$svc"
       find "$out/tmp" -name 'adwatch*.whl' -delete
       mv "$out/tmp"/*.whl "$out/deps/" && rm -rf "$out/tmp"
     fi
@@ -102,14 +106,14 @@ wheels() {
       [ -z "$extra" ] && break
       log "wheelhouse for $svc: + $extra (Python 3.11.2 markers)"
       # shellcheck disable=SC2086
-      "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$out/deps" $extra
+      "$PIP_PY" -m pip download -q --no-deps --only-binary=:all: -d "$out/deps" $extra
     done
     find "$out/deps" -name 'adwatch*.whl' -delete
     echo "$stamp" >"$out/deps.stamp"
   fi
   rm -rf "$out/local" && mkdir -p "$out/local"
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$out/local" ./libs/adwatch "./services/$svc" 2>/dev/null \
-    || "$PY" -m pip wheel -q --no-deps -w "$out/local" ./libs/adwatch "./services/$svc"
+  "$PIP_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$out/local" ./libs/adwatch "./services/$svc" 2>/dev/null \
+    || "$PIP_PY" -m pip wheel -q --no-deps -w "$out/local" ./libs/adwatch "./services/$svc"
   rm -rf libs/adwatch/build "services/$svc/build"
 }
 
