@@ -10,7 +10,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP        := 127.0.0.1
 
-.PHONY: run test lint mypy format bench query schemas docs chart-examples clean
+.PHONY: run test lint mypy format bench query schemas docs chart-examples images containers clean
 
 $(STAMP): $(PACKAGES)
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
@@ -19,9 +19,15 @@ $(STAMP): $(PACKAGES)
 run: $(STAMP)  ## the whole pipeline on embedded defaults (SCENARIO=none for a clean run)
 	$(BIN)/adwatch run
 
-test: $(STAMP) lint  ## lint, then every test (unit, Spark, services, end-to-end)
+test: $(STAMP) lint containers  ## lint, then every test (unit, Spark, services, end-to-end, images)
 	@command -v chromium >/dev/null 2>&1 || ./scripts/install_chromium.sh  # the report's browser test
 	$(BIN)/pytest
+
+containers:  ## install Docker's engine, runc and debootstrap when missing (image tests skip without them)
+	./scripts/install-containers.sh
+
+images: $(STAMP) containers  ## build adwatch-{generator,detector,notifier}:dev (BASE_IMAGE=... for another base)
+	./scripts/images.sh build
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -60,4 +66,5 @@ chart-examples: $(STAMP)  ## re-render charts/adwatch/examples/*/rendered (commi
 	$(BIN)/python tests/deploy/chart.py --write
 
 clean:
+	-./scripts/docker-daemon.sh stop
 	rm -rf .adwatch $(VENV)

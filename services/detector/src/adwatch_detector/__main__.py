@@ -36,6 +36,7 @@ def run_query(svc: Service[DetectorSettings]) -> int:
     settings, common = svc.settings, svc.common
     metrics = get_metrics()
     spark = build_spark(settings.spark_master, shuffle_partitions=settings.shuffle_partitions)
+    logger.info("spark master %s (application %s)", spark.sparkContext.master, spark.sparkContext.applicationId)
     spark.streams.addListener(ProgressListener(metrics, settings.query_name))
     writer = BatchWriter(settings, common, metrics)
     code = 0

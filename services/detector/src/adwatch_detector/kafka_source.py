@@ -290,6 +290,11 @@ def read_kafka_stream(
     kind = source
     if kind == "auto":
         kind = "kafka" if native_kafka_available(spark) else "python"
+    elif kind == "kafka" and not native_kafka_available(spark):
+        raise KafkaSourceError(
+            "ADWATCH_DETECTOR_SOURCE=kafka but the spark-sql-kafka connector is not on the classpath "
+            "(build the image with SPARK_CONNECTORS=kafka, or use ADWATCH_DETECTOR_SOURCE=python)"
+        )
     if kind == "kafka":
         reader = (
             spark.readStream.format("kafka")
@@ -309,5 +314,11 @@ def read_kafka_stream(
         )
     if max_offsets_per_trigger > 0:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    logger.info("reading %s from %s with the %s source", topic, bootstrap, kind)
+    logger.info(
+        "reading %s from %s with %s (ADWATCH_DETECTOR_SOURCE=%s)",
+        topic,
+        bootstrap,
+        "Spark's Kafka connector" if kind == "kafka" else "the Python Data Source reader",
+        source,
+    )
     return reader.load()

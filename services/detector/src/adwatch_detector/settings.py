@@ -35,7 +35,9 @@ class DetectorSettings(ServiceSettings):
     input_topic: str = TOPIC_AD_EVENTS
     alerts_topic: str = TOPIC_ALERTS
     dlq_topic: str = TOPIC_AD_EVENTS_DLQ
-    spark_master: str = "local[2]"
+    spark_master: str | None = Field(
+        None, description="Spark master (unset: Spark's own spark.master, e.g. from spark-submit, else local[2])"
+    )
     shuffle_partitions: int = Field(4, gt=0, description="spark.sql.shuffle.partitions (state store partitions)")
     segment_by: str = Field("country,ad_format", description="Comma-separated AdEvent fields keying a segment")
     trace_samples: int = Field(4, ge=0, le=64, description="Event traceparents kept per segment-window for links")
