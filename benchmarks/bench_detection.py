@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                     data = state.to_bytes()
                 done += len(windows)
         elapsed = time.perf_counter() - started
-        print(f"[{rules.rule_set}] detect_windows: {done / elapsed:,.0f} segment-windows/s "
-              f"({1e6 * elapsed / done:.1f} us/window, bytes round trip included)")  # fmt: skip
+        print(
+            f"[{rules.rule_set}] detect_windows: {done / elapsed:,.0f} segment-windows/s "
+            f"({1e6 * elapsed / done:.1f} us/window, bytes round trip included)"
+        )
 
     # footprint: one warmed-up state per segment, kept as bytes (what Spark's state store holds)
     rules = RuleSettings()
@@ -61,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     as_objects = rss_mb() - before
     blobs = [s.to_bytes() for s in states]
     del states
-    print(f"SegmentState: {len(template)} bytes encoded per segment; {args.segments:,} segments: "
-          f"{sum(map(len, blobs)) / 1e6:.1f} MB as bytes, +{as_objects:.0f} MB RSS as decoded objects "
-          f"(process RSS {rss_mb():.0f} MB)")  # fmt: skip
+    print(
+        f"SegmentState: {len(template)} bytes encoded per segment; {args.segments:,} segments: "
+        f"{sum(map(len, blobs)) / 1e6:.1f} MB as bytes, +{as_objects:.0f} MB RSS as decoded objects "
+        f"(process RSS {rss_mb():.0f} MB)"
+    )
     return 0
 
 

@@ -43,11 +43,18 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = 6) -> float:
     start = time.perf_counter()
     for i in range(n):
         ev = AdEvent(
-            event_id=f"e{i}", event_time_ms=int(times[i]), event_type="click" if is_click[i] else "impression",
-            country=COUNTRIES[country[i]], ad_format=AD_FORMATS[fmt[i]], app_id="app-1", placement_id="pl-1",
-            campaign_id="cmp-1", user_hash=f"u{i % 100_000:06d}", revenue_usd=0.0 if is_click[i] else 0.0021,
+            event_id=f"e{i}",
+            event_time_ms=int(times[i]),
+            event_type="click" if is_click[i] else "impression",
+            country=COUNTRIES[country[i]],
+            ad_format=AD_FORMATS[fmt[i]],
+            app_id="app-1",
+            placement_id="pl-1",
+            campaign_id="cmp-1",
+            user_hash=f"u{i % 100_000:06d}",
+            revenue_usd=0.0 if is_click[i] else 0.0021,
             impression_id=f"e{i - 1}" if is_click[i] else None,
-        )  # fmt: skip
+        )
         while True:
             try:
                 producer.produce(topic, value=encode(ev), partition=i % partitions)
@@ -71,18 +78,24 @@ def main() -> None:
         rate = produce(bootstrap, "bench-events", args.events)
         print(f"produced {args.events:,} events at {rate:,.0f}/s")
         spark = build_spark("local[2]", shuffle_partitions=4)
-        common = CommonSettings(kafka_bootstrap=bootstrap, redis_url=infra.redis_url,
-                                clickhouse_url=f"chdb://{work / 'ch'}")  # fmt: skip
+        common = CommonSettings(
+            kafka_bootstrap=bootstrap, redis_url=infra.redis_url, clickhouse_url=f"chdb://{work / 'ch'}"
+        )
         print(
             "| maxOffsetsPerTrigger | batches | events/s (after 1st batch) | batch s (median / max) | first batch s |"
         )
         print("|---:|---:|---:|---:|---:|")
         for size in [int(s) for s in args.sizes.split(",")]:
             settings = DetectorSettings(
-                checkpoint_dir=str(work / f"ck-{size}"), input_topic="bench-events", alerts_topic="bench-alerts",
-                dlq_topic="bench-dlq", max_offsets_per_trigger=size, query_name=f"bench_{size}", source="python",
+                checkpoint_dir=str(work / f"ck-{size}"),
+                input_topic="bench-events",
+                alerts_topic="bench-alerts",
+                dlq_topic="bench-dlq",
+                max_offsets_per_trigger=size,
+                query_name=f"bench_{size}",
+                source="python",
                 shuffle_partitions=4,
-            )  # fmt: skip
+            )
             writer = BatchWriter(settings, common, get_metrics())
             try:
                 query = run_available(spark, settings, common, writer, timeout_s=1800)

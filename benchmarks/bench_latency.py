@@ -23,8 +23,20 @@ from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.pipeline import LocalPipeline
 from adwatch_dev.testing import TopicReader
 
-SEGMENTS = ["US|banner", "US|interstitial", "GB|banner", "IN|banner", "US|native", "DE|banner",
-            "US|rewarded_video", "FR|banner", "IN|native", "JP|banner", "BR|banner", "CA|banner"]  # fmt: skip
+SEGMENTS = [
+    "US|banner",
+    "US|interstitial",
+    "GB|banner",
+    "IN|banner",
+    "US|native",
+    "DE|banner",
+    "US|rewarded_video",
+    "FR|banner",
+    "IN|native",
+    "JP|banner",
+    "BR|banner",
+    "CA|banner",
+]
 KINDS = ["traffic_spike", "ecpm_drop"]
 
 
@@ -69,8 +81,15 @@ def main() -> int:
                 pipeline.start("detector", ["adwatch-detector", "run"])
                 for channel in ("slack", "pagerduty", "email", "webhook"):
                     pipeline.start(f"notifier-{channel}", ["adwatch-notifier", "--channel", channel])
-                argv = ["adwatch-generator", "live", "--rate", str(args.rate), "--warmup-minutes",
-                        str(args.warmup_minutes), "--quiet"]  # fmt: skip
+                argv = [
+                    "adwatch-generator",
+                    "live",
+                    "--rate",
+                    str(args.rate),
+                    "--warmup-minutes",
+                    str(args.warmup_minutes),
+                    "--quiet",
+                ]
                 for i, segment in enumerate(SEGMENTS):
                     argv += ["--scenario", f"{KINDS[i % len(KINDS)]}:{segment}:{90 + 25 * i}s:60s"]
                 pipeline.start("generator", argv)
@@ -89,9 +108,13 @@ def main() -> int:
 
 
 def report(
-    alerts: dict[str, Alert], slack: FakeSlack, pagerduty: FakePagerDuty, webhook: FakeWebhook, smtp: SmtpSink,
+    alerts: dict[str, Alert],
+    slack: FakeSlack,
+    pagerduty: FakePagerDuty,
+    webhook: FakeWebhook,
+    smtp: SmtpSink,
     args: argparse.Namespace,
-) -> None:  # fmt: skip
+) -> None:
     received: dict[str, list[tuple[bytes, float]]] = {
         "slack": [(r.body, r.at) for r in slack.requests if r.ok],
         "pagerduty": [(r.body, r.at) for r in pagerduty.requests if r.ok],
@@ -99,9 +122,11 @@ def report(
         "email": [(m.as_bytes(), env[2]) for m, env in zip(smtp.messages, smtp.envelopes, strict=True)],
     }
     detection = [(a.detected_at_ms - a.window_end_ms) / 1000 for a in alerts.values()]
-    print(f"\n{len(alerts)} alerts ({sum(a.status == 'firing' for a in alerts.values())} firing), "
-          f"rate {args.rate:g} ev/s, trigger {args.trigger_seconds:g} s, 1-minute windows, "
-          f"watermark {args.watermark_seconds} s\n")  # fmt: skip
+    print(
+        f"\n{len(alerts)} alerts ({sum(a.status == 'firing' for a in alerts.values())} firing), "
+        f"rate {args.rate:g} ev/s, trigger {args.trigger_seconds:g} s, 1-minute windows, "
+        f"watermark {args.watermark_seconds} s\n"
+    )
     print("| stage | n | p50 s | p99 s | max s |\n|---|---:|---:|---:|---:|")
     print(_row("detection (window end -> alert emitted)", detection))
     for channel, hits in received.items():
@@ -116,8 +141,10 @@ def report(
 def _row(name: str, values: list[float]) -> str:
     if not values:
         return f"| {name} | 0 | - | - | - |"
-    return (f"| {name} | {len(values)} | {statistics.median(values):.1f} | {percentile(values, 0.99):.1f} "
-            f"| {max(values):.1f} |")  # fmt: skip
+    return (
+        f"| {name} | {len(values)} | {statistics.median(values):.1f} | {percentile(values, 0.99):.1f} "
+        f"| {max(values):.1f} |"
+    )
 
 
 if __name__ == "__main__":

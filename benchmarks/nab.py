@@ -29,10 +29,14 @@ def load_profiles(path: Path | None) -> tuple[Profile, ...]:
         return PROFILES
     data = json.loads(path.read_text())
     return tuple(
-        Profile(name, float(c["CostMatrix"]["tpWeight"]), float(c["CostMatrix"]["fpWeight"]),
-                float(c["CostMatrix"]["fnWeight"]))
+        Profile(
+            name,
+            float(c["CostMatrix"]["tpWeight"]),
+            float(c["CostMatrix"]["fpWeight"]),
+            float(c["CostMatrix"]["fnWeight"]),
+        )
         for name, c in data.items()
-    )  # fmt: skip
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

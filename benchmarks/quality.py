@@ -183,18 +183,24 @@ def main(argv: list[str] | None = None) -> int:
     clean, _ = simulate(model, args.days, [], args.seed + 1)
     dirty, expected = simulate(model, args.days, scenarios, args.seed + 2)
     n_windows = sum(len(v) for v in clean.values())
-    print(f"simulated {args.days} days x {len(model.segments)} segments at {args.rate:g} events/s: "
-          f"{n_windows} non-empty clean windows, {len(scenarios)} injected anomalies ({time.perf_counter() - t0:.1f}s)")  # fmt: skip
+    print(
+        f"simulated {args.days} days x {len(model.segments)} segments at {args.rate:g} events/s: "
+        f"{n_windows} non-empty clean windows, {len(scenarios)} injected anomalies ({time.perf_counter() - t0:.1f}s)"
+    )
     for rules in (RuleSettings(), RuleSettings(rule_set="classic")):
         false_alerts, elapsed = detect(clean, rules)
         n_false = len([a for a in false_alerts if a.status == "firing"])
         alerts, _ = detect(dirty, rules)
         q = score(alerts, scenarios, expected, rules)
-        print(f"\n[{rules.rule_set}] clean run: {n_false} false alerts = {n_false / args.days:.2f}/day "
-              f"across all segments ({n_windows / elapsed:,.0f} windows/s)")  # fmt: skip
-        print(f"[{rules.rule_set}] injected: recall {q.recall_all:.0%} of {q.n_truth}; carriable {q.n_carriable}: "
-              f"recall {q.recall_carriable:.0%}, caught within 3 windows {q.caught_in_3:.0%}; "
-              f"precision {q.precision:.0%} of {q.n_alerts} alerts; median time to detect {q.median_ttd} windows")  # fmt: skip
+        print(
+            f"\n[{rules.rule_set}] clean run: {n_false} false alerts = {n_false / args.days:.2f}/day "
+            f"across all segments ({n_windows / elapsed:,.0f} windows/s)"
+        )
+        print(
+            f"[{rules.rule_set}] injected: recall {q.recall_all:.0%} of {q.n_truth}; carriable {q.n_carriable}: "
+            f"recall {q.recall_carriable:.0%}, caught within 3 windows {q.caught_in_3:.0%}; "
+            f"precision {q.precision:.0%} of {q.n_alerts} alerts; median time to detect {q.median_ttd} windows"
+        )
         if q.missed:
             print(f"[{rules.rule_set}] missed carriable: {', '.join(q.missed[:12])}")
         by_type: dict[str, list[str]] = defaultdict(list)
@@ -202,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             if a.status == "firing":
                 by_type[a.alert_type].append(f"{a.country}|{a.ad_format}")
         if by_type:
-            print(f"[{rules.rule_set}] false alerts by type: " +
-                  ", ".join(f"{k} {len(v)}" for k, v in sorted(by_type.items())))  # fmt: skip
+            print(
+                f"[{rules.rule_set}] false alerts by type: "
+                + ", ".join(f"{k} {len(v)}" for k, v in sorted(by_type.items()))
+            )
     return 0
 
 

@@ -56,9 +56,14 @@ def release() -> Iterator[tuple[Any, str]]:
             pytest.skip(f"the cluster in KUBECONFIG is not reachable: {exc}")
         try:
             config.install(
-                str(chart.CHART), chart.RELEASE, values, namespace=namespace, create_namespace=True,
-                wait="watcher", timeout=TIMEOUT_S,
-            )  # fmt: skip
+                str(chart.CHART),
+                chart.RELEASE,
+                values,
+                namespace=namespace,
+                create_namespace=True,
+                wait="watcher",
+                timeout=TIMEOUT_S,
+            )
             yield config, namespace
         finally:
             config.uninstall(chart.RELEASE, ignore_not_found=True, wait="watcher", timeout=120)
@@ -69,8 +74,10 @@ def _ready_over_port_forward(namespace: str, deployment: str, port: int) -> int:
     """Port-forward to a random local port, GET /readyz, stop the forward by its PID."""
     proc = subprocess.Popen(
         ["kubectl", "-n", namespace, "port-forward", f"deploy/{deployment}", f":{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:41234 -> 9102"

@@ -46,8 +46,12 @@ SCENARIOS = {
 GENERATOR_KIND = {"click_without_impression": "click_flood_without_impressions"}
 SCENARIO_LEAD_S, SCENARIO_DURATION = 45, "150s"
 RULES = "resolve_windows: 2\n"  # hysteresis of two in-band windows (default 3) keeps the run short
-MALFORMED = [b"{not json", b'{"event_id": "x"}', b'{"event_id":"e","event_time_ms":1,"event_type":"impression",'
-             b'"country":"usa","ad_format":"banner","app_id":"a","placement_id":"p","campaign_id":"c","user_hash":"u"}']  # fmt: skip
+MALFORMED = [
+    b"{not json",
+    b'{"event_id": "x"}',
+    b'{"event_id":"e","event_time_ms":1,"event_type":"impression",'
+    b'"country":"usa","ad_format":"banner","app_id":"a","placement_id":"p","campaign_id":"c","user_hash":"u"}',
+]
 
 
 @dataclass
@@ -116,8 +120,11 @@ def _run(
     pipeline.env.update(notifier_env)
     rules = pipeline.workdir / "rules.yaml"
     rules.write_text(RULES)
-    detector_env = {"ADWATCH_DETECTOR_CHECKPOINT_DIR": str(pipeline.workdir / "checkpoint"),
-                    "ADWATCH_DETECTOR_TRIGGER_SECONDS": "2", "ADWATCH_DETECTOR_RULES_FILE": str(rules)}  # fmt: skip
+    detector_env = {
+        "ADWATCH_DETECTOR_CHECKPOINT_DIR": str(pipeline.workdir / "checkpoint"),
+        "ADWATCH_DETECTOR_TRIGGER_SECONDS": "2",
+        "ADWATCH_DETECTOR_RULES_FILE": str(rules),
+    }
     # Slack: the first request gets 429 (Retry-After 1 s); the retry is held open for 8 s,
     # long enough to SIGKILL the notifier between send and commit.
     slack.fail_next(429, times=1, retry_after=1)
@@ -197,10 +204,16 @@ def test_slack_429_is_delivered_once_after_retry_after(outcome: Outcome) -> None
 
 def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -> None:
     for alert in outcome.by_status("firing").values():
-        triggers = [r for r in outcome.pagerduty if r.ok and r.json().get("dedup_key") == alert.fingerprint
-                    and r.json().get("event_action") == "trigger"]  # fmt: skip
-        resolves = [r for r in outcome.pagerduty if r.ok and r.json().get("dedup_key") == alert.fingerprint
-                    and r.json().get("event_action") == "resolve"]  # fmt: skip
+        triggers = [
+            r
+            for r in outcome.pagerduty
+            if r.ok and r.json().get("dedup_key") == alert.fingerprint and r.json().get("event_action") == "trigger"
+        ]
+        resolves = [
+            r
+            for r in outcome.pagerduty
+            if r.ok and r.json().get("dedup_key") == alert.fingerprint and r.json().get("event_action") == "resolve"
+        ]
         if alert.severity in ("high", "critical"):
             assert len(triggers) == 1 and len(resolves) == 1, alert.fingerprint
         else:

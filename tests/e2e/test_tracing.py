@@ -70,10 +70,15 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
 
     # 2. detector: the Spark job over everything in the topic
     settings = DetectorSettings(
-        checkpoint_dir=str(tmp_path / "checkpoint"), input_topic=events, alerts_topic=alerts,
-        dlq_topic=unique("ad-events-dlq"), redis_key_prefix=unique("adwatch:segment") + ":",
-        query_name=unique("tracing").replace("-", "_"), source="python", clickhouse_enabled=False,
-    )  # fmt: skip
+        checkpoint_dir=str(tmp_path / "checkpoint"),
+        input_topic=events,
+        alerts_topic=alerts,
+        dlq_topic=unique("ad-events-dlq"),
+        redis_key_prefix=unique("adwatch:segment") + ":",
+        query_name=unique("tracing").replace("-", "_"),
+        source="python",
+        clickhouse_enabled=False,
+    )
     common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url)
     writer = BatchWriter(settings, common, get_metrics(), tracer=tracer)
     try:
@@ -86,8 +91,13 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
     # 3. notifier: Slack (500 once, then ok) and PagerDuty, each its own consumer group
     with FakeSlack() as slack, FakePagerDuty() as pagerduty:
         slack.fail_next(500, times=1)
-        base: dict[str, Any] = {"alerts_topic": alerts, "dlq_topic": dlq, "redis_prefix": unique("adwatch:notifier"),
-                                "retry_initial_seconds": 0.2, "slack_min_interval_ms": 0}  # fmt: skip
+        base: dict[str, Any] = {
+            "alerts_topic": alerts,
+            "dlq_topic": dlq,
+            "redis_prefix": unique("adwatch:notifier"),
+            "retry_initial_seconds": 0.2,
+            "slack_min_interval_ms": 0,
+        }
         channels = {
             "slack": NotifierSettings(channel="slack", slack_webhook_url=slack.webhook_url, **base),
             "pagerduty": NotifierSettings(

@@ -19,9 +19,17 @@ from adwatch_dev.testing import consume_all, unique
 
 def _event(i: int) -> AdEvent:
     return AdEvent(
-        event_id=f"e{i}", event_time_ms=1_700_000_000_000 + i, event_type="impression", country="US",
-        ad_format="banner", app_id="a", placement_id="p", campaign_id="c", user_hash="u", revenue_usd=0.001,
-    )  # fmt: skip
+        event_id=f"e{i}",
+        event_time_ms=1_700_000_000_000 + i,
+        event_type="impression",
+        country="US",
+        ad_format="banner",
+        app_id="a",
+        placement_id="p",
+        campaign_id="c",
+        user_hash="u",
+        revenue_usd=0.001,
+    )
 
 
 def test_produce_consume_with_headers(kafka: str, topic_factory: Callable[..., str]) -> None:
@@ -87,8 +95,11 @@ def test_adwatch_query_reads_a_store_another_process_owns(tmp_path: Path) -> Non
     result = subprocess.run(
         [str(Path(sys.executable).parent / "adwatch"), "query", "SELECT message FROM ad_alerts"],
         env=os.environ | {"ADWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
 

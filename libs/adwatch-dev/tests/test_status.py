@@ -43,11 +43,14 @@ adwatch_notifier_dead_letters_total{channel="console",reason="permanent"} 1
 
 
 def snapshot(at_s: float, imps: int, events: int, windows: int = 96, warming: int = 0) -> Snapshot:
-    return Snapshot(at_s, {
-        "generator": parse_metrics(GENERATOR.format(imps=imps, clicks=imps // 50)),
-        "detector": parse_metrics(DETECTOR.format(events=events, windows=windows, warming=warming)),
-        "notifier-console": parse_metrics(NOTIFIER),
-    })  # fmt: skip
+    return Snapshot(
+        at_s,
+        {
+            "generator": parse_metrics(GENERATOR.format(imps=imps, clicks=imps // 50)),
+            "detector": parse_metrics(DETECTOR.format(events=events, windows=windows, warming=warming)),
+            "notifier-console": parse_metrics(NOTIFIER),
+        },
+    )
 
 
 def test_metrics_text_becomes_samples_with_labels() -> None:

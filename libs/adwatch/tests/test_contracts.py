@@ -141,9 +141,14 @@ def test_seed_message_shape() -> None:
 
 def test_window_derived_metrics() -> None:
     window = SegmentWindow(
-        window_start_ms=0, window_end_ms=60_000, country="US", ad_format="banner",
-        impressions=1000, clicks=50, revenue_usd=2.0,
-    )  # fmt: skip
+        window_start_ms=0,
+        window_end_ms=60_000,
+        country="US",
+        ad_format="banner",
+        impressions=1000,
+        clicks=50,
+        revenue_usd=2.0,
+    )
     assert window.ctr == pytest.approx(0.05)
     assert window.ecpm == pytest.approx(2.0)
 

@@ -53,10 +53,17 @@ def synth_events(
                 n += 1
                 imp_id = f"i{n}"
                 ev = AdEvent(
-                    event_id=imp_id, event_time_ms=int(base + offsets[i]), event_type="impression",
-                    country=s.country, ad_format=s.ad_format, app_id="app1", placement_id="p1",
-                    campaign_id="c1", user_hash=f"u{n % 997}", revenue_usd=0.002,
-                )  # fmt: skip
+                    event_id=imp_id,
+                    event_time_ms=int(base + offsets[i]),
+                    event_type="impression",
+                    country=s.country,
+                    ad_format=s.ad_format,
+                    app_id="app1",
+                    placement_id="p1",
+                    campaign_id="c1",
+                    user_hash=f"u{n % 997}",
+                    revenue_usd=0.002,
+                )
                 headers = None
                 if n % trace_every == 0:
                     tp = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
@@ -64,9 +71,13 @@ def synth_events(
                 out.append((None, encode(ev), headers))
                 if clicked[i]:
                     click = msgspec.structs.replace(
-                        ev, event_id=f"c{n}", event_type="click", event_time_ms=ev.event_time_ms + 1000,
-                        impression_id=imp_id, revenue_usd=0.0,
-                    )  # fmt: skip
+                        ev,
+                        event_id=f"c{n}",
+                        event_type="click",
+                        event_time_ms=ev.event_time_ms + 1000,
+                        impression_id=imp_id,
+                        revenue_usd=0.0,
+                    )
                     out.append((None, encode(click), None))
     return out
 

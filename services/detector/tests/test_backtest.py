@@ -55,15 +55,32 @@ def test_backtest_json_output_decodes_as_alerts(tmp_path: Path) -> None:
 
 def test_events_are_aggregated_to_windows(tmp_path: Path) -> None:
     def event(i: int, kind: str, t: int, imp: str | None = None) -> AdEvent:
-        return AdEvent(event_id=f"e{i}", event_time_ms=t, event_type=kind, country="US", ad_format="banner",  # type: ignore[arg-type]
-                       app_id="a", placement_id="p", campaign_id="c", user_hash="u",
-                       revenue_usd=0.002 if kind == "impression" else 0.0, impression_id=imp)  # fmt: skip
+        return AdEvent(
+            event_id=f"e{i}",
+            event_time_ms=t,
+            event_type=kind,
+            country="US",
+            ad_format="banner",  # type: ignore[arg-type]
+            app_id="a",
+            placement_id="p",
+            campaign_id="c",
+            user_hash="u",
+            revenue_usd=0.002 if kind == "impression" else 0.0,
+            impression_id=imp,
+        )
 
-    events = [event(0, "impression", 1000), event(1, "impression", 2000), event(2, "click", 3000, "e0"),
-              event(3, "click", 61_000), event(4, "impression", 62_000)]  # fmt: skip
+    events = [
+        event(0, "impression", 1000),
+        event(1, "impression", 2000),
+        event(2, "click", 3000, "e0"),
+        event(3, "click", 61_000),
+        event(4, "impression", 62_000),
+    ]
     windows = aggregate_events(events, MIN)
     assert [(w.window_start_ms, w.impressions, w.clicks, w.orphan_clicks) for w in windows] == [
-        (0, 2, 1, 0), (MIN, 1, 1, 1)]  # fmt: skip
+        (0, 2, 1, 0),
+        (MIN, 1, 1, 1),
+    ]
     assert windows[0].revenue_usd == pytest.approx(0.004)
     floods = [event(100 + i, "click", 5 * MIN + i) for i in range(12)] + [event(99, "impression", 5 * MIN)]
     source = write_jsonl(tmp_path / "e.jsonl", [*events, *floods])

@@ -56,11 +56,14 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
     records = synth_events(SEGMENTS, HISTORY_MIN)
     malformed = [
         (None, b"{not json", None),
-        (None, b'{"event_id": "x1", "event_time_ms": 1790000000000, "event_type": "impression", "country": "US",'
-               b' "ad_format": "hologram", "app_id": "a", "placement_id": "p", "campaign_id": "c", "user_hash": "u"}',
-         None),
+        (
+            None,
+            b'{"event_id": "x1", "event_time_ms": 1790000000000, "event_type": "impression", "country": "US",'
+            b' "ad_format": "hologram", "app_id": "a", "placement_id": "p", "campaign_id": "c", "user_hash": "u"}',
+            None,
+        ),
         (None, b'{"event_id": "x2", "event_type": "click"}', None),
-    ]  # fmt: skip
+    ]
     produce_events(topics["in"], malformed + records)
     settings, common = make_settings(tmp_path, kafka, redis_url, topics)
     metrics = get_metrics()
@@ -162,9 +165,12 @@ def test_restart_from_checkpoint_keeps_state_and_loses_or_repeats_nothing(
     ch = make_clickhouse(common.clickhouse_url)
     try:
         for segment in ("US|banner", "DE|native"):
-            starts = [r[0] for r in ch.query(
-                f"SELECT window_start_ms FROM {settings.metrics_table} FINAL WHERE segment = '{segment}' ORDER BY 1"
-            )]  # fmt: skip
+            starts = [
+                r[0]
+                for r in ch.query(
+                    f"SELECT window_start_ms FROM {settings.metrics_table} FINAL WHERE segment = '{segment}' ORDER BY 1"
+                )
+            ]
             assert starts == [T0_MS + m * MINUTE_MS for m in range(total - 1)]
     finally:
         ch.close()

@@ -12,9 +12,15 @@ W = 60_000
 def _fold(ow: OpenWindows, times: list[int], types: list[int], tps: list[str | None] | None = None) -> int:
     n = len(times)
     return fold_events(
-        ow, np.array(times), np.array(types), np.full(n, 0.5), np.array([1 if t == 1 else 0 for t in types]),
-        tps or [None] * n, W, 2,
-    )  # fmt: skip
+        ow,
+        np.array(times),
+        np.array(types),
+        np.full(n, 0.5),
+        np.array([1 if t == 1 else 0 for t in types]),
+        tps or [None] * n,
+        W,
+        2,
+    )
 
 
 def test_windows_fold_close_in_order_and_late_events_are_counted() -> None:

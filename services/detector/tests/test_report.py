@@ -51,8 +51,11 @@ def replay() -> tuple[list[Alert], list[BandPoint]]:
 
 def test_the_replay_records_each_alerting_segments_band_and_nothing_else() -> None:
     alerts, points = replay()
-    assert {(a.alert_type, a.status) for a in alerts} >= {("traffic_spike", "firing"), ("ctr_drop", "firing"),
-                                                          ("ecpm_drop", "firing")}  # fmt: skip
+    assert {(a.alert_type, a.status) for a in alerts} >= {
+        ("traffic_spike", "firing"),
+        ("ctr_drop", "firing"),
+        ("ecpm_drop", "firing"),
+    }
     alerted = {(f"{a.country}|{a.ad_format}", a.alert_type) for a in alerts}
     assert {(p.segment, p.alert_type) for p in points} == alerted
     flood = [p for p in points if p.alert_type == "traffic_spike"]

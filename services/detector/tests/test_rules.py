@@ -15,8 +15,16 @@ DEFAULT = RuleSettings()
 CLASSIC = RuleSettings(rule_set="classic")
 
 
-def synth(imps: float, ctr: float, minutes: int, *, anomaly: tuple[str, int, int, float] | None = None,
-          seed: int = 7, ecpm: float = 2.0, amplitude: float = 0.3) -> list[SegmentWindow]:  # fmt: skip
+def synth(
+    imps: float,
+    ctr: float,
+    minutes: int,
+    *,
+    anomaly: tuple[str, int, int, float] | None = None,
+    seed: int = 7,
+    ecpm: float = 2.0,
+    amplitude: float = 0.3,
+) -> list[SegmentWindow]:
     rng = np.random.default_rng(seed)
     t = np.arange(minutes)
     expected = imps * diurnal(t, amplitude, 20.0)
@@ -85,9 +93,11 @@ def test_a_partial_first_window_does_not_poison_the_baseline(fraction: float) ->
     windows = synth(620.0, 0.005, 120, seed=3)
     first = windows[0]
     windows[0] = msgspec.structs.replace(
-        first, impressions=int(first.impressions * fraction), clicks=int(first.clicks * fraction),
+        first,
+        impressions=int(first.impressions * fraction),
+        clicks=int(first.clicks * fraction),
         revenue_usd=first.revenue_usd * fraction,
-    )  # fmt: skip
+    )
     assert [a for a in run(windows) if a.status == "firing"] == []
 
 
@@ -118,8 +128,15 @@ def test_each_alert_type_fires_on_its_scenario(
 
 def test_classic_reproduces_the_tutorial_example() -> None:
     def window(i: int, clicks: int) -> SegmentWindow:
-        return SegmentWindow(window_start_ms=i * MIN, window_end_ms=(i + 1) * MIN, country="US", ad_format="banner",
-                             impressions=1000, clicks=clicks, revenue_usd=1.0)  # fmt: skip
+        return SegmentWindow(
+            window_start_ms=i * MIN,
+            window_end_ms=(i + 1) * MIN,
+            country="US",
+            ad_format="banner",
+            impressions=1000,
+            clicks=clicks,
+            revenue_usd=1.0,
+        )
 
     windows = [window(i, 50) for i in range(6)] + [window(6, 20)]
     _state, alerts = detect_windows(None, windows, CLASSIC, 123)

@@ -16,16 +16,37 @@ from adwatch_detector.sinks import BatchWriter, event_links, reason_label
 from adwatch_dev.testing import consume_all, unique
 
 WINDOW = SegmentWindow(
-    window_start_ms=1_790_000_040_000, window_end_ms=1_790_000_100_000, country="US", ad_format="banner",
-    impressions=1000, clicks=8, revenue_usd=2.0, event_counts={"impression": 1000, "click": 8},
-)  # fmt: skip
+    window_start_ms=1_790_000_040_000,
+    window_end_ms=1_790_000_100_000,
+    country="US",
+    ad_format="banner",
+    impressions=1000,
+    clicks=8,
+    revenue_usd=2.0,
+    event_counts={"impression": 1000, "click": 8},
+)
 ALERT = Alert(
-    alert_id=make_alert_id("ctr_drop:US|banner", WINDOW.window_start_ms, "firing"), fingerprint="ctr_drop:US|banner",
-    status="firing", alert_type="ctr_drop", severity="high", country="US", ad_format="banner", metric="ctr",
-    current=0.008, expected=0.02, band_low=0.015, band_high=0.025, deviation_pct=-60.0, volume=1000,
-    p_value=1e-9, z_score=-6.1, window_start_ms=WINDOW.window_start_ms, window_end_ms=WINDOW.window_end_ms,
-    detected_at_ms=1_790_000_105_000, message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
-)  # fmt: skip
+    alert_id=make_alert_id("ctr_drop:US|banner", WINDOW.window_start_ms, "firing"),
+    fingerprint="ctr_drop:US|banner",
+    status="firing",
+    alert_type="ctr_drop",
+    severity="high",
+    country="US",
+    ad_format="banner",
+    metric="ctr",
+    current=0.008,
+    expected=0.02,
+    band_low=0.015,
+    band_high=0.025,
+    deviation_pct=-60.0,
+    volume=1000,
+    p_value=1e-9,
+    z_score=-6.1,
+    window_start_ms=WINDOW.window_start_ms,
+    window_end_ms=WINDOW.window_end_ms,
+    detected_at_ms=1_790_000_105_000,
+    message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
+)
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -49,10 +70,11 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     rows = [
         _row("window", segment="US|banner", payload=encode(WINDOW)),
         _row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[TP]),
-        _row("dlq", payload=b"{oops", reason="malformed_json: not an AdEvent JSON object", src_partition=2,
-             src_offset=41),
+        _row(
+            "dlq", payload=b"{oops", reason="malformed_json: not an AdEvent JSON object", src_partition=2, src_offset=41
+        ),
         _row("late", segment="US|banner", count=3),
-    ]  # fmt: skip
+    ]
     writer = BatchWriter(settings, common, metrics)
     try:
         writer.write_rows(rows, 0)

@@ -80,8 +80,11 @@ def test_budget_z_matches_detection_notes() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(x=st.integers(min_value=0, max_value=100), n=st.integers(min_value=1, max_value=100),
-       z=st.floats(min_value=0.5, max_value=5))  # fmt: skip
+@given(
+    x=st.integers(min_value=0, max_value=100),
+    n=st.integers(min_value=1, max_value=100),
+    z=st.floats(min_value=0.5, max_value=5),
+)
 def test_wilson_interval_contains_the_estimate(x: int, n: int, z: float) -> None:
     x = min(x, n)
     lo, hi = wilson_interval(x, n, z)

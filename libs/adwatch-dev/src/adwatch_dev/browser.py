@@ -23,11 +23,19 @@ from typing import Any
 from adwatch_dev.infra import InfraError, ManagedProcess, poll_until, spawn
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-address=127.0.0.1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
-]  # fmt: skip
+]
 
 
 def chromium_binary() -> str | None:
@@ -110,8 +118,10 @@ class Page:
             width, height = self.evaluate(
                 "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
             )
-            params |= {"captureBeyondViewport": True,
-                       "clip": {"x": 0, "y": 0, "width": width, "height": min(height, max_height), "scale": 1}}  # fmt: skip
+            params |= {
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": min(height, max_height), "scale": 1},
+            }
         data = self.call("Page.captureScreenshot", **params)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

@@ -246,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole pipeline locally on embedded infrastructure")
-    run.add_argument("--scenario", default=os.environ.get("SCENARIO", "traffic_spike"),
-                     help="scenario to inject, or 'none' (env SCENARIO)")  # fmt: skip
+    run.add_argument(
+        "--scenario",
+        default=os.environ.get("SCENARIO", "traffic_spike"),
+        help="scenario to inject, or 'none' (env SCENARIO)",
+    )
     run.add_argument("--segment", default=os.environ.get("SEGMENT", "US/banner"))
     run.add_argument("--scenario-start", default=os.environ.get("SCENARIO_START", "30s"))
     run.add_argument("--scenario-duration", default=os.environ.get("SCENARIO_DURATION", "4m"))

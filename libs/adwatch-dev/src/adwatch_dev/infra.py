@@ -125,8 +125,13 @@ def spawn(
     else:
         stdout, stderr = out, subprocess.STDOUT if out else None
     popen = subprocess.Popen(
-        argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-    )  # fmt: skip
+        argv,
+        stdout=stdout,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     proc = ManagedProcess(name, popen)
     _live.append(proc)
     return proc
@@ -191,8 +196,16 @@ class EmbeddedInfra:
     def start_broker(self) -> None:
         self.kafka_port = self.kafka_port or free_port()
         url = f"tcp://{HOST}:{self.kafka_port}"
-        argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]  # fmt: skip
+        argv = [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         self.processes["kafka"] = spawn("kafka", argv, self.workdir / "kafka.log")
         poll_until(lambda: port_open(self.kafka_port), f"the Kafka broker on port {self.kafka_port}")
         poll_until(self._broker_answers, "the Kafka broker metadata", timeout_s=30)
@@ -206,8 +219,19 @@ class EmbeddedInfra:
 
     def start_redis(self) -> None:
         self.redis_port = self.redis_port or free_port()
-        argv = [redis_binary(), "--port", str(self.redis_port), "--bind", HOST, "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        argv = [
+            redis_binary(),
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
         self.processes["redis"] = spawn("redis", argv, self.workdir / "redis.log")
         poll_until(self._redis_answers, f"Redis on port {self.redis_port}")
 

@@ -111,8 +111,11 @@ def build_status(prev: Snapshot | None, cur: Snapshot, started_s: float, trigger
     pdet = prev.services.get("detector") if prev else None
     dt = cur.at_s - prev.at_s if prev else 0.0
     notifiers = {name.removeprefix("notifier-"): s for name, s in cur.services.items() if name.startswith("notifier-")}
-    deliveries = {ch: total(s, "adwatch_notifier_notifications_total", outcome="delivered") or 0.0
-                  for ch, s in notifiers.items() if s is not None}  # fmt: skip
+    deliveries = {
+        ch: total(s, "adwatch_notifier_notifications_total", outcome="delivered") or 0.0
+        for ch, s in notifiers.items()
+        if s is not None
+    }
     dead = {"detector": total(det, "adwatch_detector_dead_letters_total") or 0.0} if det is not None else {}
     dead |= {ch: total(s, "adwatch_notifier_dead_letters_total") or 0.0 for ch, s in notifiers.items() if s is not None}
     down = tuple(sorted(name for name, s in cur.services.items() if s is None))
@@ -163,15 +166,18 @@ def status_rows(st: Status) -> list[tuple[str, str]]:
     dead = ", ".join(f"{k} {v:.0f}" for k, v in sorted(st.dead_letters.items())) or "–"
     batch = f"{_n(st.batch_duration_s, '{:.1f}', ' s')} (trigger {_n(st.trigger_s, '{:.1f}', ' s')})"
     rows = [
-        ("events/s", f"in {_n(st.events_in_per_s)} · processed {_n(st.events_processed_per_s)}"
-                     f"   (total {_n(st.events_in)} / {_n(st.events_processed)})"),
+        (
+            "events/s",
+            f"in {_n(st.events_in_per_s)} · processed {_n(st.events_processed_per_s)}"
+            f"   (total {_n(st.events_in)} / {_n(st.events_processed)})",
+        ),
         ("detector batch", f"{batch} · watermark delay {_n(st.watermark_delay_s, '{:.0f}', ' s')}"),
         ("windows closed", _n(st.windows_closed)),
         ("segments", f"{_n(st.segments_tracked)} tracked · {_n(st.segments_warming)} warming up"),
         ("alerts", f"{_n(st.alerts_firing)} firing · {_n(st.alerts_resolved)} resolved"),
         ("deliveries", deliveries),
         ("dead letters", dead),
-    ]  # fmt: skip
+    ]
     if st.down:
         rows.append(("not answering", ", ".join(st.down)))
     return rows
@@ -290,8 +296,14 @@ class StatusBoard:
             from rich.live import Live
             from rich.text import Text
 
-            self._live = Live(Text("adwatch: starting ..."), console=self.console, refresh_per_second=2,
-                              transient=False, redirect_stdout=False, redirect_stderr=False)  # fmt: skip
+            self._live = Live(
+                Text("adwatch: starting ..."),
+                console=self.console,
+                refresh_per_second=2,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
         return self
 

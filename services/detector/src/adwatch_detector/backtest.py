@@ -32,8 +32,9 @@ def aggregate_events(events: Iterable[AdEvent], window_ms: int) -> list[SegmentW
     acc: dict[tuple[str, str, int], dict[str, Any]] = {}
     for e in events:
         start = e.event_time_ms // window_ms * window_ms
-        slot = acc.setdefault((e.country, e.ad_format, start), {"imps": 0, "clicks": 0, "rev": 0.0, "orph": 0,
-                                                                 "counts": defaultdict(int)})  # fmt: skip
+        slot = acc.setdefault(
+            (e.country, e.ad_format, start), {"imps": 0, "clicks": 0, "rev": 0.0, "orph": 0, "counts": defaultdict(int)}
+        )
         slot["counts"][e.event_type] += 1
         if e.event_type == "impression":
             slot["imps"] += 1
@@ -95,10 +96,21 @@ def run_backtest(
         seen: list[BandPoint] = []
 
         def record(window: SegmentWindow, check: Any, segment: str = segment, seen: list[BandPoint] = seen) -> None:
-            seen.append(BandPoint(segment=segment, alert_type=check.alert_type, metric=check.metric,
-                                  window_start_ms=window.window_start_ms, window_end_ms=window.window_end_ms,
-                                  current=check.current, expected=check.expected, band_low=check.band_low,
-                                  band_high=check.band_high, volume=check.volume, breach=check.breach))  # fmt: skip
+            seen.append(
+                BandPoint(
+                    segment=segment,
+                    alert_type=check.alert_type,
+                    metric=check.metric,
+                    window_start_ms=window.window_start_ms,
+                    window_end_ms=window.window_end_ms,
+                    current=check.current,
+                    expected=check.expected,
+                    band_low=check.band_low,
+                    band_high=check.band_high,
+                    volume=check.volume,
+                    breach=check.breach,
+                )
+            )
 
         on_check = record if points is not None else None
         fired: set[str] = set()
@@ -141,9 +153,22 @@ def clickhouse_windows(url: str, table: str, since_ms: int | None) -> list[tuple
     out = []
     for seg, country, fmt, start, end, imps, clicks, rev, orph, req, conv in rows:
         counts = {"impression": int(imps), "click": int(clicks), "request": int(req), "conversion": int(conv)}
-        out.append((str(seg), SegmentWindow(window_start_ms=int(start), window_end_ms=int(end), country=country,
-                                            ad_format=cast(AdFormat, fmt), impressions=int(imps), clicks=int(clicks),
-                                            revenue_usd=float(rev), orphan_clicks=int(orph), event_counts=counts)))  # fmt: skip
+        out.append(
+            (
+                str(seg),
+                SegmentWindow(
+                    window_start_ms=int(start),
+                    window_end_ms=int(end),
+                    country=country,
+                    ad_format=cast(AdFormat, fmt),
+                    impressions=int(imps),
+                    clicks=int(clicks),
+                    revenue_usd=float(rev),
+                    orphan_clicks=int(orph),
+                    event_counts=counts,
+                ),
+            )
+        )
     return out
 
 
@@ -153,8 +178,10 @@ def format_table(alerts: Sequence[Alert]) -> str:
     )
     lines = [header]
     for a in alerts:
-        lines.append(f"{a.window_start_ms:>15}  {a.status:<8} {a.severity:<8} {a.alert_type:<24} "
-                     f"{a.country + '|' + a.ad_format:<22} {a.z_score:>6.1f}  {a.message}")  # fmt: skip
+        lines.append(
+            f"{a.window_start_ms:>15}  {a.status:<8} {a.severity:<8} {a.alert_type:<24} "
+            f"{a.country + '|' + a.ad_format:<22} {a.z_score:>6.1f}  {a.message}"
+        )
     firing = sum(a.status == "firing" for a in alerts)
     lines.append(f"{firing} firing, {len(alerts) - firing} resolved")
     return "\n".join(lines)
@@ -163,8 +190,9 @@ def format_table(alerts: Sequence[Alert]) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """CLI entry (wired as ``adwatch-detector backtest``); returns the exit code."""
     stream = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="adwatch-detector backtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="adwatch-detector backtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="JSONL of SegmentWindow or AdEvent records ('-' = stdin)")
     source.add_argument("--clickhouse", help="ClickHouse URL (chdb://dir or http(s)://...)")
@@ -173,9 +201,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--rules", default=None, help="rules YAML (default: built-in defaults)")
     parser.add_argument("--rule-set", choices=["default", "classic"], default=None, help="override rule_set")
     parser.add_argument("--json", action="store_true", help="one Alert JSON per line instead of a table")
-    parser.add_argument("--report", metavar="DIR", default=None,
-                        help="also write DIR/report.html: each alert's metric against its band (needs the "
-                             "'report' extra: pip install 'adwatch-detector[report]')")  # fmt: skip
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/report.html: each alert's metric against its band (needs the "
+        "'report' extra: pip install 'adwatch-detector[report]')",
+    )
     args = parser.parse_args(argv)
     try:
         rules = load_rules(args.rules)

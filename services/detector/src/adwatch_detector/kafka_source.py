@@ -180,8 +180,10 @@ def read_range(
                 next_offset = offset + 1
             if cols["offset"]:
                 last_progress = time.monotonic()
-                yield pa.RecordBatch.from_arrays([pa.array(cols[n], type=f.type) for n, f in zip(
-                    _ARROW_SCHEMA.names, _ARROW_SCHEMA, strict=True)], schema=_ARROW_SCHEMA)  # fmt: skip
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(cols[n], type=f.type) for n, f in zip(_ARROW_SCHEMA.names, _ARROW_SCHEMA, strict=True)],
+                    schema=_ARROW_SCHEMA,
+                )
             elif time.monotonic() - last_progress > stall_timeout_s:
                 raise KafkaSourceError(
                     f"{rng.topic}[{rng.partition}] stalled at offset {next_offset}, planned end {rng.end}"

@@ -84,10 +84,13 @@ def incident_points(incident: Incident, points: Sequence[BandPoint], window_ms: 
     start = (incident.firing or first).window_start_ms - BEFORE_WINDOWS * window_ms
     end = (incident.resolved or incident.firing or first).window_start_ms + AFTER_WINDOWS * window_ms
     return sorted(
-        (p for p in points if p.segment == incident.segment and p.alert_type == first.alert_type
-         and start <= p.window_start_ms <= end),
+        (
+            p
+            for p in points
+            if p.segment == incident.segment and p.alert_type == first.alert_type and start <= p.window_start_ms <= end
+        ),
         key=lambda p: p.window_start_ms,
-    )  # fmt: skip
+    )
 
 
 def _day(ms: int) -> str:
@@ -124,32 +127,81 @@ def incident_figure(incident: Incident, points: Sequence[BandPoint]) -> Any:
     fig = go.Figure()
     if points:
         x = [_ts(p.window_start_ms) for p in points]
-        fig.add_trace(go.Scatter(x=x, y=[p.band_high * k for p in points], mode="lines", line={"width": 0},
-                                 hoverinfo="skip", showlegend=False))  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=[p.band_low * k for p in points], mode="lines", line={"width": 0},
-                                 fill="tonexty", fillcolor="rgba(46,134,222,0.18)", name="expected band"))  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=[p.expected * k for p in points], mode="lines", name="expected",
-                                 line={"color": "#2e86de", "dash": "dash", "width": 1.5}))  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=[p.current * k for p in points], mode="lines+markers", name=first.metric,
-                                 line={"color": "#222", "width": 2}, marker={"size": 4},
-                                 customdata=[p.volume for p in points],
-                                 hovertemplate="%{y:.3f}<br>volume %{customdata}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[p.band_high * k for p in points],
+                mode="lines",
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[p.band_low * k for p in points],
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor="rgba(46,134,222,0.18)",
+                name="expected band",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[p.expected * k for p in points],
+                mode="lines",
+                name="expected",
+                line={"color": "#2e86de", "dash": "dash", "width": 1.5},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[p.current * k for p in points],
+                mode="lines+markers",
+                name=first.metric,
+                line={"color": "#222", "width": 2},
+                marker={"size": 4},
+                customdata=[p.volume for p in points],
+                hovertemplate="%{y:.3f}<br>volume %{customdata}<extra></extra>",
+            )
+        )
     for alert, colour, symbol in ((incident.firing, "#d00000", "x"), (incident.resolved, "#2eb67d", "circle")):
         if alert is None:
             continue
-        fig.add_trace(go.Scatter(
-            x=[_ts(alert.window_start_ms)], y=[alert.current * k], mode="markers", name=alert.status,
-            marker={"color": colour, "size": 13, "symbol": symbol, "line": {"width": 2, "color": colour}},
-            hovertemplate=f"{alert.status}: %{{y:.3f}} (expected {alert.expected * k:.3f})<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[_ts(alert.window_start_ms)],
+                y=[alert.current * k],
+                mode="markers",
+                name=alert.status,
+                marker={"color": colour, "size": 13, "symbol": symbol, "line": {"width": 2, "color": colour}},
+                hovertemplate=f"{alert.status}: %{{y:.3f}} (expected {alert.expected * k:.3f})<extra></extra>",
+            )
+        )
     if incident.firing is not None:
         end = incident.resolved.window_end_ms if incident.resolved else incident.firing.window_end_ms
-        fig.add_vrect(x0=_ts(incident.firing.window_start_ms), x1=_ts(end), fillcolor="#d00000", opacity=0.07,
-                      line_width=0, annotation_text="firing", annotation_position="top left")  # fmt: skip
+        fig.add_vrect(
+            x0=_ts(incident.firing.window_start_ms),
+            x1=_ts(end),
+            fillcolor="#d00000",
+            opacity=0.07,
+            line_width=0,
+            annotation_text="firing",
+            annotation_position="top left",
+        )
     unit = " (%)" if first.metric == "ctr" else ""
-    fig.update_layout(height=340, margin={"l": 60, "r": 20, "t": 30, "b": 40}, template="plotly_white",
-                      yaxis_title=f"{first.metric}{unit}", legend={"orientation": "h", "y": -0.18},
-                      title={"text": f"{first.country} {first.ad_format} · {first.metric}", "x": 0.01})  # fmt: skip
+    fig.update_layout(
+        height=340,
+        margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        template="plotly_white",
+        yaxis_title=f"{first.metric}{unit}",
+        legend={"orientation": "h", "y": -0.18},
+        title={"text": f"{first.country} {first.ad_format} · {first.metric}", "x": 0.01},
+    )
     return fig
 
 
@@ -157,9 +209,14 @@ def summary_figure(per_day: dict[str, Counter[str]]) -> Any:
     go = _plotly()
     types = sorted({t for counts in per_day.values() for t in counts})
     fig = go.Figure([go.Bar(name=t, x=list(per_day), y=[per_day[d][t] for d in per_day]) for t in types])
-    fig.update_layout(barmode="stack", height=260, margin={"l": 40, "r": 20, "t": 30, "b": 40},
-                      template="plotly_white", title={"text": "firing alerts per day", "x": 0.01},
-                      xaxis={"type": "category"})  # fmt: skip
+    fig.update_layout(
+        barmode="stack",
+        height=260,
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+        template="plotly_white",
+        title={"text": "firing alerts per day", "x": 0.01},
+        xaxis={"type": "category"},
+    )
     return fig
 
 
@@ -169,9 +226,18 @@ def _evidence(alerts: Sequence[Alert], anchor_from: int = 1) -> str:
     rows = []
     for i, a in enumerate(alerts):
         m = a.metric
-        cells = (a.status, a.severity, _when(a.window_start_ms), format_value(m, a.current),
-                 format_value(m, a.expected), f"{format_value(m, a.band_low)} – {format_value(m, a.band_high)}",
-                 f"{a.deviation_pct:+.1f}%", f"{a.volume:,}", f"{a.p_value:.3g}", f"{a.z_score:.2f}")  # fmt: skip
+        cells = (
+            a.status,
+            a.severity,
+            _when(a.window_start_ms),
+            format_value(m, a.current),
+            format_value(m, a.expected),
+            f"{format_value(m, a.band_low)} – {format_value(m, a.band_high)}",
+            f"{a.deviation_pct:+.1f}%",
+            f"{a.volume:,}",
+            f"{a.p_value:.3g}",
+            f"{a.z_score:.2f}",
+        )
         ident = f" id='{html.escape(a.alert_id)}'" if i >= anchor_from else ""
         rows.append(f"<tr class='{a.status}'{ident}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in heads)
@@ -181,8 +247,12 @@ def _evidence(alerts: Sequence[Alert], anchor_from: int = 1) -> str:
 def _incident_html(number: int, incident: Incident, points: Sequence[BandPoint]) -> str:
     first = incident.first
     fig = incident_figure(incident, points)
-    chart = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{number}",
-                        config={"displaylogo": False, "responsive": True})  # fmt: skip
+    chart = fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"chart-{number}",
+        config={"displaylogo": False, "responsive": True},
+    )
     anchor = html.escape(first.alert_id)
     state = "resolved" if incident.resolved else "still firing"
     rows = _evidence([a for a in (incident.firing, incident.resolved) if a is not None])
@@ -208,8 +278,9 @@ def _summary_html(alerts: Sequence[Alert]) -> str:
     )
     chart = ""
     if per_day:
-        chart = summary_figure(per_day).to_html(full_html=False, include_plotlyjs=False, div_id="summary-chart",
-                                                config={"displaylogo": False})  # fmt: skip
+        chart = summary_figure(per_day).to_html(
+            full_html=False, include_plotlyjs=False, div_id="summary-chart", config={"displaylogo": False}
+        )
     return (
         "<section id='summary'><h2>Summary</h2><div class='cols'>"
         f"<table><tr><th>alert type</th><th>firing</th><th>resolved</th></tr>{type_rows}</table>"

@@ -23,12 +23,21 @@ DEFAULTS = RuleSettings()
 
 
 def window(imps: int, clicks: int = 0, revenue: float = 0.0, orphans: int = 0) -> SegmentWindow:
-    return SegmentWindow(window_start_ms=100 * MIN, window_end_ms=101 * MIN, country="US", ad_format="banner",
-                         impressions=imps, clicks=clicks, revenue_usd=revenue, orphan_clicks=orphans)  # fmt: skip
+    return SegmentWindow(
+        window_start_ms=100 * MIN,
+        window_end_ms=101 * MIN,
+        country="US",
+        ad_format="banner",
+        impressions=imps,
+        clicks=clicks,
+        revenue_usd=revenue,
+        orphan_clicks=orphans,
+    )
 
 
-def evaluate(rule_id: str, state: Any, w: SegmentWindow, settings: RuleSettings = DEFAULTS,
-             firing: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    rule_id: str, state: Any, w: SegmentWindow, settings: RuleSettings = DEFAULTS, firing: tuple[str, ...] = ()
+) -> dict[str, Any]:
     rule = RULES[rule_id](settings)
     lives = {t: Lifecycle(firing=t in firing) for t in rule.alert_types}
     return {c.alert_type: c for c in rule.evaluate(state, lives, w)}
@@ -85,8 +94,9 @@ def test_traffic_spike(state: dict[str, Any], imps: int, breach: bool, in_band: 
         pytest.param(1800, 60, (), True, id="level-shift-after-max-freeze"),
     ],
 )
-def test_traffic_baseline_freezes_on_anomalies(imps: int, frozen_before: int, firing: tuple[str, ...],
-                                              learns: bool) -> None:  # fmt: skip
+def test_traffic_baseline_freezes_on_anomalies(
+    imps: int, frozen_before: int, firing: tuple[str, ...], learns: bool
+) -> None:
     s = TrafficState(**{**WARM_TRAFFIC, "level": 600.0, "frozen": frozen_before})
     evaluate("traffic_spike", s, window(imps), firing=firing)
     assert (s.level != 600.0) is learns or (imps == 600 and s.level == 600.0)
@@ -130,12 +140,17 @@ def test_ctr(clicks: int, drop: bool, spike: bool) -> None:
     ("state", "w", "expected"),
     [
         pytest.param(WARM_CTR, window(0), {}, id="no-impressions-skipped"),
-        pytest.param({**WARM_CTR, "windows": 3}, window(5000, 5), {"ctr_drop": False, "ctr_spike": False},
-                     id="warming-up"),
-        pytest.param(WARM_CTR, window(5000, 45, orphans=20), {"ctr_drop": True, "ctr_spike": False},
-                     id="orphan-clicks-do-not-count"),
+        pytest.param(
+            {**WARM_CTR, "windows": 3}, window(5000, 5), {"ctr_drop": False, "ctr_spike": False}, id="warming-up"
+        ),
+        pytest.param(
+            WARM_CTR,
+            window(5000, 45, orphans=20),
+            {"ctr_drop": True, "ctr_spike": False},
+            id="orphan-clicks-do-not-count",
+        ),
     ],
-)  # fmt: skip
+)
 def test_ctr_edges(state: dict[str, Any], w: SegmentWindow, expected: dict[str, bool]) -> None:
     checks = evaluate("ctr", CtrState(**state), w)
     assert {k: c.breach for k, c in checks.items()} == expected

@@ -20,15 +20,23 @@ def check(breach: bool, in_band: bool = False, recovered: bool = True) -> Check:
         pytest.param(Lifecycle(), check(True), 0, "firing", True, id="breach-fires"),
         pytest.param(Lifecycle(), check(False, True), 0, None, False, id="quiet-stays-quiet"),
         pytest.param(Lifecycle(firing=True), check(True), 0, None, True, id="fires-once"),
-        pytest.param(Lifecycle(firing=True, in_band=2), check(False, True), 0, "resolved", False, id="third-in-band-resolves"),
+        pytest.param(
+            Lifecycle(firing=True, in_band=2), check(False, True), 0, "resolved", False, id="third-in-band-resolves"
+        ),
         pytest.param(Lifecycle(firing=True, in_band=1), check(False, True), 0, None, True, id="second-in-band-waits"),
-        pytest.param(Lifecycle(firing=True, in_band=2), check(False, True, recovered=False), 0, None, True,
-                     id="needs-evidence-of-recovery"),
+        pytest.param(
+            Lifecycle(firing=True, in_band=2),
+            check(False, True, recovered=False),
+            0,
+            None,
+            True,
+            id="needs-evidence-of-recovery",
+        ),
         pytest.param(Lifecycle(firing=True, in_band=2), check(False, False), 0, None, True, id="flicker-resets"),
         pytest.param(Lifecycle(resolved_ms=95 * MIN), check(True), 10, None, False, id="in-cooldown"),
         pytest.param(Lifecycle(resolved_ms=90 * MIN), check(True), 10, "firing", True, id="cooldown-over"),
     ],
-)  # fmt: skip
+)
 def test_step(life: Lifecycle, c: Check, cooldown_windows: int, status: str | None, firing_after: bool) -> None:
     assert step(life, c, 100 * MIN, cooldown_windows * MIN, 3) == status
     assert life.firing is firing_after

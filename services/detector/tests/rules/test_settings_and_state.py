@@ -73,8 +73,18 @@ def test_registry_ids_sections_and_alert_types() -> None:
 def _windows() -> list:  # type: ignore[type-arg]
     from adwatch.contracts import SegmentWindow
 
-    return [SegmentWindow(window_start_ms=i * 60_000, window_end_ms=(i + 1) * 60_000, country="US",
-                          ad_format="banner", impressions=500, clicks=10, revenue_usd=1.0) for i in range(30)]  # fmt: skip
+    return [
+        SegmentWindow(
+            window_start_ms=i * 60_000,
+            window_end_ms=(i + 1) * 60_000,
+            country="US",
+            ad_format="banner",
+            impressions=500,
+            clicks=10,
+            revenue_usd=1.0,
+        )
+        for i in range(30)
+    ]
 
 
 def test_state_is_a_mapping_keyed_by_rule_id() -> None:

@@ -23,13 +23,24 @@ def severity(ratio: float) -> Severity:
     return "high" if ratio <= 0.25 or ratio >= 4.0 else "medium"
 
 
-def classic_check(alert_type: AlertType, metric: Metric, current: float, expected: float, low: float, high: float,
-                  volume: int, p: float, breach: bool, in_band: bool | None = None) -> Check:  # fmt: skip
+def classic_check(
+    alert_type: AlertType,
+    metric: Metric,
+    current: float,
+    expected: float,
+    low: float,
+    high: float,
+    volume: int,
+    p: float,
+    breach: bool,
+    in_band: bool | None = None,
+) -> Check:
     """A fixed-ratio verdict: in band = inside [low, high] unless told otherwise; always 'recovered'."""
     ratio = current / expected if expected else 1.0
     band = (low <= current <= high) if in_band is None else in_band
-    return Check(alert_type, metric, current, expected, low, high, volume, p, z_from_p(p), breach, band, True,
-                 severity(ratio))  # fmt: skip
+    return Check(
+        alert_type, metric, current, expected, low, high, volume, p, z_from_p(p), breach, band, True, severity(ratio)
+    )
 
 
 def learn(state: EmaState, value: float, alpha: float) -> None:

@@ -34,8 +34,15 @@ class Thresholds:
     @classmethod
     def of(cls, settings: RuleSettings) -> Thresholds:
         d = settings.default
-        return cls(settings.z_threshold, settings.cusum_h, d.z_resolve, d.z_freeze, d.resolve_evidence,
-                   d.warmup_windows, d.max_freeze_windows)  # fmt: skip
+        return cls(
+            settings.z_threshold,
+            settings.cusum_h,
+            d.z_resolve,
+            d.z_freeze,
+            d.resolve_evidence,
+            d.warmup_windows,
+            d.max_freeze_windows,
+        )
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 us per object, per window

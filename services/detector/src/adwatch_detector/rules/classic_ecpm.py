@@ -36,7 +36,8 @@ class ClassicEcpmDrop(BaseRule[EmaState]):
         checks = []
         if state.windows >= self.warmup:
             e, r = state.ema, self.own.drop_ratio
-            checks.append(classic_check("ecpm_drop", "ecpm", ecpm, e, r * e, e / r, n, 1.0, e > 0 and ecpm < r * e,
-                                        ecpm >= r * e))  # fmt: skip
+            checks.append(
+                classic_check("ecpm_drop", "ecpm", ecpm, e, r * e, e / r, n, 1.0, e > 0 and ecpm < r * e, ecpm >= r * e)
+            )
         learn(state, ecpm, self.alpha)
         return checks

@@ -87,11 +87,25 @@ class Ctr(BaseRule[CtrState]):
         sd = math.sqrt(p0 * (1.0 - p0) * design / n)
         low, high = max(0.0, p0 - t.z_resolve * sd), min(1.0, p0 + t.z_resolve * sd)
         checks = [
-            judge(Reading("ctr_drop", "ctr", ctr, p0, low, high, window.impressions), drop, z_drop, p_low, gate,
-                  warm and ctr <= s.drop_min_ratio * p0, t),
-            judge(Reading("ctr_spike", "ctr", ctr, p0, low, high, window.impressions), spike, z_spike, p_up, gate,
-                  warm and ctr >= s.spike_min_ratio * p0, t),
-        ]  # fmt: skip
+            judge(
+                Reading("ctr_drop", "ctr", ctr, p0, low, high, window.impressions),
+                drop,
+                z_drop,
+                p_low,
+                gate,
+                warm and ctr <= s.drop_min_ratio * p0,
+                t,
+            ),
+            judge(
+                Reading("ctr_spike", "ctr", ctr, p0, low, high, window.impressions),
+                spike,
+                z_spike,
+                p_up,
+                gate,
+                warm and ctr >= s.spike_min_ratio * p0,
+                t,
+            ),
+        ]
         anomalous = max(z_drop, z_spike) > t.z_freeze
         if frozen((drop, spike), anomalous, state.frozen, warm, t):
             state.frozen += 1

@@ -72,8 +72,15 @@ class EcpmDrop(BaseRule[EcpmState]):
         warm = state.windows >= t.warmup_windows
         advance(life, gauss_llr(y, self.log_drop, var), warm)
         half = t.z_resolve * math.sqrt(var)
-        reading = Reading("ecpm_drop", "ecpm", ecpm, expected, expected * math.exp(-half), expected * math.exp(half),
-                          window.impressions)  # fmt: skip
+        reading = Reading(
+            "ecpm_drop",
+            "ecpm",
+            ecpm,
+            expected,
+            expected * math.exp(-half),
+            expected * math.exp(half),
+            window.impressions,
+        )
         check = judge(
             reading, life, z, p, warm and n >= s.min_impressions, warm and ecpm <= s.drop_min_ratio * expected, t
         )

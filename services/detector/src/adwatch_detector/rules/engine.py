@@ -113,8 +113,12 @@ class RuleEngine:
     ) -> Alert:
         fingerprint = make_fingerprint(check.alert_type, window.segment_key)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("alert %s %s", fingerprint, status,
-                         extra={"rule": rule.id, "alert_type": check.alert_type, "status": status})  # fmt: skip
+            logger.debug(
+                "alert %s %s",
+                fingerprint,
+                status,
+                extra={"rule": rule.id, "alert_type": check.alert_type, "status": status},
+            )
         return Alert(
             alert_id=make_alert_id(fingerprint, window.window_start_ms, status),
             fingerprint=fingerprint,
@@ -143,8 +147,15 @@ class RuleEngine:
 
 
 def _zero_window(template: SegmentWindow, start_ms: int, window_ms: int) -> SegmentWindow:
-    return SegmentWindow(window_start_ms=start_ms, window_end_ms=start_ms + window_ms, country=template.country,
-                         ad_format=template.ad_format, impressions=0, clicks=0, revenue_usd=0.0)  # fmt: skip
+    return SegmentWindow(
+        window_start_ms=start_ms,
+        window_end_ms=start_ms + window_ms,
+        country=template.country,
+        ad_format=template.ad_format,
+        impressions=0,
+        clicks=0,
+        revenue_usd=0.0,
+    )
 
 
 _ENGINES: dict[int, RuleEngine] = {}
