@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from adwatch.contracts import (
     AD_FORMATS,
     ALERT_TYPES,
+    EPOCH_MS_MAX,
     SEVERITIES,
     AdEvent,
     Alert,
@@ -27,7 +28,8 @@ from adwatch.contracts import (
 
 countries = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2)
 ids = st.text(min_size=1, max_size=20)
-epoch_ms = st.integers(min_value=0, max_value=2**48)
+epoch_ms = st.integers(min_value=0, max_value=EPOCH_MS_MAX)
+identifiers = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 events = st.builds(
@@ -47,8 +49,8 @@ events = st.builds(
 
 alerts = st.builds(
     Alert,
-    alert_id=ids,
-    fingerprint=ids,
+    alert_id=identifiers,
+    fingerprint=identifiers,
     status=st.sampled_from(["firing", "resolved"]),
     alert_type=st.sampled_from(ALERT_TYPES),
     severity=st.sampled_from(SEVERITIES),
@@ -66,7 +68,7 @@ alerts = st.builds(
     window_start_ms=epoch_ms,
     window_end_ms=epoch_ms,
     detected_at_ms=epoch_ms,
-    message=st.text(),
+    message=st.text(max_size=4096),
 )
 
 
@@ -103,6 +105,7 @@ def _valid_event() -> dict[str, object]:
         pytest.param("event_type", "view", id="unknown-event-type"),
         pytest.param("revenue_usd", -1.0, id="negative-revenue"),
         pytest.param("event_time_ms", "yesterday", id="time-not-int"),
+        pytest.param("event_time_ms", 10**17, id="time-in-microseconds"),
     ],
 )
 def test_bad_event_field_is_named(field: str, value: object) -> None:
