@@ -7,6 +7,7 @@ import signal
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from pydantic import Field, SecretStr
@@ -83,3 +84,29 @@ def test_missing_secrets_dir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ADWATCH_SECRETS_DIR", "/nonexistent/adwatch-secrets")
     with pytest.raises(ConfigError, match="ADWATCH_SECRETS_DIR"):
         load_settings(DemoSettings)
+
+
+@pytest.mark.parametrize(
+    ("argv", "ran", "code"),
+    [
+        pytest.param([], ("run", []), 0, id="no-arguments-run-the-default"),
+        pytest.param(["--rate", "5"], ("run", ["--rate", "5"]), 0, id="options-go-to-the-default"),
+        pytest.param(["backtest", "--json"], ("backtest", ["--json"]), 0, id="named-command"),
+        pytest.param(["nope"], None, 2, id="unknown-command"),
+    ],
+)
+def test_dispatch_runs_one_command_shape(argv: list[str], ran: tuple[str, list[str]] | None, code: int) -> None:
+    from adwatch.service import dispatch
+
+    calls: list[tuple[str, list[str]]] = []
+
+    def command(name: str) -> Callable[[list[str]], int]:
+        def record(args: list[str]) -> int:
+            calls.append((name, args))
+            return 0
+
+        return record
+
+    commands = {name: command(name) for name in ("run", "backtest")}
+    assert dispatch("prog", argv, commands, default="run") == code
+    assert calls == ([ran] if ran else [])

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -87,3 +88,23 @@ def service(
             if ops is not None:
                 ops.stop()
             logger.info("%s stopped", name)
+
+
+Command = Callable[[list[str]], int]
+
+
+def dispatch(prog: str, argv: Sequence[str] | None, commands: Mapping[str, Command], default: str) -> int:
+    """The one command-line shape of every service: ``prog [COMMAND] [OPTIONS]``.
+
+    The first argument names the command unless it is an option (then ``default`` runs, so
+    ``adwatch-detector`` = ``adwatch-detector run``); each command parses its own options.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(f"usage: {prog} [{'|'.join(commands)}] [OPTIONS]  (default: {default}; COMMAND --help for its options)")
+        return 0
+    name = args[0] if args and not args[0].startswith("-") else default
+    if name not in commands:
+        print(f"{prog}: unknown command {name!r} (use: {', '.join(commands)})", file=sys.stderr)
+        return 2
+    return commands[name](args[1:] if args and args[0] == name else args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -63,21 +62,17 @@ def run_query(svc: Service[DetectorSettings]) -> int:
     return code
 
 
+def backtest(argv: list[str]) -> int:
+    """Replay stored history through a rule set (``adwatch-detector backtest --help``)."""
+    from adwatch_detector import backtest as replay
+
+    return int(replay.main(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args and not args[0].startswith("-") else "run"
-    rest = args[1:] if args and args[0] == command else args
-    if command == "run":
-        return run(rest)
-    if command == "backtest":
-        try:
-            from adwatch_detector import backtest
-        except ImportError as exc:
-            print(f"adwatch-detector: backtest is not available: {exc}", file=sys.stderr)
-            return 2
-        return int(backtest.main(rest))
-    print(f"adwatch-detector: unknown command {command!r} (use: run, backtest)", file=sys.stderr)
-    return 2
+    from adwatch.service import dispatch
+
+    return dispatch("adwatch-detector", argv, {"run": run, "backtest": backtest}, default="run")
 
 
 if __name__ == "__main__":
