@@ -1,4 +1,7 @@
-"""``adwatch-notifier --channel slack|email|pagerduty|webhook|console``: one channel per process."""
+"""``adwatch-notifier --channel slack|email|pagerduty|webhook|console``: one channel per process.
+
+Also ``adwatch-notifier replay ...`` (dead letters) and ``adwatch-notifier silence add|list|expire``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ import argparse
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
 
 from adwatch.errors import AdwatchError
 from adwatch.service import service
@@ -13,6 +20,7 @@ from adwatch_notifier.delivery import CHANNELS
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.service import run
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
+from adwatch_notifier.silences import Silence, SilenceStore, new_silence, parse_duration
 
 logger = logging.getLogger("adwatch_notifier")
 
@@ -57,10 +65,80 @@ def replay_main(argv: list[str]) -> int:
     return 0 if producer.flush(30) == 0 else 1
 
 
+def silence_main(
+    argv: list[str],
+    store: SilenceStore | None = None,
+    *,
+    now: Callable[[], float] = time.time,
+    out: TextIO | None = None,
+) -> int:
+    """``silence add --matcher country=US [--matcher ...] --duration 1h --author a --comment c``,
+    ``silence list [--all]``, ``silence expire ID``: silences shared by every channel (Redis)."""
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(prog="adwatch-notifier silence", description=silence_main.__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="mute the firings every matcher matches, from now on")
+    add.add_argument("--matcher", action="append", required=True, help="name=value, !=, =~regex, !~regex")
+    add.add_argument("--duration", required=True, help="e.g. 30m, 1h, 1h30m, 2d")
+    add.add_argument("--author", required=True)
+    add.add_argument("--comment", required=True)
+    listing = verbs.add_parser("list", help="active and pending silences")
+    listing.add_argument("--all", action="store_true", help="also the ended ones still kept")
+    expire = verbs.add_parser("expire", help="end a silence now")
+    expire.add_argument("id")
+    args = parser.parse_args(argv)
+    if store is None:
+        from adwatch.config import CommonSettings, load_settings
+        from adwatch.storage import make_redis
+        from adwatch_notifier.silences import RedisSilenceStore
+
+        common, settings = load_settings(CommonSettings), load_settings(NotifierSettings)
+        store = RedisSilenceStore(make_redis(common.redis_url), settings.redis_prefix)
+    try:
+        match args.verb:
+            case "add":
+                silence = new_silence(
+                    args.matcher,
+                    now_s=now(),
+                    duration_s=parse_duration(args.duration),
+                    created_by=args.author,
+                    comment=args.comment,
+                )
+                store.add(silence)
+                print(silence.id, file=out)
+            case "list":
+                t = now()
+                shown = sorted((s for s in store.all() if args.all or s.ends_at > t), key=lambda s: s.starts_at)
+                print("ID\tSTATE\tMATCHERS\tSTARTS\tENDS\tAUTHOR\tCOMMENT", file=out)
+                for s in shown:
+                    print(_silence_row(s, t), file=out)
+            case "expire":
+                if not store.expire(args.id, now()):
+                    print(f"adwatch-notifier: no active or pending silence {args.id}", file=sys.stderr)
+                    return 1
+                print(f"expired {args.id}", file=out)
+    except AdwatchError as exc:
+        print(f"adwatch-notifier: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _silence_row(s: Silence, now_s: float) -> str:
+    state = "active" if s.active(now_s) else ("pending" if s.starts_at > now_s else "expired")
+
+    def at(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    matchers = ",".join(map(str, s.matchers))
+    return "\t".join([s.id, state, matchers, at(s.starts_at), at(s.ends_at), s.created_by, s.comment])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["replay"]:
         return replay_main(argv[1:])
+    if argv[:1] == ["silence"]:
+        return silence_main(argv[1:])
     parser = argparse.ArgumentParser(prog="adwatch-notifier", description=__doc__)
     parser.add_argument("--channel", choices=CHANNELS, help="overrides ADWATCH_NOTIFIER_CHANNEL")
     parser.add_argument("--max-messages", type=int, default=None, help="stop after N records (tests, benchmarks)")

@@ -46,7 +46,7 @@ class NotifierMetrics:
         )
         self.suppressed = Counter(
             p + "suppressed_total",
-            "Alerts not sent on purpose (cooldown|duplicate|unrouted)",
+            "Alerts not sent on purpose (cooldown|duplicate|unrouted|silenced|maintenance|inhibited|...)",
             ["channel", "reason"],
             registry=registry,
         )

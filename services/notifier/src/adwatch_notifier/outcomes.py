@@ -10,13 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-StageId = Literal["decode", "lifecycle", "route", "render", "dedup", "deliver", "mark_sent"]
+StageId = Literal["decode", "lifecycle", "inhibit", "silence", "route", "render", "dedup", "deliver", "mark_sent"]
 """Stable stage ids: the ``stage`` of log lines, dead-letter records and spans."""
 
-SuppressReason = Literal["unrouted", "duplicate", "cooldown", "never_notified", "stale", "too_old", "other_channel"]
+SuppressReason = Literal[
+    "unrouted",
+    "duplicate",
+    "cooldown",
+    "never_notified",
+    "stale",
+    "too_old",
+    "other_channel",
+    "inhibited",
+    "silenced",
+    "maintenance",
+]
 """Skipped on purpose: not for this channel, already sent, inside the fingerprint's cooldown, a
 recovery of a firing this channel never delivered, a firing older than its fingerprint's last
-recovery, a firing older than ``MAX_ALERT_AGE_SECONDS``, a replay meant for another channel."""
+recovery, a firing older than ``MAX_ALERT_AGE_SECONDS``, a replay meant for another channel,
+muted by a firing source alert (inhibition rule), by a silence, by a maintenance window."""
 
 DeadLetterReason = Literal["contract", "in_doubt", "permanent", "deadline", "render", "internal"]
 """Parked in the DLQ: undecodable, maybe sent by a dead owner, refused by the provider, out of

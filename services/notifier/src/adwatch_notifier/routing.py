@@ -3,6 +3,21 @@
 The first route of a channel whose filters all match wins; an empty filter matches all.
 Targets mean: Slack channel (``#ad-alerts``), email recipients (``a@x,b@y``), PagerDuty
 routing key name (``default`` = ``PAGERDUTY_ROUTING_KEY``); empty = the channel's default.
+
+The same file may hold ``maintenance_windows:`` (recurring, UTC) and ``inhibit_rules:``
+(Alertmanager's; without the key the defaults of :mod:`adwatch_notifier.inhibit` apply,
+``inhibit_rules: []`` turns inhibition off)::
+
+    maintenance_windows:
+      - name: weekly-db
+        weekdays: [sat]          # mon..sun; empty: every day
+        start: "02:00"           # UTC; an end before the start crosses midnight
+        end: "04:00"
+        matchers: ["country=US"] # optional: empty mutes every firing
+    inhibit_rules:
+      - source_matchers: ["alert_type=~traffic_.*"]
+        target_matchers: ["alert_type=~ctr_.*|ecpm_.*"]
+        equal: [country, ad_format]
 """
 
 from __future__ import annotations
@@ -18,6 +33,9 @@ from pydantic_core import ErrorDetails
 from adwatch.contracts import AdFormat, Alert, AlertStatus, AlertType, Severity, segment_key
 from adwatch.errors import ConfigError
 from adwatch_notifier.delivery import Channel
+from adwatch_notifier.inhibit import DEFAULT_RULES, InhibitRule, inhibit_rule
+from adwatch_notifier.matchers import LABELS
+from adwatch_notifier.silences import MaintenanceWindow, maintenance_window
 
 # Default escalation: everything to Slack, high/critical also page, critical also mails.
 DEFAULT_ROUTES_YAML = """\
@@ -63,6 +81,8 @@ class Route:
 @dataclass(frozen=True)
 class RoutingTable:
     routes: tuple[Route, ...]
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+    inhibit_rules: tuple[InhibitRule, ...] = DEFAULT_RULES
 
 
 def route(table: RoutingTable, alert: Alert, channel: str, notified_firing: bool = False) -> Route | None:
@@ -110,12 +130,44 @@ class RouteSpec(BaseModel):
         return Route(channel=self.channel, target=self.target, **filters)
 
 
+_Matchers = list[Annotated[str, StringConstraints(min_length=3, max_length=1000)]]
+
+
+class MaintenanceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    weekdays: list[str] = Field(default_factory=list, max_length=7)
+    start: str
+    end: str
+    matchers: _Matchers = Field(default_factory=list, max_length=_FILTER_MAX)
+
+    def to_window(self) -> MaintenanceWindow:
+        return maintenance_window(self.name, self.weekdays, self.start, self.end, self.matchers)
+
+
+class InhibitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_matchers: _Matchers = Field(min_length=1, max_length=_FILTER_MAX)
+    target_matchers: _Matchers = Field(min_length=1, max_length=_FILTER_MAX)
+    equal: list[str] = Field(default_factory=list, max_length=len(LABELS) + 1)
+
+    def to_rule(self) -> InhibitRule:
+        unknown = sorted(set(self.equal) - {*LABELS, "rule_set"})
+        if unknown:
+            raise ConfigError(f"inhibit rule: unknown equal labels {unknown}")
+        return inhibit_rule(self.source_matchers, self.target_matchers, self.equal)
+
+
 class RoutesFile(BaseModel):
-    """The whole routing file: ``routes:``, a list of :class:`RouteSpec`."""
+    """The whole routing file: ``routes:``, a list of :class:`RouteSpec`; maintenance windows, inhibit rules."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     routes: list[RouteSpec] = Field(max_length=_ROUTES_MAX)
+    maintenance_windows: list[MaintenanceSpec] = Field(default_factory=list, max_length=_ROUTES_MAX)
+    inhibit_rules: list[InhibitSpec] | None = Field(None, max_length=_ROUTES_MAX)
 
 
 def parse_routes(text: str, source: str = "<routes>") -> RoutingTable:
@@ -131,7 +183,12 @@ def parse_routes(text: str, source: str = "<routes>") -> RoutingTable:
     except ValidationError as exc:
         problems = "; ".join(f"{_where(err['loc'])}: {_problem(err)}" for err in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
-    return RoutingTable(tuple(spec.to_route() for spec in parsed.routes))
+    try:
+        windows = tuple(spec.to_window() for spec in parsed.maintenance_windows)
+        rules = DEFAULT_RULES if parsed.inhibit_rules is None else tuple(r.to_rule() for r in parsed.inhibit_rules)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return RoutingTable(tuple(spec.to_route() for spec in parsed.routes), windows, rules)
 
 
 def _problem(err: ErrorDetails) -> str:

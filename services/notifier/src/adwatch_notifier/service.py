@@ -20,12 +20,14 @@ from adwatch.config import CommonSettings, load_settings
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
 from adwatch_notifier.channels import build_channel
+from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.ledger import RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
+from adwatch_notifier.silences import RedisSilenceStore
 from adwatch_notifier.stages import Lease, build_stages
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,16 @@ def run(
     ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
     stages = build_stages(
-        settings, channel, table, ledger, lease, stop_event, now=now, on_failure=failure_counter(metrics, channel.name)
+        settings,
+        channel,
+        table,
+        ledger,
+        lease,
+        stop_event,
+        now=now,
+        on_failure=failure_counter(metrics, channel.name),
+        silences=RedisSilenceStore(redis_client, settings.redis_prefix),
+        inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
     )
     dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)

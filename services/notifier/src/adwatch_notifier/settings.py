@@ -75,6 +75,12 @@ class NotifierSettings(ServiceSettings):
     max_held_records: int = Field(
         1000, ge=1, description="MAX_HELD_RECORDS: records waiting for a retry before consumption pauses"
     )
+    silence_refresh_seconds: float = Field(
+        1.0, ge=0, description="SILENCE_REFRESH_SECONDS: how often the silences are read again from Redis"
+    )
+    inhibit_source_ttl_seconds: int = Field(
+        900, ge=1, description="INHIBIT_SOURCE_TTL_SECONDS: a firing source inhibits this long unless resolved"
+    )
     dashboard_url_template: str = Field(
         "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
     )

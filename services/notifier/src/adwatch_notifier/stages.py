@@ -1,4 +1,4 @@
-"""The notifier's stages: decode → lifecycle → route → render → dedup → deliver → mark_sent.
+"""The notifier's stages: decode → lifecycle → inhibit → silence → route → render → dedup → deliver → mark_sent.
 
 Each stage gets only what it uses (a :class:`~adwatch_notifier.ledger.Ledger`, its
 channel, a clock, the retry policy) and returns an outcome
@@ -31,11 +31,14 @@ from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
+from adwatch_notifier.matchers import alert_labels
 from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, StageId, StageResult, Stop, Suppressed
 from adwatch_notifier.retry import RetryPolicy, next_delay
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
+from adwatch_notifier.silences import MaintenanceWindow, Silence, SilenceStore
 
 REPLAY_HEADER = "adwatch-replay-channel"
 """Set by ``adwatch-notifier replay``: the record is meant for this channel only."""
@@ -76,6 +79,7 @@ class Envelope:
     resume_at: int = 0  # index of the stage a deferred record resumes at
     unavailable: int = 0  # consecutive "dependency unavailable" deferrals (backoff exponent)
     pending_letter: tuple[StageId, DeadLetter] | None = None  # decided, its dead letter not yet acknowledged
+    muted_by: str = ""  # the silence id, maintenance window or inhibiting source that muted the alert
 
     def header(self, name: str) -> str | None:
         return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
@@ -193,6 +197,105 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+class InhibitStage:
+    """Record firing sources of the inhibition rules; mute a firing target while a source fires (``inhibited``).
+
+    Runs on every channel's consumer (each sees every alert), so the sources are recorded
+    wherever they are routed. A recovery removes its fingerprint from every rule, whatever its
+    in-band severity. Recoveries are never muted: the episode they close was delivered or not.
+    """
+
+    id: ClassVar[StageId] = "inhibit"
+
+    def __init__(self, store: InhibitStore, rules: Sequence[InhibitRule], *, source_ttl_s: float, now: Clock) -> None:
+        self.store, self.rules, self.source_ttl_s, self.now = store, tuple(rules), source_ttl_s, now
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        if not self.rules:
+            return CONTINUE
+        labels, now_ms = alert_labels(alert), int(self.now() * 1000)
+        for rule in self.rules:
+            if alert.status == "resolved":
+                self.store.clear(rule.id, rule.group(labels), alert.fingerprint)
+            elif rule.is_source(labels):
+                self.store.mark(rule.id, rule.group(labels), alert.fingerprint, now_ms + int(self.source_ttl_s * 1000))
+        if alert.status != "firing":
+            return CONTINUE
+        for rule in self.rules:
+            if not rule.is_target(labels):
+                continue
+            sources = self.store.firing(rule.id, rule.group(labels), now_ms)
+            if rule.is_source(labels):  # two-sided match: an alert never inhibits itself
+                sources = [fp for fp in sources if fp != alert.fingerprint]
+            if sources:
+                env.muted_by = sources[0]
+                logger.info(
+                    "inhibited: alert_id=%s by=%s rule=%s",
+                    alert.alert_id,
+                    sources[0],
+                    rule.id,
+                    extra={"alert_id": alert.alert_id, "stage": self.id, "inhibited_by": sources[0], "rule": rule.id},
+                )
+                return Suppressed("inhibited")
+        return CONTINUE
+
+
+class SilenceStage:
+    """Mute a firing that a maintenance window (``maintenance``) or an active silence (``silenced``) matches.
+
+    The silences are read from the shared store at most every ``refresh_s`` (0: every record).
+    Recoveries are never muted (an incident opened before the silence still closes).
+    """
+
+    id: ClassVar[StageId] = "silence"
+
+    def __init__(
+        self,
+        store: SilenceStore,
+        windows: Sequence[MaintenanceWindow] = (),
+        *,
+        now: Clock,
+        refresh_s: float = 1.0,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        self.store, self.windows, self.now = store, tuple(windows), now
+        self.refresh_s, self.monotonic = refresh_s, monotonic
+        self._cached: list[Silence] = []
+        self._read_at: float | None = None
+
+    def silences(self) -> list[Silence]:
+        at = self.monotonic()
+        if self._read_at is None or self.refresh_s <= 0 or at - self._read_at >= self.refresh_s:
+            now = self.now()
+            self._cached = [s for s in self.store.all() if s.ends_at > now]
+            self._read_at = at
+        return self._cached
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        if alert.status != "firing":
+            return CONTINUE
+        labels, now = alert_labels(alert), self.now()
+        fields = {"alert_id": alert.alert_id, "stage": self.id}
+        for window in self.windows:
+            if window.mutes(labels, now):
+                env.muted_by = f"maintenance:{window.name}"
+                logger.info("in maintenance: alert_id=%s window=%s", alert.alert_id, window.name, extra=fields)
+                return Suppressed("maintenance")
+        for silence in self.silences():
+            if silence.mutes(labels, now):
+                env.muted_by = silence.id
+                logger.info(
+                    "silenced: alert_id=%s silence_id=%s",
+                    alert.alert_id,
+                    silence.id,
+                    extra={**fields, "silence_id": silence.id},
+                )
+                return Suppressed("silenced")
+        return CONTINUE
 
 
 class RouteStage:
@@ -425,12 +528,25 @@ def build_stages(
     *,
     now: Clock = time.time,
     on_failure: Callable[[DeliveryError], None] = lambda _err: None,
+    silences: SilenceStore | None = None,
+    inhibitions: InhibitStore | None = None,
 ) -> Sequence[Stage]:
-    """The chain of one channel, in order (Alertmanager's ``createReceiverStage``)."""
+    """The chain of one channel, in order (Alertmanager's ``createReceiverStage``).
+
+    Without ``inhibitions`` or ``silences`` (stores shared by the channels) that stage is left out.
+    """
     ttl = settings.idempotency_ttl_seconds
+    muting: list[Stage] = []
+    if inhibitions is not None:
+        muting.append(
+            InhibitStage(inhibitions, table.inhibit_rules, source_ttl_s=settings.inhibit_source_ttl_seconds, now=now)
+        )
+    if silences is not None:
+        muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds))
     return (
         DecodeStage(),
         LifecycleStage(ledger, channel.name, max_age_s=settings.max_alert_age_seconds, ttl_s=ttl, now=now),
+        *muting,
         RouteStage(table, channel, ledger),
         RenderStage(channel),
         DedupStage(
