@@ -1,0 +1,112 @@
+"""Silences, maintenance windows and inhibition against the real broker and Redis, through the CLI and the run loop."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adwatch.contracts import Alert
+from adwatch.storage import make_redis
+from adwatch_dev.testing import unique
+from adwatch_notifier import Delivered, Suppressed
+from adwatch_notifier.__main__ import main
+from adwatch_notifier.inhibit import RedisInhibitStore
+from adwatch_notifier.metrics import NotifierMetrics
+from adwatch_notifier.silences import RedisSilenceStore, new_silence
+
+
+def test_redis_stores(redis_url: str) -> None:
+    client, prefix, now = make_redis(redis_url), unique("adwatch:notifier"), time.time()
+    silences = RedisSilenceStore(client, prefix)
+    s = new_silence(["country=US"], now_s=now, duration_s=60, created_by="a", comment="c")
+    silences.add(s)
+    assert RedisSilenceStore(client, prefix).all() == [s]  # another replica sees it
+    assert silences.expire(s.id, now + 1) and not silences.expire(s.id, now + 2)
+    assert silences.all()[0].ends_at == now + 1
+    assert silences.collect(now + 2 + 25 * 3600) == 1 and silences.all() == []
+    inhibit = RedisInhibitStore(client, prefix)
+    now_ms = int(now * 1000)
+    inhibit.mark("r1", "US|banner", "traffic_spike:US|banner", now_ms + 60_000)
+    inhibit.mark("r1", "US|banner", "traffic_spike:US|banner", now_ms + 1_000)  # never moves the end earlier
+    assert inhibit.firing("r1", "US|banner", now_ms + 30_000) == ["traffic_spike:US|banner"]
+    assert inhibit.firing("r1", "US|banner", now_ms + 60_000) == []
+    assert inhibit.firing("r1", "DE|banner", now_ms) == []
+    inhibit.clear("r1", "US|banner", "traffic_spike:US|banner")
+    assert inhibit.firing("r1", "US|banner", now_ms) == []
+
+
+def _hhmm(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M")
+
+
+def test_silence_cli_and_maintenance_window_on_broker_and_redis(
+    harness: Any, alert_factory: Callable[..., Alert], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ADWATCH_REDIS_URL", harness.common.redis_url.get_secret_value())
+    monkeypatch.setenv("ADWATCH_NOTIFIER_REDIS_PREFIX", harness.prefix)
+    add = ["silence", "add", "--matcher", "country=DE", "--matcher", "alert_type=~ctr_.*", "--duration", "1h"]
+    assert main([*add, "--author", "oncall", "--comment", "deploy in DE"]) == 0
+    [silence] = RedisSilenceStore(make_redis(harness.common.redis_url), harness.prefix).all()
+    now = time.time()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "routes: [{channel: console}]\n"
+        "maintenance_windows:\n"
+        f'  - {{name: jp-db, start: "{_hhmm(now - 3600)}", end: "{_hhmm(now + 3600)}", matchers: [country=JP]}}\n'
+    )
+    registry = CollectorRegistry()
+    settings = harness.settings("console", routes_file=str(routes), silence_refresh_seconds=0, cooldown_seconds=0)
+    harness.publish(
+        alert_factory(country="DE"),
+        alert_factory(country="DE", alert_type="ecpm_drop"),  # not matched by the silence
+        alert_factory(country="JP"),
+        alert_factory(country="FR"),
+    )
+    out = io.StringIO()
+    stats = harness.run_once(settings, 4, stream=out, metrics=NotifierMetrics(registry))
+    assert stats.outcomes == {Delivered(): 2, Suppressed("silenced"): 1, Suppressed("maintenance"): 1}
+    for reason in ("silenced", "maintenance"):
+        value = registry.get_sample_value("adwatch_notifier_suppressed_total", {"channel": "console", "reason": reason})
+        assert value == 1
+    listing = io.StringIO()
+    monkeypatch.setattr("sys.stdout", listing)
+    assert main(["silence", "list"]) == 0
+    assert f"{silence.id}\tactive\tcountry=DE,alert_type=~ctr_.*\t" in listing.getvalue()
+    assert main(["silence", "expire", silence.id]) == 0
+    harness.publish(alert_factory(country="DE", window_start_ms=1_767_225_660_000))
+    again = harness.run_once(settings, 1, stream=out, metrics=NotifierMetrics(CollectorRegistry()))
+    assert again.outcomes == {Delivered(): 1}
+
+
+def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Default rules: traffic on a segment mutes its CTR/eCPM alerts, a critical alert mutes lower ones."""
+    registry = CollectorRegistry()
+    harness.publish(
+        alert_factory(country="US", alert_type="traffic_spike"),
+        alert_factory(country="US", alert_type="ctr_drop"),
+        alert_factory(country="US", alert_type="ecpm_drop"),
+        alert_factory(country="US", ad_format="native", alert_type="ctr_drop"),  # other segment
+        alert_factory(country="BR", alert_type="ctr_drop", severity="critical"),
+        alert_factory(country="BR", alert_type="ctr_drop", severity="medium", window_start_ms=1_767_225_660_000),
+    )
+    console = harness.settings("console", cooldown_seconds=0)
+    stats = harness.run_once(console, 6, stream=io.StringIO(), metrics=NotifierMetrics(registry))
+    assert stats.outcomes == {Delivered(): 3, Suppressed("inhibited"): 3}
+    assert (
+        registry.get_sample_value("adwatch_notifier_suppressed_total", {"channel": "console", "reason": "inhibited"})
+        == 3
+    )
+    # the source resolves: the next window's CTR alert is sent
+    harness.publish(
+        alert_factory(country="US", alert_type="traffic_spike", status="resolved", severity="low"),
+        alert_factory(country="US", alert_type="ctr_drop", window_start_ms=1_767_225_720_000),
+    )
+    later = harness.run_once(console, 2, stream=io.StringIO(), metrics=NotifierMetrics(CollectorRegistry()))
+    assert later.outcomes == {Delivered(): 2}
