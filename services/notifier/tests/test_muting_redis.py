@@ -35,11 +35,11 @@ def test_redis_stores(redis_url: str) -> None:
     now_ms = int(now * 1000)
     inhibit.mark("r1", "US|banner", "traffic_spike:US|banner", now_ms + 60_000)
     inhibit.mark("r1", "US|banner", "traffic_spike:US|banner", now_ms + 1_000)  # never moves the end earlier
-    assert inhibit.firing("r1", "US|banner", now_ms + 30_000) == ["traffic_spike:US|banner"]
-    assert inhibit.firing("r1", "US|banner", now_ms + 60_000) == []
-    assert inhibit.firing("r1", "DE|banner", now_ms) == []
+    us, de = ("r1", "US|banner"), ("r1", "DE|banner")
+    assert inhibit.firing([us, de], now_ms + 30_000) == [["traffic_spike:US|banner"], []]
+    assert inhibit.firing([us], now_ms + 60_000) == [[]]
     inhibit.clear("r1", "US|banner", "traffic_spike:US|banner")
-    assert inhibit.firing("r1", "US|banner", now_ms) == []
+    assert inhibit.firing([us], now_ms) == [[]]
 
 
 def _hhmm(t: float) -> str:

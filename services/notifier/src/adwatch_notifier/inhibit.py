@@ -71,8 +71,8 @@ class InhibitStore(Protocol):
 
     def clear(self, rule_id: str, group: str, fingerprint: str) -> None: ...
 
-    def firing(self, rule_id: str, group: str, now_ms: int) -> list[str]:
-        """The fingerprints of the sources firing now under this rule and group."""
+    def firing(self, queries: Sequence[tuple[str, str]], now_ms: int) -> list[list[str]]:
+        """For each ``(rule_id, group)``: the fingerprints of the sources firing now (one round trip)."""
         ...
 
 
@@ -86,8 +86,8 @@ class MemoryInhibitStore:
     def clear(self, rule_id: str, group: str, fingerprint: str) -> None:
         self.data.get((rule_id, group), {}).pop(fingerprint, None)
 
-    def firing(self, rule_id: str, group: str, now_ms: int) -> list[str]:
-        return [fp for fp, until in self.data.get((rule_id, group), {}).items() if until > now_ms]
+    def firing(self, queries: Sequence[tuple[str, str]], now_ms: int) -> list[list[str]]:
+        return [[fp for fp, until in self.data.get(q, {}).items() if until > now_ms] for q in queries]
 
 
 class RedisInhibitStore:
@@ -112,6 +112,11 @@ class RedisInhibitStore:
         self.r.zrem(self.key(rule_id, group), fingerprint)
 
     @_guarded
-    def firing(self, rule_id: str, group: str, now_ms: int) -> list[str]:
-        raw: list[bytes] = self.r.zrangebyscore(self.key(rule_id, group), f"({now_ms}", "+inf", start=0, num=2)  # type: ignore[assignment]
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
+    def firing(self, queries: Sequence[tuple[str, str]], now_ms: int) -> list[list[str]]:
+        if not queries:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for rule_id, group in queries:
+            pipe.zrangebyscore(self.key(rule_id, group), f"({now_ms}", "+inf", start=0, num=2)
+        replies: list[list[bytes]] = pipe.execute()
+        return [[v.decode() if isinstance(v, bytes) else str(v) for v in raw] for raw in replies]

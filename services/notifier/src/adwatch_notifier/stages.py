@@ -224,10 +224,9 @@ class InhibitStage:
                 self.store.mark(rule.id, rule.group(labels), alert.fingerprint, now_ms + int(self.source_ttl_s * 1000))
         if alert.status != "firing":
             return CONTINUE
-        for rule in self.rules:
-            if not rule.is_target(labels):
-                continue
-            sources = self.store.firing(rule.id, rule.group(labels), now_ms)
+        targeted = [rule for rule in self.rules if rule.is_target(labels)]
+        found = self.store.firing([(rule.id, rule.group(labels)) for rule in targeted], now_ms)
+        for rule, sources in zip(targeted, found, strict=True):
             if rule.is_source(labels):  # two-sided match: an alert never inhibits itself
                 sources = [fp for fp in sources if fp != alert.fingerprint]
             if sources:
