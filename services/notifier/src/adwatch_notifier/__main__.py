@@ -93,7 +93,9 @@ def silence_main(
         from adwatch_notifier.silences import RedisSilenceStore
 
         common, settings = load_settings(CommonSettings), load_settings(NotifierSettings)
-        store = RedisSilenceStore(make_redis(common.redis_url), settings.redis_prefix)
+        redis_store = RedisSilenceStore(make_redis(common.redis_url), settings.redis_prefix)
+        redis_store.collect(now())  # ended more than a day ago: gone
+        store = redis_store
     try:
         match args.verb:
             case "add":
