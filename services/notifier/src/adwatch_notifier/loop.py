@@ -41,7 +41,17 @@ from adwatch.telemetry import (
 from adwatch_notifier.delivery import DeliveryError
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError
 from adwatch_notifier.metrics import NotifierMetrics
-from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Delivered, Outcome, StageId, Stop, Suppressed
+from adwatch_notifier.outcomes import (
+    Continue,
+    DeadLetter,
+    Defer,
+    Delivered,
+    Grouped,
+    Outcome,
+    StageId,
+    Stop,
+    Suppressed,
+)
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.stages import Clock, Envelope, Stage
 
@@ -190,6 +200,8 @@ class RecordProcessor:
                 release(self.ledger, env)
                 self.metrics.suppressed.labels(self.channel, reason).inc()
                 self.metrics.notifications.labels(self.channel, outcome.kind).inc()
+            case Grouped():
+                self.metrics.notifications.labels(self.channel, outcome.kind).inc()
             case DeadLetter():
                 assert stage is not None
                 release(self.ledger, env)
@@ -264,9 +276,12 @@ def consume(
     schedule: RetrySchedule | None = None,
     monotonic: Clock = time.monotonic,
     poll_s: float = 0.2,
+    tick: Callable[[], object] | None = None,
+    tick_s: float = 0.25,
 ) -> None:
     """Subscribe, poll, process, commit; until ``stop`` is set or ``max_messages`` records are decided.
 
+    ``tick`` (the group flusher) runs every ``tick_s`` on the loop's clock; its failures are logged.
     A deferred record goes to the schedule and the loop polls on; it runs again when due, and
     the offsets of each partition are committed up to its lowest undecided record. A
     :class:`Stop` outcome, the end of the run, or a revoked partition leaves the undecided
@@ -341,8 +356,22 @@ def consume(
         _update_lag(consumer, topic, env, lags, metrics, channel)
         return True
 
+    ticked = [monotonic()]
+
+    def run_tick() -> None:
+        if tick is None or monotonic() - ticked[0] < tick_s:
+            return
+        ticked[0] = monotonic()
+        try:
+            tick()
+        except LedgerUnavailableError as exc:
+            logger.warning("group flush deferred: %s", exc)
+        except Exception:
+            logger.exception("group flush failed")
+
     try:
         while not stop.is_set() and (max_messages is None or stats.processed < max_messages):
+            run_tick()
             while (due := schedule.pop_due(monotonic())) is not None:
                 if not settle(due):
                     return

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-StageId = Literal["decode", "lifecycle", "inhibit", "silence", "route", "render", "dedup", "deliver", "mark_sent"]
+StageId = Literal[
+    "decode", "lifecycle", "inhibit", "silence", "group", "route", "render", "dedup", "deliver", "mark_sent"
+]
 """Stable stage ids: the ``stage`` of log lines, dead-letter records and spans."""
 
 SuppressReason = Literal[
@@ -70,6 +72,17 @@ class Suppressed:
 
 
 @dataclass(frozen=True)
+class Grouped:
+    """Held in its group's buffer (:mod:`adwatch_notifier.grouping`): the group's notification lists it; committed."""
+
+    kind: ClassVar[str] = "grouped"
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """Park the original record in the DLQ, then commit.
 
@@ -115,8 +128,8 @@ class Stop:
         return self.kind
 
 
-StageResult = Continue | Suppressed | DeadLetter | Defer | Stop
+StageResult = Continue | Suppressed | Grouped | DeadLetter | Defer | Stop
 """What one stage returns."""
 
-Outcome = Delivered | Suppressed | DeadLetter | Defer | Stop
+Outcome = Delivered | Suppressed | Grouped | DeadLetter | Defer | Stop
 """What the chain returns for one record."""

@@ -33,9 +33,10 @@ from pydantic_core import ErrorDetails
 from adwatch.contracts import AdFormat, Alert, AlertStatus, AlertType, Severity, segment_key
 from adwatch.errors import ConfigError
 from adwatch_notifier.delivery import Channel
+from adwatch_notifier.grouping import GroupSpec
 from adwatch_notifier.inhibit import DEFAULT_RULES, InhibitRule, inhibit_rule
 from adwatch_notifier.matchers import LABELS
-from adwatch_notifier.silences import MaintenanceWindow, maintenance_window
+from adwatch_notifier.silences import MaintenanceWindow, maintenance_window, parse_duration
 
 # Default escalation: everything to Slack, high/critical also page, critical also mails.
 DEFAULT_ROUTES_YAML = """\
@@ -65,6 +66,7 @@ class Route:
     ad_formats: frozenset[str] = frozenset()
     segments: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
+    group: GroupSpec | None = None  # Alertmanager's group_by and timers; None: one notification per alert
 
     def matches(self, alert: Alert, any_severity: bool = False) -> bool:
         checks = (
@@ -112,6 +114,10 @@ class RouteSpec(BaseModel):
         (), max_length=_FILTER_MAX
     )
     statuses: tuple[AlertStatus, ...] = Field((), max_length=_FILTER_MAX)
+    group_by: tuple[str, ...] = Field((), max_length=len(LABELS) + 1)
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
 
     @field_validator("target", mode="before")
     @classmethod
@@ -127,7 +133,14 @@ class RouteSpec(BaseModel):
 
     def to_route(self) -> Route:
         filters = {name: frozenset(getattr(self, name)) for name in _FILTERS}
-        return Route(channel=self.channel, target=self.target, **filters)
+        group = None
+        if self.group_by:
+            unknown = sorted(set(self.group_by) - {*LABELS, "rule_set"})
+            if unknown:
+                raise ConfigError(f"group_by: unknown labels {unknown}")
+            timers = (parse_duration(t) for t in (self.group_wait, self.group_interval, self.repeat_interval))
+            group = GroupSpec(tuple(self.group_by), *timers)
+        return Route(channel=self.channel, target=self.target, group=group, **filters)
 
 
 _Matchers = list[Annotated[str, StringConstraints(min_length=3, max_length=1000)]]
@@ -186,9 +199,10 @@ def parse_routes(text: str, source: str = "<routes>") -> RoutingTable:
     try:
         windows = tuple(spec.to_window() for spec in parsed.maintenance_windows)
         rules = DEFAULT_RULES if parsed.inhibit_rules is None else tuple(r.to_rule() for r in parsed.inhibit_rules)
+        routes = tuple(spec.to_route() for spec in parsed.routes)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return RoutingTable(tuple(spec.to_route() for spec in parsed.routes), windows, rules)
+    return RoutingTable(routes, windows, rules)
 
 
 def _problem(err: ErrorDetails) -> str:

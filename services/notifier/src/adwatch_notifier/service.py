@@ -20,6 +20,7 @@ from adwatch.config import CommonSettings, load_settings
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
 from adwatch_notifier.channels import build_channel
+from adwatch_notifier.grouping import GroupFlusher, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.ledger import RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
@@ -75,7 +76,21 @@ def run(
         on_failure=failure_counter(metrics, channel.name),
         silences=RedisSilenceStore(redis_client, settings.redis_prefix),
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
+        groups=RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
     )
+    specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel.name and r.group is not None}
+    flusher = None
+    if specs:
+        flusher = GroupFlusher(
+            RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
+            channel,
+            specs,
+            owner=lease.owner,
+            now=now,
+            lease_s=settings.claim_lease_seconds + settings.request_timeout_seconds,
+            on_sent=lambda _n, _c: metrics.notifications.labels(channel.name, "group_delivered").inc(),
+            on_failure=failure_counter(metrics, channel.name),
+        )
     dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)
@@ -97,6 +112,7 @@ def run(
             stats=stats,
             hooks=hooks,
             schedule=RetrySchedule(settings.max_held_records),
+            tick=flusher.tick if flusher is not None else None,
         )
     finally:
         for action in (consumer.close, dead_letters.close, channel.close):

@@ -1,4 +1,4 @@
-"""The notifier's stages: decode → lifecycle → inhibit → silence → route → render → dedup → deliver → mark_sent.
+"""The notifier's stages: decode → lifecycle → inhibit → silence → group → route → render → dedup → deliver → mark_sent.
 
 Each stage gets only what it uses (a :class:`~adwatch_notifier.ledger.Ledger`, its
 channel, a clock, the retry policy) and returns an outcome
@@ -31,10 +31,11 @@ from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.grouping import GroupStore, group_key
 from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
 from adwatch_notifier.matchers import alert_labels
-from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, StageId, StageResult, Stop, Suppressed
+from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Grouped, StageId, StageResult, Stop, Suppressed
 from adwatch_notifier.retry import RetryPolicy, next_delay
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
@@ -297,6 +298,33 @@ class SilenceStage:
         return CONTINUE
 
 
+class GroupStage:
+    """An alert whose route groups (``group_by``) goes into its group's buffer (``Grouped``); others continue.
+
+    The group's notification is sent by :class:`~adwatch_notifier.grouping.GroupFlusher` from the
+    run loop. A recovery joins the group holding its firing; with none it is ``never_notified``.
+    Grouped routes have no per-alert cooldown: ``group_interval`` and ``repeat_interval`` pace them.
+    """
+
+    id: ClassVar[StageId] = "group"
+
+    def __init__(self, table: RoutingTable, channel: BaseChannel, store: GroupStore, *, now: Clock) -> None:
+        self.table, self.channel, self.store, self.now = table, channel, store, now
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        resolved = alert.status == "resolved"
+        chosen = route(self.table, alert, self.channel.name, notified_firing=resolved)
+        if chosen is None or chosen.group is None:
+            return CONTINUE
+        key = group_key(self.table.routes.index(chosen), chosen.group, alert_labels(alert))
+        if resolved and not self.store.has(key, alert.fingerprint):
+            return Suppressed("never_notified")
+        due_ms = int((self.now() + chosen.group.wait_s) * 1000)
+        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, env.value, due_ms)
+        return Grouped()
+
+
 class RouteStage:
     """Is the alert for this channel, and to which target? A recovery follows its delivered firing.
 
@@ -529,10 +557,12 @@ def build_stages(
     on_failure: Callable[[DeliveryError], None] = lambda _err: None,
     silences: SilenceStore | None = None,
     inhibitions: InhibitStore | None = None,
+    groups: GroupStore | None = None,
 ) -> Sequence[Stage]:
     """The chain of one channel, in order (Alertmanager's ``createReceiverStage``).
 
-    Without ``inhibitions`` or ``silences`` (stores shared by the channels) that stage is left out.
+    Without ``inhibitions`` or ``silences`` (stores shared by the channels) that stage is left out;
+    the ``group`` stage is there with ``groups`` when a route of the channel groups.
     """
     ttl = settings.idempotency_ttl_seconds
     muting: list[Stage] = []
@@ -542,6 +572,8 @@ def build_stages(
         )
     if silences is not None:
         muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds))
+    if groups is not None and any(r.group is not None for r in table.routes if r.channel == channel.name):
+        muting.append(GroupStage(table, channel, groups, now=now))
     return (
         DecodeStage(),
         LifecycleStage(ledger, channel.name, max_age_s=settings.max_alert_age_seconds, ttl_s=ttl, now=now),

@@ -1,0 +1,142 @@
+"""Grouping (Alertmanager dispatch semantics) on the in-memory group store, a function channel and a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from adwatch.contracts import Alert, encode
+from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, summary
+from adwatch_notifier.outcomes import Continue, Grouped, StageResult, Suppressed
+from adwatch_notifier.routing import parse_routes
+from adwatch_notifier.stages import Envelope, GroupStage
+
+from .conftest import make_alert
+from .fakes import FakeClock, FuncChannel
+
+ROUTES = """
+routes:
+  - channel: console
+    alert_types: [ctr_drop, ecpm_drop]
+    group_by: [alert_type]
+    group_wait: 30s
+    group_interval: 5m
+    repeat_interval: 1h
+  - channel: console
+"""
+TABLE = parse_routes(ROUTES)
+COUNTRIES = ["".join(p) for p in itertools.product("ABCDEFGHIJ", "KLMNO")]  # 50 codes
+
+
+def env(alert: Alert) -> Envelope:
+    return Envelope(encode(alert), alert=alert)
+
+
+def storm(alert_type: str = "ctr_drop", status: str = "firing") -> list[Alert]:
+    formats = ("banner", "interstitial", "rewarded_video", "native")
+    return [
+        make_alert(country=c, ad_format=f, alert_type=alert_type, status=status) for c in COUNTRIES for f in formats
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seen", "alert", "expected"),
+    [
+        pytest.param([], make_alert(alert_type="traffic_spike"), Continue(), id="ungrouped-route"),
+        pytest.param([], make_alert(), Grouped(), id="grouped-firing"),
+        pytest.param([], make_alert(status="resolved"), Suppressed("never_notified"), id="resolve-without-firing"),
+        pytest.param([make_alert()], make_alert(status="resolved", severity="low"), Grouped(), id="resolve-joins"),
+    ],
+)
+def test_group_stage(seen: list[Alert], alert: Alert, expected: StageResult) -> None:
+    store, clock = MemoryGroupStore(), FakeClock()
+    stage = GroupStage(TABLE, FuncChannel(name="console"), store, now=clock)  # type: ignore[arg-type]
+    for a in seen:
+        stage(env(a))
+    assert stage(env(alert)) == expected
+
+
+def test_storm_of_200_becomes_one_notification_per_group_none_lost() -> None:
+    store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock)  # type: ignore[arg-type, dict-item]
+    alerts = storm("ctr_drop")[:150] + storm("ecpm_drop")[:50]
+    for i, alert in enumerate(alerts):
+        clock.s += 0.25  # 200 alerts in 50 s
+        assert stage(env(alert)) == Grouped()
+        flusher.tick()
+        if i == 125:  # ctr_drop's group_wait (30 s) is over: its first notification already went
+            assert len(channel.rendered) == 1
+    clock.s += 30
+    flusher.tick()
+    # ctr_drop: at 30 s (the first 120), then its remaining 30 wait for group_interval; ecpm_drop: once
+    assert len(channel.rendered) == 2
+    clock.s += 300
+    flusher.tick()
+    assert len(channel.rendered) == 3
+    last_by_group = {n.fingerprint: n for n in channel.rendered}
+    assert set(last_by_group) == {"g0:alert_type=ctr_drop", "g0:alert_type=ecpm_drop"}
+    for a in alerts:
+        note = last_by_group[f"g0:alert_type={a.alert_type}"]
+        assert f" {a.country}|{a.ad_format} " in note.message
+    assert last_by_group["g0:alert_type=ctr_drop"].message.startswith("150 firing, 0 resolved")
+
+
+def test_group_timers_repeat_and_resolve() -> None:
+    store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
+    spec = GroupSpec(("alert_type",), wait_s=30, interval_s=300, repeat_s=3600)
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    flusher = GroupFlusher(store, channel, {0: spec}, owner="me", now=clock)  # type: ignore[arg-type]
+    us, de = make_alert(country="US"), make_alert(country="DE")
+    stage(env(us))
+    clock.s += 29
+    assert flusher.tick().sent == 0  # group_wait
+    clock.s += 1
+    assert flusher.tick().sent == 1
+    clock.s += 300
+    assert flusher.tick().sent == 0  # unchanged: no news before repeat_interval
+    stage(env(de))
+    clock.s += 300
+    assert flusher.tick().sent == 1  # changed: at the next group_interval
+    for _ in range(12):  # unchanged for an hour after the last flush
+        clock.s += 300
+        flusher.tick()
+    assert len(channel.rendered) == 3  # one repeat after an hour unchanged
+    stage(env(make_alert(country="US", status="resolved")))
+    clock.s += 300
+    flusher.tick()
+    assert channel.rendered[-1].status == "firing" and channel.rendered[-1].message.startswith("1 firing, 1 resolved")
+    stage(env(make_alert(country="DE", status="resolved")))
+    clock.s += 300
+    flusher.tick()
+    assert channel.rendered[-1].status == "resolved"
+    assert store.groups == {} and store.schedule == {}  # the group is gone
+
+
+def test_failed_group_send_is_kept_and_tried_again() -> None:
+    from adwatch_notifier.delivery import Delivery, DeliveryError
+
+    store, clock = MemoryGroupStore(), FakeClock()
+    results: list[object] = [DeliveryError("serverError", "503", retryable=True)]
+
+    def send(alert: Alert, target: str, ref: str | None) -> Delivery:
+        if results:
+            raise results.pop()  # type: ignore[misc]
+        return Delivery("func", target)
+
+    channel = FuncChannel(send_fn=send, name="console")
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock)  # type: ignore[arg-type, dict-item]
+    stage(env(make_alert()))
+    clock.s += 30
+    assert flusher.tick().failed == 1
+    clock.s += 300
+    assert flusher.tick().sent == 1
+
+
+def test_summary_clips_long_groups() -> None:
+    alerts = storm("ctr_drop") + storm("ecpm_drop")  # 400 members
+    note = summary("g0:alert_type=x", alerts, "d")
+    assert len(note.message) <= 4096 and note.message.endswith("more")
+    assert note.severity == "high" and note.fingerprint == "g0:alert_type=x"
