@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from adwatch.contracts import Alert
 from adwatch.storage import make_redis
-from adwatch_dev.testing import unique
+from adwatch_dev.fakes import FakePagerDuty, FakeWebhook
+from adwatch_dev.testing import poll_until, unique
 from adwatch_notifier import Delivered, Suppressed
 from adwatch_notifier.__main__ import main
 from adwatch_notifier.inhibit import RedisInhibitStore
@@ -110,3 +111,42 @@ def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..
     )
     later = harness.run_once(console, 2, stream=io.StringIO(), metrics=NotifierMetrics(CollectorRegistry()))
     assert later.outcomes == {Delivered(): 2}
+
+
+def test_storm_of_200_alerts_grouped_on_broker_and_redis(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """200 segment alerts at once: one webhook notification and one PagerDuty incident per alert type, none lost."""
+    routes = tmp_path / "routes.yaml"
+    timers = "group_by: [alert_type], group_wait: 2s, group_interval: 3s"
+    routes.write_text(f"routes:\n  - {{channel: webhook, {timers}}}\n  - {{channel: pagerduty, {timers}}}\n")
+    countries = [a + b for a in "ABCDEFGHIJ" for b in "KLMNO"]
+    formats = ("banner", "interstitial", "rewarded_video", "native")
+    storm = [
+        alert_factory(country=c, ad_format=f, alert_type=t, severity="critical" if t == "ecpm_drop" else "high")
+        for t, n in (("ctr_drop", 30), ("ecpm_drop", 20))
+        for c in countries[:n]
+        for f in formats
+    ]
+    assert len(storm) == 200
+    with FakeWebhook() as hook, FakePagerDuty() as pd:
+        started = time.monotonic()
+        harness.publish(*storm)
+        common = {"routes_file": str(routes), "cooldown_seconds": 0}
+        harness.start(harness.settings("webhook", webhook_url=hook.url + "/hook", **common))
+        harness.start(harness.settings("pagerduty", pagerduty_routing_key="RK-1", pagerduty_url=pd.url, **common))
+        poll_until(lambda: _listed(hook, storm), "every alert listed in a webhook group notification", timeout_s=60)
+        poll_until(lambda: len({r.json()["dedup_key"] for r in pd.requests}) == 2, "two PagerDuty incidents", 60)
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)
+        assert len(hook.requests) <= 6 and len(pd.requests) <= 6, (len(hook.requests), len(pd.requests))
+        assert {r.json()["dedup_key"] for r in pd.requests} == {
+            "g1:alert_type=ctr_drop",
+            "g1:alert_type=ecpm_drop",
+        }  # route 1
+        print(f"storm of 200 -> {len(hook.requests)} webhook, {len(pd.requests)} PagerDuty requests in {elapsed:.1f}s")
+
+
+def _listed(hook: Any, storm: list[Alert]) -> bool:
+    text = " ".join(r.json()["message"] for r in hook.requests)
+    return all(f" {a.country}|{a.ad_format} " in text for a in storm)
