@@ -10,6 +10,9 @@ Two measures, each run alternately with and without the muting stages (median of
 Nothing is muted in either (the silences match another country, no traffic source fires), so
 both sides deliver every alert and the ratio is the pure overhead.
 
+- *grouped*: the whole run loop with the route ``group_by: [alert_type]`` (every alert goes to
+  its group's buffer; the flusher sends the one group) vs the same alerts delivered one by one.
+
 Run: ``.venv/bin/python benchmarks/bench_muting.py [--alerts 2000] [--silences 50] [--rounds 3]``.
 Uses the embedded broker and Redis on 127.0.0.1; stops them at the end.
 """
@@ -36,6 +39,7 @@ from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.ledger import RedisLedger
 from adwatch_notifier.loop import run_chain
 from adwatch_notifier.outcomes import Delivered as DeliveredOutcome
+from adwatch_notifier.outcomes import Grouped
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.silences import RedisSilenceStore, new_silence
 from adwatch_notifier.stages import Envelope, Lease, build_stages
@@ -135,6 +139,20 @@ def loop_rate(common: CommonSettings, n: int, silences: int, muting: bool, route
     return n / elapsed
 
 
+def grouped_rate(common: CommonSettings, n: int, routes: str) -> float:
+    topic, prefix = unique("bench-alerts"), unique("bench")
+    ensure_topics(common.kafka_bootstrap, {topic: 1})
+    producer = make_producer(common.kafka_bootstrap)
+    for i in range(n):
+        producer.produce(topic, encode(alert(i)), key=b"k")
+    producer.flush(30)
+    started = time.perf_counter()
+    stats = run(settings(topic, prefix, routes), threading.Event(), n, common=common, stream=io.StringIO())
+    elapsed = time.perf_counter() - started
+    assert stats.outcomes[Grouped()] == n, stats.outcomes
+    return n / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=2000)
@@ -160,6 +178,17 @@ def main() -> None:
                 f"{name}: without muting {a:,.0f} alerts/s, with inhibition + {args.silences} silences "
                 f"{b:,.0f} alerts/s, ratio {b / a:.2f} ({args.alerts} alerts x {args.rounds} rounds, median)"
             )
+        grouped_routes = tmp / "routes-grouped.yaml"
+        grouped_routes.write_text("routes: [{channel: console, group_by: [alert_type], group_wait: 1s}]\n")
+        single, grouped = [], []
+        for _ in range(args.rounds):
+            single.append(loop_rate(common, args.alerts, 0, False, str(routes_off)))
+            grouped.append(grouped_rate(common, args.alerts, str(grouped_routes)))
+        a, b = statistics.median(single), statistics.median(grouped)
+        print(
+            f"grouped: one by one {a:,.0f} alerts/s, grouped by alert type {b:,.0f} alerts/s, "
+            f"ratio {b / a:.2f} ({args.alerts} alerts x {args.rounds} rounds, median)"
+        )
     finally:
         infra.stop()
 
