@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -140,3 +141,39 @@ def test_summary_clips_long_groups() -> None:
     note = summary("g0:alert_type=x", alerts, "d")
     assert len(note.message) <= 4096 and note.message.endswith("more")
     assert note.severity == "high" and note.fingerprint == "g0:alert_type=x"
+
+
+def test_build_stages_groups_and_the_processor_counts_it() -> None:
+    """The real chain: a grouped route's alert is held (``Grouped``, counted), another route's is delivered."""
+    from prometheus_client import CollectorRegistry
+
+    from adwatch_notifier.loop import RecordProcessor
+    from adwatch_notifier.metrics import NotifierMetrics
+    from adwatch_notifier.outcomes import Delivered
+    from adwatch_notifier.settings import NotifierSettings
+    from adwatch_notifier.stages import Lease, build_stages
+
+    from .fakes import ListDeadLetters, MemoryLedger
+
+    clock, registry, store = FakeClock(), CollectorRegistry(), MemoryGroupStore()
+    channel, ledger = FuncChannel(name="console"), MemoryLedger(clock)
+    settings = NotifierSettings(channel="console", cooldown_seconds=0, max_alert_age_seconds=0)
+    stages = build_stages(
+        settings,
+        channel,
+        TABLE,
+        ledger,
+        Lease("me", 30),
+        threading.Event(),
+        now=clock,
+        groups=store,  # type: ignore[arg-type]
+    )
+    assert [s.id for s in stages][:3] == ["decode", "lifecycle", "group"]
+    process = RecordProcessor(stages, "console", ledger, ListDeadLetters(), NotifierMetrics(registry))
+    assert process(Envelope(encode(make_alert()))) == Grouped()
+    assert process(Envelope(encode(make_alert(alert_type="traffic_spike")))) == Delivered()
+    value = registry.get_sample_value(
+        "adwatch_notifier_notifications_total", {"channel": "console", "outcome": "grouped"}
+    )
+    assert value == 1
+    assert list(store.groups) == ["g0:alert_type=ctr_drop"]
