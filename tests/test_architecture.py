@@ -15,7 +15,8 @@ RUNTIME = ("adwatch", *SERVICES)
 
 def test_every_runtime_module_is_reached_from_a_service_entry_point() -> None:
     graph = grimp.build_graph(*RUNTIME, "adwatch_dev")
-    entry_points = {f"{service}.__main__" for service in SERVICES}
+    # each service's command line, and the detector's spark-submit launcher (SparkApplication)
+    entry_points = {f"{service}.__main__" for service in SERVICES} | {"adwatch_detector.launcher"}
     reached = set(entry_points)
     for entry in entry_points:
         reached |= graph.find_upstream_modules(entry)

@@ -321,8 +321,10 @@ def consume(
 
     def settle(env: Envelope) -> bool:
         """Process ``env`` once; False when the run must stop (nothing committed)."""
+        # The first pass is the record's one "process" span; a deferred record's later passes are
+        # "retry" spans in the same trace, so each attempt shows without faking a second delivery.
         with tracer.start_as_current_span(
-            f"process {topic}",
+            f"retry {topic}" if env.deferrals else f"process {topic}",
             context=extract_context(env.headers),
             kind=trace.SpanKind.CONSUMER,
             attributes={
@@ -334,6 +336,7 @@ def consume(
                 MESSAGING_KAFKA_OFFSET: env.offset,
                 MESSAGING_KAFKA_KEY: (env.key or b"").decode("utf-8", "replace"),
                 "adwatch.channel": channel,
+                "adwatch.deferrals": env.deferrals,
             },
         ) as span:
             outcome = process(env)
@@ -341,6 +344,7 @@ def consume(
         if isinstance(outcome, Stop):
             return False
         if isinstance(outcome, Defer):
+            env.deferrals += 1
             schedule.hold(env, monotonic() + outcome.delay_s)
             metrics.held_records.labels(channel).set(schedule.undecided)
             return True

@@ -81,6 +81,7 @@ class Envelope:
     unavailable: int = 0  # consecutive "dependency unavailable" deferrals (backoff exponent)
     pending_letter: tuple[StageId, DeadLetter] | None = None  # decided, its dead letter not yet acknowledged
     muted_by: str = ""  # the silence id, maintenance window or inhibiting source that muted the alert
+    deferrals: int = 0  # times the loop held this record back (a retry's span says so)
 
     def header(self, name: str) -> str | None:
         return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
