@@ -140,6 +140,8 @@ class BatchWriter:
         self.settings = settings
         self.common = common
         self.metrics = metrics
+        self._owns_producer = producer is None
+        self._closed = False
         self.producer = producer or make_producer(common.kafka_bootstrap)
         self.tracer = tracer or trace.get_tracer("adwatch.detector")
         self.redis = make_redis(common.redis_url) if settings.redis_enabled else None
@@ -261,8 +263,17 @@ class BatchWriter:
         pipe.execute()
 
     def close(self) -> None:
-        """Flush what is pending and release the stores (on shutdown)."""
+        """Flush what is pending and release the producer and the stores (on shutdown).
+
+        The producer is closed, not left to the garbage collector: Spark keeps a reference to
+        this writer (foreachBatch), and a live producer reconnects to a stopped broker forever.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self.producer.flush(self.settings.flush_timeout_seconds)
+        if self._owns_producer:
+            self.producer.close()
         if self._clickhouse is not None and hasattr(self._clickhouse, "close"):
             self._clickhouse.close()
             self._clickhouse = None

@@ -107,6 +107,7 @@ class KafkaSink:
             **producer_overrides,
         }
         self.producer = make_producer(bootstrap, **config)
+        self._closed = False
 
     # callbacks run inside poll()/flush()
     def _on_error(self, err: KafkaError) -> None:
@@ -190,7 +191,12 @@ class KafkaSink:
         return remaining
 
     def close(self) -> None:
+        """Flush, then close the producer: a live one keeps reconnecting after the broker is gone."""
+        if self._closed:
+            return
         self.flush()
+        self.producer.close()
+        self._closed = True
 
 
 class TruthWriter:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from adwatch.errors import AdwatchError
-from adwatch.service import service
+from adwatch.service import dispatch, service
 from adwatch_notifier.delivery import CHANNELS
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.service import run
@@ -135,13 +135,9 @@ def _silence_row(s: Silence, now_s: float) -> str:
     return "\t".join([s.id, state, matchers, at(s.starts_at), at(s.ends_at), s.created_by, s.comment])
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["replay"]:
-        return replay_main(argv[1:])
-    if argv[:1] == ["silence"]:
-        return silence_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="adwatch-notifier", description=__doc__)
+def run_main(argv: list[str]) -> int:
+    """``run --channel C``: deliver one channel's alerts until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="adwatch-notifier run", description=run_main.__doc__)
     parser.add_argument("--channel", choices=CHANNELS, help="overrides ADWATCH_NOTIFIER_CHANNEL")
     parser.add_argument("--max-messages", type=int, default=None, help="stop after N records (tests, benchmarks)")
     args = parser.parse_args(argv)
@@ -156,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         run(svc.settings, svc.stop, args.max_messages, common=svc.common, ready_when=svc.ready_when)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = {"run": run_main, "replay": replay_main, "silence": silence_main}
+    return dispatch("adwatch-notifier", argv, commands, default="run")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ class KafkaDeadLetters:
         self.source_topic, self.dlq_topic = source_topic, dlq_topic
         self.errors: list[str] = []
         self.producer = make_producer(bootstrap, on_delivery=self._on_delivery)
+        self.closed = False
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -109,7 +110,11 @@ class KafkaDeadLetters:
                 raise DeadLetterError(f"dead letter not acknowledged: {errors or 'timeout'}")
 
     def close(self) -> None:
-        self.producer.flush(5)
+        """Flush and close once: a live producer keeps reconnecting after the broker is gone."""
+        if not self.closed:
+            self.closed = True
+            self.producer.flush(5)
+            self.producer.close()
 
 
 def run_chain(stages: Sequence[Stage], env: Envelope) -> tuple[Outcome, StageId | None]:
