@@ -6,8 +6,8 @@ Also the one way to refresh the committed examples:
 
 from __future__ import annotations
 
-import os
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any

@@ -228,7 +228,9 @@ def _containers_env(case: str) -> list[tuple[str, list[dict[str, Any]]]]:
             out += [(f"{o['metadata']['name']}/{c['name']}", c.get("env", []))
                     for c in o["spec"]["template"]["spec"]["containers"]]  # fmt: skip
         elif o["kind"] == "SparkApplication":
-            out += [(f"{o['metadata']['name']}/{role}", o["spec"][role].get("env", [])) for role in ("driver", "executor")]
+            out += [
+                (f"{o['metadata']['name']}/{role}", o["spec"][role].get("env", [])) for role in ("driver", "executor")
+            ]
     return out
 
 

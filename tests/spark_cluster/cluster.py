@@ -10,6 +10,7 @@ The cluster test and ``benchmarks/bench_cluster.py`` share these helpers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,7 +43,7 @@ def free_port() -> int:
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -79,10 +80,8 @@ def _stop(pid: int, proc: subprocess.Popen[bytes] | None = None, grace_s: float 
         if proc is None and not Path(f"/proc/{pid}").exists():
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if proc is not None:
         proc.wait(10)
 
@@ -139,10 +138,8 @@ class StandaloneCluster:
         executors = _children(worker.pid)
         pids = [worker.pid, *executors]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         worker.wait(10)
         return pids
 
@@ -221,6 +218,12 @@ def start_driver(
     ]  # fmt: skip
     log = open(out / "driver.log", "ab")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(cmd, env=spark_env(out), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a driver subprocess (by its PID) if it still runs: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        _stop(proc.pid, proc)
 
 
 def finish_driver(proc: subprocess.Popen[bytes], out: Path, timeout_s: float) -> dict[str, Any]:

@@ -23,15 +23,16 @@ from adwatch_dev.testing import consume_all, poll_until
 from .cluster import (
     REPO,
     SPARK_HOME,
+    TEST_RULES,
     StandaloneCluster,
-    get_json,
-    spark_env,
     finish_driver,
+    get_json,
     produce_round_robin,
     read_lines,
     run_driver,
+    spark_env,
     start_driver,
-    TEST_RULES,
+    stop_process,
     synth_input,
     tail,
 )
@@ -144,7 +145,10 @@ def test_detector_driver_under_spark_submit_takes_the_master_from_the_properties
         assert set(alerts) == set(workload["alerts"])
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
+        try:
+            code = proc.wait(60)
+        finally:
+            stop_process(proc)
     assert code == 0, tail(log)
 
 
@@ -153,17 +157,34 @@ def test_losing_a_worker_mid_run_loses_no_window_and_duplicates_no_alert(
 ) -> None:
     topics = _topics(kafka, workload["topic"])
     out, checkpoint = tmp_path / "out", tmp_path / "checkpoint"
-    proc = start_driver(out, cluster.url, kafka, topics, checkpoint, "--max-offsets", "1500", "--rules", workload["rules"])
-    poll_until(lambda: len(read_lines(out / "batches.jsonl")) >= 2 or proc.poll() is not None,
-               "two micro-batches on the cluster", timeout_s=120, interval_s=0.2)  # fmt: skip
-    assert proc.poll() is None, "the run ended before the worker could be killed"
-    killed = cluster.kill_worker(1)
-    print(f"killed worker 1 and its executor: pids {killed}")
-    result = finish_driver(proc, out, timeout_s=180)
+    proc = start_driver(
+        out, cluster.url, kafka, topics, checkpoint, "--max-offsets", "1500", "--rules", workload["rules"]
+    )
+    try:
+        poll_until(lambda: read_lines(out / "batches.jsonl") or proc.poll() is not None,
+                   "a first micro-batch on the cluster", timeout_s=240, interval_s=0.2)  # fmt: skip
+        assert proc.poll() is None, "the run ended before the worker could be killed"
+        killed = cluster.kill_worker(1)
+        print(f"killed worker 1 and its executor after batch 0: pids {killed}")
+        result = finish_driver(proc, out, timeout_s=240)
+    finally:
+        stop_process(proc)
     if result.get("error") is not None:
         # the driver's query failed: a restart from the checkpoint finishes on the remaining executor
         print(f"query failed ({result['error'][:200]}); restarting from the checkpoint")
-        result = run_driver(out, cluster.url, kafka, topics, checkpoint, "--executors", "1", "--max-offsets", "1500", "--rules", workload["rules"])
+        result = run_driver(
+            out,
+            cluster.url,
+            kafka,
+            topics,
+            checkpoint,
+            "--executors",
+            "1",
+            "--max-offsets",
+            "1500",
+            "--rules",
+            workload["rules"],
+        )
     assert result.get("exit_code") == 0 and result["error"] is None, tail(out / "driver.log")
     dead = [eid for eid, e in result["executors"].items() if eid != "driver" and not e["active"]]
     print(f"executors: {result['executors']}")
@@ -171,4 +192,3 @@ def test_losing_a_worker_mid_run_loses_no_window_and_duplicates_no_alert(
     windows = _windows(out)
     assert sorted(set(windows)) == workload["windows"]
     assert dead or len(result["executors"]) <= 2, result["executors"]
-
