@@ -239,7 +239,7 @@ def finish_driver(proc: subprocess.Popen[bytes], out: Path, timeout_s: float) ->
 
 def run_driver(
     out: Path, master: str, bootstrap: str, topics: dict[str, str], checkpoint: Path, *extra: str,
-    timeout_s: float = 150,
+    timeout_s: float = 300,
 ) -> dict[str, Any]:  # fmt: skip
     return finish_driver(start_driver(out, master, bootstrap, topics, checkpoint, *extra), out, timeout_s)
 

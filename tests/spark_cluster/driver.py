@@ -44,10 +44,13 @@ def main() -> int:
     sc = spark.sparkContext
     api = f"http://127.0.0.1:{a.ui_port}/api/v1/applications/{sc.applicationId}"
     if a.master.startswith("spark://"):
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # every executor registered before the first batch
         while time.monotonic() < deadline:
-            if len([e for e in get_json(f"{api}/executors") if e["id"] != "driver"]) >= a.executors:
-                break
+            try:
+                if len([e for e in get_json(f"{api}/executors", 15) if e["id"] != "driver"]) >= a.executors:
+                    break
+            except OSError:  # a busy machine: the UI answers late
+                pass
             time.sleep(0.5)
     settings = DetectorSettings(
         checkpoint_dir=a.checkpoint, input_topic=a.input, alerts_topic=a.alerts, dlq_topic=a.dlq,
@@ -81,13 +84,15 @@ def main() -> int:
         result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     finally:
         writer.close()
-    try:
-        execs = get_json(f"{api}/allexecutors")
-        result["executors"] = {e["id"]: {"completed": e["completedTasks"], "active": e["isActive"]} for e in execs}
-        stages = get_json(f"{api}/stages?status=complete")
-        result["completed_stages"] = len(stages)
-    except OSError as exc:
-        result["rest_error"] = str(exc)
+    for _ in range(5):
+        try:
+            execs = get_json(f"{api}/allexecutors", 30)
+            result["executors"] = {e["id"]: {"completed": e["completedTasks"], "active": e["isActive"]} for e in execs}
+            result["completed_stages"] = len(get_json(f"{api}/stages?status=complete", 30))
+            result.pop("rest_error", None)
+            break
+        except OSError as exc:
+            result["rest_error"] = str(exc)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     spark.stop()
     return 0 if result["error"] is None else 3

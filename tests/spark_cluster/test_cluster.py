@@ -166,7 +166,7 @@ def test_losing_a_worker_mid_run_loses_no_window_and_duplicates_no_alert(
         assert proc.poll() is None, "the run ended before the worker could be killed"
         killed = cluster.kill_worker(1)
         print(f"killed worker 1 and its executor after batch 0: pids {killed}")
-        result = finish_driver(proc, out, timeout_s=240)
+        result = finish_driver(proc, out, timeout_s=300)
     finally:
         stop_process(proc)
     if result.get("error") is not None:
