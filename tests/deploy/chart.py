@@ -7,6 +7,7 @@ Also the one way to refresh the committed examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "adwatch"
 EXAMPLES = CHART / "examples"
-CRDS = REPO.parent / "shared" / "crds"  # read-only CRD schemas, beside the repo (never copied in)
+# read-only CRD schemas, beside the repo (never copied in); ADWATCH_CRDS_DIR for a git worktree elsewhere
+CRDS = Path(os.environ.get("ADWATCH_CRDS_DIR") or REPO.parent / "shared" / "crds")
 RELEASE = "adwatch"
 NAMESPACE = "adwatch"
 

@@ -27,7 +27,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "notifier": NotifierSettings,
 }
 # Variables the images read that are not adwatch settings.
-OTHER_ENV = {"HOME", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"}
+DOWNWARD_ENV = {"K8S_POD_NAME", "K8S_NAMESPACE", "K8S_NODE_NAME"}  # the pod's identity, for OTEL_RESOURCE_ATTRIBUTES
+OTHER_ENV = {"HOME", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} | DOWNWARD_ENV
 SPARK_ENV = {"PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_DIRS", "SPARK_LOCAL_IP"}
 
 
@@ -172,3 +173,81 @@ def test_values_files_are_yaml_mappings() -> None:
     for files in chart.CASES.values():
         for path in files:
             assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def _pyspark_lock_version() -> str:
+    import tomllib
+
+    lock = tomllib.loads((chart.REPO / "uv.lock").read_text())
+    return next(p["version"] for p in lock["package"] if p["name"] == "pyspark")
+
+
+def test_spark_application_runs_the_images_spark_and_launcher_with_rbac() -> None:
+    from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_PARTITIONS
+
+    cloud = objects("cloud")
+    (app,) = [o for o in cloud if o["kind"] == "SparkApplication"]
+    spec = app["spec"]
+    assert spec["sparkVersion"] == _pyspark_lock_version()
+    # the image copies its launcher there (services/detector/Dockerfile)
+    assert spec["mainApplicationFile"] == "local:///opt/adwatch/app/launcher.py"
+    assert "/opt/adwatch/app/launcher.py" in (chart.REPO / "services/detector/Dockerfile").read_text()
+    assert spec["image"].endswith("/adwatch-detector:0.1.0") and spec["type"] == "Python"
+    assert spec["restartPolicy"]["type"] == "Always"
+    assert spec["dynamicAllocation"] == {"enabled": False}
+    executor, driver = spec["executor"], spec["driver"]
+    assert executor["instances"] * executor["cores"] == TOPIC_PARTITIONS[TOPIC_AD_EVENTS]
+    assert spec["sparkConf"].get("spark.dynamicAllocation.enabled", "false") == "false"
+    sa = driver["serviceAccount"]
+    assert executor["serviceAccount"] == sa
+    assert any(o["kind"] == "ServiceAccount" and o["metadata"]["name"] == sa for o in cloud)
+    (binding,) = [o for o in cloud if o["kind"] == "RoleBinding" and o["metadata"]["name"] == sa]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": chart.NAMESPACE}]
+    (role,) = [o for o in cloud if o["kind"] == "Role" and o["metadata"]["name"] == binding["roleRef"]["name"]]
+    pods = next(r for r in role["rules"] if "pods" in r["resources"])
+    assert {"create", "delete", "watch", "list", "get"} <= set(pods["verbs"])
+    # the detector env in spark mode leaves the master and the bind address to Spark
+    env = next(o["data"] for o in cloud if o["metadata"]["name"] == "adwatch-detector-env")
+    assert "ADWATCH_DETECTOR_SPARK_MASTER" not in env and "SPARK_LOCAL_IP" not in env
+    assert env["ADWATCH_DETECTOR_CHECKPOINT_DIR"].startswith("s3a://")
+
+
+def test_spark_application_needs_a_shared_checkpoint() -> None:
+    values = chart.load_values(chart.CASES["cloud"])
+    values["components"]["detector"]["checkpoint"]["url"] = ""
+    with pytest.raises(Exception, match="ReadWriteMany"):
+        chart.render(values)
+
+
+def _containers_env(case: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    out = []
+    for o in objects(case):
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") not in SETTINGS:
+            continue  # Redis (redis.yaml) is not an adwatch component
+        if o["kind"] == "Deployment":
+            out += [(f"{o['metadata']['name']}/{c['name']}", c.get("env", []))
+                    for c in o["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+        elif o["kind"] == "SparkApplication":
+            out += [
+                (f"{o['metadata']['name']}/{role}", o["spec"][role].get("env", [])) for role in ("driver", "executor")
+            ]
+    return out
+
+
+@pytest.mark.parametrize("case", ["default", "kind", "cloud", "all-features"])
+def test_every_component_has_downward_api_identity_and_otel_resource_attributes(case: str) -> None:
+    containers = _containers_env(case)
+    assert containers
+    for name, env in containers:
+        by_name = {e["name"]: e for e in env}
+        fields = {k: by_name[k]["valueFrom"]["fieldRef"]["fieldPath"] for k in ("K8S_POD_NAME", "K8S_NAMESPACE",
+                  "K8S_NODE_NAME") if k in by_name}  # fmt: skip
+        assert fields == {"K8S_POD_NAME": "metadata.name", "K8S_NAMESPACE": "metadata.namespace",
+                          "K8S_NODE_NAME": "spec.nodeName"}, name  # fmt: skip
+        attrs = by_name["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+        names = [e["name"] for e in env]
+        assert names.index("OTEL_RESOURCE_ATTRIBUTES") > names.index("K8S_NODE_NAME"), name  # $(VAR) order
+        assert "k8s.pod.name=$(K8S_POD_NAME)" in attrs and "k8s.namespace.name=$(K8S_NAMESPACE)" in attrs, name
+        assert "k8s.node.name=$(K8S_NODE_NAME)" in attrs, name
+        if "notifier-" in name:
+            assert "adwatch.channel=" in attrs, name

@@ -91,3 +91,26 @@ ops port, OpenTelemetry, then default.env + component env (+ ctx.extraEnv from t
 {{- define "adwatch.instanceName" -}}
 {{- printf "%s-%s" (include "adwatch.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+
+{{/* The SparkApplication's service account: detector.spark.serviceAccount, else <instance>-spark. */}}
+{{- define "adwatch.sparkServiceAccount" -}}
+{{- .c.spark.serviceAccount | default (printf "%s-spark" (include "adwatch.instanceName" .)) -}}
+{{- end -}}
+
+{{/*
+A container's env list: the pod's identity from the downward API, OpenTelemetry resource
+attributes made from it (k8s.* semantic conventions, + ctx.otelAttributes), then secrets.
+*/}}
+{{- define "adwatch.podEnv" -}}
+{{- $extra := "" }}{{ if .otelAttributes }}{{ $extra = printf ",%s" .otelAttributes }}{{ end -}}
+- name: K8S_POD_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+- name: K8S_NAMESPACE
+  valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+- name: K8S_NODE_NAME
+  valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE),k8s.node.name=$(K8S_NODE_NAME),service.namespace=adwatch%s" $extra | quote }}
+{{- include "adwatch.secretEnv" . }}
+{{- end -}}

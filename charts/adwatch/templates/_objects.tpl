@@ -88,10 +88,8 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ include "adwatch.instanceName" . }}-env
-          {{- with .c.secretEnv }}
           env:
-            {{- include "adwatch.secretEnv" $ | indent 12 }}
-          {{- end }}
+            {{- include "adwatch.podEnv" . | nindent 12 }}
           ports:
             - name: metrics
               containerPort: {{ .c.metricsPort }}
@@ -146,6 +144,16 @@ serves /metrics on the metrics port; executors run the tasks. Both read the same
 */}}
 {{- define "adwatch.sparkApplication" -}}
 {{- $spark := .c.spark -}}
+{{- $sa := include "adwatch.sparkServiceAccount" . -}}
+{{- $cores := int $spark.executor.cores -}}
+{{- $instances := int $spark.executor.instances -}}
+{{- if eq $instances 0 }}{{ $instances = div (add (int $spark.partitions) $cores -1) $cores }}{{ end -}}
+{{- if gt (mul $instances $cores) (int $spark.partitions) }}
+{{- fail (printf "detector.spark: %d executors x %d cores exceed the %d input partitions (idle cores)" $instances $cores (int $spark.partitions)) }}
+{{- end -}}
+{{- if and (not .c.checkpoint.url) (ne .c.checkpoint.pvc.accessMode "ReadWriteMany") }}
+{{- fail "detector.mode=sparkApplication: the checkpoint needs checkpoint.url (s3a://...) or a ReadWriteMany PVC (executors on other nodes write state)" }}
+{{- end -}}
 {{- $podSecurity := .c.podSecurityContext -}}
 {{- /* Spark's entrypoint writes into the image (/opt/spark/work-dir, /etc/passwd check): keep the root fs writable. */ -}}
 {{- $security := set (deepCopy .c.securityContext) "readOnlyRootFilesystem" false -}}
@@ -173,6 +181,8 @@ spec:
   arguments:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  dynamicAllocation:
+    enabled: false   # stateful query: executors hold state-store partitions (values.yaml)
   sparkConf:
     spark.kubernetes.executor.deleteOnTermination: "true"
     {{- range $k, $val := $spark.sparkConf }}
@@ -187,16 +197,14 @@ spec:
   driver:
     cores: {{ $spark.driver.cores }}
     memory: {{ $spark.driver.memory | quote }}
-    serviceAccount: {{ $spark.serviceAccount }}
+    serviceAccount: {{ $sa }}
     labels:
       {{- include "adwatch.labels" . | nindent 6 }}
     envFrom:
       - configMapRef:
           name: {{ include "adwatch.instanceName" . }}-env
-    {{- with .c.secretEnv }}
     env:
-      {{- include "adwatch.secretEnv" $ | indent 6 }}
-    {{- end }}
+      {{- include "adwatch.podEnv" (set (deepCopy .) "otelAttributes" "spark.role=driver") | nindent 6 }}
     ports:
       - name: metrics
         containerPort: {{ .c.metricsPort }}
@@ -208,8 +216,9 @@ spec:
     volumeMounts:
       {{- include "adwatch.podMounts" . | nindent 6 }}
   executor:
-    instances: {{ $spark.executor.instances }}
-    cores: {{ $spark.executor.cores }}
+    instances: {{ $instances }}
+    cores: {{ $cores }}
+    serviceAccount: {{ $sa }}
     memory: {{ $spark.executor.memory | quote }}
     labels:
       app.kubernetes.io/name: {{ .name }}-executor
@@ -218,14 +227,53 @@ spec:
     envFrom:
       - configMapRef:
           name: {{ include "adwatch.instanceName" . }}-env
-    {{- with .c.secretEnv }}
     env:
-      {{- include "adwatch.secretEnv" $ | indent 6 }}
-    {{- end }}
+      {{- include "adwatch.podEnv" (set (deepCopy .) "otelAttributes" "spark.role=executor") | nindent 6 }}
     podSecurityContext:
       {{- toYaml $podSecurity | nindent 6 }}
     securityContext:
       {{- toYaml $security | nindent 6 }}
     volumeMounts:
       {{- include "adwatch.podMounts" . | nindent 6 }}
+{{- end -}}
+
+
+{{/*
+The SparkApplication driver's service account and the Role it needs to run executors: it
+creates, watches and deletes executor pods, and the services, config maps and PVCs of its app.
+*/}}
+{{- define "adwatch.sparkRbac" -}}
+{{- $sa := include "adwatch.sparkServiceAccount" . -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $sa }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ $sa }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: [pods, services, configmaps, persistentvolumeclaims]
+    verbs: [create, get, list, watch, update, patch, delete, deletecollection]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $sa }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ $sa }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .root.Release.Namespace }}
 {{- end -}}

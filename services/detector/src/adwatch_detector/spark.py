@@ -28,13 +28,24 @@ def prepare_environment(master: str | None = None) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def spark_conf_master() -> str | None:
-    """``spark.master`` as Spark's own configuration has it (None when unset).
+def spark_jvm_conf() -> SparkConf:
+    """Spark's own configuration, read from the JVM.
 
-    Under spark-submit the JVM is already up with the submitted properties; otherwise
-    SparkConf starts the gateway, which reads ``spark-defaults.conf``.
+    A bare ``SparkConf()`` made before the gateway is up is an empty Python dict: it sees
+    neither spark-submit's properties (``--master``, ``--properties-file``, as spark-operator
+    hands a driver pod) nor ``spark-defaults.conf``. So the gateway is started (or, under
+    spark-submit, joined through ``PYSPARK_GATEWAY_PORT``) first; the JVM's ``SparkConf``
+    then loads the ``spark.*`` system properties spark-submit set.
     """
-    master = SparkConf().get("spark.master", None)
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkConf()
+
+
+def spark_conf_master() -> str | None:
+    """``spark.master`` as Spark's own configuration has it (None when unset)."""
+    master = spark_jvm_conf().get("spark.master", None)
     return master or None
 
 
@@ -54,10 +65,12 @@ def build_spark(
     ``master=None`` takes Spark's own ``spark.master`` (see :func:`resolve_master`).
     """
     prepare_environment(master)
+    bind_loopback = False
     if master is None:
-        master = resolve_master(None)
+        master = resolve_master(None)  # starts the gateway before SPARK_LOCAL_IP can be chosen
+        bind_loopback = master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ
         prepare_environment(master)
-    given = SparkConf()
+    given = spark_jvm_conf()
     defaults = {
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
@@ -67,6 +80,8 @@ def build_spark(
         "spark.python.worker.reuse": "true",
     }
     builder = SparkSession.builder.master(master).appName(given.get("spark.app.name", None) or app_name)
+    if bind_loopback:
+        defaults |= {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
     for key, value in defaults.items():
         if not given.contains(key):
             builder = builder.config(key, value)
