@@ -92,3 +92,15 @@ def test_skaffold_profiles_use_the_environment_values() -> None:
     values = [op["value"] for op in profiles["cloud"]["patches"] if op["path"].endswith("/valuesFiles")]
     assert values == [["helm/values-cloud.yaml"]]
     assert "kind" in profiles
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_skaffold_builds_like_make_images(name: str) -> None:
+    """skaffold builds with BuildKit, its hook makes the wheelhouse, and its default base is the Dockerfile's."""
+    config = skaffold()
+    assert config["build"]["local"]["useBuildkit"] and config["build"]["local"]["useDockerCLI"]
+    artifact = {a["image"]: a for a in config["build"]["artifacts"]}[f"adwatch-{name}"]
+    assert artifact["hooks"]["before"][0]["command"] == ["scripts/images.sh", "wheels", name]
+    dockerfile = (chart.REPO / "services" / name / "Dockerfile").read_text()
+    (pinned,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, flags=re.M)
+    assert artifact["docker"]["buildArgs"]["BASE_IMAGE"] == f'{{{{default "{pinned}" .BASE_IMAGE}}}}'

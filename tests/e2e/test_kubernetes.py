@@ -4,6 +4,11 @@ Runs only when KUBECONFIG names a reachable cluster that already has what k8s/RE
 (Strimzi Kafka + topics) and the images (e.g. `skaffold build -p kind` into a kind cluster).
     KUBECONFIG=~/.kube/config .venv/bin/pytest tests/e2e/test_kubernetes.py
 Optional: ADWATCH_K8S_VALUES (extra values file), ADWATCH_K8S_IMAGE_TAG (default latest).
+
+Each test runs in both detector modes: ``deployment`` (Spark local[2] in one pod) and
+``sparkApplication`` (spark-operator; runs when the cluster has the SparkApplication CRD and
+ADWATCH_K8S_SPARK_VALUES names a values file with a checkpoint the cluster can mount, e.g. an
+s3a:// URL or a ReadWriteMany storage class; skipped otherwise, saying so).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -33,8 +39,9 @@ def _kubectl(*args: str, namespace: str) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def release() -> Iterator[tuple[Any, str]]:
+@pytest.fixture(scope="module", params=["deployment", "sparkApplication"])
+def release(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str]]:
+    mode: str = request.param
     kubeconfig = os.environ.get("KUBECONFIG", "")
     if not kubeconfig or not Path(kubeconfig).is_file():
         pytest.skip("KUBECONFIG does not name a kubeconfig file: no cluster to deploy to")
@@ -46,7 +53,15 @@ def release() -> Iterator[tuple[Any, str]]:
     files = chart.CASES["kind"] + (
         [Path(os.environ["ADWATCH_K8S_VALUES"])] if "ADWATCH_K8S_VALUES" in os.environ else []
     )
+    if mode == "sparkApplication":
+        crd = subprocess.run(["kubectl", "get", "crd", "sparkapplications.sparkoperator.k8s.io"], capture_output=True)
+        if crd.returncode != 0:
+            pytest.skip("no spark-operator in the cluster (SparkApplication CRD missing)")
+        if "ADWATCH_K8S_SPARK_VALUES" not in os.environ:
+            pytest.skip("ADWATCH_K8S_SPARK_VALUES not set: no checkpoint storage known for the SparkApplication")
+        files = [*files, Path(os.environ["ADWATCH_K8S_SPARK_VALUES"])]
     values = chart.load_values(files)
+    values.setdefault("components", {}).setdefault("detector", {})["mode"] = mode
     tag = os.environ.get("ADWATCH_K8S_IMAGE_TAG", "latest")
     values.setdefault("default", {}).setdefault("image", {})["tag"] = tag
     with helm.Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
@@ -105,3 +120,18 @@ def test_readyz_answers_200(release: tuple[Any, str]) -> None:
         metrics = [p["containerPort"] for p in ports if p.get("name") == "metrics"]
         if metrics:
             assert _ready_over_port_forward(namespace, d["metadata"]["name"], metrics[0]) == 200
+
+
+def test_an_injected_scenario_reaches_the_console_notifier(release: tuple[Any, str]) -> None:
+    """A drill in the generator pod: its traffic spike is detected and printed by the console notifier."""
+    _, namespace = release
+    drill = ["--choice", "traffic_spike", "--segments", "US|banner", "--duration", "4m", "--magnitude", "4"]
+    _kubectl("exec", "deploy/adwatch-generator", "--", "adwatch-generator", "drill", *drill, namespace=namespace)
+    deadline = time.monotonic() + TIMEOUT_S
+    logs = ""
+    while time.monotonic() < deadline:
+        logs = _kubectl("logs", "deploy/adwatch-notifier-console", "--tail", "500", namespace=namespace)
+        if "Traffic spike" in logs and "US banner" in logs:
+            return
+        time.sleep(10)
+    raise AssertionError(f"no traffic-spike alert for US banner on the console notifier; last logs:\n{logs[-2000:]}")
