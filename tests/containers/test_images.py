@@ -84,12 +84,29 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
         detector = docker.run(images["detector"], ["run"], detector_env, "detector")
         generator = docker.run(
             images["generator"],
-            ["backfill", "--topic", events, "--truth-topic", truth, "--rate", "120", "--seed", "11",
-             "--start", START.isoformat(), "--end", (START + HISTORY).isoformat(), "--scenario", FLOOD,
-             "--trace-sample", "0.01", "--quiet"],
+            [
+                "backfill",
+                "--topic",
+                events,
+                "--truth-topic",
+                truth,
+                "--rate",
+                "120",
+                "--seed",
+                "11",
+                "--start",
+                START.isoformat(),
+                "--end",
+                (START + HISTORY).isoformat(),
+                "--scenario",
+                FLOOD,
+                "--trace-sample",
+                "0.01",
+                "--quiet",
+            ],
             common,
             "generator",
-        )  # fmt: skip
+        )
         try:
             poll_until(lambda: _exited(docker, generator), "the generator's backfill", timeout_s=120, interval_s=1)
             assert docker.state(generator)["ExitCode"] == 0, docker.logs(generator)
@@ -195,8 +212,15 @@ def test_detector_image_runs_as_a_spark_operator_driver(
         "ADWATCH_DETECTOR_CLICKHOUSE_ENABLED": "false",
         "SPARK_LOCAL_IP": "127.0.0.1",
     }
-    args = ["driver", "--properties-file", "/etc/adwatch/spark.properties", "--class",
-            "org.apache.spark.deploy.PythonRunner", "local:///opt/adwatch/app/launcher.py", "run"]  # fmt: skip
+    args = [
+        "driver",
+        "--properties-file",
+        "/etc/adwatch/spark.properties",
+        "--class",
+        "org.apache.spark.deploy.PythonRunner",
+        "local:///opt/adwatch/app/launcher.py",
+        "run",
+    ]
     cid = docker.run(
         images["detector"], args, env, "detector-driver", volumes={str(props): "/etc/adwatch/spark.properties"}
     )
