@@ -54,8 +54,9 @@ def main() -> None:
         local = run_driver(work / "local", "local[2]", bootstrap, topics, work / "ck-local", *extra, timeout_s=600)
         cluster.start()
         topics["alerts"] = "bench-alerts-cluster"
-        remote = run_driver(work / "cluster-run", cluster.url, bootstrap, topics, work / "ck-cluster", *extra,
-                            timeout_s=600)  # fmt: skip
+        remote = run_driver(
+            work / "cluster-run", cluster.url, bootstrap, topics, work / "ck-cluster", *extra, timeout_s=600
+        )
         rows = {}
         for name, r in (("local[2]", local), ("standalone 2 x 1 core", remote)):
             assert r.get("error") is None and r["input_rows"] == len(values), r

@@ -225,8 +225,10 @@ def _containers_env(case: str) -> list[tuple[str, list[dict[str, Any]]]]:
         if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") not in SETTINGS:
             continue  # Redis (redis.yaml) is not an adwatch component
         if o["kind"] == "Deployment":
-            out += [(f"{o['metadata']['name']}/{c['name']}", c.get("env", []))
-                    for c in o["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+            out += [
+                (f"{o['metadata']['name']}/{c['name']}", c.get("env", []))
+                for c in o["spec"]["template"]["spec"]["containers"]
+            ]
         elif o["kind"] == "SparkApplication":
             out += [
                 (f"{o['metadata']['name']}/{role}", o["spec"][role].get("env", [])) for role in ("driver", "executor")
@@ -240,10 +242,16 @@ def test_every_component_has_downward_api_identity_and_otel_resource_attributes(
     assert containers
     for name, env in containers:
         by_name = {e["name"]: e for e in env}
-        fields = {k: by_name[k]["valueFrom"]["fieldRef"]["fieldPath"] for k in ("K8S_POD_NAME", "K8S_NAMESPACE",
-                  "K8S_NODE_NAME") if k in by_name}  # fmt: skip
-        assert fields == {"K8S_POD_NAME": "metadata.name", "K8S_NAMESPACE": "metadata.namespace",
-                          "K8S_NODE_NAME": "spec.nodeName"}, name  # fmt: skip
+        fields = {
+            k: by_name[k]["valueFrom"]["fieldRef"]["fieldPath"]
+            for k in ("K8S_POD_NAME", "K8S_NAMESPACE", "K8S_NODE_NAME")
+            if k in by_name
+        }
+        assert fields == {
+            "K8S_POD_NAME": "metadata.name",
+            "K8S_NAMESPACE": "metadata.namespace",
+            "K8S_NODE_NAME": "spec.nodeName",
+        }, name
         attrs = by_name["OTEL_RESOURCE_ATTRIBUTES"]["value"]
         names = [e["name"] for e in env]
         assert names.index("OTEL_RESOURCE_ATTRIBUTES") > names.index("K8S_NODE_NAME"), name  # $(VAR) order

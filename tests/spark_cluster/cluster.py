@@ -108,17 +108,40 @@ class StandaloneCluster:
         return subprocess.Popen(cmd, env=spark_env(self.root), stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
 
     def start(self, timeout_s: float = 90) -> StandaloneCluster:
-        self.master_proc = self._spawn("master", [
-            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-            "--port", str(self.port), "--webui-port", str(self.webui_port),
-        ])  # fmt: skip
+        self.master_proc = self._spawn(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--webui-port",
+                str(self.webui_port),
+            ],
+        )
         for i in range(self.n_workers):
             work = self.root / f"work-{i}"
             work.mkdir(parents=True, exist_ok=True)
-            self.workers.append(self._spawn(f"worker-{i}", [
-                "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(work),
-            ]))  # fmt: skip
+            self.workers.append(
+                self._spawn(
+                    f"worker-{i}",
+                    [
+                        "org.apache.spark.deploy.worker.Worker",
+                        self.url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "1g",
+                        "--webui-port",
+                        str(free_port()),
+                        "--work-dir",
+                        str(work),
+                    ],
+                )
+            )
         poll_until(lambda: self.alive_workers() == self.n_workers, "the standalone workers", timeout_s=timeout_s)
         return self
 
@@ -177,16 +200,32 @@ def synth_input(minutes: int = 14, per_min: int = 400, drop_from: int = 8, seed:
                 n += 1
                 t = T0_MS + minute * MINUTE_MS + int(offsets[i])
                 ev = AdEvent(
-                    event_id=f"i{n}", event_time_ms=t, event_type="impression", country=country, ad_format=fmt,
-                    app_id="app1", placement_id="p1", campaign_id="c1", user_hash=f"u{n % 97}", revenue_usd=0.002,
-                )  # fmt: skip
+                    event_id=f"i{n}",
+                    event_time_ms=t,
+                    event_type="impression",
+                    country=country,
+                    ad_format=fmt,
+                    app_id="app1",
+                    placement_id="p1",
+                    campaign_id="c1",
+                    user_hash=f"u{n % 97}",
+                    revenue_usd=0.002,
+                )
                 out.append(encode(ev))
                 if clicked[i]:
                     click = AdEvent(
-                        event_id=f"c{n}", event_time_ms=t + 1000, event_type="click", country=country,
-                        ad_format=fmt, app_id="app1", placement_id="p1", campaign_id="c1", user_hash=f"u{n % 97}",
-                        impression_id=f"i{n}", revenue_usd=0.0,
-                    )  # fmt: skip
+                        event_id=f"c{n}",
+                        event_time_ms=t + 1000,
+                        event_type="click",
+                        country=country,
+                        ad_format=fmt,
+                        app_id="app1",
+                        placement_id="p1",
+                        campaign_id="c1",
+                        user_hash=f"u{n % 97}",
+                        impression_id=f"i{n}",
+                        revenue_usd=0.0,
+                    )
                     out.append(encode(click))
     return out
 
@@ -212,10 +251,27 @@ def start_driver(
     """``python -m tests.spark_cluster.driver`` in its own process; result in ``out/result.json``."""
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "tests.spark_cluster.driver", "--master", master, "--bootstrap", bootstrap,
-        "--input", topics["in"], "--alerts", topics["alerts"], "--dlq", topics["dlq"],
-        "--checkpoint", str(checkpoint), "--out", str(out), "--ui-port", str(free_port()), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.spark_cluster.driver",
+        "--master",
+        master,
+        "--bootstrap",
+        bootstrap,
+        "--input",
+        topics["in"],
+        "--alerts",
+        topics["alerts"],
+        "--dlq",
+        topics["dlq"],
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--ui-port",
+        str(free_port()),
+        *extra,
+    ]
     log = open(out / "driver.log", "ab")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(cmd, env=spark_env(out), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
@@ -238,9 +294,14 @@ def finish_driver(proc: subprocess.Popen[bytes], out: Path, timeout_s: float) ->
 
 
 def run_driver(
-    out: Path, master: str, bootstrap: str, topics: dict[str, str], checkpoint: Path, *extra: str,
+    out: Path,
+    master: str,
+    bootstrap: str,
+    topics: dict[str, str],
+    checkpoint: Path,
+    *extra: str,
     timeout_s: float = 300,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return finish_driver(start_driver(out, master, bootstrap, topics, checkpoint, *extra), out, timeout_s)
 
 

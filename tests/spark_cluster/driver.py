@@ -53,10 +53,17 @@ def main() -> int:
                 pass
             time.sleep(0.5)
     settings = DetectorSettings(
-        checkpoint_dir=a.checkpoint, input_topic=a.input, alerts_topic=a.alerts, dlq_topic=a.dlq,
-        source="python", redis_enabled=False, clickhouse_enabled=False, max_offsets_per_trigger=a.max_offsets,
-        query_name="cluster_test", rules_file=a.rules,
-    )  # fmt: skip
+        checkpoint_dir=a.checkpoint,
+        input_topic=a.input,
+        alerts_topic=a.alerts,
+        dlq_topic=a.dlq,
+        source="python",
+        redis_enabled=False,
+        clickhouse_enabled=False,
+        max_offsets_per_trigger=a.max_offsets,
+        query_name="cluster_test",
+        rules_file=a.rules,
+    )
     common = CommonSettings(kafka_bootstrap=a.bootstrap)
     writer = BatchWriter(settings, common, get_metrics())
     batches = out / "batches.jsonl"
@@ -64,8 +71,9 @@ def main() -> int:
     def write(batch: Any, batch_id: int) -> None:
         rows = [r.asDict() for r in batch.collect()]
         writer.write_rows(rows, batch_id)
-        windows = [[r["segment"], decode(r["payload"], SegmentWindow).window_start_ms]
-                   for r in rows if r["kind"] == "window"]  # fmt: skip
+        windows = [
+            [r["segment"], decode(r["payload"], SegmentWindow).window_start_ms] for r in rows if r["kind"] == "window"
+        ]
         with batches.open("a") as f:
             f.write(json.dumps({"batch_id": batch_id, "windows": windows, "at": time.time()}) + "\n")
 

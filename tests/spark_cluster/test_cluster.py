@@ -70,8 +70,14 @@ def workload(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     result = run_driver(root / "out", "local[2]", kafka, topics, root / "checkpoint", "--rules", str(rules))
     assert result.get("exit_code") == 0 and result["error"] is None, tail(root / "out" / "driver.log")
     assert result["input_rows"] == len(values)
-    return {"topic": topic, "n": len(values), "alerts": _alerts(kafka, topics["alerts"]),
-            "windows": _windows(root / "out"), "result": result, "rules": str(rules)}  # fmt: skip
+    return {
+        "topic": topic,
+        "n": len(values),
+        "alerts": _alerts(kafka, topics["alerts"]),
+        "windows": _windows(root / "out"),
+        "result": result,
+        "rules": str(rules),
+    }
 
 
 def _topics(kafka: str, input_topic: str) -> dict[str, str]:
@@ -118,23 +124,44 @@ def test_detector_driver_under_spark_submit_takes_the_master_from_the_properties
     )
     env = spark_env(tmp_path)
     env.pop("ADWATCH_DETECTOR_SPARK_MASTER", None)
-    env.update({
-        "ADWATCH_KAFKA_BOOTSTRAP": kafka, "ADWATCH_METRICS_PORT": "0", "ADWATCH_METRICS_HOST": "127.0.0.1",
-        "ADWATCH_LOG_FORMAT": "text", "ADWATCH_DETECTOR_SOURCE": "python",
-        "ADWATCH_DETECTOR_INPUT_TOPIC": topics["in"], "ADWATCH_DETECTOR_ALERTS_TOPIC": topics["alerts"],
-        "ADWATCH_DETECTOR_DLQ_TOPIC": topics["dlq"], "ADWATCH_DETECTOR_CHECKPOINT_DIR": str(tmp_path / "ck"),
-        "ADWATCH_DETECTOR_REDIS_ENABLED": "false", "ADWATCH_DETECTOR_CLICKHOUSE_ENABLED": "false",
-        "ADWATCH_DETECTOR_RULES_FILE": workload["rules"],
-    })  # fmt: skip
+    env.update(
+        {
+            "ADWATCH_KAFKA_BOOTSTRAP": kafka,
+            "ADWATCH_METRICS_PORT": "0",
+            "ADWATCH_METRICS_HOST": "127.0.0.1",
+            "ADWATCH_LOG_FORMAT": "text",
+            "ADWATCH_DETECTOR_SOURCE": "python",
+            "ADWATCH_DETECTOR_INPUT_TOPIC": topics["in"],
+            "ADWATCH_DETECTOR_ALERTS_TOPIC": topics["alerts"],
+            "ADWATCH_DETECTOR_DLQ_TOPIC": topics["dlq"],
+            "ADWATCH_DETECTOR_CHECKPOINT_DIR": str(tmp_path / "ck"),
+            "ADWATCH_DETECTOR_REDIS_ENABLED": "false",
+            "ADWATCH_DETECTOR_CLICKHOUSE_ENABLED": "false",
+            "ADWATCH_DETECTOR_RULES_FILE": workload["rules"],
+        }
+    )
     launcher = REPO / "services/detector/src/adwatch_detector/launcher.py"
-    cmd = [str(SPARK_HOME / "bin/spark-submit"), "--deploy-mode", "client", "--properties-file", str(props),
-           "--class", "org.apache.spark.deploy.PythonRunner", str(launcher), "run"]  # fmt: skip
+    cmd = [
+        str(SPARK_HOME / "bin/spark-submit"),
+        "--deploy-mode",
+        "client",
+        "--properties-file",
+        str(props),
+        "--class",
+        "org.apache.spark.deploy.PythonRunner",
+        str(launcher),
+        "run",
+    ]
     log = tmp_path / "driver.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        poll_until(lambda: "query adwatch_detector started" in log.read_text(errors="replace") or proc.poll() is not None,
-                   "the driver's streaming query", timeout_s=120, interval_s=0.5)  # fmt: skip
+        poll_until(
+            lambda: "query adwatch_detector started" in log.read_text(errors="replace") or proc.poll() is not None,
+            "the driver's streaming query",
+            timeout_s=120,
+            interval_s=0.5,
+        )
         text = log.read_text(errors="replace")
         assert "query adwatch_detector started" in text, tail(log)
         assert f"spark master {cluster.url}" in text, tail(log)
@@ -161,8 +188,12 @@ def test_losing_a_worker_mid_run_loses_no_window_and_duplicates_no_alert(
         out, cluster.url, kafka, topics, checkpoint, "--max-offsets", "1500", "--rules", workload["rules"]
     )
     try:
-        poll_until(lambda: read_lines(out / "batches.jsonl") or proc.poll() is not None,
-                   "a first micro-batch on the cluster", timeout_s=240, interval_s=0.2)  # fmt: skip
+        poll_until(
+            lambda: read_lines(out / "batches.jsonl") or proc.poll() is not None,
+            "a first micro-batch on the cluster",
+            timeout_s=240,
+            interval_s=0.2,
+        )
         assert proc.poll() is None, "the run ended before the worker could be killed"
         killed = cluster.kill_worker(1)
         print(f"killed worker 1 and its executor after batch 0: pids {killed}")
