@@ -197,9 +197,11 @@ def test_every_alert_reaches_slack_exactly_once_then_resolves(outcome: Outcome) 
 
 
 def test_slack_429_is_delivered_once_after_retry_after(outcome: Outcome) -> None:
-    first, second = outcome.slack[0], outcome.slack[1]
-    assert first.status == 429 and second.ok and second.body == first.body
-    assert second.at - first.at >= 1.0
+    first = outcome.slack[0]
+    # retries leave the poll thread: other alerts may be sent before this one's retry
+    (retry,) = [r for r in outcome.slack[1:] if r.ok and r.body == first.body]
+    assert first.status == 429
+    assert retry.at - first.at >= 1.0
 
 
 def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -> None:
@@ -218,7 +220,10 @@ def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -
             assert len(triggers) == 1 and len(resolves) == 1, alert.fingerprint
         else:
             assert not triggers, f"{alert.severity} must not page"
-        mails = [m for m in outcome.emails if alert.alert_id in m]
+        # the firing mail; its resolution follows on the same thread (resolves go where the firing went)
+        mails = [
+            m for m in outcome.emails if alert.alert_id in m and "Resolved" not in m.split("Subject:", 1)[-1][:200]
+        ]
         assert len(mails) == (1 if alert.severity == "critical" else 0), alert.fingerprint
     assert any(a.severity == "critical" for a in outcome.by_status("firing").values())
 
