@@ -16,6 +16,7 @@ The end-to-end latency (window end -> provider received) of every alert is print
 
 from __future__ import annotations
 
+import email
 import math
 import signal
 import time
@@ -32,6 +33,7 @@ from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSin
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.pipeline import LocalPipeline
 from adwatch_dev.testing import TopicReader, poll_until
+from adwatch_notifier.formatting import message_id
 
 pytestmark = pytest.mark.e2e
 
@@ -220,10 +222,8 @@ def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -
             assert len(triggers) == 1 and len(resolves) == 1, alert.fingerprint
         else:
             assert not triggers, f"{alert.severity} must not page"
-        # the firing mail; its resolution follows on the same thread (resolves go where the firing went)
-        mails = [
-            m for m in outcome.emails if alert.alert_id in m and "Resolved" not in m.split("Subject:", 1)[-1][:200]
-        ]
+        # the firing mail by its Message-ID; the resolution answers it on the same thread
+        mails = [m for m in outcome.emails if email.message_from_string(m)["Message-ID"] == message_id(alert)]
         assert len(mails) == (1 if alert.severity == "critical" else 0), alert.fingerprint
     assert any(a.severity == "critical" for a in outcome.by_status("firing").values())
 

@@ -494,6 +494,20 @@ def test_route_recovery(
     assert env.target == target
 
 
+def test_in_doubt_firing_is_parked_but_its_recovery_follows() -> None:
+    """The owner died mid-request: no resend (no duplicate), yet the episode opens so the resolve is sent."""
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    ledger.put("idem", ALERT.alert_id, claim_value("inflight", "other", DEAD), 3600)
+    dedup = DedupStage(ledger, ME, cooldown_s=600, sent_ttl_s=3600, in_doubt_ok=False, now=clock)
+    assert dedup(envelope(ALERT, target="#ops")) == DeadLetter("in_doubt")
+    recovery = envelope(RESOLVED)
+    LifecycleStage(ledger, "slack", max_age_s=0, ttl_s=3600, now=clock)(recovery)
+    stage = RouteStage(load_routes(), FuncChannel(name="slack"), ledger)
+    assert stage(recovery) == CONTINUE
+    assert recovery.target == "#ops"
+
+
 def test_severity_increase_renotifies_within_cooldown() -> None:
     clock = FakeClock()
     ledger = MemoryLedger(clock)

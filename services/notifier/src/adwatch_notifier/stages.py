@@ -410,6 +410,7 @@ class DedupStage:
                 if decision.action == "skip":
                     return Suppressed("duplicate")
                 if decision.action == "park":
+                    self._record_episode_in_doubt(env)
                     return DeadLetter("in_doubt", "in_doubt: a previous owner died while sending")
                 if decision.action == "wait":  # another live replica holds it (rebalance): look again later
                     return Defer(self.poll_s, "held_by_replica")
@@ -440,6 +441,21 @@ class DedupStage:
 
     def _now_ms(self) -> int:
         return int(self.now() * 1000)
+
+    def _record_episode_in_doubt(self, env: Envelope) -> None:
+        """A firing that may have reached the provider opens its episode all the same.
+
+        It is parked, not resent (no duplicate page), but its recovery must still follow to the
+        same target: a resolve for a firing the reader never saw is noise, an incident that never
+        closes is a wrong state.
+        """
+        alert = env.decoded
+        if alert.status != "firing" or env.episode is not None:
+            return
+        if self.ledger.get("ref", alert.fingerprint) is None:
+            self.ledger.put("ref", alert.fingerprint, SENT, self.sent_ttl_s)
+        episode = Episode(alert.severity, env.target, self._now_ms())
+        self.ledger.put("episode", alert.fingerprint, episode.encode(), self.sent_ttl_s)
 
 
 class DeliverStage:
