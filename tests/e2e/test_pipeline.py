@@ -2,13 +2,14 @@
 
 One run of about seven minutes carries every check, because a Spark detector takes tens of
 seconds to start on two cores:
-- 20 minutes of clean history are backfilled (event time), then traffic runs live and five
+- 20 minutes of clean history are backfilled (event time, pinned to a time of day), then traffic runs live and five
   scenarios (one per alert type) hit five segments for two and a half minutes, from a minute
   boundary (so two whole windows carry the anomaly);
 - malformed records are mixed into ``ad-events`` (they must land in the DLQ, the stream goes on);
 - the detector is SIGKILLed right after its first alert and restarted from its checkpoint;
 - Slack answers the first request 429 (Retry-After 1 s) and holds the next one while the
-  Slack notifier is SIGKILLed between send and commit, then restarted;
+  Slack notifier is SIGKILLed between send and commit, then restarted (that alert is in doubt:
+  parked, not resent, and its recovery still follows);
 - every alert must reach Slack exactly once, high/critical also PagerDuty, critical also
   email, and then resolve; no segment outside the scenarios may alert (the clean run).
 The end-to-end latency (window end -> provider received) of every alert is printed.
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,10 @@ SCENARIOS = {
 }
 GENERATOR_KIND = {"click_without_impression": "click_flood_without_impressions"}
 SCENARIO_LEAD_S, SCENARIO_DURATION = 45, "150s"
+# Event time is pinned to this time of day (the generator's --clock; same speed as the wall clock):
+# what the default rules can carry in two windows, and what they raise on clean small segments,
+# depends on the hour (US night volume, Asian evenings); issue #14 owns that dependence.
+PINNED_CLOCK = "2026-12-01T01:00:00Z"
 RULES = "resolve_windows: 2\n"  # hysteresis of two in-band windows (default 3) keeps the run short
 MALFORMED = [
     b"{not json",
@@ -146,10 +152,14 @@ def _run(
 
     now = time.time()
     start_in = math.ceil((now + SCENARIO_LEAD_S) / 60) * 60 - now  # the next minute boundary, after warm-up
+    # a whole number of minutes, so minute boundaries of event time fall on the wall clock's
+    shift_s = datetime.fromisoformat(PINNED_CLOCK).timestamp() - math.floor(now / 60) * 60
+    clock = datetime.fromtimestamp(now + shift_s, UTC).isoformat()
     scenarios = [
         f"{GENERATOR_KIND.get(t, t)}:{seg}:{start_in:.0f}s:{SCENARIO_DURATION}" for t, seg in SCENARIOS.items()
     ]
     argv = ["adwatch-generator", "live", "--rate", str(RATE), "--warmup-minutes", "20", "--seed", "7", "--quiet"]
+    argv += ["--clock", clock]
     for spec in scenarios:
         argv += ["--scenario", spec]
     pipeline.start("generator", [*argv, "--truth-file", str(pipeline.workdir / "truth.jsonl")])
@@ -178,6 +188,7 @@ def _run(
         emails=[m.as_string() for m in smtp.messages],
         dead_letters=[decode(v, DeadLetter) for _, v, _ in dlq.drain(0.5)],
         pipeline=pipeline,
+        notes={"clock_shift_s": shift_s},
     )
 
 
@@ -239,7 +250,8 @@ def test_end_to_end_latency_is_recorded(outcome: Outcome) -> None:
     rows = []
     for alert in sorted(outcome.distinct().values(), key=lambda a: (a.window_end_ms, a.status)):
         hits = _mentions(outcome.slack, alert)
-        latency = hits[0].at - alert.window_end_ms / 1000 if hits else float("nan")
+        window_end_s = alert.window_end_ms / 1000 - outcome.notes["clock_shift_s"]  # on the wall clock
+        latency = hits[0].at - window_end_s if hits else float("nan")
         rows.append(f"{alert.status:<8} {alert.alert_type:<26} {alert.country}|{alert.ad_format:<16} {latency:6.1f} s")
     print("\nend-to-end latency (window end -> Slack received):\n" + "\n".join(rows))
     assert len(rows) == 2 * len(SCENARIOS)

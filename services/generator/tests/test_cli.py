@@ -41,6 +41,7 @@ def run(args: list[str]) -> int:
         pytest.param(["live", "--duration", "forever"], "bad duration", id="bad-duration"),
         pytest.param(["backfill", "--start", END, "--end", START], "--end must be after --start", id="range"),
         pytest.param(["backfill", "--hours", "-1"], "--hours must be positive", id="hours"),
+        pytest.param(["live", "--clock", "teatime"], "--clock: bad duration", id="bad-clock"),
         pytest.param(["--no-such-flag"], "unrecognized arguments", id="unknown-flag"),
         pytest.param(["drill", "--choice", "9"], "unknown choice", id="drill-choice"),
     ],
@@ -95,6 +96,17 @@ def test_backfill_writes_jsonl_and_ground_truth_files(tmp_path: Path) -> None:
         ("clean", None),
     ]
     assert records[0].start_ms == START_MS + 10_000 and records[0].end_ms == START_MS + 40_000
+
+
+def test_live_clock_pins_event_time_and_scenarios_to_another_time_of_day(tmp_path: Path) -> None:
+    out, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    args = [*("live", "--clock", START, "--duration", "2s", "--warmup-minutes", "1", "-q", "-o", str(out))]
+    args += ["--truth-file", str(truth), "--scenario", "ctr_drop:US|banner:1s:1m"]
+    assert run(args) == 0
+    times = [decode(line, AdEvent).event_time_ms for line in out.read_bytes().splitlines()]
+    assert times and START_MS - 60_000 <= min(times) and max(times) <= START_MS + 2_000
+    (record,) = [decode(line, TruthRecord) for line in truth.read_bytes().splitlines()]
+    assert record.start_ms == START_MS + 1_000  # offsets count from the pinned start
 
 
 def test_stdout_output_and_bad_flag_through_the_console_script() -> None:

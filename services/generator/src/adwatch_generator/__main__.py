@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     live = sub.add_parser("live", parents=[gen], help="real-time stream (default command)")
     live.add_argument("--warmup-minutes", type=float, help="first backfill this many minutes before now")
     live.add_argument("--duration", help="stop after this long (e.g. 30s, 10m); default: run until stopped")
+    live.add_argument(
+        "--clock",
+        help="event time at start (ISO, e.g. 2026-12-01T20:00Z): the stream then runs at real speed from that "
+        "instant, to replay a time of day (tests, demos); drills assume the real clock; default now",
+    )
     back = sub.add_parser("backfill", parents=[gen], help="a range of event-time history, as fast as possible")
     back.add_argument("--start", help="ISO time or offset from now (e.g. -24h); default: --hours before --end")
     back.add_argument("--end", help="ISO time or offset from now; default now")
@@ -137,7 +142,7 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, 
         start_ms, end_ms = _backfill_range(parser, ns, now_ms)
         run_start = start_ms
     else:
-        run_start = now_ms
+        run_start = _live_start_ms(parser, ns.clock, now_ms)
         duration_s = _duration_s(parser, ns.duration)
     scenarios = parse_scenarios(parser, ns.scenario, run_start)
     progress_out = None if ns.quiet else sys.stderr
@@ -155,10 +160,30 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, 
             group_id = f"adwatch-generator-{uuid.uuid4().hex[:8]}"
             watcher = TruthWatcher(bootstrap, settings.truth_topic, group_id, metrics)
             stack.callback(watcher.close)
+        shift_s = (run_start - now_ms) / 1000.0
         run_live(
-            settings, outputs, now_ms, scenarios, stop, metrics, progress_out, duration_s=duration_s, watcher=watcher
+            settings,
+            outputs,
+            run_start,
+            scenarios,
+            stop,
+            metrics,
+            progress_out,
+            duration_s=duration_s,
+            watcher=watcher,
+            clock=lambda: time.time() + shift_s,
         )
     return 0
+
+
+def _live_start_ms(parser: argparse.ArgumentParser, clock: str | None, now_ms: int) -> int:
+    """The event time live traffic starts at: now, or ``--clock`` (same wall-clock speed, shifted)."""
+    if clock is None:
+        return now_ms
+    try:
+        return parse_time_ms(clock, now_ms)
+    except (ScenarioError, ValueError) as exc:
+        parser.error(f"--clock: {exc}")
 
 
 def _duration_s(parser: argparse.ArgumentParser, text: str | None) -> float | None:
