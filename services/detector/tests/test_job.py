@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
@@ -180,3 +182,52 @@ def _time(value: bytes) -> int:
     from adwatch.contracts import AdEvent
 
     return decode(value, AdEvent).event_time_ms
+
+
+def test_one_event_stamped_an_hour_ahead_is_dead_lettered_and_closes_no_window_early(
+    spark, kafka: str, redis_url: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """A producer whose clock is an hour ahead for one event: the watermark must not jump with it."""
+    from adwatch.contracts import AdEvent, encode
+    from adwatch.kafka import make_producer
+
+    topics = {"in": topic_factory("ad-events", 2), "alerts": topic_factory("alerts"), "dlq": topic_factory("dlq")}
+    minutes, poisoned_at = 12, 5
+    records = synth_events([SegmentTraffic("US", "banner", 600, 0.02), SegmentTraffic("DE", "native", 400, 0.03)], 12)
+    cut = next(i for i, (_, v, _) in enumerate(records) if _time(v) >= T0_MS + poisoned_at * MINUTE_MS)
+    honest = decode(records[cut][1], AdEvent)
+    ahead = msgspec.structs.replace(honest, event_id="ahead", event_time_ms=honest.event_time_ms + 3_600_000)
+    producer = make_producer(kafka)
+    for i, (_, value, _) in enumerate([*records[:cut], (None, encode(ahead), None), *records[cut:]]):
+        # record timestamps as a live producer sets them; the poisoned one carries the true send time
+        stamp = honest.event_time_ms if value == encode(ahead) else _time(value)
+        producer.produce(topics["in"], value=value, partition=i % 2, timestamp=stamp)
+    assert producer.flush(60) == 0
+    settings, common = make_settings(tmp_path, kafka, redis_url, topics)
+    metrics = get_metrics()
+    late_before = metrics.late_events_total._value.get()
+    writer = BatchWriter(settings, common, metrics)
+    try:
+        run_available(spark, settings, common, writer, timeout_s=300)
+    finally:
+        writer.close()
+
+    (letter,) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, topics["dlq"], expected=1, timeout_s=20)]
+    assert letter.reason.startswith("future_event_time: 3600 s ahead"), letter.reason
+    assert metrics.late_events_total._value.get() == late_before
+    impressions = Counter(
+        (e.country, (e.event_time_ms - T0_MS) // MINUTE_MS)
+        for e in (decode(v, AdEvent) for _, v, _ in records)
+        if e.event_type == "impression"
+    )
+    ch = make_clickhouse(common.clickhouse_url)
+    try:
+        rows = ch.query(f"SELECT segment, window_start_ms, impressions FROM {settings.metrics_table} FINAL")
+    finally:
+        ch.close()
+    # every window but the last closed, each with all its impressions: nothing early, nothing lost
+    assert sorted(rows) == sorted(
+        (f"{country}|{'banner' if country == 'US' else 'native'}", T0_MS + m * MINUTE_MS, impressions[country, m])
+        for country in ("US", "DE")
+        for m in range(minutes - 1)
+    )

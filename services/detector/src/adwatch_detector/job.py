@@ -78,14 +78,20 @@ STATE_SCHEMA = "rules binary, windows binary"
 OUTPUT_COLUMNS = [c.strip().split(" ")[0] for c in OUTPUT_SCHEMA.split(",")]
 
 
-def dead_letter_reason(e: Column, value: Column) -> Column:
-    """Why a record breaks the AdEvent contract (null when it is valid); 'category: detail'."""
+def dead_letter_reason(e: Column, value: Column, record_ms: Column | None = None, max_skew_ms: int = 0) -> Column:
+    """Why a record breaks the AdEvent contract (null when it is valid); 'category: detail'.
+
+    ``record_ms`` (the Kafka record's timestamp) bounds event time from above: one event stamped
+    an hour ahead would move the global watermark an hour, close every open window early and
+    turn the next hour of real events into late ones. Capped by the record's own timestamp, not
+    by a clock, a replay decides the same.
+    """
     reason = F.when(value.isNull(), F.lit("empty_value: record has no value")).when(
         e.isNull() | e["_corrupt_record"].isNotNull(), F.lit("malformed_json: not an AdEvent JSON object")
     )
     for name in REQUIRED_FIELDS:
         reason = reason.when(e[name].isNull(), F.lit(f"missing_field: {name}"))
-    return (
+    reason = (
         reason.when(~e["event_type"].isin(*EVENT_TYPES), F.concat(F.lit("invalid_event_type: "), e["event_type"]))
         .when(~e["ad_format"].isin(*AD_FORMATS), F.concat(F.lit("invalid_ad_format: "), e["ad_format"]))
         .when(~e["country"].rlike("^[A-Z]{2}$"), F.concat(F.lit("invalid_country: "), e["country"]))
@@ -95,13 +101,21 @@ def dead_letter_reason(e: Column, value: Column) -> Column:
         )
         .when(e["revenue_usd"] < 0, F.concat(F.lit("negative_revenue: "), e["revenue_usd"].cast("string")))
     )
+    if record_ms is not None and max_skew_ms > 0:
+        ahead = e["event_time_ms"] - record_ms
+        reason = reason.when(
+            ahead > max_skew_ms,
+            F.concat(F.lit("future_event_time: "), (ahead / 1000).cast("long").cast("string"), F.lit(" s ahead")),
+        )
+    return reason
 
 
-def parse_events(raw: DataFrame, segment_fields: list[str]) -> DataFrame:
+def parse_events(raw: DataFrame, segment_fields: list[str], max_future_skew_ms: int = 0) -> DataFrame:
     """Kafka rows -> the narrow columns the stateful step needs; invalid rows keyed to the DLQ."""
     e = F.col("e")
     parsed = raw.select(
         F.col("value"),
+        F.unix_millis(F.col("timestamp")).alias("record_ms"),
         F.col("partition").alias("src_partition"),
         F.col("offset").alias("src_offset"),
         F.expr(f"try_element_at(filter(headers, h -> h.key = '{HEADER_TRACEPARENT}'), 1).value")
@@ -112,7 +126,7 @@ def parse_events(raw: DataFrame, segment_fields: list[str]) -> DataFrame:
             EVENT_SCHEMA,
             {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"},
         ).alias("e"),
-    ).withColumn("dlq_reason", dead_letter_reason(e, F.col("value")))
+    ).withColumn("dlq_reason", dead_letter_reason(e, F.col("value"), F.col("record_ms"), max_future_skew_ms))
     valid = F.col("dlq_reason").isNull()
     key_cols = [
         F.when(valid, e[f]).otherwise(F.lit(DLQ_KEY if i == 0 else "")).alias(f) for i, f in enumerate(segment_fields)
@@ -237,7 +251,7 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         max_offsets_per_trigger=settings.max_offsets_per_trigger,
     )
     fields = settings.segment_fields
-    events = parse_events(raw, fields).observe(
+    events = parse_events(raw, fields, settings.max_future_skew_seconds * 1000).observe(
         "adwatch_input",
         F.count(F.lit(1)).alias("rows"),
         F.count("event_time_ms").alias("events"),

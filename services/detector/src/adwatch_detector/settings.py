@@ -28,6 +28,12 @@ class DetectorSettings(ServiceSettings):
     trigger_seconds: float = Field(
         2.0, gt=0, description="Micro-batch trigger interval (batches run back to back when busy)"
     )
+    max_future_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="An event stamped more than this after its Kafka record's timestamp is dead-lettered "
+        "(a producer's clock or unit bug would push the global watermark ahead; 0: no check)",
+    )
     max_offsets_per_trigger: int = Field(500_000, ge=0, description="Rows per micro-batch at most (0: no limit)")
     rules_file: str | None = Field(None, description="YAML rule settings (None: built-in defaults)")
     source: SourceKind = Field("auto", description="kafka (spark-sql-kafka connector), python (Data Source API), auto")
