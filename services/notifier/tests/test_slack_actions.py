@@ -216,3 +216,15 @@ def test_route_acts_only_on_signed_requests(caplog: pytest.LogCaptureFixture) ->
     assert route(HttpRequest("POST", "/slack/actions", headers=signed_headers(bad), body=bad)).status == 400
     assert route(HttpRequest("GET", "/slack/actions")).status == 405
     assert SECRET not in caplog.text
+
+
+def test_slack_channel_adds_buttons_only_with_a_signing_secret(alert_factory: Callable[..., Alert]) -> None:
+    from adwatch_notifier import NotifierSettings
+    from adwatch_notifier.channels import build_channel
+
+    plain = NotifierSettings(channel="slack", slack_webhook_url=SecretStr("https://hooks.example/x"))
+    interactive = plain.model_copy(update={"slack_signing_secret": SecretStr(SECRET)})
+    alert = alert_factory()
+    assert "actions" not in [b["type"] for b in build_channel(plain).render(alert, "")["blocks"]]
+    assert build_channel(interactive).render(alert, "")["blocks"][-1]["type"] == "actions"
+    assert SECRET not in repr(interactive)
