@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,11 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from adwatch.contracts import Alert
 from adwatch.storage import make_redis
 from adwatch.telemetry import OpsServer
 from adwatch_dev.fakes import FakeSlack
 from adwatch_dev.testing import unique
-from adwatch_notifier import NotifierSettings
+from adwatch_notifier import Hooks, NotifierSettings
 from adwatch_notifier.api import mount_routes
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.silences import RedisSilenceStore
@@ -128,3 +130,29 @@ def test_silence_api_over_http_with_redis(redis_url: str) -> None:
         assert TOKEN not in httpx.get(f"http://127.0.0.1:{server.port}/metrics").text
     finally:
         server.stop()
+
+
+def test_run_mounts_the_configured_routes_on_the_ops_server(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """``run(mount=...)`` (what ``adwatch-notifier run`` passes): the API answers while the notifier runs."""
+    server = OpsServer(0, host="127.0.0.1").start()
+    answers: dict[str, int] = {}
+
+    def on_ready(_stats: Any) -> None:
+        api = f"http://127.0.0.1:{server.port}/api/v1/silences"
+        answers["api"] = httpx.get(api, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        answers["slack"] = httpx.post(f"http://127.0.0.1:{server.port}/slack/actions").status_code
+
+    try:
+        harness.publish(alert_factory())
+        settings = harness.settings("console", api_token=SecretStr(TOKEN), slack_signing_secret=SecretStr(SECRET))
+        harness.run_once(
+            settings,
+            1,
+            stream=io.StringIO(),
+            metrics=NotifierMetrics(CollectorRegistry()),
+            mount=server.mount,
+            hooks=Hooks(on_ready=on_ready),
+        )
+    finally:
+        server.stop()
+    assert answers == {"api": 200, "slack": 401}
