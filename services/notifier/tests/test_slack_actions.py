@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -75,6 +76,7 @@ def test_signature_is_slacks_documented_v0_hmac_sha256() -> None:
         pytest.param(None, "S", b"payload=x", NOW, "unsigned", id="no-timestamp"),
         pytest.param("T", None, b"payload=x", NOW, "unsigned", id="no-signature"),
         pytest.param("12ab", "S", b"payload=x", NOW, "unsigned", id="timestamp-not-a-number"),
+        pytest.param("¹²³", "S", b"payload=x", NOW, "unsigned", id="timestamp-unicode-digits"),
         pytest.param("T", "v0=", b"payload=x", NOW, "bad_signature", id="empty-digest"),
     ],
 )
@@ -155,6 +157,8 @@ def test_buttons_only_on_firing_messages(alert_factory: Callable[..., Alert]) ->
     ]
     resolved = alert_factory(status="resolved")
     assert with_actions(slack_message(resolved), resolved) == slack_message(resolved)
+    group = msgspec.structs.replace(firing, fingerprint="g0:alert_type=ctr_drop")  # a group summary
+    assert with_actions(slack_message(group), group) == slack_message(group)
 
 
 def test_replacement_drops_the_clicked_button_and_says_who(alert_factory: Callable[..., Alert]) -> None:

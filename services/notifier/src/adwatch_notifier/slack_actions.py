@@ -53,6 +53,8 @@ MAX_AGE_S = 300
 ACK_TTL_S = 7 * 24 * 3600
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9_:|.\-]{1,256}$")
 _USER_ID = re.compile(r"^[A-Z0-9]{1,32}$")
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_GROUP_KEY = re.compile(r"^g[0-9]+:")  # grouping.group_key: a group summary's fingerprint
 
 Rejection = Literal["unsigned", "stale", "bad_signature"]
 ActionKind = Literal["acknowledge", "silence"]
@@ -88,8 +90,12 @@ def actions_block(alert: Alert) -> dict[str, Any]:
 
 
 def with_actions(message: dict[str, Any], alert: Alert) -> dict[str, Any]:
-    """The message with the buttons appended when the alert is firing (a recovery gets none)."""
-    if alert.status != "firing":
+    """The message with the buttons appended when the alert is firing.
+
+    A recovery gets none, nor does a group summary: its fingerprint is the group key, which no
+    member alert carries, so a silence of it would mute nothing.
+    """
+    if alert.status != "firing" or _GROUP_KEY.match(alert.fingerprint) or not _FINGERPRINT.match(alert.fingerprint):
         return message
     blocks = list(message.get("blocks", []))[: BLOCKS_MAX - 1]
     return {**message, "blocks": [*blocks, actions_block(alert)]}
@@ -111,7 +117,7 @@ def check_signature(
     max_age_s: float = MAX_AGE_S,
 ) -> Rejection | None:
     """None when Slack signed ``body`` with ``secret`` less than ``max_age_s`` ago; else why not."""
-    if not timestamp or not sig or not timestamp.strip().isdigit():
+    if not timestamp or not sig or not _TIMESTAMP.match(timestamp.strip()):
         return "unsigned"
     if abs(now_s - int(timestamp)) > max_age_s:
         return "stale"
