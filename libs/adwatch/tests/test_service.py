@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from adwatch.config import ServiceSettings, load_settings, secret_values
 from adwatch.errors import ConfigError
 from adwatch.service import service
+from adwatch.telemetry import HttpResponse
 
 
 class DemoSettings(ServiceSettings):
@@ -48,6 +49,9 @@ def test_sigterm_sets_stop_and_readiness_follows_the_check() -> None:
         assert _status(port, "/readyz") == 503  # not ready until the service says so
         svc.ready_when(lambda: True)
         assert _status(port, "/readyz") == 200
+        assert _status(port, "/things") == 404
+        svc.mount("/things", lambda request: HttpResponse(204))
+        assert _status(port, "/things") == 204
         os.kill(os.getpid(), signal.SIGTERM)
         assert svc.stop.wait(5)
         assert _status(port, "/readyz") == 503  # stopping: out of the load balancer at once

@@ -171,7 +171,8 @@ class FakeHTTPServer:
 
 
 class FakeSlack(FakeHTTPServer):
-    """Incoming webhook at ``.webhook_url`` (answers ``ok``) and Web API at ``.api_url``."""
+    """Incoming webhook at ``.webhook_url`` (answers ``ok``), Web API at ``.api_url`` and an
+    interaction's ``.response_url`` (answers ``{"ok": true}``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,9 +186,15 @@ class FakeSlack(FakeHTTPServer):
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
+    @property
+    def response_url(self) -> str:
+        return f"{self.url}/actions/T000/1234/XXXX"
+
     def answer(self, req: RecordedRequest) -> tuple[int, dict[str, str], Body]:
         if req.path.startswith("/services/"):
             return 200, {"Content-Type": "text/html"}, "ok"
+        if req.path.startswith("/actions/"):
+            return 200, {"Content-Type": "application/json"}, {"ok": True}
         method = req.path.rsplit("/", 1)[-1]
         if not req.headers.get("authorization", "").startswith("Bearer "):
             return 200, {"Content-Type": "application/json"}, {"ok": False, "error": "not_authed"}

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings
 from adwatch.config import CommonSettings, load_or_exit, secret_values
 from adwatch.lifecycle import stop_on_signals
 from adwatch.logs import setup_logging
-from adwatch.telemetry import OpsServer, setup_tracing
+from adwatch.telemetry import OpsServer, RouteHandler, setup_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Service(Generic[S]):
     registry: CollectorRegistry = REGISTRY
     ops_port: int | None = None
     _ready: Callable[[], bool] = field(default=lambda: False, repr=False)
+    _ops: OpsServer | None = field(default=None, repr=False)
 
     def ready_when(self, check: Callable[[], bool]) -> None:
         """``/readyz`` answers 200 while ``check()`` is true (until set: not ready)."""
@@ -49,6 +50,12 @@ class Service(Generic[S]):
 
     def is_ready(self) -> bool:
         return not self.stop.is_set() and self._ready()
+
+    def mount(self, prefix: str, handler: RouteHandler) -> None:
+        """Serve ``prefix`` (and the paths under it) on the ops server (see :meth:`OpsServer.mount`)."""
+        if self._ops is None:
+            raise RuntimeError(f"{self.name}: no ops server to mount {prefix} on (serve_ops=False)")
+        self._ops.mount(prefix, handler)
 
 
 @contextlib.contextmanager
@@ -81,6 +88,7 @@ def service(
             else None
         )
         svc.ops_port = ops.port if ops else None
+        svc._ops = ops
         logger.info("%s starting", name)
         try:
             yield svc

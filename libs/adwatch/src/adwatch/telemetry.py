@@ -2,18 +2,25 @@
 
 Logging lives in :mod:`adwatch.logs`.
 
+A service may mount its own small HTTP routes on the ops server (:meth:`OpsServer.mount`):
+a handler is a plain function :class:`HttpRequest` -> :class:`HttpResponse`, so it is tested
+without a socket, and the service needs no second port, thread or shutdown of its own.
+
 Tracing is the OpenTelemetry SDK configured by the standard ``OTEL_*`` variables: with
 no exporter configured the API's no-op tracer is used and costs nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -83,9 +90,43 @@ def trace_id_exemplar() -> dict[str, str] | None:
     return {"trace_id": format(span_context.trace_id, "032x")}
 
 
-# --- /metrics, /healthz, /readyz ------------------------------------------------------------
+# --- /metrics, /healthz, /readyz and mounted routes ------------------------------------------
+BUILTIN_PATHS = ("/metrics", "/healthz", "/readyz")
+MAX_BODY_BYTES = 1024 * 1024
+"""Larger request bodies are refused (413) before a mounted handler sees them."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request to a mounted route: header names are lower-case, the query parsed."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """What a mounted route answers; ``then`` runs after the response is sent (a follow-up call)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    then: Callable[[], None] | None = None
+
+    @staticmethod
+    def json(status: int, data: Any, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+        return HttpResponse(status, json.dumps(data).encode() + b"\n", "application/json", headers)
+
+
+RouteHandler = Callable[[HttpRequest], HttpResponse]
+
+
 class OpsServer:
-    """Serves /metrics (Prometheus, OpenMetrics on request), /healthz and /readyz."""
+    """Serves /metrics (Prometheus, OpenMetrics on request), /healthz, /readyz and mounted routes."""
 
     def __init__(
         self,
@@ -96,6 +137,7 @@ class OpsServer:
     ) -> None:
         self.ready = ready
         self.registry = registry
+        self.routes: dict[str, RouteHandler] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,12 +152,66 @@ class OpsServer:
                     ok = _safe(server.ready)
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
                 else:
-                    self._send(404, b"not found\n", "text/plain")
+                    self._route()
 
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
+            def do_POST(self) -> None:
+                self._route()
+
+            def do_PUT(self) -> None:
+                self._route()
+
+            def do_PATCH(self) -> None:
+                self._route()
+
+            def do_DELETE(self) -> None:
+                self._route()
+
+            def _route(self) -> None:
+                url = urlsplit(self.path)
+                handler = server.route_for(url.path)
+                if handler is None:
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0 or length > MAX_BODY_BYTES:
+                    self._reply(HttpResponse.json(413, {"error": f"body: at most {MAX_BODY_BYTES} bytes"}))
+                    return
+                request = HttpRequest(
+                    method=self.command,
+                    path=url.path,
+                    query=parse_qs(url.query),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=self.rfile.read(length) if length else b"",
+                )
+                try:
+                    response = handler(request)
+                except Exception as exc:  # a route's bug is a 500, never a traceback to the client
+                    logger.error("ops route %s %s failed: %s", request.method, request.path, type(exc).__name__)
+                    response = HttpResponse.json(500, {"error": "internal error"})
+                self._reply(response)
+                if response.then is not None:
+                    try:
+                        response.then()
+                    except Exception as exc:
+                        logger.warning(
+                            "follow-up of %s %s failed: %s", request.method, request.path, type(exc).__name__
+                        )
+
+            def _reply(self, response: HttpResponse) -> None:
+                self._send(response.status, response.body, response.content_type, response.headers)
+                self.wfile.flush()
+
+            def _send(
+                self, code: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...] = ()
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -125,6 +221,20 @@ class OpsServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.port: int = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="ops-http", daemon=True)
+
+    def mount(self, prefix: str, handler: RouteHandler) -> None:
+        """Serve ``prefix`` and every path under it (``prefix/...``) with ``handler``, any method.
+
+        The built-in paths cannot be taken; the longest mounted prefix wins.
+        """
+        if not prefix.startswith("/") or prefix.endswith("/") or prefix in BUILTIN_PATHS:
+            raise ValueError(f"cannot mount {prefix!r}: a path like /api/v1/things, not /metrics /healthz /readyz")
+        self.routes[prefix] = handler
+        logger.info("serving %s on port %d", prefix, self.port)
+
+    def route_for(self, path: str) -> RouteHandler | None:
+        matches = [p for p in self.routes if path == p or path.startswith(p + "/")]
+        return self.routes[max(matches, key=len)] if matches else None
 
     def start(self) -> OpsServer:
         self.thread.start()

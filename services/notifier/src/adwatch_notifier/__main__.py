@@ -150,7 +150,14 @@ def run_main(argv: list[str]) -> int:
         except AdwatchError as exc:
             print(f"adwatch-notifier: {exc}", file=sys.stderr)
             return 2
-        run(svc.settings, svc.stop, args.max_messages, common=svc.common, ready_when=svc.ready_when)
+        run(
+            svc.settings,
+            svc.stop,
+            args.max_messages,
+            common=svc.common,
+            ready_when=svc.ready_when,
+            mount=svc.mount,
+        )
     return 0
 
 

@@ -68,6 +68,24 @@ class NotifierMetrics:
             ["channel"],
             registry=registry,
         )
+        self.http_requests = Counter(
+            p + "http_requests_total",
+            "Requests to the notifier's HTTP routes, by route (silences|slack_actions) and status code",
+            ["route", "code"],
+            registry=registry,
+        )
+        self.slack_actions = Counter(
+            p + "slack_actions_total",
+            "Slack button clicks acted on (acknowledge|silence)",
+            ["action"],
+            registry=registry,
+        )
+        self.slack_rejected = Counter(
+            p + "slack_rejected_total",
+            "Slack requests refused before acting (unsigned|stale|bad_signature)",
+            ["reason"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             p + "consumer_lag_records", "Records behind the high watermark", ["channel"], registry=registry
         )

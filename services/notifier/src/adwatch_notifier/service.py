@@ -19,6 +19,8 @@ from confluent_kafka.admin import AdminClient
 from adwatch.config import CommonSettings, load_settings
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
+from adwatch.telemetry import RouteHandler
+from adwatch_notifier.api import mount_routes
 from adwatch_notifier.channels import build_channel
 from adwatch_notifier.grouping import GroupFlusher, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
@@ -47,11 +49,13 @@ def run(
     hooks: Hooks | None = None,
     metrics: NotifierMetrics | None = None,
     ready_when: Callable[[Callable[[], bool]], None] | None = None,
+    mount: Callable[[str, RouteHandler], None] | None = None,
 ) -> RunStats:
     """Consume and deliver until ``stop_event`` is set or ``max_messages`` records are committed.
 
     ``now`` is the wall clock of leases and cooldowns (seconds). ``ready_when`` receives the
     readiness check (broker and Redis answer): the service skeleton's ``/readyz`` serves it.
+    ``mount`` puts the HTTP routes (silence API, Slack clicks) on the ops server when configured.
     """
     common = common or load_settings(CommonSettings)
     hooks = hooks or Hooks()
@@ -63,6 +67,8 @@ def run(
     topic, group = settings.alerts_topic, settings.consumer_group
     ensure_topics(common.kafka_bootstrap, [topic, settings.dlq_topic])
     redis_client = make_redis(common.redis_url)
+    if mount is not None:
+        mount_routes(mount, settings, redis_client, metrics, now)
     ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
     stages = build_stages(

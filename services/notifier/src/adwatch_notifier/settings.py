@@ -22,7 +22,15 @@ from adwatch_notifier.delivery import Channel
 from adwatch_notifier.retry import RetryPolicy
 
 ENV_PREFIX = "ADWATCH_NOTIFIER_"
-SECRET_FIELDS = ("slack_webhook_url", "slack_bot_token", "pagerduty_routing_key", "smtp_password", "webhook_url")
+SECRET_FIELDS = (
+    "slack_webhook_url",
+    "slack_bot_token",
+    "pagerduty_routing_key",
+    "smtp_password",
+    "webhook_url",
+    "api_token",
+    "slack_signing_secret",
+)
 
 
 class NotifierSettings(ServiceSettings):
@@ -42,6 +50,12 @@ class NotifierSettings(ServiceSettings):
     slack_channel: str = Field("", description="SLACK_CHANNEL: default channel for the bot token")
     slack_api_url: str = Field("https://slack.com/api/", description="SLACK_API_URL: Web API base URL")
     slack_min_interval_ms: int = Field(1000, ge=0, description="SLACK_MIN_INTERVAL_MS: per Slack channel")
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="SLACK_SIGNING_SECRET: the Slack app's signing secret; when set, firing Slack messages get "
+        "Acknowledge / Silence 1h buttons and POST /slack/actions (on the ops port) takes their clicks "
+        "(unset: no buttons, the path answers 404)",
+    )
 
     pagerduty_routing_key: SecretStr | None = Field(None, description="PAGERDUTY_ROUTING_KEY: target 'default'")
     pagerduty_routing_keys: dict[str, SecretStr] = Field(
@@ -60,6 +74,12 @@ class NotifierSettings(ServiceSettings):
     smtp_to: str = Field("", description="SMTP_TO: comma-separated default recipients")
 
     webhook_url: SecretStr | None = Field(None, description="WEBHOOK_URL: generic JSON POST target")
+
+    api_token: SecretStr | None = Field(
+        None,
+        description="API_TOKEN: bearer token of the silence HTTP API /api/v1/silences on the ops port "
+        "(unset: the API is off and answers 404)",
+    )
 
     cooldown_seconds: float = Field(600, ge=0, description="COOLDOWN_SECONDS: per fingerprint per channel")
     idempotency_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="IDEMPOTENCY_TTL_SECONDS")

@@ -17,6 +17,7 @@ from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, Reason, http_error, parse_retry_after, transport_error
 from adwatch_notifier.formatting import Links, clip, slack_message
 from adwatch_notifier.settings import NotifierSettings
+from adwatch_notifier.slack_actions import with_actions
 
 logger = logging.getLogger(__name__)
 _STALE_MESSAGE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"}
@@ -33,6 +34,7 @@ class SlackChannel:
         self.links = Links(settings.dashboard_url_template, settings.runbook_url_template)
         self.min_interval_ms = settings.slack_min_interval_ms
         self.default_target = settings.slack_channel
+        self.interactive = settings.slack_signing_secret is not None  # buttons need a request URL to click to
         timeout = max(1, int(settings.request_timeout_seconds))
         self.web: WebClient | None = None
         self.hook: WebhookClient | None = None
@@ -47,7 +49,8 @@ class SlackChannel:
             self.hook = WebhookClient(settings.slack_webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[])
 
     def render(self, alert: Alert, target: str) -> dict[str, Any]:
-        return slack_message(alert, self.grafana_url, self.links)
+        message = slack_message(alert, self.grafana_url, self.links)
+        return with_actions(message, alert) if self.interactive else message
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         message = payload if isinstance(payload, dict) else self.render(alert, target)
