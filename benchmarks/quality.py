@@ -108,9 +108,7 @@ def carriable(sc: Scenario, expected, rules: RuleSettings) -> bool:  # type: ign
     z, h, m = rules.z_threshold, rules.cusum_h, sc.magnitude
     if sc.kind == "traffic_spike":
         phi = 0.0064
-        return (
-            n >= rules.rules["traffic_spike"].min_expected_count and n * (m - 1) / math.sqrt(n * (1 + phi * n)) >= z + 1
-        )
+        return n >= rules.rules["traffic"].min_expected_count and n * (m - 1) / math.sqrt(n * (1 + phi * n)) >= z + 1
     if sc.kind in ("ctr_drop", "ctr_spike"):
         kl = n * p * (m * math.log(m) - m + 1)  # expected log-likelihood ratio per window
         return 3 * kl >= 1.5 * h

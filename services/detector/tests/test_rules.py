@@ -201,10 +201,10 @@ def test_state_round_trips_through_bytes() -> None:
 def test_gaps_count_as_zero_traffic_and_older_windows_are_ignored() -> None:
     windows = synth(20.0, 0.01, 60)
     state, _ = detect_windows(None, windows[:30], DEFAULT, 0)
-    level = state.rules["traffic_spike"].state.level
+    level = state.rules["traffic"].state.level
     late = windows[-1]
     state, _ = detect_windows(state, [late], DEFAULT, 0)
-    assert state.rules["traffic_spike"].state.level < level  # 29 silent minutes pulled the traffic baseline down
+    assert state.rules["traffic"].state.level < level  # 29 silent minutes pulled the traffic baseline down
     before = state.to_bytes()
     state, alerts = detect_windows(state, windows[10:50], DEFAULT, 0)
     assert alerts == [] and state.to_bytes() == before

@@ -38,7 +38,7 @@ HEADER_SCHEMA_VERSION = "adwatch-schema-version"
 # --- closed vocabularies -------------------------------------------------------------------
 EventType = Literal["impression", "click", "request", "conversion"]
 AdFormat = Literal["banner", "interstitial", "rewarded_video", "native"]
-AlertType = Literal["ctr_drop", "ctr_spike", "traffic_spike", "ecpm_drop", "click_without_impression"]
+AlertType = Literal["ctr_drop", "ctr_spike", "traffic_spike", "traffic_drop", "ecpm_drop", "click_without_impression"]
 AlertStatus = Literal["firing", "resolved"]
 Severity = Literal["low", "medium", "high", "critical"]
 Metric = Literal["ctr", "impressions", "ecpm", "orphan_clicks"]
@@ -49,6 +49,7 @@ ALERT_TYPES: tuple[AlertType, ...] = (
     "ctr_drop",
     "ctr_spike",
     "traffic_spike",
+    "traffic_drop",
     "ecpm_drop",
     "click_without_impression",
 )
@@ -210,6 +211,7 @@ _TITLES: dict[str, str] = {
     "ctr_drop": "CTR drop",
     "ctr_spike": "CTR spike",
     "traffic_spike": "Traffic spike",
+    "traffic_drop": "Traffic drop",
     "ecpm_drop": "eCPM drop",
     "click_without_impression": "Clicks without impressions",
 }

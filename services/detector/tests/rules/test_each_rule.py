@@ -79,7 +79,7 @@ WARM_TRAFFIC = dict(windows=100, level=600.0, trend=0.0, phi_num=0.0064 * 100, p
 )
 def test_traffic_spike(state: dict[str, Any], imps: int, breach: bool, in_band: bool) -> None:
     s = TrafficState(**state)
-    check = evaluate("traffic_spike", s, window(imps))["traffic_spike"]
+    check = evaluate("traffic", s, window(imps))["traffic_spike"]
     assert (check.breach, check.in_band) == (breach, in_band)
     assert check.expected == pytest.approx(state["level"])
     assert s.windows == state["windows"] + 1
@@ -98,21 +98,48 @@ def test_traffic_baseline_freezes_on_anomalies(
     imps: int, frozen_before: int, firing: tuple[str, ...], learns: bool
 ) -> None:
     s = TrafficState(**{**WARM_TRAFFIC, "level": 600.0, "frozen": frozen_before})
-    evaluate("traffic_spike", s, window(imps), firing=firing)
+    evaluate("traffic", s, window(imps), firing=firing)
     assert (s.level != 600.0) is learns or (imps == 600 and s.level == 600.0)
     assert (s.frozen == 0) is learns
 
 
+@pytest.mark.parametrize(
+    ("imps", "breach", "in_band"),
+    [
+        pytest.param(600, False, True, id="normal"),
+        pytest.param(60, True, False, id="outage-to-10pct-one-window"),
+        pytest.param(0, True, False, id="dark"),
+        pytest.param(420, False, False, id="0.7x-not-practical"),
+        pytest.param(1800, False, True, id="spike-is-not-a-drop"),
+    ],
+)
+def test_traffic_drop(imps: int, breach: bool, in_band: bool) -> None:
+    s = TrafficState(**WARM_TRAFFIC)
+    check = evaluate("traffic", s, window(imps))["traffic_drop"]
+    assert (check.breach, check.in_band) == (breach, in_band)
+
+
+def test_small_drops_page_through_evidence_over_windows() -> None:
+    """A drop to 40% of a 50/min segment is not sure in one window; the CUSUM carries it in a few."""
+    s = TrafficState(**{**WARM_TRAFFIC, "level": 50.0})
+    rule = RULES["traffic"](DEFAULTS)
+    lives = {t: Lifecycle() for t in rule.alert_types}
+    fired = [next(c for c in rule.evaluate(s, lives, window(20)) if c.alert_type == "traffic_drop").breach]
+    fired += [next(c for c in rule.evaluate(s, lives, window(20)) if c.alert_type == "traffic_drop").breach]
+    fired += [next(c for c in rule.evaluate(s, lives, window(20)) if c.alert_type == "traffic_drop").breach]
+    assert not fired[0] and any(fired[1:]), fired
+
+
 def test_first_windows_set_the_traffic_level() -> None:
     s = TrafficState()
-    assert evaluate("traffic_spike", s, window(30)) == {}
-    assert evaluate("traffic_spike", s, window(600)) == {}
+    assert evaluate("traffic", s, window(30)) == {}
+    assert evaluate("traffic", s, window(600)) == {}
     assert (s.windows, s.level) == (2, 600.0)
 
 
 def test_traffic_silence_decays_the_level() -> None:
     s = TrafficState(**WARM_TRAFFIC)
-    RULES["traffic_spike"](DEFAULTS).on_silence(s, 10)
+    RULES["traffic"](DEFAULTS).on_silence(s, 10)
     assert s.level == pytest.approx(600.0 * 0.85**10) and s.trend == 0.0
 
 
@@ -190,8 +217,15 @@ CLASSIC = RuleSettings(rule_set="classic")
         pytest.param("classic_ctr", 0.05, window(1000, 50), {"ctr_drop": False, "ctr_spike": False}, id="ctr-normal"),
         pytest.param("classic_ctr", 0.05, window(1000, 20), {"ctr_drop": True, "ctr_spike": False}, id="ctr-0.4x"),
         pytest.param("classic_ctr", 0.05, window(1000, 120), {"ctr_drop": False, "ctr_spike": True}, id="ctr-2.4x"),
-        pytest.param("classic_traffic_spike", 300.0, window(1000), {"traffic_spike": True}, id="traffic-3.3x"),
-        pytest.param("classic_traffic_spike", 300.0, window(800), {"traffic_spike": False}, id="traffic-2.7x"),
+        pytest.param(
+            "classic_traffic", 300.0, window(1000), {"traffic_spike": True, "traffic_drop": False}, id="traffic-3.3x"
+        ),
+        pytest.param(
+            "classic_traffic", 300.0, window(800), {"traffic_spike": False, "traffic_drop": False}, id="traffic-2.7x"
+        ),
+        pytest.param(
+            "classic_traffic", 300.0, window(60), {"traffic_spike": False, "traffic_drop": True}, id="traffic-0.2x"
+        ),
         pytest.param("classic_ecpm_drop", 2.0, window(1000, revenue=0.9), {"ecpm_drop": True}, id="ecpm-0.45x"),
         pytest.param("classic_ecpm_drop", 2.0, window(1000, revenue=1.1), {"ecpm_drop": False}, id="ecpm-0.55x"),
         pytest.param("classic_ctr", 0.05, window(0), {}, id="no-impressions-skipped"),
@@ -202,7 +236,7 @@ def test_classic_rules(rule_id: str, ema: float, w: SegmentWindow, breaches: dic
     checks = evaluate(rule_id, s, w, CLASSIC)
     assert {k: c.breach for k, c in checks.items()} == breaches
     if w.impressions:
-        value = {"classic_ctr": w.clicks / w.impressions, "classic_traffic_spike": w.impressions}.get(rule_id, w.ecpm)
+        value = {"classic_ctr": w.clicks / w.impressions, "classic_traffic": w.impressions}.get(rule_id, w.ecpm)
         assert s.windows == 11, "every window with impressions counts"
         assert s.ema == pytest.approx(ema + 0.2 * (value - ema)), "the EMA moves on every window, alerting or not"
 

@@ -39,7 +39,7 @@ def test_the_shipped_rules_file_is_the_built_in_defaults() -> None:
         pytest.param("classic:\n  ema_alpha: 0\n", "classic.ema_alpha", id="alpha-positive"),
         pytest.param("classic:\n  warmup: 3\n", "classic.warmup: unknown key", id="unknown-set-key"),
         pytest.param("alert_budget_per_day: 1.0\n", "alert_budget_per_day: unknown key", id="old-flat-key"),
-        pytest.param("rules:\n  traffic_spike:\n    alpha: 1.5\n", "rules.traffic_spike.alpha", id="unit-interval"),
+        pytest.param("rules:\n  traffic:\n    alpha: 1.5\n", "rules.traffic.alpha", id="unit-interval"),
         pytest.param("window_ms: 0\n", "window_ms", id="window-positive"),
     ],
 )
@@ -126,5 +126,17 @@ def test_unreadable_state_fails_with_a_clear_message(data: bytes, message: str) 
 
 def test_a_rule_slot_round_trips() -> None:
     state, _ = detect_windows(None, _windows(), RuleSettings(), 0)
-    assert isinstance(state.rules["traffic_spike"], RuleSlot)
+    assert isinstance(state.rules["traffic"], RuleSlot)
     assert SegmentState.from_bytes(state.to_bytes()) == state
+
+
+def test_a_renamed_rule_keeps_its_state_and_its_rules_file_section(tmp_path: Path) -> None:
+    """``traffic_spike`` became ``traffic`` (it alerts drops too): old checkpoints and rules files still read."""
+    state, _ = detect_windows(None, _windows(), RuleSettings(), 0)
+    envelope = msgspec.msgpack.decode(state.to_bytes())
+    envelope[2] = {("traffic_spike" if k == "traffic" else k): v for k, v in envelope[2].items()}
+    old = SegmentState.from_bytes(msgspec.msgpack.encode(envelope))
+    assert old.rules["traffic"] == state.rules["traffic"] and "traffic_spike" not in old.others
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  traffic_spike:\n    spike_ratio: 3.0\n")
+    assert load_rules(str(path)).rules["traffic"].spike_ratio == 3.0

@@ -2,7 +2,8 @@
 
 Adding a rule: write its module (a :class:`BaseRule` subclass with its settings and state), add
 the class to ``RULES`` and its id to a set. Ids are stable: they key the rule's section in
-rules.yaml and its slot in the checkpointed state, so renaming one drops its history.
+rules.yaml and its slot in the checkpointed state, so a renamed rule keeps its old id in
+``RENAMED_RULES`` (read as the new one) or loses its history.
 """
 
 from __future__ import annotations
@@ -12,22 +13,24 @@ from typing import Any
 from adwatch_detector.rules.base import BaseRule
 from adwatch_detector.rules.classic_ctr import ClassicCtr
 from adwatch_detector.rules.classic_ecpm import ClassicEcpmDrop
-from adwatch_detector.rules.classic_traffic import ClassicTrafficSpike
+from adwatch_detector.rules.classic_traffic import ClassicTraffic
 from adwatch_detector.rules.ctr import Ctr
 from adwatch_detector.rules.ecpm import EcpmDrop
 from adwatch_detector.rules.orphan import OrphanClicks
-from adwatch_detector.rules.traffic import TrafficSpike
+from adwatch_detector.rules.traffic import Traffic
 
 RULES: dict[str, type[BaseRule[Any]]] = {
-    rule.id: rule
-    for rule in (OrphanClicks, TrafficSpike, Ctr, EcpmDrop, ClassicCtr, ClassicTrafficSpike, ClassicEcpmDrop)
+    rule.id: rule for rule in (OrphanClicks, Traffic, Ctr, EcpmDrop, ClassicCtr, ClassicTraffic, ClassicEcpmDrop)
 }
+
+# Old id -> new id: checkpointed state and rules files written under the old id keep working.
+RENAMED_RULES: dict[str, str] = {"traffic_spike": "traffic", "classic_traffic_spike": "classic_traffic"}  # + drops
 
 # Rule set -> rule ids in evaluation order (= the order of their alerts within a window). The set's
 # shared settings are the rules.yaml section of the same name (RuleSettings.default / .classic).
 RULE_SETS: dict[str, tuple[str, ...]] = {
-    "default": ("click_without_impression", "traffic_spike", "ctr", "ecpm_drop"),
-    "classic": ("click_without_impression", "classic_ctr", "classic_traffic_spike", "classic_ecpm_drop"),
+    "default": ("click_without_impression", "traffic", "ctr", "ecpm_drop"),
+    "classic": ("click_without_impression", "classic_ctr", "classic_traffic", "classic_ecpm_drop"),
 }
 
 

@@ -71,12 +71,13 @@ class RuleSettings(SettingsSection):
     @classmethod
     def _rule_sections(cls, value: Any) -> dict[str, SettingsSection]:
         """Every registered rule gets its section (defaults when absent); unknown ids are errors."""
-        from adwatch_detector.rules.registry import RULES
+        from adwatch_detector.rules.registry import RENAMED_RULES, RULES
 
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
             raise ValueError(f"expected a mapping of rule id -> settings, got {type(value).__name__}")
+        value = {RENAMED_RULES.get(str(k), k): v for k, v in value.items()}
         unknown = sorted(str(k) for k in value if k not in RULES)
         if unknown:
             raise ValueError(f"unknown rule {unknown[0]!r} (known: {', '.join(sorted(RULES))})")

@@ -15,7 +15,7 @@ import msgspec
 
 from adwatch.errors import AdwatchError
 from adwatch_detector.rules.lifecycle import Lifecycle
-from adwatch_detector.rules.registry import RULES
+from adwatch_detector.rules.registry import RENAMED_RULES, RULES
 
 STATE_VERSION = 2  # 1: positional msgpack array (lifecycles by index in ALERT_ORDER), not readable
 T = TypeVar("T")
@@ -67,7 +67,8 @@ class SegmentState:
         if env.state_version != STATE_VERSION:
             raise StateError(_unreadable(data, f"state_version {env.state_version}"))
         state = cls(last_window_ms=env.last_window_ms)
-        for rule_id, raw in env.rules.items():
+        for stored_id, raw in env.rules.items():
+            rule_id = RENAMED_RULES.get(stored_id, stored_id)
             decoder = _SLOTS.get(rule_id)
             if decoder is None:
                 state.others[rule_id] = raw

@@ -1,7 +1,9 @@
-"""``traffic_spike``: impressions against a damped-Holt forecast with negative-binomial variance.
+"""``traffic``: impressions against a damped-Holt forecast with negative-binomial variance.
 
 Counts wobble more than Poisson: the variance is lam (1 + phi lam) with phi fitted on history.
-Runs on every window, zero-traffic ones included (a silent minute is information for a count).
+Both tails alert: ``traffic_spike`` (bots, floods) and ``traffic_drop`` (an outage, a broken tag,
+lost supply). Runs on every window, zero-traffic ones included (a silent minute is information
+for a count; the job emits empty windows for a tracked segment that goes dark).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_from_p
 
 
-class TrafficSpikeSettings(SettingsSection):
+class TrafficSettings(SettingsSection):
     alpha: float = Field(default=0.15, gt=0, le=1, description="level smoothing")
     beta: float = Field(default=0.05, ge=0, le=1, description="trend smoothing (times alpha)")
     damping: float = Field(default=0.95, gt=0, le=1, description="trend damping per window")
@@ -27,6 +29,10 @@ class TrafficSpikeSettings(SettingsSection):
     min_expected_count: float = Field(default=5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this")
     spike_ratio: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
     min_ratio: float = Field(default=1.5, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+    drop_ratio: float = Field(default=0.3, gt=0, lt=1, allow_inf_nan=False, description="drop CUSUM alternative")
+    drop_max_ratio: float = Field(
+        default=0.5, gt=0, lt=1, allow_inf_nan=False, description="never page on a drop to more than this share"
+    )
 
 
 class TrafficState(msgspec.Struct, array_like=True):
@@ -38,15 +44,15 @@ class TrafficState(msgspec.Struct, array_like=True):
     frozen: int = 0  # windows the baseline has been held still
 
 
-class TrafficSpike(BaseRule[TrafficState]):
-    id = "traffic_spike"
-    alert_types = ("traffic_spike",)
-    settings_model = TrafficSpikeSettings
+class Traffic(BaseRule[TrafficState]):
+    id = "traffic"
+    alert_types = ("traffic_spike", "traffic_drop")
+    settings_model = TrafficSettings
     state_type = TrafficState
 
     def __init__(self, settings: RuleSettings) -> None:
         super().__init__(settings)
-        self.own = settings.section(self.id, TrafficSpikeSettings)
+        self.own = settings.section(self.id, TrafficSettings)
         self.t = Thresholds.of(settings)
         self.var_decay = halflife_decay(self.own.var_halflife)
 
@@ -66,7 +72,7 @@ class TrafficSpike(BaseRule[TrafficState]):
     def _evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
         s, t = self.own, self.t
         x = float(window.impressions)
-        life = lives["traffic_spike"]
+        spike, drop = lives["traffic_spike"], lives["traffic_drop"]
         a, damp = s.alpha, s.damping
         if state.windows <= 1:
             # The first window of a new stream is usually partial (it started mid-window): the
@@ -83,21 +89,33 @@ class TrafficSpike(BaseRule[TrafficState]):
         p_up = poisson_tail(x, lam, "upper", design)
         p_low = poisson_tail(x, lam, "lower", design)
         z_up, z_low = z_from_p(p_up), z_from_p(p_low)
-        advance(life, poisson_llr(x, lam, s.spike_ratio) / design, warm)
+        advance(spike, poisson_llr(x, lam, s.spike_ratio) / design, warm)
+        advance(drop, poisson_llr(x, lam, s.drop_ratio) / design, warm)
         sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
-        reading = Reading(
-            alert_type="traffic_spike",
-            metric="impressions",
-            current=x,
-            expected=lam,
-            band_low=max(0.0, lam - t.z_resolve * sd),
-            band_high=lam + t.z_resolve * sd,
-            volume=window.impressions,
-        )
+        band = (max(0.0, lam - t.z_resolve * sd), lam + t.z_resolve * sd)
         gate = warm and lam >= s.min_expected_count
-        check = judge(reading, life, z_up, p_up, gate, warm and x >= s.min_ratio * lam, t)
+        checks = [
+            judge(
+                Reading("traffic_spike", "impressions", x, lam, *band, window.impressions),
+                spike,
+                z_up,
+                p_up,
+                gate,
+                warm and x >= s.min_ratio * lam,
+                t,
+            ),
+            judge(
+                Reading("traffic_drop", "impressions", x, lam, *band, window.impressions),
+                drop,
+                z_low,
+                p_low,
+                gate,
+                warm and x <= s.drop_max_ratio * lam,
+                t,
+            ),
+        ]
         anomalous = max(z_up, z_low) > t.z_freeze
-        if frozen((life,), anomalous, state.frozen, warm, t):
+        if frozen((spike, drop), anomalous, state.frozen, warm, t):
             state.level, state.trend = max(0.0, raw), damp * state.trend
             state.frozen += 1
         else:
@@ -110,4 +128,4 @@ class TrafficSpike(BaseRule[TrafficState]):
                 e = max(-cap, min(cap, e))
                 state.phi_num = self.var_decay * state.phi_num + (e * e - lam)
                 state.phi_den = self.var_decay * state.phi_den + lam * lam
-        return [check]
+        return checks
