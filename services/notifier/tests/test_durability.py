@@ -124,6 +124,33 @@ def test_redis_flushed_between_firing_and_resolve_still_sends_the_resolve(
     assert resolve_mail["In-Reply-To"] == first_mail["Message-ID"]
 
 
+def test_redis_flushed_under_a_grouped_route_the_group_still_resolves(
+    harness: Any, own_redis: EmbeddedInfra, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """The group buffer comes back from the journal too: no repeat of the unchanged group, then its recovery."""
+    client = _use(harness, own_redis)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 1s, group_interval: 1s}\n")
+    with FakeWebhook() as hook:
+        harness.start(harness.settings("webhook", webhook_url=hook.url + "/hook", routes_file=str(routes)))
+        harness.publish(alert_factory())
+        [first] = hook.wait_for(1, timeout_s=60)
+        poll_until(
+            lambda: client.keys("*:groupmeta:*") and client.hget(client.keys("*:groupmeta:*")[0], "digest"), "flushed"
+        )
+        assert client.flushall()
+        poll_until(lambda: client.keys("*:group:*"), "the group buffer restored by the flusher's tick", timeout_s=10)
+        time.sleep(1.5)
+        assert len(hook.requests) == 1  # unchanged since its last notification: not sent again
+        harness.publish(alert_factory(status="resolved", window_start_ms=T1))
+        [_, last] = hook.wait_for(2, timeout_s=60)
+        time.sleep(1.5)
+        assert len(hook.requests) == 2
+    assert first.json()["message"].startswith("1 firing, 0 resolved")
+    assert last.json()["message"].startswith("0 firing, 1 resolved") and last.json()["alert"]["status"] == "resolved"
+    assert not client.keys("*:group:*")  # the resolved group is gone
+
+
 def test_redis_restarted_readiness_drops_and_alerts_meanwhile_are_delivered_once(
     harness: Any, own_redis: EmbeddedInfra, alert_factory: Callable[..., Alert]
 ) -> None:

@@ -21,9 +21,9 @@ from adwatch.contracts import COMPACTED
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
 from adwatch_notifier.channels import build_channel
-from adwatch_notifier.grouping import GroupFlusher, RedisGroupStore
+from adwatch_notifier.grouping import GroupFlusher, GroupStore, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
-from adwatch_notifier.journal import JournaledLedger, KafkaJournal
+from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, KafkaJournal
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
@@ -69,6 +69,8 @@ def run(
     redis_client = make_redis(common.redis_url)
     redis_ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
     ledger: Ledger = redis_ledger
+    redis_groups = RedisGroupStore(redis_client, settings.redis_prefix, channel.name)
+    groups: GroupStore = redis_groups
     journal = None
     if journal_topic:  # episode records also in a compacted topic, restored when Redis lost them
         journal = KafkaJournal(common.kafka_bootstrap, journal_topic, timeout_s=settings.restore_timeout_seconds)
@@ -79,7 +81,9 @@ def run(
             ttl_s=settings.idempotency_ttl_seconds,
             metrics=metrics,
             now=now,
+            groups=redis_groups,
         )
+        groups = JournaledGroupStore(redis_groups, ledger)
         _restore_at_start(ledger)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
     stages = build_stages(
@@ -93,13 +97,13 @@ def run(
         on_failure=failure_counter(metrics, channel.name),
         silences=RedisSilenceStore(redis_client, settings.redis_prefix),
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
-        groups=RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
+        groups=groups,
     )
     specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel.name and r.group is not None}
     flusher = None
     if specs:
         flusher = GroupFlusher(
-            RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
+            groups,
             channel,
             specs,
             owner=lease.owner,
