@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 import redis
+from confluent_kafka import TopicPartition
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert
+from adwatch.kafka import make_consumer
 from adwatch.storage import make_redis
 from adwatch_dev.fakes import FakeSlack, FakeWebhook, SmtpSink
 from adwatch_dev.infra import EmbeddedInfra
@@ -193,12 +195,26 @@ def test_redis_restarted_readiness_drops_and_alerts_meanwhile_are_delivered_once
 def test_consumer_killed_while_a_group_is_buffered_loses_nothing(
     harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path, redis_url: str
 ) -> None:
-    """SIGKILL after the group's alerts are buffered (offsets committed), before group_wait: the restart sends it."""
+    """SIGKILL once the group's alerts are buffered and their offsets committed, before group_wait: the restart sends it.
+
+    The buffer is in Redis before the offset is committed (the ``group`` stage writes it, then the
+    loop commits), so nothing is redelivered and nothing is lost: the next process's flusher finds
+    the group due.
+    """
     routes = tmp_path / "routes.yaml"
-    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 5s, group_interval: 5s}\n")
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 8s, group_interval: 5s}\n")
     storm = [alert_factory(country=c) for c in ("US", "DE", "FR")]
     client = make_redis(redis_url)
     group = f"{harness.prefix}:group:webhook:g0:alert_type=ctr_drop"
+
+    def committed(group_id: str) -> int:
+        reader = make_consumer(harness.kafka, group_id)
+        try:
+            [position] = reader.committed([TopicPartition(harness.alerts_topic, 0)], timeout=5)
+            return int(position.offset)
+        finally:
+            reader.close()
+
     with FakeWebhook() as hook:
         env = {
             **os.environ,
@@ -216,8 +232,9 @@ def test_consumer_killed_while_a_group_is_buffered_loses_nothing(
             poll_until(lambda: client.hlen(group) == 2, "two alerts buffered", timeout_s=60)
             harness.publish(storm[2])
             poll_until(lambda: client.hlen(group) == 3, "the third buffered", timeout_s=30)
+            poll_until(lambda: committed(env["ADWATCH_NOTIFIER_GROUP_ID"]) == 3, "the offsets committed", timeout_s=10)
         finally:
-            os.kill(first.pid, signal.SIGKILL)  # group_wait (5 s) not over: nothing sent yet
+            os.kill(first.pid, signal.SIGKILL)  # group_wait (8 s) not over: nothing sent yet
             first.communicate(timeout=30)
         assert hook.requests == []
         second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
