@@ -53,7 +53,9 @@ def known_env(component: str) -> set[str]:
 
 
 def pod_specs(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(validate.name_of(o), o["spec"]["template"]["spec"]) for o in objs if o["kind"] == "Deployment"]
+    return [
+        (validate.name_of(o), o["spec"]["template"]["spec"]) for o in objs if o["kind"] in ("Deployment", "StatefulSet")
+    ]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -259,3 +261,38 @@ def test_every_component_has_downward_api_identity_and_otel_resource_attributes(
         assert "k8s.node.name=$(K8S_NODE_NAME)" in attrs, name
         if "notifier-" in name:
             assert "adwatch.channel=" in attrs, name
+
+
+@pytest.mark.parametrize("case", ["kind", "all-features"])
+def test_redis_keeps_its_data_across_restarts(case: str) -> None:
+    """The release's Redis: AOF (fsync every second) on a PersistentVolumeClaim, probed; none without redis.deploy."""
+    (redis,) = [o for o in objects(case) if o["metadata"]["name"] == "adwatch-redis" and o["kind"] != "Service"]
+    assert redis["kind"] == "StatefulSet"
+    spec = redis["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    args = container["args"]
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    (mount,) = container["volumeMounts"]
+    assert options["--dir"] == mount["mountPath"]
+    assert "volumes" not in spec, "data must not be an emptyDir"
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == mount["name"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    assert {"readinessProbe", "livenessProbe"} <= set(container)
+    assert "PONG" in " ".join(container["readinessProbe"]["exec"]["command"])  # not ready while loading the AOF
+    assert not [o for o in objects("default") if o["metadata"]["name"] == "adwatch-redis"]
+
+
+def test_redis_persistence_values() -> None:
+    values = chart.load_values(chart.CASES["kind"])
+    values["redis"]["persistence"] = {"enabled": True, "size": "5Gi", "storageClassName": "fast-ssd"}
+    (redis,) = [o for o in chart.objects(chart.render(values)) if o["kind"] == "StatefulSet"]
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    values["redis"]["persistence"] = {"enabled": False}
+    (redis,) = [o for o in chart.objects(chart.render(values)) if o["kind"] == "StatefulSet"]
+    assert "volumeClaimTemplates" not in redis["spec"] and redis["spec"]["template"]["spec"]["volumes"]
+    with pytest.raises(helm.HelmValuesError):
+        chart.render({"redis": {"persistence": {"size": "lots"}}})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adwatch.contracts import TOPIC_PARTITIONS
+from adwatch.contracts import TOPIC_CONFIGS, TOPIC_PARTITIONS
 
 from . import chart, validate
 
@@ -42,6 +42,8 @@ def test_k8s_custom_resources_match_the_crds() -> None:
 def test_topics_match_the_contracts() -> None:
     topics = {o["spec"]["topicName"]: o for _, o in k8s_objects() if o["kind"] == "KafkaTopic"}
     assert {name: o["spec"]["partitions"] for name, o in topics.items()} == TOPIC_PARTITIONS
+    for name, config in TOPIC_CONFIGS.items():  # e.g. alerts.deliveries is compacted: its last record per key stays
+        assert {k: str(v) for k, v in topics[name]["spec"]["config"].items()} == config, name
     clusters = {o["metadata"]["name"] for _, o in k8s_objects() if o["kind"] == "Kafka"}
     assert {o["metadata"]["labels"]["strimzi.io/cluster"] for o in topics.values()} <= clusters
 

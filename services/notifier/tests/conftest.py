@@ -88,6 +88,7 @@ class Harness:
         self.alerts_topic = topic_factory("alerts", 1)
         self.dlq_topic = topic_factory("alerts-dlq", 1)
         self.prefix = unique("notifier-test")
+        self.deliveries_topic = unique("deliveries")  # created (compacted) by the notifier; one per Redis prefix
         self.producer = make_producer(kafka)
         self.threads: list[tuple[threading.Thread, threading.Event]] = []
         self.results: list[RunStats] = []
@@ -99,6 +100,7 @@ class Harness:
             "dlq_topic": self.dlq_topic,
             "group_id": unique(f"g-{channel}"),
             "redis_prefix": self.prefix,
+            "deliveries_topic": self.deliveries_topic,
             **FAST,
         }
         values.update(overrides)
@@ -114,6 +116,7 @@ class Harness:
             "ADWATCH_NOTIFIER_DLQ_TOPIC": self.dlq_topic,
             "ADWATCH_NOTIFIER_GROUP_ID": unique(f"g-{channel}"),
             "ADWATCH_NOTIFIER_REDIS_PREFIX": self.prefix,
+            "ADWATCH_NOTIFIER_DELIVERIES_TOPIC": self.deliveries_topic,
         }
         env.update({f"ADWATCH_NOTIFIER_{k.upper()}": str(v) for k, v in FAST.items()})
         env.update(overrides)

@@ -217,7 +217,8 @@ class EmbeddedInfra:
         admin.list_topics(timeout=2)
         return True
 
-    def start_redis(self) -> None:
+    def start_redis(self, appendonly: bool = False) -> None:
+        """Redis on ``redis_port`` (a free one the first time); ``appendonly``: AOF in ``workdir``, as the chart runs it."""
         self.redis_port = self.redis_port or free_port()
         argv = [
             redis_binary(),
@@ -228,7 +229,9 @@ class EmbeddedInfra:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(self.workdir),
         ]

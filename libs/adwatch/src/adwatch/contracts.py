@@ -22,6 +22,7 @@ TOPIC_AD_EVENTS_DLQ = "ad-events.dlq"
 TOPIC_TRUTH = "ad-events.truth"
 TOPIC_ALERTS = "alerts"
 TOPIC_ALERTS_DLQ = "alerts.dlq"
+TOPIC_ALERTS_DELIVERIES = "alerts.deliveries"  # the notifiers' delivery records, key = channel|fingerprint
 
 TOPIC_PARTITIONS: dict[str, int] = {
     TOPIC_AD_EVENTS: 6,
@@ -29,7 +30,14 @@ TOPIC_PARTITIONS: dict[str, int] = {
     TOPIC_TRUTH: 1,
     TOPIC_ALERTS: 3,
     TOPIC_ALERTS_DLQ: 1,
+    TOPIC_ALERTS_DELIVERIES: 1,
 }
+
+COMPACTED = {"cleanup.policy": "compact", "delete.retention.ms": str(24 * 3600 * 1000)}
+"""A log-compacted topic: the last record per key is kept; a tombstone (no value) for a day."""
+
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {TOPIC_ALERTS_DELIVERIES: COMPACTED}
+"""Topic configs that matter to correctness (``ensure_topics`` creates the topics with them)."""
 
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from adwatch.contracts import TOPIC_PARTITIONS, DeadLetter, encode
+from adwatch.contracts import TOPIC_CONFIGS, TOPIC_PARTITIONS, DeadLetter, encode
 from adwatch.errors import AdwatchError
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,23 @@ def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
 
 
 def ensure_topics(
-    bootstrap: str, topics: Mapping[str, int] | Iterable[str] = TOPIC_PARTITIONS, timeout_s: float = 30.0
+    bootstrap: str,
+    topics: Mapping[str, int] | Iterable[str] = TOPIC_PARTITIONS,
+    timeout_s: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (partition counts from the contract)."""
+    """Create the topics that do not exist yet (partition counts and configs from the contract).
+
+    ``configs``: topic configs by name beyond the contract's (a renamed compacted topic, in tests).
+    """
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: TOPIC_PARTITIONS.get(t, 1) for t in topics}
+    configs = {**TOPIC_CONFIGS, **(configs or {})}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [
-        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
+        NewTopic(name, num_partitions=n, replication_factor=1, config=dict(configs.get(name, {})))
+        for name, n in wanted.items()
+        if name not in existing
     ]
     if not missing:
         return

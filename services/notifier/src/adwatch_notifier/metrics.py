@@ -89,6 +89,18 @@ class NotifierMetrics:
         self.consumer_lag = Gauge(
             p + "consumer_lag_records", "Records behind the high watermark", ["channel"], registry=registry
         )
+        self.journal_writes = Counter(
+            p + "journal_writes_total",
+            "Episode records written to the delivery journal topic (written|failed)",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.episodes_restored = Counter(
+            p + "episodes_restored_total",
+            "Open episode records restored into Redis from the delivery journal",
+            ["channel"],
+            registry=registry,
+        )
 
 
 _default: NotifierMetrics | None = None

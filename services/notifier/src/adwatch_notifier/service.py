@@ -17,14 +17,16 @@ from typing import IO
 from confluent_kafka.admin import AdminClient
 
 from adwatch.config import CommonSettings, load_settings
+from adwatch.contracts import COMPACTED
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch.storage import make_redis
 from adwatch.telemetry import RouteHandler
 from adwatch_notifier.api import mount_routes
 from adwatch_notifier.channels import build_channel
-from adwatch_notifier.grouping import GroupFlusher, RedisGroupStore
+from adwatch_notifier.grouping import GroupFlusher, GroupStore, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
-from adwatch_notifier.ledger import RedisLedger
+from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, KafkaJournal
+from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
 from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
@@ -65,11 +67,30 @@ def run(
     check_route_targets(settings, [r.target for r in table.routes if r.channel == settings.channel])
     channel = build_channel(settings, common.grafana_url, stream)
     topic, group = settings.alerts_topic, settings.consumer_group
-    ensure_topics(common.kafka_bootstrap, [topic, settings.dlq_topic])
+    journal_topic = settings.deliveries_topic
+    topics = [topic, settings.dlq_topic, *([journal_topic] if journal_topic else [])]
+    ensure_topics(common.kafka_bootstrap, topics, configs={journal_topic: COMPACTED} if journal_topic else None)
     redis_client = make_redis(common.redis_url)
     if mount is not None:
         mount_routes(mount, settings, redis_client, metrics, now)
-    ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
+    redis_ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
+    ledger: Ledger = redis_ledger
+    redis_groups = RedisGroupStore(redis_client, settings.redis_prefix, channel.name)
+    groups: GroupStore = redis_groups
+    journal = None
+    if journal_topic:  # episode records also in a compacted topic, restored when Redis lost them
+        journal = KafkaJournal(common.kafka_bootstrap, journal_topic, timeout_s=settings.restore_timeout_seconds)
+        ledger = JournaledLedger(
+            redis_ledger,
+            journal,
+            channel.name,
+            ttl_s=settings.idempotency_ttl_seconds,
+            metrics=metrics,
+            now=now,
+            groups=redis_groups,
+        )
+        groups = JournaledGroupStore(redis_groups, ledger)
+        _restore_at_start(ledger)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
     stages = build_stages(
         settings,
@@ -82,13 +103,13 @@ def run(
         on_failure=failure_counter(metrics, channel.name),
         silences=RedisSilenceStore(redis_client, settings.redis_prefix),
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
-        groups=RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
+        groups=groups,
     )
     specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel.name and r.group is not None}
     flusher = None
     if specs:
         flusher = GroupFlusher(
-            RedisGroupStore(redis_client, settings.redis_prefix, channel.name),
+            groups,
             channel,
             specs,
             owner=lease.owner,
@@ -121,13 +142,21 @@ def run(
             tick=flusher.tick if flusher is not None else None,
         )
     finally:
-        for action in (consumer.close, dead_letters.close, channel.close):
+        for action in (consumer.close, dead_letters.close, channel.close, *([journal.close] if journal else [])):
             try:
                 action()
             except Exception as exc:
                 logger.debug("close failed: %s", type(exc).__name__)
     logger.info("notifier stopped: channel=%s processed=%d", channel.name, stats.processed)
     return stats
+
+
+def _restore_at_start(ledger: JournaledLedger) -> None:
+    """Before the first poll; with Redis or the broker down the first lookup that misses does it."""
+    try:
+        ledger.ensure_restored()
+    except LedgerUnavailableError as exc:
+        logger.warning("episode records not restored at start (tried again on the first miss): %s", exc)
 
 
 def _ready(admin: AdminClient, redis_client: object) -> bool:

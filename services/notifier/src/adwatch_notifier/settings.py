@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from adwatch.config import ServiceSettings
-from adwatch.contracts import TOPIC_ALERTS, TOPIC_ALERTS_DLQ
+from adwatch.contracts import TOPIC_ALERTS, TOPIC_ALERTS_DELIVERIES, TOPIC_ALERTS_DLQ
 from adwatch.errors import ConfigError
 from adwatch_notifier.delivery import Channel
 from adwatch_notifier.retry import RetryPolicy
@@ -41,6 +41,13 @@ class NotifierSettings(ServiceSettings):
     channel: Channel = Field("console", description="CHANNEL: slack|email|pagerduty|webhook|console")
     alerts_topic: str = Field(TOPIC_ALERTS, description="ALERTS_TOPIC: topic of Alert records")
     dlq_topic: str = Field(TOPIC_ALERTS_DLQ, description="DLQ_TOPIC: dead-letter topic")
+    deliveries_topic: str = Field(
+        TOPIC_ALERTS_DELIVERIES,
+        description="DELIVERIES_TOPIC: compacted journal of open episodes, restored into Redis when it lost them ('': off)",
+    )
+    restore_timeout_seconds: float = Field(
+        30, gt=0, description="RESTORE_TIMEOUT_SECONDS: longest read of the deliveries journal"
+    )
     group_id: str = Field("", description="GROUP_ID: consumer group (default notifier-<channel>)")
     routes_file: str = Field("", description="ROUTES_FILE: routing YAML (default: built-in escalation)")
     redis_prefix: str = Field("adwatch:notifier", description="REDIS_PREFIX: namespace of the Redis keys")
