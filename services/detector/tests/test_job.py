@@ -231,3 +231,36 @@ def test_one_event_stamped_an_hour_ahead_is_dead_lettered_and_closes_no_window_e
         for country in ("US", "DE")
         for m in range(minutes - 1)
     )
+
+
+def test_a_segment_that_goes_dark_pages_traffic_drop_while_the_others_flow(
+    spark, kafka: str, redis_url: str, topic_factory: Callable[..., str], produce_events, tmp_path: Path
+) -> None:
+    """An outage sends no events at all: the job must judge the silent minutes, not wait for traffic to return."""
+    topics = {"in": topic_factory("ad-events", 2), "alerts": topic_factory("alerts"), "dlq": topic_factory("dlq")}
+    minutes, dark_from = 30, 24
+    records = synth_events([SegmentTraffic("US", "banner", 800, 0.02), SegmentTraffic("DE", "native", 400, 0.03)], 30)
+    dark_ms = T0_MS + dark_from * MINUTE_MS
+    records = [r for r in records if not (b'"DE"' in r[1] and _time(r[1]) >= dark_ms)]
+    produce_events(topics["in"], records)
+    settings, common = make_settings(tmp_path, kafka, redis_url, topics)
+    writer = BatchWriter(settings, common, get_metrics())
+    try:
+        run_available(spark, settings, common, writer, timeout_s=300)
+    finally:
+        writer.close()
+
+    alerts = [decode(m.value(), Alert) for m in consume_all(kafka, topics["alerts"], expected=1, timeout_s=20)]
+    assert [(a.alert_type, a.status, a.country, a.window_start_ms) for a in alerts] == [
+        ("traffic_drop", "firing", "DE", dark_ms)
+    ]
+    ch = make_clickhouse(common.clickhouse_url)
+    try:
+        rows = ch.query(
+            f"SELECT window_start_ms, impressions FROM {settings.metrics_table} FINAL"
+            " WHERE segment = 'DE|native' ORDER BY 1"
+        )
+    finally:
+        ch.close()
+    silent = [start for start, impressions in rows if impressions == 0]
+    assert silent == [T0_MS + m * MINUTE_MS for m in range(dark_from, minutes - 1)], "one empty window per dark minute"

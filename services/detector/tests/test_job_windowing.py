@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from adwatch_detector.windowing import OpenWindows, close_windows, fold_events, next_close_ms, to_segment_window
+from adwatch_detector.windowing import (
+    OpenWindows,
+    close_windows,
+    fold_events,
+    next_close_ms,
+    open_silent_windows,
+    to_segment_window,
+)
 
 W = 60_000
 
@@ -43,3 +50,20 @@ def test_segment_window_from_partial() -> None:
     w = to_segment_window(start, W, "US", "banner", part)
     assert (w.impressions, w.clicks, w.orphan_clicks, w.revenue_usd, w.window_end_ms) == (2, 2, 2, 2.0, W)
     assert part.traceparents == ["t1", "t2"]  # bounded sample
+
+
+def test_a_tracked_segment_that_goes_dark_gets_empty_windows_up_to_the_bound() -> None:
+    ow = OpenWindows()
+    assert open_silent_windows(ow, 10 * W, W, max_silent=60) == 0, "never closed a window: not tracked yet"
+    _fold(ow, [5, 61_000], [0, 0])
+    close_windows(ow, 2 * W, W)
+    assert next_close_ms(ow, W, max_silent=60) == 3 * W, "no window open: call again at the next one's end"
+    assert open_silent_windows(ow, 5 * W + 100, W, max_silent=60) == 3
+    assert [s for s, part in close_windows(ow, 5 * W + 100, W) if sum(part.counts) == 0] == [2 * W, 3 * W, 4 * W]
+    assert open_silent_windows(ow, 100 * W, W, max_silent=5) == 2, "five dark windows in a row, then gone"
+    close_windows(ow, 100 * W, W)
+    assert next_close_ms(ow, W, max_silent=5) is None
+    _fold(ow, [100 * W + 5], [0])
+    assert ow.silent_windows == 0, "an event makes it tracked again"
+    assert next_close_ms(ow, W, max_silent=0) == 101 * W
+    assert OpenWindows.from_bytes(OpenWindows(closed_until_ms=W).to_bytes()).silent_windows == 0

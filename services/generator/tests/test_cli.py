@@ -137,7 +137,7 @@ def test_progress_line_and_bar(metrics: GeneratorMetrics, registry: CollectorReg
 
 
 def test_drill_menu_is_scriptable_through_its_prompts() -> None:
-    answers = iter(["1", "DE|native", "2m", "", "6", "", "7", "q"])
+    answers = iter(["1", "DE|native", "2m", "", "7", "", "8", "q"])
     injected: list[Scenario] = []
     said: list[str] = []
     code = interactive_drill(injected.append, lambda _prompt: next(answers), said.append, clock=lambda: 1000.0)
@@ -149,4 +149,4 @@ def test_drill_menu_is_scriptable_through_its_prompts() -> None:
     assert injected[0].start_ms == 1_000_000 and injected[0].end_ms == 1_120_000
     assert len(injected[1].segments) == 64
     assert any("unknown choice" in line for line in said)
-    assert "1) CTR drop" in menu_text() and "6) Clean" in menu_text()
+    assert "1) CTR drop" in menu_text() and "6) Traffic drop" in menu_text() and "7) Clean" in menu_text()

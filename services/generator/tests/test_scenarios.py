@@ -78,6 +78,7 @@ def test_parse_scenario(text: str, expected: Expected) -> None:
         pytest.param("ctr_drop:US|banner:0:0s", "positive", id="zero-duration"),
         pytest.param("ctr_drop:US|banner:0:5m:1.5", "below 1", id="drop-above-one"),
         pytest.param("traffic_spike:US|banner:0:5m:0.5", "above 1", id="spike-below-one"),
+        pytest.param("traffic_drop:US|banner:0:5m:1.5", r"in \[0, 1\)", id="outage-above-one"),
         pytest.param("ctr_drop:US|banner:0:5m:lots", "bad magnitude", id="magnitude"),
         pytest.param("ctr_drop:US|banner:0:5m:0.4:extra", "too many fields", id="fields"),
     ],
@@ -95,6 +96,7 @@ def test_bad_scenarios_are_rejected_with_a_reason(text: str, message: str) -> No
         ("traffic_spike", "traffic_spike"),
         ("ecpm_drop", "ecpm_drop"),
         ("click_flood_without_impressions", "click_without_impression"),
+        ("traffic_drop", "traffic_drop"),
         ("clean", None),
     ],
 )
@@ -144,6 +146,7 @@ def _ratio(values: np.ndarray, row: int, inside: np.ndarray) -> float:
         ("ctr_spike", "ctr", 3.0),
         ("traffic_spike", "impressions", 3.0),
         ("ecpm_drop", "ecpm", 0.5),
+        ("traffic_drop", "impressions", 0.1),
     ],
 )
 def test_scenario_moves_its_metric_on_its_segment_only(kind: str, metric: str, expected: float) -> None:

@@ -193,6 +193,8 @@ def make_detect_fn(
             )
         watermark = state.getCurrentWatermarkMs()
         closed = windowing.close_windows(open_windows, watermark, window_ms)
+        if windowing.open_silent_windows(open_windows, watermark, window_ms, rules.max_gap_fill):
+            closed += windowing.close_windows(open_windows, watermark, window_ms)
         segment = "|".join(str(k) for k in key)
         rows: list[dict[str, Any]] = []
         seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
@@ -214,7 +216,7 @@ def make_detect_fn(
         if late:
             rows.append({**_row("late", segment, None, None, None), "count": late})
         state.update((seg_state.to_bytes(), open_windows.to_bytes()))
-        nxt = windowing.next_close_ms(open_windows, window_ms)
+        nxt = windowing.next_close_ms(open_windows, window_ms, rules.max_gap_fill)
         if nxt is not None:
             state.setTimeoutTimestamp(max(nxt - 1, watermark, 1))
         if rows:

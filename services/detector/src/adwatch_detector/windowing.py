@@ -29,10 +29,12 @@ class PartialWindow(msgspec.Struct, array_like=True):
 
 
 class OpenWindows(msgspec.Struct):
-    """A segment's open windows by start, and the end of the last window it closed."""
+    """A segment's open windows by start, the end of the last window it closed, and how many
+    windows in a row it has gone without any event (opened by :func:`open_silent_windows`)."""
 
     windows: dict[int, PartialWindow] = {}
     closed_until_ms: int = 0
+    silent_windows: int = 0
 
     def to_bytes(self) -> bytes:
         return msgspec.msgpack.encode(self)
@@ -59,6 +61,7 @@ def fold_events(
     """Add events to their windows; return how many were late (their window already closed)."""
     if len(event_time_ms) == 0:
         return 0
+    open_windows.silent_windows = 0
     times = np.asarray(event_time_ms, dtype=np.int64)
     starts = times - times % size_ms
     on_time = starts >= open_windows.closed_until_ms
@@ -99,9 +102,35 @@ def close_windows(open_windows: OpenWindows, watermark_ms: int, size_ms: int) ->
     return out
 
 
-def next_close_ms(open_windows: OpenWindows, size_ms: int) -> int | None:
-    """Event time at which the earliest open window can close (for a state timeout)."""
-    return min(open_windows.windows) + size_ms if open_windows.windows else None
+def open_silent_windows(open_windows: OpenWindows, watermark_ms: int, size_ms: int, max_silent: int) -> int:
+    """Open an empty window for each minute a tracked segment had no event, up to the watermark.
+
+    A segment that goes dark sends nothing, so without these its outage would be judged only
+    when traffic comes back. Tracked: it has closed a window before. At most ``max_silent``
+    windows in a row (the rules' ``max_gap_fill``): a segment dark for longer is gone, and its
+    history is aged in bulk when it returns. Returns how many windows were opened.
+    """
+    if open_windows.closed_until_ms <= 0:
+        return 0
+    opened = 0
+    start = open_windows.closed_until_ms
+    while start + size_ms <= watermark_ms and open_windows.silent_windows < max_silent:
+        if start not in open_windows.windows:
+            open_windows.windows[start] = PartialWindow()
+            open_windows.silent_windows += 1
+            opened += 1
+        start += size_ms
+    return opened
+
+
+def next_close_ms(open_windows: OpenWindows, size_ms: int, max_silent: int = 0) -> int | None:
+    """Event time at which the earliest open window can close, or, for a tracked segment with
+    none open, the end of its next (silent) window: when to call the segment again (a state timeout)."""
+    if open_windows.windows:
+        return min(open_windows.windows) + size_ms
+    if open_windows.closed_until_ms > 0 and open_windows.silent_windows < max_silent:
+        return open_windows.closed_until_ms + size_ms
+    return None
 
 
 def to_segment_window(start_ms: int, size_ms: int, country: str, ad_format: str, part: PartialWindow) -> SegmentWindow:

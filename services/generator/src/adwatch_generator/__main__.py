@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--hours", type=float, help="length of the range when --start is not given (default 24)")
     drill = sub.add_parser("drill", parents=[common], help="inject a scenario into the running live generators")
     drill.add_argument("--scenario", action="append", default=[], metavar="SPEC", help=SCENARIO_HELP)
-    drill.add_argument("--choice", help="non-interactive menu choice: 1-6 or a scenario type")
+    drill.add_argument("--choice", help="non-interactive menu choice: 1-7 or a scenario type")
     drill.add_argument("--segments", help="with --choice: segments (default US|banner)")
     drill.add_argument("--duration", help="with --choice: duration (default 5m)")
     drill.add_argument("--magnitude", type=float, help="with --choice: magnitude (default per type)")

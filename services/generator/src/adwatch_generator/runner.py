@@ -180,13 +180,14 @@ def _apply_control(stream: EventStream, watcher: TruthWatcher, outputs: Outputs,
 
 
 # --- drill ----------------------------------------------------------------------------------
-MENU_KINDS: tuple[ScenarioKind, ...] = (*SCENARIO_KINDS[:5], "clean")
+MENU_KINDS: tuple[ScenarioKind, ...] = (*SCENARIO_KINDS[:6], "clean")
 MENU_TITLES = {
     "ctr_drop": "CTR drop",
     "ctr_spike": "CTR spike (bot clicks)",
     "traffic_spike": "Traffic spike",
     "ecpm_drop": "eCPM drop",
     "click_flood_without_impressions": "Click flood without impressions",
+    "traffic_drop": "Traffic drop (outage)",
     "clean": "Clean: stop the running scenarios",
 }
 
@@ -201,7 +202,7 @@ def menu_text() -> str:
 
 
 def choice_kind(choice: str) -> ScenarioKind:
-    """Menu number (1-6) or a scenario type name -> the scenario type."""
+    """Menu number (1-7) or a scenario type name -> the scenario type."""
     choice = choice.strip()
     if choice.isdigit() and 1 <= int(choice) <= len(MENU_KINDS):
         return MENU_KINDS[int(choice) - 1]

@@ -3,7 +3,7 @@
 Text form (CLI ``--scenario``, drill): ``TYPE[:SEGMENTS[:START[:DURATION[:MAGNITUDE]]]]``
 
 - TYPE: ``ctr_drop``, ``ctr_spike``, ``traffic_spike``, ``ecpm_drop``,
-  ``click_flood_without_impressions`` or ``clean``.
+  ``click_flood_without_impressions``, ``traffic_drop`` (an outage; magnitude 0: dark) or ``clean``.
 - SEGMENTS: comma-separated ``US|banner`` or ``US/banner``; ``*`` wildcards (``US|*``,
   ``*|native``, ``*``). Default ``US|banner`` (``*`` for ``clean``).
 - START: offset from the run start (``0``, ``90s``, ``5m``, ``1h``) or an ISO time
@@ -29,7 +29,7 @@ from adwatch.errors import AdwatchError
 from adwatch_generator.catalog import SEGMENT_KEYS
 
 ScenarioKind = Literal[
-    "ctr_drop", "ctr_spike", "traffic_spike", "ecpm_drop", "click_flood_without_impressions", "clean"
+    "ctr_drop", "ctr_spike", "traffic_spike", "ecpm_drop", "click_flood_without_impressions", "traffic_drop", "clean"
 ]
 SCENARIO_KINDS: tuple[ScenarioKind, ...] = get_args(ScenarioKind)
 
@@ -39,6 +39,7 @@ DEFAULT_MAGNITUDE: dict[ScenarioKind, float] = {
     "traffic_spike": 3.0,  # impressions x 3
     "ecpm_drop": 0.5,  # price x 0.5
     "click_flood_without_impressions": 1.0,  # orphan clicks = 1 x the normal click volume (>= 6/min)
+    "traffic_drop": 0.1,  # impressions x 0.1 (an outage, a broken tag); 0 = the segment goes dark
     "clean": 1.0,
 }
 EXPECTED_ALERT: dict[ScenarioKind, str | None] = {
@@ -47,6 +48,7 @@ EXPECTED_ALERT: dict[ScenarioKind, str | None] = {
     "traffic_spike": "traffic_spike",
     "ecpm_drop": "ecpm_drop",
     "click_flood_without_impressions": "click_without_impression",
+    "traffic_drop": "traffic_drop",
     "clean": None,
 }
 DEFAULT_SEGMENTS = ("US|banner",)
@@ -97,6 +99,10 @@ class Scenario:
 
 def check_magnitude(kind: str, magnitude: float) -> None:
     """Reject magnitudes that would not produce the anomaly the type names."""
+    if kind == "traffic_drop":
+        if not 0 <= magnitude < 1:
+            raise ScenarioError(f"{kind}: magnitude is a multiplier in [0, 1), 0 = dark (got {magnitude})")
+        return
     if not magnitude > 0:
         raise ScenarioError(f"{kind}: magnitude must be > 0 (got {magnitude})")
     if kind in ("ctr_drop", "ecpm_drop") and magnitude >= 1:

@@ -159,7 +159,7 @@ class TrafficModel:
             factors.affected[rows] = True
             if sc.kind in ("ctr_drop", "ctr_spike"):
                 factors.ctr[rows] *= sc.magnitude
-            elif sc.kind == "traffic_spike":
+            elif sc.kind in ("traffic_spike", "traffic_drop"):
                 factors.traffic[rows] *= sc.magnitude
             elif sc.kind == "ecpm_drop":
                 factors.ecpm[rows] *= sc.magnitude
