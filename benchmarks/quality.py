@@ -41,6 +41,7 @@ MAGNITUDES = {
     "traffic_spike": (3.0, 2.0),
     "ecpm_drop": (0.5, 0.7),
     "click_flood_without_impressions": (1.0,),
+    "traffic_drop": (0.1, 0.0),
 }
 
 
@@ -106,9 +107,9 @@ def carriable(sc: Scenario, expected, rules: RuleSettings) -> bool:  # type: ign
     n = float(expected.impressions[row, max(col - 1, 0)])
     p = float(expected.ctr[row, max(col - 1, 0)])
     z, h, m = rules.z_threshold, rules.cusum_h, sc.magnitude
-    if sc.kind == "traffic_spike":
+    if sc.kind in ("traffic_spike", "traffic_drop"):
         phi = 0.0064
-        return n >= rules.rules["traffic"].min_expected_count and n * (m - 1) / math.sqrt(n * (1 + phi * n)) >= z + 1
+        return n >= rules.rules["traffic"].min_expected_count and n * abs(m - 1) / math.sqrt(n * (1 + phi * n)) >= z + 1
     if sc.kind in ("ctr_drop", "ctr_spike"):
         kl = n * p * (m * math.log(m) - m + 1)  # expected log-likelihood ratio per window
         return 3 * kl >= 1.5 * h
