@@ -2,9 +2,9 @@
 
 One run of about seven minutes carries every check, because a Spark detector takes tens of
 seconds to start on two cores:
-- 20 minutes of clean history are backfilled (event time, pinned to a time of day), then traffic runs live and five
-  scenarios (one per alert type) hit five segments for two and a half minutes, from a minute
-  boundary (so two whole windows carry the anomaly);
+- 20 minutes of clean history are backfilled (event time, pinned to a time of day), then traffic
+  runs live and six scenarios (one per alert type, an outage that sends nothing included) hit six
+  segments for two and a half minutes, from a minute boundary (so two whole windows carry the anomaly);
 - malformed records are mixed into ``ad-events`` (they must land in the DLQ, the stream goes on);
 - the detector is SIGKILLed right after its first alert and restarted from its checkpoint;
 - Slack answers the first request 429 (Retry-After 1 s) and holds the next one while the
@@ -46,8 +46,10 @@ SCENARIOS = {
     "traffic_spike": "GB|banner",
     "ecpm_drop": "US|banner",
     "click_without_impression": "DE|banner",
+    "traffic_drop": "FR|banner",
 }
 GENERATOR_KIND = {"click_without_impression": "click_flood_without_impressions"}
+MAGNITUDE = {"traffic_drop": ":0"}  # an outage: the segment goes dark (no event at all)
 SCENARIO_LEAD_S, SCENARIO_DURATION = 45, "150s"
 # Event time is pinned to this time of day (the generator's --clock; same speed as the wall clock):
 # what the default rules can carry in two windows, and what they raise on clean small segments,
@@ -156,7 +158,8 @@ def _run(
     shift_s = datetime.fromisoformat(PINNED_CLOCK).timestamp() - math.floor(now / 60) * 60
     clock = datetime.fromtimestamp(now + shift_s, UTC).isoformat()
     scenarios = [
-        f"{GENERATOR_KIND.get(t, t)}:{seg}:{start_in:.0f}s:{SCENARIO_DURATION}" for t, seg in SCENARIOS.items()
+        f"{GENERATOR_KIND.get(t, t)}:{seg}:{start_in:.0f}s:{SCENARIO_DURATION}{MAGNITUDE.get(t, '')}"
+        for t, seg in SCENARIOS.items()
     ]
     argv = ["adwatch-generator", "live", "--rate", str(RATE), "--warmup-minutes", "20", "--seed", "7", "--quiet"]
     argv += ["--clock", clock]
