@@ -85,6 +85,18 @@ def test_examples_are_not_stale(case: str) -> None:
             id="secret-as-plain-env",
         ),
         pytest.param({"components": {"notifier": {"routes": [{"chanel": "slack"}]}}}, id="typo-route"),
+        pytest.param(
+            {
+                "components": {
+                    "notifier": {"channels": {"slack": {"ingress": {"enabled": True, "paths": ["/metrics"]}}}}
+                }
+            },
+            id="ingress-to-metrics",
+        ),
+        pytest.param(
+            {"components": {"notifier": {"channels": {"slack": {"ingress": {"enabled": True}}}}}},
+            id="ingress-without-host",
+        ),
     ],
 )
 def test_schema_rejects_mistakes(values: dict[str, Any]) -> None:
@@ -158,6 +170,15 @@ def test_files_parse_with_the_services_own_loaders(case: str, tmp_path: Any) -> 
             path = tmp_path / "rules.yaml"
             path.write_text(obj["data"]["rules.yaml"])
             load_rules(str(path))
+
+
+def test_only_the_notifiers_http_routes_are_exposed() -> None:
+    """Slack must reach /slack/actions; /metrics on the same port stays inside the cluster."""
+    (ingress,) = [o for o in objects("all-features") if o["kind"] == "Ingress"]
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/slack/actions", "Exact"), ("/api/v1/silences", "Prefix")]
+    assert {p["backend"]["service"]["name"] for p in paths} == {"adwatch-notifier-slack"}
+    assert not [o for o in objects("default") if o["kind"] == "Ingress"]
 
 
 def test_detector_modes() -> None:

@@ -139,6 +139,46 @@ spec:
 {{- end -}}
 
 {{/*
+An Ingress to a notifier channel's HTTP routes (Slack's request URL, the silence API): only the
+listed paths, each an exact match, so /metrics on the same port stays inside the cluster.
+*/}}
+{{- define "adwatch.ingress" -}}
+{{- $ctx := .ctx -}}
+{{- $in := .ingress -}}
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ include "adwatch.instanceName" $ctx }}
+  labels:
+    {{- include "adwatch.labels" $ctx | nindent 4 }}
+  {{- with $in.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $in.className }}
+  ingressClassName: {{ . }}
+  {{- end }}
+  {{- with $in.tlsSecret }}
+  tls:
+    - hosts: [{{ $in.host | quote }}]
+      secretName: {{ . }}
+  {{- end }}
+  rules:
+    - host: {{ $in.host | quote }}
+      http:
+        paths:
+          {{- range $in.paths }}
+          - path: {{ . }}
+            pathType: {{ if eq . "/api/v1/silences" }}Prefix{{ else }}Exact{{ end }}
+            backend:
+              service:
+                name: {{ include "adwatch.instanceName" $ctx }}
+                port: {name: metrics}
+          {{- end }}
+{{- end -}}
+
+{{/*
 The detector as a spark-operator SparkApplication (cluster mode): the driver runs the job and
 serves /metrics on the metrics port; executors run the tasks. Both read the same env ConfigMap.
 */}}
