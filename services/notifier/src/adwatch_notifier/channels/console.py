@@ -7,7 +7,7 @@ from typing import IO, Any
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery
-from adwatch_notifier.formatting import console_box
+from adwatch_notifier.formatting import Thread, console_box
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -21,7 +21,7 @@ class ConsoleChannel:
         self.stream = stream
         self.link = link
 
-    def render(self, alert: Alert, target: str) -> str:
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> str:
         return console_box(alert, self.link)
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
