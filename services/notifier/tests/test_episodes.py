@@ -151,7 +151,7 @@ def test_slack_bot_escalation_updates_in_place_and_replies_in_thread(slack: Fake
         "escalated high -> critical",
         "resolved after 23 min · peak critical · firing 2.00% (expected 5.00%) · now 4.90%",
     ]
-    assert original.text.startswith("resolved after 23 min")  # the message now says how it ended
+    assert original.text.startswith("✅ Resolved") and original.text.endswith("now 4.90%")  # how it ended
     note = original.blocks[1]["text"]["text"]
     assert "peak critical" in note and "firing 2.00% (expected 5.00%)" in note and "now 4.90%" in note
     assert [r.path.rsplit("/", 1)[-1] for r in slack.requests].count("chat.update") == 3
@@ -177,7 +177,7 @@ def test_slack_webhook_escalation_is_a_new_message_saying_so(slack: FakeSlack) -
     texts = [r.json()["text"] for r in slack.requests]
     assert texts[0].startswith("🚨 CTR drop!")
     assert texts[1].startswith("escalated low -> high: ") and texts[2].startswith("escalated high -> critical: ")
-    assert texts[3].startswith("resolved after 23 min · peak critical")
+    assert texts[3].startswith("✅ Resolved") and "· resolved after 23 min · peak critical" in texts[3]
 
 
 def test_pagerduty_escalation_is_a_trigger_on_the_same_dedup_key() -> None:

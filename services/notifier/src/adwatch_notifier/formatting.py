@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,8 @@ PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warnin
 HEADER_MAX, SECTION_MAX, FIELD_MAX, FIELDS_MAX, BLOCKS_MAX = 150, 3000, 2000, 10, 50
 PD_SUMMARY_MAX, PD_DEDUP_MAX = 1024, 255
 
+
+GROUP_KEY = re.compile(r"^g\d+:")  # a group's notification (grouping.group_key) is named by its group
 
 PD_EVENT_MAX = 512 * 1024  # Events API v2 refuses larger events
 PD_CLIENT = "adwatch"
@@ -221,14 +224,20 @@ def slack_message(alert: Alert, grafana_url: str = "", links: Links = Links()) -
 
 
 def slack_thread_note(message: dict[str, Any], line: str) -> dict[str, Any]:
-    """The message with the episode's change (escalation, recovery evidence) under its header."""
+    """The message with the episode's change (escalation, recovery evidence) under its header.
+
+    The notification text starts with an escalation or a group's change; a recovery's text
+    keeps its ``✅ Resolved`` first and ends with the evidence."""
     if not line:
         return message
-    icon = "✅" if line.startswith(("resolved", "all ")) else "⬆️" if line.startswith("escalated") else "🔁"
+    closing = line.startswith(("resolved", "all "))
+    icon = "✅" if closing else "⬆️" if line.startswith("escalated") else "🔁"
     note = {"type": "section", "text": {"type": "mrkdwn", "text": clip(f"{icon} *{mrkdwn(line)}*", SECTION_MAX)}}
     blocks = list(message.get("blocks", []))
     blocks.insert(1 if blocks else 0, note)
-    return {**message, "text": clip(f"{line}: {message.get('text', '')}", SECTION_MAX), "blocks": blocks[:BLOCKS_MAX]}
+    text = message.get("text", "")
+    text = f"{text} · {line}" if closing else f"{line}: {text}"
+    return {**message, "text": clip(text, SECTION_MAX), "blocks": blocks[:BLOCKS_MAX]}
 
 
 def _slack_url(url: str) -> str:
@@ -308,8 +317,14 @@ def message_id(alert: Alert) -> str:
 
 
 def email_subject(alert: Alert, reply: bool = False) -> str:
-    """Same subject for the whole episode (later mails prefixed Re:) so every client threads them."""
-    subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
+    """Same subject for the whole episode (later mails prefixed Re:) so every client threads them.
+
+    A group's notification (fingerprint ``g<route>:<labels>``) is named by its group, not by its
+    most severe member (which changes as segments join and leave)."""
+    if GROUP_KEY.match(alert.fingerprint):
+        subject = f"[adwatch] group {alert.fingerprint.split(':', 1)[1]}"
+    else:
+        subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
     return f"Re: {subject}" if alert.status == "resolved" or reply else subject
 
 
