@@ -277,6 +277,8 @@ def pagerduty_event(
         },
         "client": PD_CLIENT,
     }
+    if len(alert.message) > PD_SUMMARY_MAX:  # a group's list of segments: whole in the details
+        event["payload"]["custom_details"]["message"] = alert.message
     line = thread_line(alert, thread)
     if line:
         event["payload"]["custom_details"]["episode"] = line
