@@ -14,7 +14,7 @@ Each figure beside a reference measured in the same run (machines differ 2-3x: r
   in the background: 1 s, 2 s, 4 s... backoff); publish -> received p50/p99 of the ``--others``
   other alerts published after it at ``--rate``/s, vs the same run without the failing alert.
 
-Run: ``.venv/bin/python benchmarks/bench_channels.py [--alerts 300] [--others 100]``.
+Run: ``.venv/bin/python benchmarks/bench_channels.py [--alerts 300] [--rounds 3] [--others 100]`` (about 75 s).
 Uses the embedded broker and Redis on 127.0.0.1; stops them at the end.
 """
 
@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=300, help="alerts per rate measure")
     parser.add_argument("--others", type=int, default=100, help="other alerts in the failing measure")
     parser.add_argument("--rate", type=float, default=20.0, help="alerts/s in the failing measure")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the rate measure (median)")
     parser.add_argument("--skip", default="", help="comma-separated: rate,storm,failing")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
@@ -263,18 +264,25 @@ def main() -> None:
         with FakeSlack() as slack, FakePagerDuty() as pd, SmtpSink() as smtp:
             if "rate" not in skip:
                 off = {"slack_min_interval_ms": 0, "pagerduty_min_interval_ms": 0}
-                ref = chain_rate(
-                    common, settings("console", "unused", routes_file(tmp, "console", False), **off), args.alerts
-                )
-                print(f"rate reference: console one by one {ref:,.0f} alerts/s ({args.alerts} alerts)")
-                for channel in ("slack", "pagerduty", "email"):
+
+                def measure(channel: str, grouped: bool) -> float:
                     extra = {**off, **provider_settings(channel, slack, pd, smtp)}
-                    single = chain_rate(
-                        common, settings(channel, "unused", routes_file(tmp, channel, False), **extra), args.alerts
-                    )
-                    grouped = chain_rate(
-                        common, settings(channel, "unused", routes_file(tmp, channel, True), **extra), args.alerts
-                    )
+                    s = settings(channel, "unused", routes_file(tmp, channel, grouped), **extra)
+                    return chain_rate(common, s, args.alerts)
+
+                rounds: dict[tuple[str, bool], list[float]] = {}
+                for _ in range(args.rounds):  # alternately, so a busy moment hits every side alike
+                    for key in [("console", False)] + [
+                        (c, g) for c in ("slack", "pagerduty", "email") for g in (False, True)
+                    ]:
+                        rounds.setdefault(key, []).append(measure(*key))
+                med = {key: statistics.median(values) for key, values in rounds.items()}
+                ref = med[("console", False)]
+                print(
+                    f"rate reference: console one by one {ref:,.0f} alerts/s ({args.alerts} alerts, median of {args.rounds})"
+                )
+                for channel in ("slack", "pagerduty", "email"):
+                    single, grouped = med[(channel, False)], med[(channel, True)]
                     print(
                         f"rate {channel}: one by one {single:,.0f} alerts/s ({single / ref:.2f}x console), "
                         f"grouped {grouped:,.0f} alerts/s ({grouped / ref:.2f}x console, {grouped / single:.1f}x one by one)"
