@@ -13,7 +13,6 @@ honours ``Retry-After`` on 429 and stops at the deadline (one policy, counted on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -32,12 +31,13 @@ TRANSIENT_ERRORS = frozenset({"internal_error", "service_unavailable", "fatal_er
 """``ok:false`` errors that Slack documents as temporary: retried like a 5xx (``ratelimited`` like a 429)."""
 
 
-@dataclass(frozen=True)
-class _Post:
-    """What :meth:`SlackChannel.render` builds: the message, and the thread reply of a follow-up."""
+class _Post(dict[str, Any]):
+    """What :meth:`SlackChannel.render` builds: the message (a dict, as Slack takes it) and
+    ``reply``, the thread reply of a follow-up ("" for a first message)."""
 
-    message: dict[str, Any]
-    reply: str = ""
+    def __init__(self, message: dict[str, Any], reply: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class SlackChannel:
@@ -71,10 +71,10 @@ class SlackChannel:
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         post = payload if isinstance(payload, _Post) else _Post(payload) if isinstance(payload, dict) else None
-        post = post or self.render(alert, target)
+        post = post if post is not None else self.render(alert, target)
         if self.web is not None:
             return self._send_web(target, ref, post)
-        return self._send_webhook(target, post.message)
+        return self._send_webhook(target, post)
 
     def _send_webhook(self, target: str, message: dict[str, Any]) -> Delivery:
         assert self.hook is not None
@@ -100,7 +100,7 @@ class SlackChannel:
         channel_id, _, ts = (ref or "").partition("|")
         if channel_id and ts:
             try:
-                self._call(self.web.chat_update, channel=channel_id, ts=ts, **post.message)
+                self._call(self.web.chat_update, channel=channel_id, ts=ts, **post)
             except DeliveryError as exc:
                 if exc.detail not in _STALE_MESSAGE:
                     raise
@@ -109,7 +109,7 @@ class SlackChannel:
                 if post.reply:
                     self._call(self.web.chat_postMessage, channel=channel_id, thread_ts=ts, text=post.reply)
                 return Delivery(self.name, target, ref)
-        resp = self._call(self.web.chat_postMessage, channel=target, **post.message)
+        resp = self._call(self.web.chat_postMessage, channel=target, **post)
         return Delivery(self.name, target, f"{resp.get('channel', target)}|{resp.get('ts', '')}")
 
     def _call(self, method: Any, **kwargs: Any) -> Any:
