@@ -215,3 +215,9 @@ def test_email_escalation_and_recovery_answer_the_first_mail() -> None:
     bodies = [m.get_body(("plain",)).get_content() for m in rest]  # type: ignore[union-attr]
     assert bodies[0].startswith("Escalated low -> high") and bodies[1].startswith("Escalated high -> critical")
     assert bodies[2].startswith("Resolved after 23 min · peak critical · firing 2.00% (expected 5.00%) · now 4.90%")
+
+
+def test_console_box_says_what_changed() -> None:
+    channel = build_channel(NotifierSettings(channel="console"))
+    assert channel.render(CRITICAL, "", Thread(escalated_from="high")).startswith("escalated high -> critical\n┌")
+    assert channel.render(CRITICAL, "").startswith("┌")
