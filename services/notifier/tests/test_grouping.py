@@ -11,7 +11,7 @@ from adwatch.contracts import Alert, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, SmtpSink
 from adwatch_notifier.channels import BaseChannel, build_channel
 from adwatch_notifier.delivery import Delivery
-from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, summary
+from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, change_line, summary
 from adwatch_notifier.outcomes import Continue, Grouped, StageResult, Suppressed
 from adwatch_notifier.routing import RoutingTable, parse_routes
 from adwatch_notifier.settings import NotifierSettings
@@ -285,3 +285,33 @@ def test_grouped_email_is_one_thread_per_group() -> None:
     assert len(rest) == 4 and first["In-Reply-To"] is None
     assert all(m["In-Reply-To"] == first["Message-ID"] and m["Subject"] == "Re: " + first["Subject"] for m in rest)
     assert rest[-1].get_body(("plain",)).get_content().startswith("All recovered after 1 h 15 min")  # type: ignore[union-attr]
+
+
+US = make_alert(country="US").fingerprint
+
+
+@pytest.mark.parametrize(
+    ("before", "alerts", "repeat", "line"),
+    [
+        pytest.param([US], [make_alert(country="US")], True, "still firing: 1 segment, for 10 min", id="repeat"),
+        pytest.param(
+            [US],
+            [make_alert(country="US", severity="critical")],
+            False,
+            "severity changed · 1 firing, top critical",
+            id="severity-changed",
+        ),
+        pytest.param(
+            [],
+            [make_alert(country="US"), make_alert(country="DE")],
+            False,
+            "+2 joined: DE|banner, US|banner · 2 firing",
+            id="joined",
+        ),
+        pytest.param(
+            [US], [make_alert(country="US", status="resolved")], False, "all recovered after 10 min", id="all-ok"
+        ),
+    ],
+)
+def test_change_line(before: list[str], alerts: list[Alert], repeat: bool, line: str) -> None:
+    assert change_line({a.fingerprint: a for a in alerts}, before, 0, 600_000, repeat) == line

@@ -314,10 +314,13 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
     )
 
 
-def change_line(alerts: Mapping[str, Alert], before: Sequence[str], since_ms: int, now_ms: int) -> str:
+def change_line(
+    alerts: Mapping[str, Alert], before: Sequence[str], since_ms: int, now_ms: int, repeat: bool = False
+) -> str:
     """What changed since the group's last notification, in one line (a thread reply, a mail's first line).
 
-    ``+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing``; unchanged (a repeat):
+    ``+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing``; the same members at
+    another severity: ``severity changed · 5 firing, top high``; unchanged (a ``repeat``):
     ``still firing: 5 segments, for 1 h 5 min``; nothing left firing: ``all recovered after 40 min``.
     """
     firing = [a for a in alerts.values() if a.status == "firing"]
@@ -331,6 +334,9 @@ def change_line(alerts: Mapping[str, Alert], before: Sequence[str], since_ms: in
         parts.append(f"+{len(joined)} joined: {_names(joined)}")
     if recovered:
         parts.append(f"{len(recovered)} recovered: {_names(recovered)}")
+    if not parts and not repeat:
+        top = max((a.severity for a in firing), key=SEVERITIES.index)
+        return f"severity changed · {len(firing)} firing, top {top}"
     if not parts:
         return f"still firing: {len(firing)} segment{'s' if len(firing) != 1 else ''}, for {duration_text(now_ms - since_ms)}"
     return " · ".join([*parts, f"{len(firing)} firing"])
@@ -395,7 +401,8 @@ class GroupFlusher:
         target = state.target or self.channel.default_target
         ref = state.ref  # the first notification: Slack updates it, email answers it; PagerDuty dedups on the key
         opened = not state.last_flush_ms
-        thread = None if opened else Thread(change=change_line(alerts, state.members, state.since_ms, now_ms))
+        repeat = current == state.digest
+        thread = None if opened else Thread(change=change_line(alerts, state.members, state.since_ms, now_ms, repeat))
         try:
             payload = self.channel.render(notification, target, thread)
             delivery = self.channel.send(notification, target, ref, payload)
