@@ -1,7 +1,7 @@
 """The delivery journal: each channel's episode records, durable outside Redis.
 
 Redis holds, per channel and fingerprint, what the channel delivered for the open episode
-(``episode``: severity and target; ``ref``: the provider's message id). A recovery follows that
+(``episode``: severity, target and the firing's evidence; ``ref``: the provider's message id). A recovery follows that
 record; without it Slack and email do not send the recovery (``never_notified``) and the
 incident looks open forever. Redis can lose it (``FLUSHALL``, a restart without persistence, a
 failover to a stale replica), so every change of an episode record also goes to a log-compacted
