@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.formatting import Thread
 from adwatch_notifier.ledger import KeyKind
 from adwatch_notifier.outcomes import DeadLetter, Defer, StageId, StageResult, Stop
 from adwatch_notifier.stages import Envelope, Stage
@@ -98,9 +99,11 @@ class FuncChannel:
     calls: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     rendered: list[Alert] = field(default_factory=list)
+    threads: list[Thread | None] = field(default_factory=list)  # the ``thread`` of each render, in order
 
-    def render(self, alert: Alert, target: str) -> object:
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> object:
         self.rendered.append(alert)
+        self.threads.append(thread)
         return {"alert": alert.alert_id, "severity": alert.severity}
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: object = None) -> Delivery:

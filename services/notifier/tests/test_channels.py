@@ -44,11 +44,13 @@ def test_slack_bot_updates_the_original_message(harness: Any, alert_factory: Cal
             "slack", slack_bot_token="xoxb-test-token-1234", slack_api_url=slack.api_url, slack_channel="#ads"
         )
         assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
-        post, update = slack.requests
+        post, update, reply = slack.requests
     assert post.path == "/api/chat.postMessage" and post.json()["channel"] == "#ads"
     assert update.path == "/api/chat.update"
     assert update.json()["ts"] == "1700000001.000100" and update.json()["channel"] == "C0ADWATCH"
     assert update.json()["blocks"][0]["text"]["text"].startswith("✅ Resolved")
+    assert reply.path == "/api/chat.postMessage" and reply.json()["thread_ts"] == "1700000001.000100"
+    assert reply.json()["text"].startswith("resolved after")
 
 
 def test_pagerduty_trigger_then_resolve(harness: Any, alert_factory: Callable[..., Alert]) -> None:

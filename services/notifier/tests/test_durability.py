@@ -112,15 +112,19 @@ def test_redis_flushed_between_firing_and_resolve_still_sends_the_resolve(
         poll_until(lambda: len(client.keys("*:episode:*")) == 2, "both episode records in Redis")
         assert client.flushall()
         harness.publish(resolved)
-        requests = slack.wait_for(2, timeout_s=60)
+        requests = slack.wait_for(3, timeout_s=60)  # the update and its thread reply
         mails = smtp.wait_for(2, timeout_s=60)
         time.sleep(1.5)  # nothing more comes
-        assert len(slack.requests) == 2 and len(smtp.messages) == 2
+        assert len(slack.requests) == 3 and len(smtp.messages) == 2
     assert posted.path.endswith("chat.postMessage") and posted.json()["channel"] == "#ads-critical"
     update = requests[1]
     assert update.path.endswith("chat.update"), update.path  # the firing's message, found by the restored ref
     assert (update.json()["channel"], update.json()["ts"]) == ("C0ADWATCH", "1700000001.000100")  # FakeSlack's first
     assert "critical" in update.body.decode().lower()  # the episode's severity, not the recovery's "low"
+    reply = requests[2].json()  # the firing's evidence came back with the episode record
+    assert (
+        reply["thread_ts"] == "1700000001.000100" and "peak critical · firing 2.00% (expected 5.00%)" in reply["text"]
+    )
     resolve_mail = mails[1]
     assert resolve_mail["To"] == first_mail["To"] == "oncall@example.com"
     assert resolve_mail["In-Reply-To"] == first_mail["Message-ID"]
@@ -142,6 +146,13 @@ def test_redis_flushed_under_a_grouped_route_the_group_still_resolves(
         )
         assert client.flushall()
         poll_until(lambda: client.keys("*:group:*"), "the group buffer restored by the flusher's tick", timeout_s=10)
+        poll_until(
+            lambda: any(client.hget(k, "since") for k in client.keys("*:groupmeta:*")),
+            "the group's first notification restored",
+            timeout_s=10,
+        )
+        [meta] = client.keys("*:groupmeta:*")  # the members firing at the last flush: the next change line's base
+        assert client.hget(meta, "members") == alert_factory().fingerprint.encode()
         time.sleep(1.5)
         assert len(hook.requests) == 1  # unchanged since its last notification: not sent again
         harness.publish(alert_factory(status="resolved", window_start_ms=T1))

@@ -8,9 +8,13 @@ import threading
 import pytest
 
 from adwatch.contracts import Alert, encode
-from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, summary
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, SmtpSink
+from adwatch_notifier.channels import BaseChannel, build_channel
+from adwatch_notifier.delivery import Delivery
+from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, change_line, summary
 from adwatch_notifier.outcomes import Continue, Grouped, StageResult, Suppressed
-from adwatch_notifier.routing import parse_routes
+from adwatch_notifier.routing import RoutingTable, parse_routes
+from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.stages import Envelope, GroupStage
 
 from .conftest import make_alert
@@ -116,7 +120,7 @@ def test_group_timers_repeat_and_resolve() -> None:
 
 
 def test_failed_group_send_is_kept_and_tried_again() -> None:
-    from adwatch_notifier.delivery import Delivery, DeliveryError
+    from adwatch_notifier.delivery import DeliveryError
 
     store, clock = MemoryGroupStore(), FakeClock()
     results: list[object] = [DeliveryError("serverError", "503", retryable=True)]
@@ -177,3 +181,137 @@ def test_build_stages_groups_and_the_processor_counts_it() -> None:
     )
     assert value == 1
     assert list(store.groups) == ["g0:alert_type=ctr_drop"]
+
+
+# --- one notification per group, followed in place -----------------------------------------------
+def grouped_table(channel: str) -> RoutingTable:
+    return parse_routes(
+        f"routes:\n  - channel: {channel}\n    group_by: [alert_type]\n"
+        "    group_wait: 30s\n    group_interval: 5m\n    repeat_interval: 1h\n"
+    )
+
+
+def group_life(channel: BaseChannel) -> list[int]:
+    """US fires; DE joins; an hour unchanged (a repeat); US recovers; DE recovers. Sends per tick."""
+    store, clock = MemoryGroupStore(), FakeClock()
+    table = grouped_table(channel.name)
+    stage = GroupStage(table, channel, store, now=clock)
+    flusher = GroupFlusher(store, channel, {0: table.routes[0].group}, owner="me", now=clock)  # type: ignore[dict-item]
+    sent: list[int] = []
+
+    def tick(seconds: float) -> None:
+        clock.s += seconds
+        sent.append(flusher.tick().sent)
+
+    stage(env(make_alert(country="US")))
+    tick(30)
+    stage(env(make_alert(country="DE")))
+    tick(300)
+    for _ in range(12):
+        tick(300)
+    stage(env(make_alert(country="US", status="resolved")))
+    tick(300)
+    stage(env(make_alert(country="DE", status="resolved")))
+    tick(300)
+    channel.close()
+    return sent
+
+
+def test_group_changes_are_told_as_one_line_each() -> None:
+    channel = FuncChannel(name="console", send_fn=lambda alert, target, ref: Delivery("f", target, ref or "C1|1.0"))
+    assert sum(group_life(channel)) == 5
+    assert [t.change if t else None for t in channel.threads] == [
+        None,  # the first notification opens the group's thread
+        "+1 joined: DE|banner · 2 firing",
+        "still firing: 2 segments, for 1 h 5 min",
+        "1 recovered: US|banner · 1 firing",
+        "all recovered after 1 h 15 min",
+    ]
+    assert [c[2] for c in channel.calls] == [
+        None,
+        "C1|1.0",
+        "C1|1.0",
+        "C1|1.0",
+        "C1|1.0",
+    ]  # every one follows the first
+
+
+def test_grouped_slack_bot_is_one_message_updated_in_place_with_thread_replies() -> None:
+    with FakeSlack() as slack:
+        settings = NotifierSettings(
+            channel="slack", slack_bot_token="xoxb-t", slack_api_url=slack.api_url, slack_channel="#ads"
+        )
+        group_life(build_channel(settings))
+        (message,) = slack.top_level()
+        replies = [m.text for m in slack.replies(message.ts)]
+    assert message.updates == 4 and message.text.startswith("0 firing, 1 resolved in group alert_type=ctr_drop")
+    assert replies == [
+        "+1 joined: DE|banner · 2 firing",
+        "still firing: 2 segments, for 1 h 5 min",
+        "1 recovered: US|banner · 1 firing",
+        "all recovered after 1 h 15 min",
+    ]
+
+
+def test_grouped_slack_webhook_posts_each_change_as_a_message_saying_it() -> None:
+    with FakeSlack() as slack:
+        group_life(build_channel(NotifierSettings(channel="slack", slack_webhook_url=slack.webhook_url)))
+        texts = [r.json()["text"] for r in slack.requests]
+    assert len(texts) == 5 and texts[1].startswith("+1 joined: DE|banner · 2 firing: 2 firing, 0 resolved")
+
+
+def test_grouped_pagerduty_is_one_incident_per_group() -> None:
+    with FakePagerDuty() as pd:
+        settings = NotifierSettings(channel="pagerduty", pagerduty_routing_key="RK", pagerduty_url=pd.url)
+        group_life(build_channel(settings))
+        events = [r.json() for r in pd.requests]
+    assert [e["event_action"] for e in events] == ["trigger"] * 4 + ["resolve"]
+    assert {e["dedup_key"] for e in events} == {"g0:alert_type=ctr_drop"}
+    assert events[1]["payload"]["custom_details"]["episode"] == "+1 joined: DE|banner · 2 firing"
+
+
+def test_grouped_email_is_one_thread_per_group() -> None:
+    with SmtpSink() as sink:
+        settings = NotifierSettings(
+            channel="email",
+            smtp_host=sink.host,
+            smtp_port=sink.port,
+            smtp_starttls=False,
+            smtp_from="adwatch@example.com",
+            smtp_to="oncall@example.com",
+        )
+        group_life(build_channel(settings))
+        first, *rest = sink.wait_for(5)
+    assert len(rest) == 4 and first["In-Reply-To"] is None
+    assert all(m["In-Reply-To"] == first["Message-ID"] and m["Subject"] == "Re: " + first["Subject"] for m in rest)
+    assert rest[-1].get_body(("plain",)).get_content().startswith("All recovered after 1 h 15 min")  # type: ignore[union-attr]
+
+
+US = make_alert(country="US").fingerprint
+
+
+@pytest.mark.parametrize(
+    ("before", "alerts", "repeat", "line"),
+    [
+        pytest.param([US], [make_alert(country="US")], True, "still firing: 1 segment, for 10 min", id="repeat"),
+        pytest.param(
+            [US],
+            [make_alert(country="US", severity="critical")],
+            False,
+            "severity changed · 1 firing, top critical",
+            id="severity-changed",
+        ),
+        pytest.param(
+            [],
+            [make_alert(country="US"), make_alert(country="DE")],
+            False,
+            "+2 joined: DE|banner, US|banner · 2 firing",
+            id="joined",
+        ),
+        pytest.param(
+            [US], [make_alert(country="US", status="resolved")], False, "all recovered after 10 min", id="all-ok"
+        ),
+    ],
+)
+def test_change_line(before: list[str], alerts: list[Alert], repeat: bool, line: str) -> None:
+    assert change_line({a.fingerprint: a for a in alerts}, before, 0, 600_000, repeat) == line

@@ -18,6 +18,7 @@ from adwatch_dev.fakes import FakePagerDuty, FakeWebhook
 from adwatch_dev.testing import poll_until, unique
 from adwatch_notifier import Delivered, Suppressed
 from adwatch_notifier.__main__ import main
+from adwatch_notifier.grouping import RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.silences import RedisSilenceStore, new_silence
@@ -41,6 +42,17 @@ def test_redis_stores(redis_url: str) -> None:
     assert inhibit.firing([us], now_ms + 60_000) == [[]]
     inhibit.clear("r1", "US|banner", "traffic_spike:US|banner")
     assert inhibit.firing([us], now_ms) == [[]]
+
+
+def test_redis_group_store_remembers_members_and_first_flush(redis_url: str) -> None:
+    store = RedisGroupStore(make_redis(redis_url), unique("adwatch:notifier"), "slack")
+    store.add("g0:alert_type=ctr_drop", "#ads", "ctr_drop:US|banner", b"us", 1_000)
+    store.add("g0:alert_type=ctr_drop", "#ads", "ctr_drop:DE|banner", b"de", 1_000)
+    members = ["ctr_drop:DE|banner", "ctr_drop:US|banner"]
+    store.flushed("g0:alert_type=ctr_drop", at_ms=5, digest="d1", ref="C1|1.0", gone={}, due_ms=10, members=members)
+    store.flushed("g0:alert_type=ctr_drop", at_ms=9, digest="d2", ref="C1|1.0", gone={}, due_ms=20, members=members[:1])
+    state = store.load("g0:alert_type=ctr_drop")
+    assert (state.members, state.since_ms, state.last_flush_ms, state.ref) == (("ctr_drop:DE|banner",), 5, 9, "C1|1.0")
 
 
 def _hhmm(t: float) -> str:

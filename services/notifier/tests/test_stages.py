@@ -532,7 +532,7 @@ def test_mark_sent_records_the_episode_with_the_highest_severity() -> None:
 
 # --- render ----------------------------------------------------------------------------------
 def test_render_failure_is_parked_before_any_claim() -> None:
-    def boom(alert: Alert, target: str) -> object:
+    def boom(alert: Alert, target: str, thread: object = None) -> object:
         raise ValueError("year 5138 is out of range")
 
     channel = FuncChannel()

@@ -170,13 +170,34 @@ class FakeHTTPServer:
         self.httpd.server_close()
 
 
+@dataclass
+class SlackMessage:
+    """One message as the fake Slack holds it: updated in place by ``chat.update``."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[Any]
+    thread_ts: str | None = None
+    updates: int = 0
+
+
 class FakeSlack(FakeHTTPServer):
     """Incoming webhook at ``.webhook_url`` (answers ``ok``), Web API at ``.api_url`` and an
-    interaction's ``.response_url`` (answers ``{"ok": true}``)."""
+    interaction's ``.response_url`` (answers ``{"ok": true}``).
+
+    The Web API keeps what it was sent (``.messages`` by ``ts``), as Slack does:
+    ``chat.postMessage`` takes a channel name or id and answers the channel's id and a new ``ts``
+    (with ``thread_ts``: a reply on that thread); ``chat.update`` takes the channel *id* and the
+    ``ts`` of a message it holds, else ``channel_not_found`` / ``message_not_found``.
+    """
+
+    CHANNEL_ID = "C0ADWATCH"
 
     def __init__(self) -> None:
         super().__init__()
         self._ts = 0
+        self.messages: dict[str, SlackMessage] = {}
 
     @property
     def webhook_url(self) -> str:
@@ -190,26 +211,46 @@ class FakeSlack(FakeHTTPServer):
     def response_url(self) -> str:
         return f"{self.url}/actions/T000/1234/XXXX"
 
+    def top_level(self) -> list[SlackMessage]:
+        """Messages of the channel itself (not thread replies), in order."""
+        with self._lock:
+            return [m for m in self.messages.values() if m.thread_ts is None]
+
+    def replies(self, ts: str) -> list[SlackMessage]:
+        """The thread replies of the message ``ts``, in order."""
+        with self._lock:
+            return [m for m in self.messages.values() if m.thread_ts == ts]
+
     def answer(self, req: RecordedRequest) -> tuple[int, dict[str, str], Body]:
         if req.path.startswith("/services/"):
             return 200, {"Content-Type": "text/html"}, "ok"
         if req.path.startswith("/actions/"):
             return 200, {"Content-Type": "application/json"}, {"ok": True}
         method = req.path.rsplit("/", 1)[-1]
+        headers = {"Content-Type": "application/json"}
         if not req.headers.get("authorization", "").startswith("Bearer "):
-            return 200, {"Content-Type": "application/json"}, {"ok": False, "error": "not_authed"}
+            return 200, headers, {"ok": False, "error": "not_authed"}
         data = req.json() or {}
+        blocks = data.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
         if method == "chat.postMessage":
+            thread_ts = data.get("thread_ts") or None
+            if thread_ts is not None and thread_ts not in self.messages:
+                return 200, headers, {"ok": False, "error": "thread_not_found"}
             self._ts += 1
             ts = f"{1700000000 + self._ts}.000100"
-            return 200, {"Content-Type": "application/json"}, {"ok": True, "channel": "C0ADWATCH", "ts": ts}
+            self.messages[ts] = SlackMessage(self.CHANNEL_ID, ts, str(data.get("text", "")), blocks, thread_ts)
+            return 200, headers, {"ok": True, "channel": self.CHANNEL_ID, "ts": ts}
         if method == "chat.update":
-            return (
-                200,
-                {"Content-Type": "application/json"},
-                {"ok": True, "channel": data.get("channel"), "ts": data.get("ts")},
-            )
-        return 200, {"Content-Type": "application/json"}, {"ok": False, "error": "unknown_method"}
+            if data.get("channel") != self.CHANNEL_ID:  # an id, never a name (#ads)
+                return 200, headers, {"ok": False, "error": "channel_not_found"}
+            held = self.messages.get(str(data.get("ts")))
+            if held is None:
+                return 200, headers, {"ok": False, "error": "message_not_found"}
+            held.text, held.blocks, held.updates = str(data.get("text", held.text)), blocks, held.updates + 1
+            return 200, headers, {"ok": True, "channel": held.channel, "ts": held.ts, "text": held.text}
+        return 200, headers, {"ok": False, "error": "unknown_method"}
 
     def failure_body(self, status: int) -> Body:
         if status == 429:
@@ -373,6 +414,7 @@ __all__ = [
     "FakeSlack",
     "FakeWebhook",
     "RecordedRequest",
+    "SlackMessage",
     "SmtpSink",
     "self_signed_cert",
     "server_tls_context",

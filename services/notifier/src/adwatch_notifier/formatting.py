@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,8 @@ PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warnin
 HEADER_MAX, SECTION_MAX, FIELD_MAX, FIELDS_MAX, BLOCKS_MAX = 150, 3000, 2000, 10, 50
 PD_SUMMARY_MAX, PD_DEDUP_MAX = 1024, 255
 
+
+GROUP_KEY = re.compile(r"^g\d+:")  # a group's notification (grouping.group_key) is named by its group
 
 PD_EVENT_MAX = 512 * 1024  # Events API v2 refuses larger events
 PD_CLIENT = "adwatch"
@@ -55,6 +58,71 @@ class Links:
                 except (KeyError, IndexError, ValueError):
                     out.append((text, template))
         return out
+
+
+@dataclass(frozen=True)
+class Thread:
+    """How a notification follows its episode's first one (``None``: it opens the episode).
+
+    - ``change``: one line for the thread reply / the top of a mail ("escalated high -> critical",
+      "resolved after 23 min", "+2 joined, 1 recovered");
+    - ``escalated_from``: the severity delivered before, for a firing that escalates;
+    - ``peak``, ``since_ms``, ``fired_current``, ``fired_expected``: the firing's evidence, for a
+      recovery (highest severity delivered, first firing's detection time, its values).
+    """
+
+    change: str = ""
+    escalated_from: str = ""
+    peak: str = ""
+    since_ms: int = 0
+    fired_current: float | None = None
+    fired_expected: float | None = None
+
+
+def duration_text(ms: int) -> str:
+    """``45 s``, ``23 min``, ``2 h 5 min``, ``3 d 4 h``."""
+    s = max(0, ms // 1000)
+    if s < 60:
+        return f"{s} s"
+    minutes = s // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def escalation_line(previous: str, severity: str) -> str:
+    return f"escalated {previous} -> {severity}"
+
+
+def recovery_line(alert: Alert, thread: Thread) -> str:
+    """``resolved after 23 min · peak critical · firing 2.00% (expected 5.00%) · now 4.90%``."""
+    parts = [
+        f"resolved after {duration_text(alert.detected_at_ms - thread.since_ms)}" if thread.since_ms else "resolved"
+    ]
+    if thread.peak:
+        parts.append(f"peak {thread.peak}")
+    if thread.fired_current is not None and thread.fired_expected is not None:
+        fired = format_value(alert.metric, thread.fired_current)
+        parts.append(f"firing {fired} (expected {format_value(alert.metric, thread.fired_expected)})")
+    parts.append(f"now {format_value(alert.metric, alert.current)}")
+    return " · ".join(parts)
+
+
+def thread_line(alert: Alert, thread: Thread | None) -> str:
+    """The one line that says what changed since the episode's first notification ("" when it opens it)."""
+    if thread is None:
+        return ""
+    if thread.change:
+        return thread.change
+    if alert.status == "resolved":
+        return recovery_line(alert, thread)
+    if thread.escalated_from:
+        return escalation_line(thread.escalated_from, alert.severity)
+    return ""
 
 
 def mrkdwn(text: object) -> str:
@@ -155,15 +223,37 @@ def slack_message(alert: Alert, grafana_url: str = "", links: Links = Links()) -
     }
 
 
+def slack_thread_note(message: dict[str, Any], line: str) -> dict[str, Any]:
+    """The message with the episode's change (escalation, recovery evidence) under its header.
+
+    The notification text starts with an escalation or a group's change; a recovery's text
+    keeps its ``✅ Resolved`` first and ends with the evidence."""
+    if not line:
+        return message
+    closing = line.startswith(("resolved", "all "))
+    icon = "✅" if closing else "⬆️" if line.startswith("escalated") else "🔁"
+    note = {"type": "section", "text": {"type": "mrkdwn", "text": clip(f"{icon} *{mrkdwn(line)}*", SECTION_MAX)}}
+    blocks = list(message.get("blocks", []))
+    blocks.insert(1 if blocks else 0, note)
+    text = message.get("text", "")
+    text = f"{text} · {line}" if closing else f"{line}: {text}"
+    return {**message, "text": clip(text, SECTION_MAX), "blocks": blocks[:BLOCKS_MAX]}
+
+
 def _slack_url(url: str) -> str:
     """A configured URL inside ``<url|text>``: ``|`` and ``>`` would end it early."""
     return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
 
 
 # --- PagerDuty ------------------------------------------------------------------------------
-def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "", links: Links = Links()) -> dict[str, Any]:
+def pagerduty_event(
+    alert: Alert, routing_key: str, grafana_url: str = "", links: Links = Links(), thread: Thread | None = None
+) -> dict[str, Any]:
     """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint.
 
+    An escalation is a new ``trigger`` with the same ``dedup_key`` (PagerDuty appends it to the
+    open alert's log as a trigger entry, at the new severity; no second incident), its
+    ``custom_details`` saying ``escalated_from``. A resolve carries no payload (the API takes none).
     ``client``/``client_url`` name adwatch and its dashboard; the event is trimmed under 512 KB
     (``custom_details`` values are clipped, then dropped) so PagerDuty never refuses it for size.
     """
@@ -187,6 +277,13 @@ def pagerduty_event(alert: Alert, routing_key: str, grafana_url: str = "", links
         },
         "client": PD_CLIENT,
     }
+    if len(alert.message) > PD_SUMMARY_MAX:  # a group's list of segments: whole in the details
+        event["payload"]["custom_details"]["message"] = alert.message
+    line = thread_line(alert, thread)
+    if line:
+        event["payload"]["custom_details"]["episode"] = line
+    if thread is not None and thread.escalated_from:
+        event["payload"]["custom_details"]["escalated_from"] = thread.escalated_from
     urls = links.for_alert(alert) or ([("Grafana dashboard", grafana_url)] if grafana_url else [])
     if urls:
         event["links"] = [{"href": url, "text": text} for text, url in urls]
@@ -221,22 +318,32 @@ def message_id(alert: Alert) -> str:
     return f"<{alert.alert_id}.{alert.status}@adwatch>"
 
 
-def email_subject(alert: Alert) -> str:
-    """Same subject for firing and resolved (prefixed Re:) so every client threads them."""
-    subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
-    return f"Re: {subject}" if alert.status == "resolved" else subject
+def email_subject(alert: Alert, reply: bool = False) -> str:
+    """Same subject for the whole episode (later mails prefixed Re:) so every client threads them.
+
+    A group's notification (fingerprint ``g<route>:<labels>``) is named by its group, not by its
+    most severe member (which changes as segments join and leave)."""
+    if GROUP_KEY.match(alert.fingerprint):
+        subject = f"[adwatch] group {alert.fingerprint.split(':', 1)[1]}"
+    else:
+        subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
+    return f"Re: {subject}" if alert.status == "resolved" or reply else subject
 
 
-def email_text(alert: Alert, grafana_url: str = "") -> str:
+def email_text(alert: Alert, grafana_url: str = "", thread: Thread | None = None) -> str:
     grafana_url = alert_link(grafana_url, alert)
-    lines = [alert.message, ""] + [f"{k:>12}: {v}" for k, v in evidence(alert).items()]
+    line = thread_line(alert, thread)
+    lines = ([line.capitalize(), ""] if line else []) + [alert.message, ""]
+    lines += [f"{k:>12}: {v}" for k, v in evidence(alert).items()]
     if grafana_url:
         lines += ["", f"Dashboard: {grafana_url}"]
     return "\n".join(lines) + "\n"
 
 
-def email_html(alert: Alert, grafana_url: str = "") -> str:
+def email_html(alert: Alert, grafana_url: str = "", thread: Thread | None = None) -> str:
     grafana_url = alert_link(grafana_url, alert)
+    line = thread_line(alert, thread)
+    note = f"<p><b>{html.escape(line.capitalize())}</b></p>" if line else ""
     color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
     rows = "".join(
         f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -244,7 +351,7 @@ def email_html(alert: Alert, grafana_url: str = "") -> str:
     )
     link = f"<p><a href='{html.escape(grafana_url)}'>Open the Grafana dashboard</a></p>" if grafana_url else ""
     return (
-        f"<html><body><h2 style='color:{color}'>{html.escape(alert.message)}</h2>"
+        f"<html><body>{note}<h2 style='color:{color}'>{html.escape(alert.message)}</h2>"
         f"<table>{rows}</table>{link}</body></html>"
     )
 

@@ -7,8 +7,11 @@ every ``group_interval`` while it changes, and again every ``repeat_interval`` w
 unchanged. A notification lists every alert of the group; a flushed recovery leaves the
 group, an empty group is dropped. The notification is one :class:`Alert` per group
 (:func:`summary`) whose fingerprint is the group key, so each channel's own format applies:
-one Slack message (updated in place with a bot token), one PagerDuty incident
-(``dedup_key`` = group key, resolved when every alert of the group is), one email thread.
+one Slack message (with a bot token: updated in place, each change and repeat a thread reply
+such as "+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing"; with a webhook a
+new message starting with that line), one PagerDuty incident (``dedup_key`` = group key, resolved
+when every alert of the group is), one email thread (later mails answer the first).
+The group remembers its firing members and its first notification's time for those lines.
 
 Delivery is at least once per group state: a replica claims a due group for a lease, a crash
 mid-send sends that state again after the lease; a failed send is tried again
@@ -29,6 +32,7 @@ import redis
 from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
+from adwatch_notifier.formatting import Thread, duration_text
 from adwatch_notifier.ledger import _guarded
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ class GroupState:
     last_flush_ms: int = 0
     digest: str = ""
     ref: str | None = None
+    members: tuple[str, ...] = ()  # the fingerprints firing at the last flush
+    since_ms: int = 0  # the group's first notification (notifier clock)
 
 
 class GroupStore(Protocol):
@@ -83,9 +89,18 @@ class GroupStore(Protocol):
     def load(self, key: str) -> GroupState: ...
 
     def flushed(
-        self, key: str, *, at_ms: int, digest: str, ref: str | None, gone: Mapping[str, bytes], due_ms: int | None
+        self,
+        key: str,
+        *,
+        at_ms: int,
+        digest: str,
+        ref: str | None,
+        gone: Mapping[str, bytes],
+        due_ms: int | None,
+        members: Sequence[str] = (),
     ) -> None:
-        """After a send: forget ``gone`` alerts (if unchanged), note the flush, next due (None: drop if empty)."""
+        """After a send: forget ``gone`` alerts (if unchanged), note the flush and the firing
+        ``members``, next due (None: drop if empty); the first flush's time is kept."""
         ...
 
     def reschedule(self, key: str, due_ms: int) -> None: ...
@@ -121,10 +136,26 @@ class MemoryGroupStore:
         state = self.groups.get(key)
         if state is None:
             return GroupState(alerts={})
-        return GroupState(state.target, dict(state.alerts or {}), state.last_flush_ms, state.digest, state.ref)
+        return GroupState(
+            state.target,
+            dict(state.alerts or {}),
+            state.last_flush_ms,
+            state.digest,
+            state.ref,
+            state.members,
+            state.since_ms,
+        )
 
     def flushed(
-        self, key: str, *, at_ms: int, digest: str, ref: str | None, gone: Mapping[str, bytes], due_ms: int | None
+        self,
+        key: str,
+        *,
+        at_ms: int,
+        digest: str,
+        ref: str | None,
+        gone: Mapping[str, bytes],
+        due_ms: int | None,
+        members: Sequence[str] = (),
     ) -> None:
         state = self.groups[key]
         alerts = state.alerts or {}
@@ -132,6 +163,7 @@ class MemoryGroupStore:
             if alerts.get(fp) == value:
                 del alerts[fp]
         state.last_flush_ms, state.digest, state.ref = at_ms, digest, ref
+        state.members, state.since_ms = tuple(members), state.since_ms or at_ms
         if not alerts:
             del self.groups[key]
             self.schedule.pop(key, None)
@@ -200,11 +232,21 @@ class RedisGroupStore:
             int(meta.get(b"last", b"0")),
             meta.get(b"digest", b"").decode(),
             meta[b"ref"].decode() if b"ref" in meta else None,
+            tuple(meta.get(b"members", b"").decode().split()),
+            int(meta.get(b"since", b"0")),
         )
 
     @_guarded
     def flushed(
-        self, key: str, *, at_ms: int, digest: str, ref: str | None, gone: Mapping[str, bytes], due_ms: int | None
+        self,
+        key: str,
+        *,
+        at_ms: int,
+        digest: str,
+        ref: str | None,
+        gone: Mapping[str, bytes],
+        due_ms: int | None,
+        members: Sequence[str] = (),
     ) -> None:
         args: list[str | bytes] = []
         for fp, value in gone.items():
@@ -214,10 +256,11 @@ class RedisGroupStore:
             self.r.delete(self._k("groupmeta", key))
             self.r.zrem(self.schedule_key, key)
             return
-        meta: dict[str, str] = {"last": str(at_ms), "digest": digest}
+        meta: dict[str, str] = {"last": str(at_ms), "digest": digest, "members": " ".join(members)}
         if ref:
             meta["ref"] = ref
         self.r.hset(self._k("groupmeta", key), mapping=meta)  # type: ignore[arg-type]
+        self.r.hsetnx(self._k("groupmeta", key), "since", str(at_ms))
         if due_ms is not None:
             self.r.zadd(self.schedule_key, {key: due_ms})
 
@@ -271,6 +314,40 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
     )
 
 
+def change_line(
+    alerts: Mapping[str, Alert], before: Sequence[str], since_ms: int, now_ms: int, repeat: bool = False
+) -> str:
+    """What changed since the group's last notification, in one line (a thread reply, a mail's first line).
+
+    ``+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing``; the same members at
+    another severity: ``severity changed · 5 firing, top high``; unchanged (a ``repeat``):
+    ``still firing: 5 segments, for 1 h 5 min``; nothing left firing: ``all recovered after 40 min``.
+    """
+    firing = [a for a in alerts.values() if a.status == "firing"]
+    recovered = [a for a in alerts.values() if a.status == "resolved"]
+    if not firing:
+        return f"all recovered after {duration_text(now_ms - since_ms)}"
+    was = set(before)
+    joined = [a for a in firing if a.fingerprint not in was]
+    parts = []
+    if joined:
+        parts.append(f"+{len(joined)} joined: {_names(joined)}")
+    if recovered:
+        parts.append(f"{len(recovered)} recovered: {_names(recovered)}")
+    if not parts and not repeat:
+        top = max((a.severity for a in firing), key=SEVERITIES.index)
+        return f"severity changed · {len(firing)} firing, top {top}"
+    if not parts:
+        return f"still firing: {len(firing)} segment{'s' if len(firing) != 1 else ''}, for {duration_text(now_ms - since_ms)}"
+    return " · ".join([*parts, f"{len(firing)} firing"])
+
+
+def _names(alerts: Sequence[Alert], shown: int = 8) -> str:
+    names = sorted(f"{a.country}|{a.ad_format}" for a in alerts)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 @dataclass
 class FlushResult:
     sent: int = 0
@@ -322,9 +399,12 @@ class GroupFlusher:
             return
         notification = summary(key, list(alerts.values()), current)
         target = state.target or self.channel.default_target
-        ref = state.ref  # Slack: the message a recovery updates; PagerDuty dedups on the group key itself
+        ref = state.ref  # the first notification: Slack updates it, email answers it; PagerDuty dedups on the key
+        opened = not state.last_flush_ms
+        repeat = current == state.digest
+        thread = None if opened else Thread(change=change_line(alerts, state.members, state.since_ms, now_ms, repeat))
         try:
-            payload = self.channel.render(notification, target)
+            payload = self.channel.render(notification, target, thread)
             delivery = self.channel.send(notification, target, ref, payload)
         except DeliveryError as err:
             self.on_failure(err)
@@ -334,7 +414,13 @@ class GroupFlusher:
             return
         gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}
         self.store.flushed(
-            key, at_ms=now_ms, digest=current, ref=delivery.provider_id or ref, gone=gone, due_ms=now_ms + interval_ms
+            key,
+            at_ms=now_ms,
+            digest=current,
+            ref=delivery.provider_id or ref,
+            gone=gone,
+            due_ms=now_ms + interval_ms,
+            members=sorted(fp for fp, a in alerts.items() if a.status == "firing"),
         )
         result.sent += 1
         self.on_sent(notification, len(alerts))

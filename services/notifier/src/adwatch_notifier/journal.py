@@ -1,7 +1,7 @@
 """The delivery journal: each channel's episode records, durable outside Redis.
 
 Redis holds, per channel and fingerprint, what the channel delivered for the open episode
-(``episode``: severity and target; ``ref``: the provider's message id). A recovery follows that
+(``episode``: severity, target and the firing's evidence; ``ref``: the provider's message id). A recovery follows that
 record; without it Slack and email do not send the recovery (``never_notified``) and the
 incident looks open forever. Redis can lose it (``FLUSHALL``, a restart without persistence, a
 failover to a stale replica), so every change of an episode record also goes to a log-compacted
@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -90,13 +90,16 @@ class GroupMemberRecord(msgspec.Struct, frozen=True, tag="member"):
 
 
 class GroupFlushRecord(msgspec.Struct, frozen=True, tag="group"):
-    """A group's last notification: when, what it said (digest) and the provider ref it updates."""
+    """A group's last notification: when, what it said (digest), the provider ref it updates, the
+    members firing then and the group's first notification (for the next one's change line)."""
 
     group: str
     last_flush_ms: int
     digest: str
     ref: str | None = None
     written_at_ms: int = 0
+    members: list[str] = []
+    since_ms: int = 0
 
 
 Record = DeliveryRecord | GroupMemberRecord | GroupFlushRecord
@@ -313,7 +316,9 @@ class JournaledLedger:
             fields = {
                 "last": str(record.last_flush_ms),
                 "digest": record.digest,
+                "members": " ".join(record.members),
                 **({"ref": record.ref} if record.ref else {}),
+                **({"since": str(record.since_ms)} if record.since_ms else {}),
             }
             for name, value in fields.items():
                 self.inner.r.hsetnx(meta, name, value)
@@ -356,16 +361,26 @@ class JournaledGroupStore:
         return self.inner.load(key)
 
     def flushed(
-        self, key: str, *, at_ms: int, digest: str, ref: str | None, gone: Mapping[str, bytes], due_ms: int | None
+        self,
+        key: str,
+        *,
+        at_ms: int,
+        digest: str,
+        ref: str | None,
+        gone: Mapping[str, bytes],
+        due_ms: int | None,
+        members: Sequence[str] = (),
     ) -> None:
-        self.inner.flushed(key, at_ms=at_ms, digest=digest, ref=ref, gone=gone, due_ms=due_ms)
+        self.inner.flushed(key, at_ms=at_ms, digest=digest, ref=ref, gone=gone, due_ms=due_ms, members=members)
         for fingerprint in gone:
             if not self.inner.has(key, fingerprint):  # it left (a member changed since stays)
                 self.ledger.journal_key(member_key(self.channel, key, fingerprint), None)
-        if not self.inner.load(key).alerts:
+        state = self.inner.load(key)
+        if not state.alerts:
             self.ledger.journal_key(group_key_of(self.channel, key), None)
             return
-        record = GroupFlushRecord(key, at_ms, digest, ref, int(self.ledger.now() * 1000))
+        now_ms = int(self.ledger.now() * 1000)
+        record = GroupFlushRecord(key, at_ms, digest, ref, now_ms, list(members), state.since_ms or at_ms)
         self.ledger.journal_key(group_key_of(self.channel, key), msgspec.json.encode(record))
 
     def reschedule(self, key: str, due_ms: int) -> None:

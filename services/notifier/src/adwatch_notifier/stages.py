@@ -14,6 +14,7 @@ from that stage, while other records flow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.formatting import Thread
 from adwatch_notifier.grouping import GroupStore, group_key
 from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
@@ -99,15 +101,25 @@ class Episode:
     """The delivery record of a fingerprint's open episode on one channel (``episode`` key, JSON).
 
     Written when a firing is delivered, read by the recovery: it is routed to the same target
-    and carries the highest severity delivered, whatever its own in-band severity.
+    and carries the highest severity delivered, whatever its own in-band severity, and the
+    firing's evidence (first detection ``since_ms``; ``current``/``expected`` of the firing
+    delivered at that highest severity), so the recovery can say what fired and for how long.
     """
 
     severity: str
     target: str
     delivered_at_ms: int = 0
+    since_ms: int = 0
+    current: float | None = None
+    expected: float | None = None
 
     def encode(self) -> str:
-        return json.dumps({"severity": self.severity, "target": self.target, "at": self.delivered_at_ms})
+        data: dict[str, object] = {"severity": self.severity, "target": self.target, "at": self.delivered_at_ms}
+        if self.since_ms:
+            data["since"] = self.since_ms
+        if self.current is not None and self.expected is not None:
+            data["cur"], data["exp"] = self.current, self.expected
+        return json.dumps(data, separators=(",", ":"))
 
     @staticmethod
     def parse(value: str | None) -> Episode | None:
@@ -115,9 +127,51 @@ class Episode:
             return None
         try:
             data = json.loads(value)
-            return Episode(str(data["severity"]), str(data["target"]), int(data.get("at", 0)))
-        except (ValueError, KeyError, TypeError):
+            cur, exp = data.get("cur"), data.get("exp")
+            return Episode(
+                str(data["severity"]),
+                str(data["target"]),
+                int(data.get("at", 0)),
+                int(data.get("since", 0)),
+                float(cur) if cur is not None else None,
+                float(exp) if exp is not None else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    @staticmethod
+    def after_firing(episode: Episode | None, alert: Alert, target: str, at_ms: int) -> Episode:
+        """The record once ``alert`` (a firing) is delivered: opened, raised to its severity, or kept."""
+        if episode is None:
+            return Episode(alert.severity, target, at_ms, alert.detected_at_ms, alert.current, alert.expected)
+        if severity_rank(alert.severity) > severity_rank(episode.severity):
+            return Episode(alert.severity, target, at_ms, episode.since_ms, alert.current, alert.expected)
+        return dataclasses.replace(episode, target=target, delivered_at_ms=at_ms)
+
+
+def escalated_from(env: Envelope) -> str:
+    """The severity this channel delivered for the open episode, when the firing is more severe ("" else)."""
+    alert, episode = env.decoded, env.episode
+    if alert.status != "firing" or episode is None:
+        return ""
+    return episode.severity if severity_rank(alert.severity) > severity_rank(episode.severity) else ""
+
+
+def thread_of(env: Envelope) -> Thread | None:
+    """How the record follows its episode's first notification: an escalation, a recovery with the
+    firing's evidence; None when it opens the episode or repeats it (a new notification)."""
+    alert, episode = env.decoded, env.episode
+    if episode is None:
+        return None
+    if alert.status == "resolved":
+        return Thread(
+            peak=episode.severity,
+            since_ms=episode.since_ms,
+            fired_current=episode.current,
+            fired_expected=episode.expected,
+        )
+    previous = escalated_from(env)
+    return Thread(escalated_from=previous) if previous else None
 
 
 def severity_rank(severity: str) -> int:
@@ -355,6 +409,8 @@ class RouteStage:
         if chosen is None:
             return Suppressed("unrouted")
         env.target = chosen.target or self.channel.default_target
+        if env.episode is not None and alert.status == "firing":
+            env.target = env.episode.target  # an escalation updates the episode where it is (one PagerDuty incident)
         return CONTINUE
 
 
@@ -368,7 +424,7 @@ class RenderStage:
 
     def __call__(self, env: Envelope) -> StageResult:
         try:
-            env.payload = self.channel.render(env.decoded, env.target)
+            env.payload = self.channel.render(env.decoded, env.target, thread_of(env))
         except DeliveryError as err:
             return DeadLetter("render", f"render {err}")
         except (ValueError, TypeError, OverflowError, OSError) as exc:
@@ -424,9 +480,7 @@ class DedupStage:
         with tracer.start_as_current_span("cooldown check") as span:
             while True:
                 current = self.ledger.get("cooldown", alert.fingerprint)
-                escalated = env.episode is not None and severity_rank(alert.severity) > severity_rank(
-                    env.episode.severity
-                )
+                escalated = bool(escalated_from(env))
                 decision = cooldown_decision(alert.status, current, alert.alert_id, self._now_ms(), escalated)
                 span.set_attribute("adwatch.cooldown.decision", decision.reason)
                 if decision.action == "skip":
@@ -454,7 +508,7 @@ class DedupStage:
             return
         if self.ledger.get("ref", alert.fingerprint) is None:
             self.ledger.put("ref", alert.fingerprint, SENT, self.sent_ttl_s)
-        episode = Episode(alert.severity, env.target, self._now_ms())
+        episode = Episode.after_firing(None, alert, env.target, self._now_ms())
         self.ledger.put("episode", alert.fingerprint, episode.encode(), self.sent_ttl_s)
 
 
@@ -491,7 +545,8 @@ class DeliverStage:
 
     def __call__(self, env: Envelope) -> StageResult:
         alert, name = env.decoded, self.channel.name
-        ref = self.ledger.get("ref", alert.fingerprint) if alert.status == "resolved" else None
+        follows = alert.status == "resolved" or bool(escalated_from(env))  # updates the episode's message
+        ref = self.ledger.get("ref", alert.fingerprint) if follows else None
         ref = None if ref == SENT else ref
         if env.retry_started is None:
             env.retry_started = self.monotonic()
@@ -549,10 +604,7 @@ class MarkSentStage:
         env.idem_held = None
         if alert.status == "firing":  # also marks "this channel notified the episode" for routing
             self.ledger.put("ref", alert.fingerprint, delivery.provider_id or SENT, self.sent_ttl_s)
-            severity = alert.severity
-            if env.episode is not None and severity_rank(env.episode.severity) > severity_rank(severity):
-                severity = env.episode.severity  # type: ignore[assignment]
-            episode = Episode(severity, env.target, int(self.now() * 1000))
+            episode = Episode.after_firing(env.episode, alert, env.target, int(self.now() * 1000))  # highest severity
             self.ledger.put("episode", alert.fingerprint, episode.encode(), self.sent_ttl_s)
         elif alert.status == "resolved":  # recovery closes the episode: the next firing notifies at once
             self.ledger.delete("ref", alert.fingerprint)

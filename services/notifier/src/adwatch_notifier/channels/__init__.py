@@ -6,6 +6,7 @@ from typing import IO, Any, Protocol
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery
+from adwatch_notifier.formatting import Thread
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -17,12 +18,17 @@ class BaseChannel(Protocol):
     provider_dedup: bool  # the provider dedups repeats itself (PagerDuty dedup_key)
     default_target: str
 
-    def render(self, alert: Alert, target: str) -> Any:
-        """The payload to send (pure, no I/O); raises DeliveryError (or ValueError) when none can be built."""
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> Any:
+        """The payload to send (pure, no I/O); raises DeliveryError (or ValueError) when none can be built.
+
+        ``thread``: how the alert follows its episode's first notification (escalation, recovery
+        evidence, a group's change); None when it opens the episode."""
         ...
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
-        """Deliver once; raise DeliveryError. ``ref`` = provider id of this fingerprint's firing message;
+        """Deliver once; raise DeliveryError. ``ref`` = provider id of the episode's first message,
+        given when this one follows it (recovery, escalation, a group's update): the channel
+        updates it in place or answers on its thread, and returns that same id.
         ``payload`` = what :meth:`render` built (built here when None)."""
         ...
 

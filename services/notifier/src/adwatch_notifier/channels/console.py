@@ -7,7 +7,7 @@ from typing import IO, Any
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery
-from adwatch_notifier.formatting import console_box
+from adwatch_notifier.formatting import Thread, console_box, thread_line
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -21,8 +21,10 @@ class ConsoleChannel:
         self.stream = stream
         self.link = link
 
-    def render(self, alert: Alert, target: str) -> str:
-        return console_box(alert, self.link)
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> str:
+        line = thread_line(alert, thread)  # escalated ..., resolved after ..., a group's change
+        box = console_box(alert, self.link)
+        return f"{line}\n{box}" if line else box
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         stream = self.stream or sys.stdout  # looked up late so pytest's capture sees it

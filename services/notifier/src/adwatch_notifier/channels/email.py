@@ -10,7 +10,7 @@ from typing import Any
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, classify_smtp, transport_error
-from adwatch_notifier.formatting import email_html, email_subject, email_text, message_id
+from adwatch_notifier.formatting import Thread, email_html, email_subject, email_text, message_id
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -24,29 +24,30 @@ class EmailChannel:
         self.grafana_url = grafana_url
         self.default_target = settings.smtp_to
 
-    def compose(self, alert: Alert, recipients: str) -> EmailMessage:
+    def compose(self, alert: Alert, recipients: str, thread: Thread | None = None) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.s.smtp_from
         msg["To"] = recipients
-        msg["Subject"] = email_subject(alert)
+        msg["Subject"] = email_subject(alert, reply=thread is not None)
         msg["Date"] = formatdate(alert.detected_at_ms / 1000, usegmt=True)
         msg["Message-ID"] = message_id(alert)
         msg["X-Adwatch-Fingerprint"] = alert.fingerprint
-        msg.set_content(email_text(alert, self.grafana_url))
-        msg.add_alternative(email_html(alert, self.grafana_url), subtype="html")
+        msg.set_content(email_text(alert, self.grafana_url, thread))
+        msg.add_alternative(email_html(alert, self.grafana_url, thread), subtype="html")
         return msg
 
-    def render(self, alert: Alert, target: str) -> EmailMessage:
-        return self.compose(alert, target or self.default_target)
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> EmailMessage:
+        return self.compose(alert, target or self.default_target, thread)
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
-        """A firing mail is the thread's root; later mails answer the firing's Message-ID (``ref``), as sent."""
+        """A firing mail is the thread's root; later mails (recovery, escalation, a group's update)
+        answer the root's Message-ID (``ref``, as sent), and the root stays the episode's ref."""
         recipients = target or self.default_target
         msg = payload if isinstance(payload, EmailMessage) else self.render(alert, target)
         root = ref if ref and ref.startswith("<") else None
         for name in ("In-Reply-To", "References"):
             del msg[name]
-            if root and alert.status == "resolved":
+            if root:
                 msg[name] = root
         try:
             with smtplib.SMTP(self.s.smtp_host, self.s.smtp_port, timeout=self.s.request_timeout_seconds) as smtp:
@@ -66,7 +67,7 @@ class EmailChannel:
             raise DeliveryError("clientError", f"TLS {type(exc).__name__}", retryable=False) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise transport_error(exc) from None
-        return Delivery(self.name, recipients, str(msg["Message-ID"]))
+        return Delivery(self.name, recipients, root or str(msg["Message-ID"]))
 
     def close(self) -> None:
         return None

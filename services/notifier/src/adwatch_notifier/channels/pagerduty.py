@@ -1,4 +1,9 @@
-"""PagerDuty Events API v2: trigger on firing, resolve on recovery, dedup_key = fingerprint."""
+"""PagerDuty Events API v2: trigger on firing, resolve on recovery, dedup_key = fingerprint.
+
+An escalation is one more ``trigger`` with the same ``dedup_key`` (and routing key: the episode's
+target), so PagerDuty appends it to the open alert at the new severity instead of opening a second
+incident; a group's key is its ``dedup_key`` (one incident per group).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import httpx
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, http_error, transport_error
-from adwatch_notifier.formatting import Links, clip, pagerduty_event
+from adwatch_notifier.formatting import Links, Thread, clip, pagerduty_event
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -26,12 +31,12 @@ class PagerDutyChannel:
             self.keys.setdefault("default", settings.pagerduty_routing_key.get_secret_value())
         self.http = httpx.Client(base_url=settings.pagerduty_url, timeout=settings.request_timeout_seconds)
 
-    def render(self, alert: Alert, target: str) -> dict[str, Any]:
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> dict[str, Any]:
         name = target or self.default_target
         key = self.keys.get(name)
         if key is None:
             raise DeliveryError("clientError", f"no routing key named {name!r}", retryable=False)
-        return pagerduty_event(alert, key, self.grafana_url, self.links)
+        return pagerduty_event(alert, key, self.grafana_url, self.links, thread)
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
         name = target or self.default_target

@@ -1,4 +1,10 @@
-"""Slack: incoming webhook (post only) or bot token (chat.postMessage, chat.update on recovery).
+"""Slack: incoming webhook (post only) or bot token (chat.postMessage; chat.update in place).
+
+With a bot token, a message that follows the episode's first one (``ref`` = its ``channel|ts``:
+recovery, escalation, a group's update) updates that message in place with ``chat.update`` and
+answers on its thread with one line ("escalated high -> critical", "resolved after 23 min");
+when the original is gone it is posted anew. An incoming webhook can only post: the follow-up is a
+new message that starts with the same line.
 
 slack-sdk's own retry handlers are turned off: the pipeline's retry stage owns retries,
 honours ``Retry-After`` on 429 and stops at the deadline (one policy, counted once).
@@ -15,7 +21,7 @@ from slack_sdk.webhook import WebhookClient
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, DeliveryError, Reason, http_error, parse_retry_after, transport_error
-from adwatch_notifier.formatting import Links, clip, slack_message
+from adwatch_notifier.formatting import Links, Thread, clip, slack_message, slack_thread_note, thread_line
 from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.slack_actions import with_actions
 
@@ -23,6 +29,15 @@ logger = logging.getLogger(__name__)
 _STALE_MESSAGE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"}
 TRANSIENT_ERRORS = frozenset({"internal_error", "service_unavailable", "fatal_error", "request_timeout", "ratelimited"})
 """``ok:false`` errors that Slack documents as temporary: retried like a 5xx (``ratelimited`` like a 429)."""
+
+
+class _Post(dict[str, Any]):
+    """What :meth:`SlackChannel.render` builds: the message (a dict, as Slack takes it) and
+    ``reply``, the thread reply of a follow-up ("" for a first message)."""
+
+    def __init__(self, message: dict[str, Any], reply: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class SlackChannel:
@@ -48,15 +63,18 @@ class SlackChannel:
         elif settings.slack_webhook_url is not None:
             self.hook = WebhookClient(settings.slack_webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[])
 
-    def render(self, alert: Alert, target: str) -> dict[str, Any]:
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> _Post:
+        line = thread_line(alert, thread)
         message = slack_message(alert, self.grafana_url, self.links)
-        return with_actions(message, alert) if self.interactive else message
+        message = with_actions(message, alert) if self.interactive else message
+        return _Post(slack_thread_note(message, line), line)
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
-        message = payload if isinstance(payload, dict) else self.render(alert, target)
+        post = payload if isinstance(payload, _Post) else _Post(payload) if isinstance(payload, dict) else None
+        post = post if post is not None else self.render(alert, target)
         if self.web is not None:
-            return self._send_web(alert, target, ref, message)
-        return self._send_webhook(target, message)
+            return self._send_web(target, ref, post)
+        return self._send_webhook(target, post)
 
     def _send_webhook(self, target: str, message: dict[str, Any]) -> Delivery:
         assert self.hook is not None
@@ -74,18 +92,24 @@ class SlackChannel:
             )
         raise http_error(resp.status_code, body, headers.get("retry-after"))
 
-    def _send_web(self, alert: Alert, target: str, ref: str | None, message: dict[str, Any]) -> Delivery:
+    def _send_web(self, target: str, ref: str | None, post: _Post) -> Delivery:
+        """Update the episode's message in place and reply on its thread; else post a new message.
+
+        A retry after a failed reply updates the message again (same content: harmless)."""
         assert self.web is not None
-        if alert.status == "resolved" and ref:
-            channel_id, _, ts = ref.partition("|")
+        channel_id, _, ts = (ref or "").partition("|")
+        if channel_id and ts:
             try:
-                self._call(self.web.chat_update, channel=channel_id, ts=ts, **message)
-                return Delivery(self.name, target, ref)
+                self._call(self.web.chat_update, channel=channel_id, ts=ts, **post)
             except DeliveryError as exc:
                 if exc.detail not in _STALE_MESSAGE:
                     raise
-                logger.info("original Slack message gone (%s); posting the recovery instead", exc.detail)
-        resp = self._call(self.web.chat_postMessage, channel=target, **message)
+                logger.info("original Slack message gone (%s); posting it anew", exc.detail)
+            else:
+                if post.reply:
+                    self._call(self.web.chat_postMessage, channel=channel_id, thread_ts=ts, text=post.reply)
+                return Delivery(self.name, target, ref)
+        resp = self._call(self.web.chat_postMessage, channel=target, **post)
         return Delivery(self.name, target, f"{resp.get('channel', target)}|{resp.get('ts', '')}")
 
     def _call(self, method: Any, **kwargs: Any) -> Any:

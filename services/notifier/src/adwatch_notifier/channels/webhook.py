@@ -9,7 +9,7 @@ import msgspec
 
 from adwatch.contracts import Alert
 from adwatch_notifier.delivery import Delivery, http_error, transport_error
-from adwatch_notifier.formatting import webhook_body
+from adwatch_notifier.formatting import Thread, webhook_body
 from adwatch_notifier.settings import NotifierSettings
 
 
@@ -24,7 +24,7 @@ class WebhookChannel:
         self.url = settings.webhook_url.get_secret_value()
         self.http = httpx.Client(timeout=settings.request_timeout_seconds)
 
-    def render(self, alert: Alert, target: str) -> dict[str, Any]:
+    def render(self, alert: Alert, target: str, thread: Thread | None = None) -> dict[str, Any]:
         return webhook_body(alert, f"{alert.alert_id}:{self.name}", msgspec.to_builtins(alert))
 
     def send(self, alert: Alert, target: str, ref: str | None = None, payload: Any = None) -> Delivery:
