@@ -11,7 +11,7 @@ import pytest
 from adwatch.config import CommonSettings, load_settings
 from adwatch.contracts import AdEvent, decode, encode
 from adwatch.errors import ConfigError
-from adwatch.kafka import header_value, make_producer
+from adwatch.kafka import ensure_topics, header_value, make_producer
 from adwatch.storage import make_clickhouse, make_redis
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.testing import consume_all, unique
@@ -43,6 +43,20 @@ def test_produce_consume_with_headers(kafka: str, topic_factory: Callable[..., s
     assert {r.partition() for r in records} == {records[0].partition()}, "one key stays in one partition"
     assert header_value(records[0].headers(), "traceparent") == b"00-abc"
     assert sorted(decode(r.value(), AdEvent).event_id for r in records) == sorted(f"e{i}" for i in range(20))
+
+
+def test_ensure_topics_accepts_an_existing_topic_of_any_partition_count(
+    kafka: str, topic_factory: Callable[..., str]
+) -> None:
+    """A renamed alerts topic made with 3 partitions is not waited for as if it had 1 (the
+    container test's notifier gave up after 30 s on exactly that)."""
+    existing = topic_factory("alerts", partitions=3)
+    new = unique("dlq")
+    ensure_topics(kafka, [existing, new], timeout_s=20)
+    producer = make_producer(kafka)
+    producer.produce(new, value=b"x")
+    assert producer.flush(10) == 0
+    assert len(consume_all(kafka, new, expected=1)) == 1
 
 
 def test_redis_set_nx_ex(redis_url: str) -> None:

@@ -77,13 +77,16 @@ def ensure_topics(
             if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise KafkaSetupError(f"could not create topic {name!r}: {exc}") from exc
+    # Only the topics made here are waited for with their partitions: a topic that already
+    # existed keeps the partition count its owner gave it (a renamed alerts topic with 3).
+    created = {t.topic: t.num_partitions for t in missing}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         meta = admin.list_topics(timeout=timeout_s).topics
-        if all(name in meta and len(meta[name].partitions) == n for name, n in wanted.items()):
+        if all(name in meta and len(meta[name].partitions) == n for name, n in created.items()):
             return
         time.sleep(0.1)
-    raise KafkaSetupError(f"topics not visible after {timeout_s}s: {sorted(wanted)}")
+    raise KafkaSetupError(f"topics not visible after {timeout_s}s: {sorted(created)}")
 
 
 def header_value(headers: Headers | None, name: str) -> bytes | None:
