@@ -16,19 +16,20 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+from adwatch_dev.testing import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("generator", "detector", "notifier")
 TAG = os.environ.get("ADWATCH_IMAGE_TAG", "test")
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip, or fail under CI (where the images must be built and run)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"container engine required under CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
+    missing_tool(f"container engine: {reason}")
 
 
 @dataclass

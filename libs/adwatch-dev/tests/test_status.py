@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,53 @@ def test_the_board_scrapes_every_port_and_names_the_silent_ones() -> None:
     assert board.status is not None
     assert board.status.down == ("detector",)
     assert board.status.deliveries == {"console": 4}
+
+
+def _labelled(metric: Any, **labels: str) -> Any:
+    """The child of ``metric`` with these labels (any further label names set to "x")."""
+    names = getattr(metric, "_labelnames", ())
+    return metric.labels(**{name: labels.get(name, "x") for name in names}) if names else metric
+
+
+def test_every_figure_of_the_panel_comes_from_the_services_real_metrics() -> None:
+    """The panel reads the names the services export (their own metric classes), not a copy."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from adwatch_detector.metrics import DetectorMetrics
+    from adwatch_generator.metrics import GeneratorMetrics
+    from adwatch_notifier.metrics import NotifierMetrics
+
+    def scrape(step: int) -> Snapshot:
+        gen, det, notif = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
+        g, d, n = GeneratorMetrics(gen), DetectorMetrics(det), NotifierMetrics(notif)
+        _labelled(g.events_produced_total, event_type="impression").inc(1000 * step)
+        d.events_total.inc(900 * step)
+        d.windows_closed_total.inc(10 * step)
+        _labelled(d.alerts_total, status="firing").inc(2)
+        _labelled(d.alerts_total, status="resolved").inc(1)
+        _labelled(d.dead_letters_total, reason="decode").inc(3)
+        for gauge, value in (
+            (d.last_batch_timestamp_seconds, 1.7e9),
+            (d.batch_duration_seconds, 1.5),
+            (d.trigger_interval_seconds, 2.0),
+            (d.watermark_delay_seconds, 7.0),
+            (d.state_rows, 64),
+            (d.segments_warming, 4),
+        ):
+            gauge.set(value)
+        _labelled(n.notifications, channel="console", outcome="delivered").inc(2)
+        _labelled(n.dead_letters, channel="console", reason="permanent").inc(1)
+        return Snapshot(
+            float(step),
+            {
+                "generator": parse_metrics(generate_latest(gen).decode()),
+                "detector": parse_metrics(generate_latest(det).decode()),
+                "notifier-console": parse_metrics(generate_latest(notif).decode()),
+            },
+        )
+
+    status = build_status(scrape(1), scrape(2), started_s=0.0)
+    unknown = [name for name, value in vars(status).items() if value is None]
+    assert unknown == [], f"figures the panel cannot find in the services' /metrics: {unknown}"
+    assert (status.events_in_per_s, status.events_processed_per_s, status.trigger_s) == (1000.0, 900.0, 2.0)
+    assert status.deliveries == {"console": 2.0} and status.dead_letters == {"detector": 3.0, "console": 1.0}

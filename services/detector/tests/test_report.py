@@ -12,10 +12,20 @@ import pytest
 
 from adwatch.contracts import Alert, SegmentWindow, encode
 from adwatch_detector.backtest import BandPoint, main, run_backtest
-from adwatch_detector.report import ReportError, incidents, render_report, summary, write_report
+from adwatch_detector.report import (
+    ReportError,
+    drill_summary,
+    drilldown,
+    incidents,
+    render_report,
+    summary,
+    windows_by_start,
+    write_report,
+)
 from adwatch_detector.rules import load_rules
 from adwatch_dev.browser import Chromium, chromium_binary
 from adwatch_dev.simulate import sample_counts, to_windows
+from adwatch_dev.testing import missing_tool
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 T = 30 * 60  # 30 hours of 1-minute windows: two UTC days
@@ -96,6 +106,42 @@ def test_the_page_is_self_contained_with_an_anchor_and_a_chart_per_alert() -> No
     assert page.count('id="chart-') == len(incidents(alerts))
 
 
+def test_the_drill_down_tells_a_country_wide_drop_from_a_segment_of_its_own() -> None:
+    """DE's CTR falls in all four formats at once; only US banner's falls in the US. DE banner's
+    drill-down lists its three DE siblings as fallen and firing too; US banner's lists calm ones."""
+    rng = np.random.default_rng(3)
+    n, drop = 8 * 60, (360, 400)
+    windows: list[SegmentWindow] = []
+    for country in ("DE", "US", "FR"):
+        for fmt in ("banner", "interstitial", "rewarded_video", "native"):
+            im, cr, ec = np.full(n, 800.0), np.full(n, 0.04), np.full(n, 2.0)
+            if country == "DE" or (country, fmt) == ("US", "banner"):
+                cr[slice(*drop)] *= 0.3
+            windows += to_windows(country, fmt, START, *sample_counts(rng, im, cr, ec))
+    alerts = run_backtest([(w.segment_key, w) for w in windows], load_rules(None))
+    by_start = windows_by_start(windows)
+
+    def first_drop(segment: tuple[str, str]) -> Alert:
+        return next(
+            a
+            for a in alerts
+            if (a.country, a.ad_format) == segment and a.alert_type == "ctr_drop" and a.status == "firing"
+        )
+
+    de = drilldown(first_drop(("DE", "banner")), by_start, alerts, 60_000)
+    de_country = [r for r in de if r.shared == "country"]
+    assert {r.segment for r in de_country} == {"DE|interstitial", "DE|rewarded_video", "DE|native"}
+    assert all(r.change_pct < -50 and r.fired for r in de_country)
+    assert {r.segment for r in de if r.shared == "ad_format"} == {"US|banner", "FR|banner"}
+    assert "3 of 3 other segments of DE fired it too" in drill_summary(first_drop(("DE", "banner")), de)
+
+    us = drilldown(first_drop(("US", "banner")), by_start, alerts, 60_000)
+    assert all(abs(r.change_pct) < 25 and not r.fired for r in us if r.shared == "country")
+    assert next(r.segment for r in us if r.shared == "ad_format") == "DE|banner"  # the largest change first
+    page = render_report(alerts, [], title="drill", windows=windows)
+    assert page.count("class='drilldown'") == len([i for i in incidents(alerts) if i.firing])
+
+
 def test_a_missing_plotly_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
     with pytest.raises(ReportError, match=r"adwatch-detector\[report\]"):
@@ -109,8 +155,9 @@ def test_backtest_cli_writes_the_report(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "report.html").stat().st_size > 1_000_000
 
 
-@pytest.mark.skipif(chromium_binary() is None, reason="no chromium (scripts/install_chromium.sh installs it)")
 def test_the_report_loads_in_headless_chromium_with_every_chart_drawn(tmp_path: Path) -> None:
+    if chromium_binary() is None:
+        missing_tool("no chromium (scripts/install_chromium.sh installs it)")
     alerts, points = replay()
     path = write_report(tmp_path, alerts, points, title="browser test")
     firing = next(a for a in alerts if a.status == "firing" and a.alert_type == "ctr_drop")

@@ -67,8 +67,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     CLICKHOUSE_DIR.mkdir(parents=True, exist_ok=True)
     env = {"ADWATCH_CLICKHOUSE_URL": f"chdb://{CLICKHOUSE_DIR.resolve()}", "ADWATCH_GRAFANA_URL": report_link()}
     pipeline = LocalPipeline(infra, RUN_DIR, env=env)
-    trigger_s = float(os.environ.get("ADWATCH_DETECTOR_TRIGGER_SECONDS", "2"))
-    board = StatusBoard(lambda: dict(pipeline.ports), trigger_s=trigger_s)
+    board = StatusBoard(lambda: dict(pipeline.ports))
     reports = ReportRefresher(board)
     board.listeners.append(reports.on_status)
     try:
@@ -201,16 +200,18 @@ def report(args: argparse.Namespace) -> int:
     rules = load_rules(os.environ.get("ADWATCH_DETECTOR_RULES_FILE") or None)
     with clickhouse_snapshot(args.clickhouse) as url:
         windows = clickhouse_windows(url, "ad_metrics", None)
-        try:
-            rows = make_clickhouse(url).query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL")
-        except Exception:  # no alert stored yet (the table comes with the first write): the replay's alerts
-            rows = []
+        store = make_clickhouse(url)
+        # no alert stored yet (the table comes with the first write): the replay's alerts
+        stored_any = store.query("EXISTS TABLE ad_alerts")[0][0]
+        rows = store.query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL") if stored_any else []
         stored = [msgspec.convert(dict(zip(ALERT_FIELDS, row, strict=True)), Alert) for row in rows]
     points: list[BandPoint] = []
     replayed = run_backtest(windows, rules, points)
     alerts = list({a.alert_id: a for a in stored}.values()) or replayed
     try:
-        path = write_report(args.out, alerts, points, title="make run", window_ms=rules.window_ms)
+        path = write_report(
+            args.out, alerts, points, title="make run", window_ms=rules.window_ms, windows=[w for _, w in windows]
+        )
     except ReportError as exc:
         print(f"adwatch report: {exc}", file=sys.stderr)
         return 2

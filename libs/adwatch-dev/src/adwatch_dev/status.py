@@ -143,7 +143,8 @@ def build_status(prev: Snapshot | None, cur: Snapshot, started_s: float, trigger
         phase=_phase(values, down, batched),
         events_in_per_s=_rate(values["events_in"], total(pgen, "adwatch_generator_events_produced_total"), dt),
         events_processed_per_s=processed,
-        trigger_s=trigger_s,
+        # the detector's own cadence (time between batch starts); a configured value only before it
+        trigger_s=gauge("adwatch_detector_trigger_interval_seconds") or trigger_s,
         deliveries=deliveries,
         dead_letters=dead,
         down=down,

@@ -8,11 +8,12 @@ names, consumer groups and key prefixes, so nothing has to restart between tests
 from __future__ import annotations
 
 import gc
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 import pytest
@@ -21,9 +22,17 @@ from adwatch.contracts import decode
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch_dev.infra import EmbeddedInfra, poll_until
 
-__all__ = ["TopicReader", "consume_all", "poll_until", "unique"]
+__all__ = ["TopicReader", "consume_all", "missing_tool", "poll_until", "unique"]
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """Skip a test whose tool (container engine, Chromium) is missing here; fail under
+    ``CI=true``, where `make test` installs every tool and a skip would hide a broken install."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def unique(prefix: str) -> str:

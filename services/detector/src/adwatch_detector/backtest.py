@@ -235,7 +235,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         source = args.input or args.clickhouse.split("@")[-1]  # no credentials in the page
         try:
             path = write_report(
-                Path(args.report), alerts, points or [], title=f"Backtest of {source}", window_ms=rules.window_ms
+                Path(args.report),
+                alerts,
+                points or [],
+                title=f"Backtest of {source}",
+                window_ms=rules.window_ms,
+                windows=[w for _, w in windows],
             )
         except ReportError as exc:
             print(f"backtest: {exc}", file=sys.stderr)

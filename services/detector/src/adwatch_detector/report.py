@@ -3,8 +3,9 @@
 Reads only the backtest's output (alerts and :class:`~adwatch_detector.backtest.BandPoint`
 records), never rule internals. Per incident (a firing alert and the resolution that
 followed it): the segment's metric against its expected value and band, the windows that
-fired and resolved, and the evidence (volume, p, z); first a summary of the alerts per type
-and per day. plotly.js is inlined (the page works offline); each alert id is an anchor, so
+fired and resolved, the evidence (volume, p, z) and the drill-down (the same metric in the
+segments that share a dimension with it: is it this segment, or its whole country or format?);
+first a summary of the alerts per type and per day. plotly.js is inlined (the page works offline); each alert id is an anchor, so
 notifications can link to ``report.html#<alert_id>``. Needs the ``report`` extra (plotly).
 """
 
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import html
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adwatch.contracts import Alert, alert_title, format_value
+from adwatch.contracts import Alert, SegmentWindow, alert_title, format_value
 from adwatch.errors import AdwatchError
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.html"
 BEFORE_WINDOWS = 45  # windows drawn before the firing one
 AFTER_WINDOWS = 15  # and after the resolving one (or the firing one while still open)
+REFERENCE_WINDOWS = 60  # the drill-down compares the firing window with the hour before it
+DRILL_ROWS = 8  # related segments listed per incident, largest change first
 
 
 class ReportError(AdwatchError):
@@ -91,6 +94,94 @@ def incident_points(incident: Incident, points: Sequence[BandPoint], window_ms: 
         ),
         key=lambda p: p.window_start_ms,
     )
+
+
+@dataclass(frozen=True)
+class DrillRow:
+    """The alert's metric in one related segment at the firing window, beside the hour before it."""
+
+    segment: str
+    shared: str  # "country" or "ad_format": the dimension it shares with the alerting segment
+    current: float
+    before: float
+    fired: bool  # the same alert type fired on it within two windows of this one
+
+    @property
+    def change_pct(self) -> float:
+        return 100.0 * (self.current - self.before) / self.before if self.before else 0.0
+
+
+def metric_value(window: SegmentWindow, metric: str) -> float:
+    if metric == "ctr":
+        return window.ctr
+    if metric == "ecpm":
+        return window.ecpm
+    if metric == "orphan_clicks":
+        return float(window.orphan_clicks)
+    return float(window.impressions)
+
+
+def windows_by_start(windows: Sequence[SegmentWindow]) -> dict[int, list[SegmentWindow]]:
+    """Index the replayed windows by start, once per report (the drill-down looks up 61 starts)."""
+    index: dict[int, list[SegmentWindow]] = defaultdict(list)
+    for w in windows:
+        index[w.window_start_ms].append(w)
+    return index
+
+
+def drilldown(
+    alert: Alert, by_start: Mapping[int, Sequence[SegmentWindow]], alerts: Sequence[Alert], window_ms: int
+) -> list[DrillRow]:
+    """The segments sharing the alert's country or ad format: the alert's metric at its window
+    against their own mean over the hour before, and whether the same alert fired on them.
+
+    A problem every sibling shows lives in the parent (the country, the format); one only this
+    segment shows is its own. Per shared dimension, largest change first; DRILL_ROWS in all.
+    """
+    at = alert.window_start_ms
+    now: dict[str, float] = {}
+    history: dict[str, list[float]] = defaultdict(list)
+    shared: dict[str, str] = {}
+    for k in range(REFERENCE_WINDOWS + 1):
+        start = at - k * window_ms
+        for w in by_start.get(start, ()):
+            if (w.country, w.ad_format) == (alert.country, alert.ad_format):
+                continue
+            if w.country != alert.country and w.ad_format != alert.ad_format:
+                continue
+            shared[w.segment_key] = "country" if w.country == alert.country else "ad_format"
+            if start == at:
+                now[w.segment_key] = metric_value(w, alert.metric)
+            else:
+                history[w.segment_key].append(metric_value(w, alert.metric))
+    fired = {
+        f"{a.country}|{a.ad_format}"
+        for a in alerts
+        if a.status == "firing" and a.alert_type == alert.alert_type and abs(a.window_start_ms - at) <= 2 * window_ms
+    }
+    rows = sorted(
+        (
+            DrillRow(seg, shared[seg], current, sum(history[seg]) / len(history[seg]), seg in fired)
+            for seg, current in now.items()
+            if history[seg]
+        ),
+        key=lambda r: (-abs(r.change_pct), r.segment),
+    )
+    by_country = [r for r in rows if r.shared == "country"]
+    by_format = [r for r in rows if r.shared == "ad_format"]
+    n_country = min(len(by_country), max(DRILL_ROWS // 2, DRILL_ROWS - len(by_format)))
+    return by_country[:n_country] + by_format[: DRILL_ROWS - n_country]
+
+
+def drill_summary(alert: Alert, rows: Sequence[DrillRow]) -> str:
+    """One sentence: how many siblings per shared dimension fired the same alert."""
+    parts = []
+    for dim, name in (("country", alert.country), ("ad_format", alert.ad_format)):
+        related = [r for r in rows if r.shared == dim]
+        if related:
+            fired = sum(r.fired for r in related)
+            parts.append(f"{fired} of {len(related)} other segments of {name} fired it too")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def _day(ms: int) -> str:
@@ -244,7 +335,25 @@ def _evidence(alerts: Sequence[Alert], anchor_from: int = 1) -> str:
     return f"<table class='ev'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _incident_html(number: int, incident: Incident, points: Sequence[BandPoint]) -> str:
+def _drilldown_html(alert: Alert, rows: Sequence[DrillRow]) -> str:
+    if not rows:
+        return ""
+    m = alert.metric
+    body = "".join(
+        f"<tr class='{'fired' if r.fired else ''}'><td>{html.escape(r.segment)}</td><td>{r.shared}</td>"
+        f"<td>{format_value(m, r.current)}</td><td>{format_value(m, r.before)}</td><td>{r.change_pct:+.1f}%</td>"
+        f"<td>{'yes' if r.fired else ''}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<details class='drilldown' open><summary>Drill-down: {m} in the segments sharing a dimension at "
+        f"{_when(alert.window_start_ms)}. {html.escape(drill_summary(alert, rows))}</summary>"
+        "<table class='ev'><tr><th>segment</th><th>shares</th><th>now</th><th>hour before</th><th>change</th>"
+        f"<th>fired too</th></tr>{body}</table></details>"
+    )
+
+
+def _incident_html(number: int, incident: Incident, points: Sequence[BandPoint], drill: Sequence[DrillRow] = ()) -> str:
     first = incident.first
     fig = incident_figure(incident, points)
     chart = fig.to_html(
@@ -261,7 +370,8 @@ def _incident_html(number: int, incident: Incident, points: Sequence[BandPoint])
         f"<section class='incident {first.severity}' id='{anchor}' data-alert-type='{first.alert_type}'>"
         f"<h3><a href='#{anchor}'>#{number}</a> {html.escape(first.message.lstrip('🚨✅ '))}</h3>"
         f"<p class='meta'>{alert_title(first.alert_type)} · {first.country} {first.ad_format} · {state} · "
-        f"fingerprint <code>{html.escape(first.fingerprint)}</code></p>{rows}{note}{chart}</section>"
+        f"fingerprint <code>{html.escape(first.fingerprint)}</code></p>{rows}{note}{chart}"
+        f"{_drilldown_html(incident.firing, drill) if incident.firing else ''}</section>"
     )
 
 
@@ -297,18 +407,32 @@ margin:22px 0}.incident.critical{border-color:#d00000}.incident.high{border-colo
 .incident.medium{border-color:#daa038}.incident.low{border-color:#439fe0}.incident h3{margin:4px 0}
 .meta{color:#555;font-size:13px;margin:2px 0 6px}.note{color:#a60;font-size:13px}:target{background:#fffbe6}
 h3 a{color:#888;text-decoration:none}tr.firing td:first-child{color:#d00000;font-weight:600}
-tr.resolved td:first-child{color:#2eb67d;font-weight:600}
+tr.resolved td:first-child{color:#2eb67d;font-weight:600}.drilldown summary{cursor:pointer;font-size:13px;
+color:#333;margin-top:6px}.drilldown tr.fired td:last-child{color:#d00000;font-weight:600}
 """
 
 
-def render_report(alerts: Sequence[Alert], points: Sequence[BandPoint], title: str, window_ms: int = 60_000) -> str:
-    """The whole page as one string (plotly.js inlined)."""
+def render_report(
+    alerts: Sequence[Alert],
+    points: Sequence[BandPoint],
+    title: str,
+    window_ms: int = 60_000,
+    windows: Sequence[SegmentWindow] = (),
+) -> str:
+    """The whole page as one string (plotly.js inlined); ``windows`` feed the drill-down."""
     import plotly.offline
 
     _plotly()
     found = incidents(alerts)
+    by_start = windows_by_start(windows)
     sections = "".join(
-        _incident_html(i, inc, incident_points(inc, points, window_ms)) for i, inc in enumerate(found, 1)
+        _incident_html(
+            i,
+            inc,
+            incident_points(inc, points, window_ms),
+            drilldown(inc.firing, by_start, alerts, window_ms) if inc.firing else (),
+        )
+        for i, inc in enumerate(found, 1)
     )
     firing = sum(a.status == "firing" for a in alerts)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -324,10 +448,15 @@ def render_report(alerts: Sequence[Alert], points: Sequence[BandPoint], title: s
 
 
 def write_report(
-    folder: Path, alerts: Sequence[Alert], points: Sequence[BandPoint], title: str, window_ms: int = 60_000
+    folder: Path,
+    alerts: Sequence[Alert],
+    points: Sequence[BandPoint],
+    title: str,
+    window_ms: int = 60_000,
+    windows: Sequence[SegmentWindow] = (),
 ) -> Path:
     """Write ``folder/report.html`` (atomically: a link opened mid-refresh never sees half a page)."""
-    page = render_report(alerts, points, title, window_ms)
+    page = render_report(alerts, points, title, window_ms, windows)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / REPORT_FILE
