@@ -51,6 +51,7 @@ debian_mirror() {
 base() {
   ensure_daemon
   if docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then log "$LOCAL_BASE present"; return; fi
+  local t0=$SECONDS
   mkdir -p "$CACHE"
   local tarball=$CACHE/base-bookworm.tar
   if [ ! -s "$tarball" ]; then
@@ -71,7 +72,7 @@ EOF
   fi
   docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["bash"]' "$tarball" "$LOCAL_BASE" >/dev/null
-  log "imported $LOCAL_BASE"
+  log "imported $LOCAL_BASE in $((SECONDS - t0)) s"
 }
 
 deps_stamp() {
@@ -81,11 +82,11 @@ deps_stamp() {
 }
 
 wheels() {
-  local svc=$1 out=$WHEELS/$1 stamp
+  local svc=$1 out=$WHEELS/$1 stamp t0=$SECONDS
   stamp=$(deps_stamp "$svc")
   mkdir -p "$out"
   if [ "$(cat "$out/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
-    log "wheelhouse for $svc: dependencies"
+    log "wheelhouse for $svc: dependencies from uv.lock (pip wheel; the first time a few minutes)"
     rm -rf "$out/deps" "$out/tmp" && mkdir -p "$out/deps"
     local uv; uv=$(command -v uv || echo "$ROOT/.adwatch/tools/bin/uv")
     if [ -f uv.lock ] && [ -x "$uv" ]; then
@@ -115,6 +116,7 @@ wheels() {
   "$PIP_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$out/local" ./libs/adwatch "./services/$svc" 2>/dev/null \
     || "$PIP_PY" -m pip wheel -q --no-deps -w "$out/local" ./libs/adwatch "./services/$svc"
   rm -rf libs/adwatch/build "services/$svc/build"
+  log "wheelhouse for $svc ready in $((SECONDS - t0)) s"
 }
 
 build() {
