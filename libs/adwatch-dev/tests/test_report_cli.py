@@ -9,8 +9,9 @@ import numpy as np
 
 from adwatch.storage import make_clickhouse
 from adwatch_detector.backtest import run_backtest
+from adwatch_detector.migrations import alerts_ddl, metrics_ddl
 from adwatch_detector.rules import load_rules
-from adwatch_detector.sinks import alerts_ddl, metrics_ddl, window_row
+from adwatch_detector.sinks import window_row
 from adwatch_dev.cli import main
 from adwatch_dev.simulate import sample_counts, to_windows
 

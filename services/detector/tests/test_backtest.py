@@ -105,7 +105,8 @@ def test_backtest_reports_bad_input_with_exit_code_2(tmp_path: Path, args: list[
 def test_backtest_reads_the_detectors_clickhouse_table(tmp_path: Path) -> None:
     """Windows written by the job's sink (twice, as a replay would) backtest like the JSONL ones."""
     from adwatch.storage import make_clickhouse
-    from adwatch_detector.sinks import metrics_ddl, window_row
+    from adwatch_detector.migrations import metrics_ddl
+    from adwatch_detector.sinks import window_row
 
     url = f"chdb://{tmp_path / 'ch'}"
     store = make_clickhouse(url)

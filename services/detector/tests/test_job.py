@@ -116,12 +116,10 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
 
     ch = make_clickhouse(common.clickhouse_url)
     try:
-        rows = ch.query(
-            f"SELECT segment, count() FROM {settings.metrics_table} FINAL GROUP BY segment ORDER BY segment"
-        )
+        rows = ch.query(f"SELECT segment, count() FROM {settings.metrics_table} GROUP BY segment ORDER BY segment")
         # every window but the last one per segment has closed (the watermark never passes the last)
         assert rows == [("DE|native", HISTORY_MIN - 1), ("US|banner", HISTORY_MIN - 1)]
-        assert ch.query(f"SELECT alert_type, status FROM {settings.alerts_table} FINAL") == [("ctr_drop", "firing")]
+        assert ch.query(f"SELECT alert_type, status FROM {settings.alerts_table}") == [("ctr_drop", "firing")]
     finally:
         ch.close()
 
@@ -170,7 +168,7 @@ def test_restart_from_checkpoint_keeps_state_and_loses_or_repeats_nothing(
             starts = [
                 r[0]
                 for r in ch.query(
-                    f"SELECT window_start_ms FROM {settings.metrics_table} FINAL WHERE segment = '{segment}' ORDER BY 1"
+                    f"SELECT window_start_ms FROM {settings.metrics_table} WHERE segment = '{segment}' ORDER BY 1"
                 )
             ]
             assert starts == [T0_MS + m * MINUTE_MS for m in range(total - 1)]

@@ -77,24 +77,30 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     ]
     writer = BatchWriter(settings, common, metrics)
     try:
-        writer.write_rows(rows, 0)
-        writer.write_rows(rows, 0)  # the same batch replayed after a crash
+        writer.write_rows(rows, 0, query_id="q1")
+        writer.write_rows(rows, 0, query_id="q1")  # the same batch replayed after a crash
         ch = writer.clickhouse
-        assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table} FINAL") == [
+        # exactly once without FINAL: the replay's inserts carry the same deduplication token
+        assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table}") == [
             ("US|banner", 1000, 8)
         ]
-        assert ch.query(f"SELECT alert_id, status FROM {settings.alerts_table} FINAL") == [(ALERT.alert_id, "firing")]
+        assert ch.query(f"SELECT alert_id, status FROM {settings.alerts_table}") == [(ALERT.alert_id, "firing")]
+        writer.write_rows(rows, 0, query_id="q2")  # batch 0 of another query (a new checkpoint) is new
+        assert ch.query(f"SELECT count() FROM {settings.metrics_table}") == [(2,)]
     finally:
         writer.close()
 
-    alerts = consume_all(kafka, settings.alerts_topic, expected=2, timeout_s=15)
+    # Kafka has each batch's records again (consumers deduplicate by alert id)
+    alerts = consume_all(kafka, settings.alerts_topic, expected=3, timeout_s=15)
     assert {decode(m.value(), Alert).alert_id for m in alerts} == {ALERT.alert_id}  # same id, never a new one
     assert all(m.key() == b"ctr_drop:US|banner" for m in alerts)
-    (letter, _) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, settings.dlq_topic, 2, timeout_s=15)]
+    (letter, _, _) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, settings.dlq_topic, 3, timeout_s=15)]
     assert (letter.stage, letter.partition, letter.offset, letter.payload) == ("detector", 2, 41, "{oops")
+    # the replay counted nothing; the other query's batch 0 counted once
     assert metrics.dead_letters_total.labels(reason="malformed_json")._value.get() == 2
     assert metrics.alerts_total.labels("ctr_drop", "high", "firing")._value.get() == 2
     assert metrics.late_events_total._value.get() == 6
+    assert metrics.windows_closed_total._value.get() == 2
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     key = settings.redis_key_prefix + "US|banner"

@@ -7,6 +7,7 @@ the same SQL. chdb allows one process per data directory.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -36,13 +37,25 @@ class ClickHouse(Protocol):
 
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
 
-    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None: ...
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None: ...
 
 
-def insert_json_sql(table: str, rows: list[dict[str, Any]]) -> str:
-    """One INSERT ... FORMAT JSONEachRow statement: the same SQL for chdb and a server."""
+_TOKEN = re.compile(r"[A-Za-z0-9_.:|-]{1,256}")
+
+
+def insert_json_sql(table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> str:
+    """One INSERT ... FORMAT JSONEachRow statement: the same SQL for chdb and a server.
+
+    ``dedup_token``: ClickHouse drops an insert whose token it has seen (on a table with
+    ``non_replicated_deduplication_window``), so a replayed micro-batch writes nothing twice.
+    """
     body = b"\n".join(msgspec.json.encode(row) for row in rows).decode()
-    return f"INSERT INTO {table} FORMAT JSONEachRow\n{body}"
+    settings = ""
+    if dedup_token is not None:
+        if not _TOKEN.fullmatch(dedup_token):
+            raise StorageError(f"a deduplication token is letters, digits and _.:|- only: {dedup_token!r}")
+        settings = f" SETTINGS insert_deduplication_token = '{dedup_token}'"
+    return f"INSERT INTO {table}{settings} FORMAT JSONEachRow\n{body}"
 
 
 class EmbeddedClickHouse:
@@ -69,9 +82,9 @@ class EmbeddedClickHouse:
             return []
         return [tuple(row) for row in json.loads(text)["data"]]
 
-    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
         if rows:
-            self.command(insert_json_sql(table, rows))
+            self.command(insert_json_sql(table, rows, dedup_token))
 
     def close(self) -> None:
         with self._lock:
@@ -100,9 +113,9 @@ class ServerClickHouse:
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._client.query(sql).result_rows]
 
-    def insert_json_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
         if rows:
-            self._client.command(insert_json_sql(table, rows))
+            self._client.command(insert_json_sql(table, rows, dedup_token))
 
 
 def make_clickhouse(url: str | SecretStr) -> EmbeddedClickHouse | ServerClickHouse:

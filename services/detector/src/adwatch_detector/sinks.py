@@ -1,9 +1,12 @@
 """Where a micro-batch's output goes: Kafka (alerts, dead letters), Redis, ClickHouse.
 
 Everything runs on the driver inside ``foreachBatch`` (chdb allows one process per data
-directory). A batch is done only once the producer has flushed; a replayed batch writes
-the same alert ids and the same ClickHouse keys (ReplacingMergeTree), so replays are
-harmless.
+directory). A batch is done only once the producer has flushed. A replayed batch (the
+query restarted from its checkpoint) is written exactly once where the store allows it:
+ClickHouse drops the replay's inserts by their ``insert_deduplication_token`` (query id,
+batch id, table), and the metrics count a batch id once. Kafka gets the replay's records
+again with the same alert ids and keys: consumers deduplicate by ``alert_id`` (the
+notifier's ledger does), which is the documented contract of the alerts topic.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from adwatch.errors import AdwatchError
 from adwatch.kafka import dead_letter, make_producer
 from adwatch.storage import make_clickhouse, make_redis
 from adwatch_detector.metrics import DetectorMetrics
+from adwatch_detector.migrations import Tables, migrate
 from adwatch_detector.settings import DetectorSettings
 
 logger = logging.getLogger(__name__)
@@ -34,27 +38,6 @@ STAGE = "detector"
 
 class SinkError(AdwatchError):
     """A sink could not take a micro-batch (the batch fails and is replayed)."""
-
-
-def metrics_ddl(table: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {table} (
-    segment String, country LowCardinality(String), ad_format LowCardinality(String),
-    window_start_ms Int64, window_end_ms Int64,
-    window_start DateTime64(3, 'UTC') MATERIALIZED fromUnixTimestamp64Milli(window_start_ms, 'UTC'),
-    impressions UInt64, clicks UInt64, requests UInt64, conversions UInt64,
-    revenue_usd Float64, orphan_clicks UInt64, ctr Float64, ecpm Float64, written_at_ms Int64
-) ENGINE = ReplacingMergeTree(written_at_ms) ORDER BY (segment, window_start_ms)"""
-
-
-def alerts_ddl(table: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {table} (
-    alert_id String, fingerprint String, status LowCardinality(String), alert_type LowCardinality(String),
-    severity LowCardinality(String), country LowCardinality(String), ad_format LowCardinality(String),
-    metric LowCardinality(String), current Float64, expected Float64, band_low Float64, band_high Float64,
-    deviation_pct Float64, volume UInt64, p_value Float64, z_score Float64,
-    window_start_ms Int64, window_end_ms Int64, detected_at_ms Int64, message String, rule_set String,
-    schema_version UInt16, trace_id String, segment String
-) ENGINE = ReplacingMergeTree ORDER BY alert_id"""
 
 
 def window_row(segment: str, w: SegmentWindow, written_at_ms: int) -> dict[str, Any]:
@@ -149,23 +132,32 @@ class BatchWriter:
         self.batches = 0
         self._delivery_errors: list[str] = []
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
+        self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
+        self._replay = False  # the batch being written was counted before (a replay)
 
     @property
     def clickhouse(self) -> Any:
-        """Opened lazily on the driver (chdb: one process per directory); tables created once."""
+        """Opened lazily on the driver (chdb: one process per directory); schema migrated once."""
         if self._clickhouse is None and self.settings.clickhouse_enabled:
             ch = make_clickhouse(self.common.clickhouse_url)
-            ch.command(metrics_ddl(self.settings.metrics_table))
-            ch.command(alerts_ddl(self.settings.alerts_table))
+            ran = migrate(ch, Tables(self.settings.metrics_table, self.settings.alerts_table))
+            if ran:
+                logger.info("ClickHouse schema migrated: versions %s", ran, extra={"migrations": ran})
             self._clickhouse = ch
         return self._clickhouse
 
     def __call__(self, batch: Any, batch_id: int) -> None:
+        # Spark's query id: stable across restarts from one checkpoint, new for a new checkpoint
+        query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
         rows = [r.asDict() for r in batch.collect()]
-        self.write_rows(rows, batch_id)
+        self.write_rows(rows, batch_id, query_id or self.settings.query_name)
 
-    def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int) -> None:
-        """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked."""
+    def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int, query_id: str = "local") -> None:
+        """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked.
+
+        ``(query_id, batch_id)`` names the batch: a replay of it inserts nothing new into
+        ClickHouse and adds nothing to the counters.
+        """
         now_ms = int(time.time() * 1000)
         windows = [(r["segment"], decode(r["payload"], SegmentWindow)) for r in rows if r["kind"] == "window"]
         alerts = sorted(
@@ -186,13 +178,12 @@ class BatchWriter:
                 partition=r["src_partition"] if r["src_partition"] is not None else -1,
                 offset=r["src_offset"] if r["src_offset"] is not None else -1,
             )
+        self._replay = batch_id <= self._counted.get(query_id, -1)
         trace_ids = {a.alert_id: self._send_alert(a, r["segment"], r.get("traceparents")) for r, a in alerts}
         self._flush()
-        for r in dead:
-            self.metrics.dead_letters_total.labels(reason=reason_label(r["reason"])).inc()
-        if late:
-            self.metrics.late_events_total.inc(late)
-        self.metrics.windows_closed_total.inc(len(windows))
+        if not self._replay:
+            self._count(windows, dead, late)
+            self._counted[query_id] = batch_id
         for r in rows:
             if r["kind"] == "window" and r.get("count") is not None:
                 self._warming[r["segment"]] = bool(r["count"])
@@ -201,20 +192,32 @@ class BatchWriter:
         if self.redis is not None and windows:
             self._write_redis(windows, now_ms)
         if self.clickhouse is not None and (windows or alerts):
-            self.clickhouse.insert_json_rows(
-                self.settings.metrics_table, [window_row(seg, w, now_ms) for seg, w in windows]
-            )
-            self.clickhouse.insert_json_rows(
-                self.settings.alerts_table,
-                [
-                    {**msgspec.structs.asdict(a), "trace_id": trace_ids.get(a.alert_id, ""), "segment": r["segment"]}
-                    for r, a in alerts
-                ],
-            )
+            for table, table_rows in (
+                (self.settings.metrics_table, [window_row(seg, w, now_ms) for seg, w in windows]),
+                (
+                    self.settings.alerts_table,
+                    [
+                        {
+                            **msgspec.structs.asdict(a),
+                            "trace_id": trace_ids.get(a.alert_id, ""),
+                            "segment": r["segment"],
+                        }
+                        for r, a in alerts
+                    ],
+                ),
+            ):
+                self.clickhouse.insert_json_rows(table, table_rows, dedup_token=f"{query_id}:{batch_id}:{table}")
         self.batches += 1
         if windows or alerts or dead:
             counts = {"batch_id": batch_id, "windows": len(windows), "alerts": len(alerts), "dead_letters": len(dead)}
             logger.info("batch %d: %d windows closed, %d alerts, %d dead letters", *counts.values(), extra=counts)
+
+    def _count(self, windows: Sequence[tuple[str, SegmentWindow]], dead: Sequence[dict[str, Any]], late: int) -> None:
+        for r in dead:
+            self.metrics.dead_letters_total.labels(reason=reason_label(r["reason"])).inc()
+        if late:
+            self.metrics.late_events_total.inc(late)
+        self.metrics.windows_closed_total.inc(len(windows))
 
     def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None) -> str:
         topic = self.settings.alerts_topic
@@ -232,9 +235,10 @@ class BatchWriter:
                 headers=headers,  # type: ignore[arg-type]
                 on_delivery=self._on_delivery,
             )
-            latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
-            self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
-            self.metrics.alerts_total.labels(alert.alert_type, alert.severity, alert.status).inc()
+            if not self._replay:  # a replayed batch's alerts were counted the first time
+                latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
+                self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
+                self.metrics.alerts_total.labels(alert.alert_type, alert.severity, alert.status).inc()
             ctx = span.get_span_context()
             return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
