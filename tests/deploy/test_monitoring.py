@@ -150,4 +150,130 @@ def test_dashboard_is_shipped_by_the_chart() -> None:
     objs = chart.objects(chart.render_case("cloud"))
     (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(cm["data"]["adwatch-slo.json"]) == json.loads(DASHBOARD.read_text())
+    shipped = cm["data"]["adwatch-slo.json"]
+    assert "__" not in shipped.replace("__name__", ""), "a threshold placeholder was left in the dashboard"
+    assert json.loads(shipped)["panels"][0]["targets"] == json.loads(DASHBOARD.read_text())["panels"][0]["targets"]
+
+
+def test_dashboard_titles_state_the_thresholds_the_rules_use() -> None:
+    """The dashboard said 20 s while the rule used 15 s: now both come from the values."""
+    values = {"detectionLatencyThreshold": "12.5", "objectives": {"deliverySuccess": 0.995}}
+    cloud = chart.load_values(chart.CASES["cloud"])
+    objs = chart.objects(chart.render(chart._merge(cloud, {"monitoring": {"prometheusRule": values}})))
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    titles = [p["title"] for p in json.loads(cm["data"]["adwatch-slo.json"])["panels"]]
+    assert "Detection latency (SLO: 99% < 12.5 s)" in titles
+    assert "Delivery success by channel (SLO: 99.5%)" in titles
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    exprs = [r.get("expr", "") for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert any('le="12.5"' in e for e in exprs)
+
+
+NS = 'namespace="adwatch"'
+PIPELINE_CASES = [
+    # (alert, input series -> values, eval time, labels of each expected alert; [] = stays quiet)
+    ("AdwatchDetectorAbsent", {f"adwatch_notifier_consumer_lag_records{{{NS}}}": "0x20"}, "10m", [{}]),
+    ("AdwatchDetectorAbsent", {f"adwatch_detector_last_batch_timestamp_seconds{{{NS}}}": "1x20"}, "10m", []),
+    (
+        "AdwatchComponentDown",
+        {f'up{{{NS},component="notifier-slack"}}': "0x20", f'up{{{NS},component="detector"}}': "1x20"},
+        "10m",
+        [{"component": "notifier-slack"}],
+    ),
+    ("AdwatchComponentDown", {f'up{{{NS},component="notifier-slack"}}': "1x20"}, "10m", []),
+    (
+        "AdwatchComponentAbsent",
+        {f'up{{{NS},component="{c}"}}': "1x20" for c in ("notifier-console", "notifier-email", "notifier-pagerduty")}
+        | {f'up{{{NS},component="notifier-webhook"}}': "1x20"},
+        "10m",
+        [{"component": "notifier-slack"}],
+    ),
+    (
+        "AdwatchComponentAbsent",
+        {f'up{{{NS},component="notifier-{c}"}}': "1x20" for c in ("console", "email", "pagerduty", "slack", "webhook")},
+        "10m",
+        [],
+    ),
+    ("AdwatchWatchdog", {}, "1m", [{}]),
+    (
+        "AdwatchDeadLettersGrowing",
+        {f'adwatch_detector_dead_letters_total{{{NS},reason="decode"}}': "0+20x30"},
+        "20m",
+        [{}],
+    ),
+    (
+        "AdwatchDeadLettersGrowing",
+        {f'adwatch_detector_dead_letters_total{{{NS},reason="decode"}}': "0+1x30"},
+        "20m",
+        [],
+    ),
+    (
+        "AdwatchAlertsDeadLettered",
+        {
+            f'adwatch_notifier_dead_letters_total{{{NS},channel="slack",reason="permanent"}}': "0x10 1x20",
+            f'adwatch_notifier_dead_letters_total{{{NS},channel="email",reason="permanent"}}': "0x30",
+        },
+        "15m",
+        [{"channel": "slack"}],
+    ),
+    (
+        "AdwatchLateEvents",
+        {
+            f"adwatch_detector_late_events_total{{{NS}}}": "0+50x60",
+            f"adwatch_detector_events_total{{{NS}}}": "0+1000x60",
+        },
+        "45m",
+        [{}],
+    ),
+    (
+        "AdwatchLateEvents",
+        {
+            f"adwatch_detector_late_events_total{{{NS}}}": "0+1x60",
+            f"adwatch_detector_events_total{{{NS}}}": "0+1000x60",
+        },
+        "45m",
+        [],
+    ),
+]
+
+
+def _expected_alert(alert: str, labels: dict[str, str]) -> dict[str, Any]:
+    """The alert as promtool reports it: the rule's labels, the series' labels, expanded annotations."""
+    rules = [r for g in rule_groups() for r in g["rules"] if r.get("alert") == alert]
+    rule = next(
+        r for r in rules if r.get("labels", {}).get("component", labels.get("component")) == labels.get("component")
+    )
+    all_labels = {"namespace": "adwatch", **labels, **rule.get("labels", {})}
+    if alert == "AdwatchWatchdog":
+        all_labels.pop("namespace")
+    annotations = {
+        k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: all_labels[m.group(1)], v)
+        for k, v in rule["annotations"].items()
+    }
+    return {"exp_labels": all_labels, "exp_annotations": annotations}
+
+
+@needs_promtool
+@pytest.mark.parametrize(("alert", "series", "at", "expected"), PIPELINE_CASES)
+def test_pipeline_alerts_fire_when_they_should_and_stay_quiet_otherwise(
+    tmp_path: Path, alert: str, series: dict[str, str], at: str, expected: list[dict[str, str]]
+) -> None:
+    """Each alert on the pipeline itself (absent, down, dead man's switch, dead letters, late
+    events), once firing and once quiet, in promtool's unit tests."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "30s",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": at, "alertname": alert, "exp_alerts": [_expected_alert(alert, e) for e in expected]}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = promtool("test", "rules", str(tmp_path / "test.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
