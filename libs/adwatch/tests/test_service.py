@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from adwatch.config import ServiceSettings, load_settings, secret_values
 from adwatch.errors import ConfigError
-from adwatch.service import service
+from adwatch.service import Heartbeat, service
 from adwatch.telemetry import HttpResponse
 
 
@@ -114,3 +114,23 @@ def test_dispatch_runs_one_command_shape(argv: list[str], ran: tuple[str, list[s
     commands = {name: command(name) for name in ("run", "backtest")}
     assert dispatch("prog", argv, commands, default="run") == code
     assert calls == ([ran] if ran else [])
+
+
+def test_healthz_fails_once_the_loop_stops_beating() -> None:
+    """A wedged loop (a stalled query, a stuck poll) is restarted by the liveness probe."""
+    clock = [0.0]
+    beat = Heartbeat(clock=lambda: clock[0])
+    with service("demo", DemoSettings) as svc:
+        port = svc.ops_port
+        assert port is not None
+        svc.alive_when(beat, max_silence_s=30, what="the poll loop")
+        clock[0] = 29.0
+        assert _status(port, "/healthz") == 200
+        clock[0] = 31.0
+        assert _status(port, "/healthz") == 503
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert b"the poll loop made no progress for 31 s (limit 30 s)" in err.value.read()
+        beat.beat()
+        assert _status(port, "/healthz") == 200
+        assert _status(port, "/readyz") == 503  # readiness is its own question

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -42,11 +43,20 @@ class Service(Generic[S]):
     registry: CollectorRegistry = REGISTRY
     ops_port: int | None = None
     _ready: Callable[[], bool] = field(default=lambda: False, repr=False)
+    _alive: Callable[[], str | None] = field(default=lambda: None, repr=False)
     _ops: OpsServer | None = field(default=None, repr=False)
 
     def ready_when(self, check: Callable[[], bool]) -> None:
         """``/readyz`` answers 200 while ``check()`` is true (until set: not ready)."""
         self._ready = check
+
+    def alive_when(self, heartbeat: Heartbeat, max_silence_s: float, what: str) -> None:
+        """``/healthz`` answers 503 once ``heartbeat`` has not beaten for ``max_silence_s``: the
+        service's loop (``what``) is wedged, and restarting it is the cure (a liveness probe)."""
+        self._alive = lambda: heartbeat.stale(max_silence_s, what)
+
+    def is_alive(self) -> str | None:
+        return self._alive()
 
     def is_ready(self) -> bool:
         return not self.stop.is_set() and self._ready()
@@ -56,6 +66,29 @@ class Service(Generic[S]):
         if self._ops is None:
             raise RuntimeError(f"{self.name}: no ops server to mount {prefix} on (serve_ops=False)")
         self._ops.mount(prefix, handler)
+
+
+class Heartbeat:
+    """The last time a service's loop made progress (monotonic clock), beaten by the loop."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = clock()  # the start counts as a beat: start-up has the same allowance
+
+    def beat(self) -> None:
+        self._last = self._clock()
+
+    def silence_s(self) -> float:
+        return self._clock() - self._last
+
+    def stale(self, max_silence_s: float, what: str) -> str | None:
+        """None while fresh; else a sentence for /healthz and the logs."""
+        silence = self.silence_s()
+        return (
+            f"{what} made no progress for {silence:.0f} s (limit {max_silence_s:.0f} s)"
+            if silence > max_silence_s
+            else None
+        )
 
 
 @contextlib.contextmanager
@@ -83,7 +116,7 @@ def service(
     svc = Service(name=name, settings=settings, common=common, stop=stop)
     with stop_on_signals(stop):
         ops = (
-            OpsServer(common.metrics_port, svc.is_ready, svc.registry, common.metrics_host).start()
+            OpsServer(common.metrics_port, svc.is_ready, svc.registry, common.metrics_host, svc.is_alive).start()
             if serve_ops
             else None
         )

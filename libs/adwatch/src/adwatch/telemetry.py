@@ -134,8 +134,10 @@ class OpsServer:
         ready: Callable[[], bool] = lambda: True,
         registry: CollectorRegistry = REGISTRY,
         host: str = "0.0.0.0",
+        alive: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.ready = ready
+        self.alive = alive  # None: alive; else why not (a wedged loop): /healthz 503 and the kubelet restarts it
         self.registry = registry
         self.routes: dict[str, RouteHandler] = {}
         server = self
@@ -147,7 +149,15 @@ class OpsServer:
                     encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                     self._send(200, encoder(server.registry), content_type)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
+                    try:
+                        wedged = server.alive()
+                    except Exception as exc:  # a broken check is no reason to restart a working service
+                        logger.warning("liveness check failed: %s", type(exc).__name__)
+                        wedged = None
+                    if wedged:
+                        self._send(503, f"not alive: {wedged}\n".encode(), "text/plain")
+                    else:
+                        self._send(200, b"ok\n", "text/plain")
                 elif path == "/readyz":
                     ok = _safe(server.ready)
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
