@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
+from adwatch.storage import make_clickhouse
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
-from adwatch_detector.sinks import BatchWriter, event_links, reason_label
+from adwatch_detector.sinks import BatchWriter, alerts_ddl, alerts_migrations, event_links, reason_label
 from adwatch_dev.testing import consume_all, unique
 
 WINDOW = SegmentWindow(
@@ -46,6 +47,7 @@ ALERT = Alert(
     window_end_ms=WINDOW.window_end_ms,
     detected_at_ms=1_790_000_105_000,
     message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
+    rule="ctr",
 )
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -83,7 +85,9 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
         assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table} FINAL") == [
             ("US|banner", 1000, 8)
         ]
-        assert ch.query(f"SELECT alert_id, status FROM {settings.alerts_table} FINAL") == [(ALERT.alert_id, "firing")]
+        assert ch.query(f"SELECT alert_id, status, rule FROM {settings.alerts_table} FINAL") == [
+            (ALERT.alert_id, "firing", "ctr")
+        ]
     finally:
         writer.close()
 
@@ -93,13 +97,30 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     (letter, _) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, settings.dlq_topic, 2, timeout_s=15)]
     assert (letter.stage, letter.partition, letter.offset, letter.payload) == ("detector", 2, 41, "{oops")
     assert metrics.dead_letters_total.labels(reason="malformed_json")._value.get() == 2
-    assert metrics.alerts_total.labels("ctr_drop", "high", "firing")._value.get() == 2
+    labels = {"rule": "ctr", "alert_type": "ctr_drop", "severity": "high", "status": "firing"}
+    assert metrics.alerts_total.labels(**labels)._value.get() == 2
     assert metrics.late_events_total._value.get() == 6
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     key = settings.redis_key_prefix + "US|banner"
     assert r.hget(key, "impressions") == "1000" and float(r.hget(key, "ctr") or 0) == 0.008
     assert 0 < r.ttl(key) <= settings.redis_ttl_seconds
+
+
+def test_an_alerts_table_of_an_older_detector_gains_the_rule_column(tmp_path: Path) -> None:
+    ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
+    try:
+        old_ddl = alerts_ddl("ad_alerts").replace(", rule LowCardinality(String) DEFAULT ''", "")
+        ch.command(old_ddl)
+        ch.insert_json_rows("ad_alerts", [{"alert_id": "before"}])
+        ch.command(alerts_ddl("ad_alerts"))  # IF NOT EXISTS: the old table stays as it was
+        for sql in alerts_migrations("ad_alerts"):
+            ch.command(sql)
+            ch.command(sql)  # idempotent: every start-up runs them
+        ch.insert_json_rows("ad_alerts", [{"alert_id": "after", "rule": "ctr"}])
+        assert ch.query("SELECT alert_id, rule FROM ad_alerts ORDER BY alert_id") == [("after", "ctr"), ("before", "")]
+    finally:
+        ch.close()
 
 
 def test_helpers() -> None:

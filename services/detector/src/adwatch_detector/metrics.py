@@ -57,7 +57,10 @@ class DetectorMetrics:
             p + "windows_closed_total", "Segment windows closed and scored", registry=registry
         )
         self.alerts_total = Counter(
-            p + "alerts_total", "Alerts emitted", ["alert_type", "severity", "status"], registry=registry
+            p + "alerts_total",
+            "Alerts emitted, by the id of the rule that raised them",
+            ["rule", "alert_type", "severity", "status"],
+            registry=registry,
         )
         self.detection_latency_seconds = Histogram(
             p + "detection_latency_seconds",

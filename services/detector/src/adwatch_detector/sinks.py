@@ -53,8 +53,13 @@ def alerts_ddl(table: str) -> str:
     metric LowCardinality(String), current Float64, expected Float64, band_low Float64, band_high Float64,
     deviation_pct Float64, volume UInt64, p_value Float64, z_score Float64,
     window_start_ms Int64, window_end_ms Int64, detected_at_ms Int64, message String, rule_set String,
-    schema_version UInt16, trace_id String, segment String
+    schema_version UInt16, trace_id String, segment String, rule LowCardinality(String) DEFAULT ''
 ) ENGINE = ReplacingMergeTree ORDER BY alert_id"""
+
+
+def alerts_migrations(table: str) -> list[str]:
+    """Columns added since the table was first created (an existing table gains them at start-up)."""
+    return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT ''"]
 
 
 def window_row(segment: str, w: SegmentWindow, written_at_ms: int) -> dict[str, Any]:
@@ -157,6 +162,8 @@ class BatchWriter:
             ch = make_clickhouse(self.common.clickhouse_url)
             ch.command(metrics_ddl(self.settings.metrics_table))
             ch.command(alerts_ddl(self.settings.alerts_table))
+            for sql in alerts_migrations(self.settings.alerts_table):
+                ch.command(sql)
             self._clickhouse = ch
         return self._clickhouse
 
@@ -234,7 +241,9 @@ class BatchWriter:
             )
             latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
             self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
-            self.metrics.alerts_total.labels(alert.alert_type, alert.severity, alert.status).inc()
+            self.metrics.alerts_total.labels(
+                rule=alert.rule, alert_type=alert.alert_type, severity=alert.severity, status=alert.status
+            ).inc()
             ctx = span.get_span_context()
             return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
