@@ -99,6 +99,9 @@ def _unreadable(data: bytes, why: str) -> str:
     found = f"state_version {version}" if isinstance(version, int) else "unknown bytes"
     return (
         f"checkpointed segment state is {found}, this detector reads state_version {STATE_VERSION} ({why}). "
-        "Start from a new checkpoint (ADWATCH_DETECTOR_CHECKPOINT_DIR) to rebuild the baselines, "
-        "or run the detector version that wrote it."
+        "To upgrade: stop the detector, point ADWATCH_DETECTOR_CHECKPOINT_DIR at a new, empty directory "
+        "(keep the old one to roll back) and start it; the query then reads from "
+        "ADWATCH_DETECTOR_STARTING_OFFSETS (default earliest: the retained topic replays, alert ids are "
+        "deterministic so the notifier drops repeats) and the baselines warm up again. "
+        "Or run the detector version that wrote the checkpoint."
     )
