@@ -28,12 +28,12 @@ def run(argv: Sequence[str] = ()) -> int:
 def run_query(svc: Service[DetectorSettings]) -> int:
     """Start the query, wait for the stop event or a failure, let the running batch finish."""
     from adwatch_detector.job import build_query
-    from adwatch_detector.metrics import ProgressListener, get_metrics
+    from adwatch_detector.metrics import DetectorMetrics, ProgressListener
     from adwatch_detector.sinks import BatchWriter
     from adwatch_detector.spark import build_spark
 
     settings, common = svc.settings, svc.common
-    metrics = get_metrics()
+    metrics = svc.metrics(DetectorMetrics)
     spark = build_spark(settings.spark_master, shuffle_partitions=settings.shuffle_partitions)
     logger.info("spark master %s (application %s)", spark.sparkContext.master, spark.sparkContext.applicationId)
     spark.streams.addListener(ProgressListener(metrics, settings.query_name))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from adwatch.config import load_or_exit
 from adwatch.service import Service, service
-from adwatch_generator.metrics import GeneratorMetrics, get_metrics
+from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.runner import choice_kind, open_outputs, run_backfill, run_drill, run_live
 from adwatch_generator.scenarios import (
     SCENARIO_KINDS,
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace, command: str, svc: Service[GeneratorSettings]) -> int:
     settings, stop = svc.settings, svc.stop
-    metrics = get_metrics(svc.registry)  # what the ops server's /metrics shows
+    metrics = svc.metrics(GeneratorMetrics)  # on the registry the ops server's /metrics shows
     bootstrap = ns.bootstrap or svc.common.kafka_bootstrap
     now_ms = int(time.time() * 1000)
     if command == "drill":
