@@ -143,7 +143,9 @@ class ProgressListener(StreamingQueryListener):
         self.query_name = query_name
 
     def onQueryStarted(self, event: Any) -> None:
-        logger.info("query started: %s (%s)", event.name, event.id)
+        logger.info(
+            "query started: %s (%s)", event.name, event.id, extra={"query": event.name, "query_id": str(event.id)}
+        )
 
     def onQueryProgress(self, event: Any) -> None:
         progress = event.progress
@@ -159,7 +161,12 @@ class ProgressListener(StreamingQueryListener):
 
     def onQueryTerminated(self, event: Any) -> None:
         if event.exception:
-            logger.error("query %s terminated: %s", event.id, event.exception)
+            logger.error(
+                "query %s terminated: %s",
+                event.id,
+                event.exception,
+                extra={"query_id": str(event.id), "error": str(event.exception)},
+            )
 
 
 def _progress_dict(progress: Any) -> dict[str, Any]:
