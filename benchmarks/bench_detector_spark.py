@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import AD_FORMATS, AdEvent, encode
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch_detector.job import run_available
-from adwatch_detector.metrics import get_metrics
+from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_detector.spark import build_spark
@@ -96,7 +97,7 @@ def main() -> None:
                 source="python",
                 shuffle_partitions=4,
             )
-            writer = BatchWriter(settings, common, get_metrics())
+            writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()))
             try:
                 query = run_available(spark, settings, common, writer, timeout_s=1800)
             finally:

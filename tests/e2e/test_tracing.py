@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch_detector.job import run_available
-from adwatch_detector.metrics import get_metrics
+from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack
@@ -80,7 +80,7 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
         clickhouse_enabled=False,
     )
     common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url)
-    writer = BatchWriter(settings, common, get_metrics(), tracer=tracer)
+    writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()), tracer=tracer)
     try:
         run_available(spark, settings, common, writer, timeout_s=400)
     finally:

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from adwatch.config import CommonSettings
 from adwatch.contracts import SegmentWindow, decode
 from adwatch_detector.job import run_available
-from adwatch_detector.metrics import get_metrics
+from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_detector.spark import build_spark
@@ -65,7 +67,7 @@ def main() -> int:
         rules_file=a.rules,
     )
     common = CommonSettings(kafka_bootstrap=a.bootstrap)
-    writer = BatchWriter(settings, common, get_metrics())
+    writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()))
     batches = out / "batches.jsonl"
 
     def write(batch: Any, batch_id: int) -> None:

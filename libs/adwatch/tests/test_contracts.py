@@ -69,6 +69,7 @@ alerts = st.builds(
     window_end_ms=epoch_ms,
     detected_at_ms=epoch_ms,
     message=st.text(max_size=4096),
+    rule=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", max_size=32),
 )
 
 
@@ -80,6 +81,48 @@ def test_ad_event_round_trips(event: AdEvent) -> None:
 @given(alerts)
 def test_alert_round_trips(alert: Alert) -> None:
     assert decode(encode(alert), Alert) == alert
+
+
+def test_alert_rule_field_is_backward_compatible() -> None:
+    """``rule`` arrived after the contract shipped: old producers' alerts decode (empty rule), and an
+    alert carrying it decodes in a consumer that does not know the field yet (unknown keys are ignored)."""
+    new = Alert(**{**_alert_fields(), "rule": "ctr"})
+    old_bytes = json.dumps(_alert_fields()).encode()
+    assert decode(old_bytes, Alert).rule == ""
+    assert decode(encode(new), Alert).rule == "ctr"
+
+    class OldAlert(msgspec.Struct, kw_only=True):  # the contract before the field
+        alert_id: str
+        rule_set: str = "default"
+
+    assert msgspec.json.decode(encode(new), type=OldAlert).alert_id == new.alert_id
+    with pytest.raises(ContractError, match="rule"):
+        decode(json.dumps({**_alert_fields(), "rule": "bad\nid"}).encode(), Alert)
+
+
+def _alert_fields() -> dict[str, object]:
+    return {
+        "alert_id": "a1",
+        "fingerprint": "ctr_drop:US|banner",
+        "status": "firing",
+        "alert_type": "ctr_drop",
+        "severity": "high",
+        "country": "US",
+        "ad_format": "banner",
+        "metric": "ctr",
+        "current": 0.01,
+        "expected": 0.02,
+        "band_low": 0.015,
+        "band_high": 0.025,
+        "deviation_pct": -50.0,
+        "volume": 1000,
+        "p_value": 1e-6,
+        "z_score": -5.0,
+        "window_start_ms": 1_700_000_000_000,
+        "window_end_ms": 1_700_000_060_000,
+        "detected_at_ms": 1_700_000_065_000,
+        "message": "m",
+    }
 
 
 def _valid_event() -> dict[str, object]:

@@ -134,3 +134,28 @@ def test_healthz_fails_once_the_loop_stops_beating() -> None:
         beat.beat()
         assert _status(port, "/healthz") == 200
         assert _status(port, "/readyz") == 503  # readiness is its own question
+
+
+def test_a_services_metrics_live_on_its_registry_built_once_per_registry() -> None:
+    import threading
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from adwatch.config import CommonSettings
+    from adwatch.service import Service
+
+    class RunMetrics:
+        def __init__(self, registry: CollectorRegistry) -> None:
+            self.runs_total = Counter("adwatch_test_runs_total", "Runs", registry=registry)
+
+    def run(registry: CollectorRegistry) -> RunMetrics:
+        common = CommonSettings()
+        svc = Service(name="t", settings=common, common=common, stop=threading.Event(), registry=registry)
+        metrics = svc.metrics(RunMetrics)
+        metrics.runs_total.inc()
+        return metrics
+
+    mine, other = CollectorRegistry(), CollectorRegistry()
+    first, again = run(mine), run(mine)  # a second run in the process: same series, no duplicate error
+    assert first is again and mine.get_sample_value("adwatch_test_runs_total") == 2
+    assert run(other) is not first and other.get_sample_value("adwatch_test_runs_total") == 1

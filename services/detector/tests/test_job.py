@@ -13,13 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, decode
 from adwatch.kafka import header_value
 from adwatch.storage import make_clickhouse
 from adwatch_detector.job import run_available
-from adwatch_detector.metrics import ProgressListener, get_metrics
+from adwatch_detector.metrics import DetectorMetrics, ProgressListener
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_dev.testing import consume_all, poll_until, unique
@@ -68,7 +69,7 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
     ]
     produce_events(topics["in"], malformed + records)
     settings, common = make_settings(tmp_path, kafka, redis_url, topics)
-    metrics = get_metrics()
+    metrics = DetectorMetrics(CollectorRegistry())
     dead_before = sum(s.value for s in metrics.dead_letters_total.collect()[0].samples if s.name.endswith("_total"))
     provider, spans = TracerProvider(), InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -139,7 +140,7 @@ def test_restart_from_checkpoint_keeps_state_and_loses_or_repeats_nothing(
     cut = next(i for i, (_, v, _) in enumerate(records) if _time(v) >= T0_MS + first * MINUTE_MS)
     produce_events(topics["in"], records[:cut])
     settings, common = make_settings(tmp_path, kafka, redis_url, topics, max_offsets_per_trigger=25_000)
-    metrics = get_metrics()
+    metrics = DetectorMetrics(CollectorRegistry())
 
     writer = BatchWriter(settings, common, metrics)
     query = build_query(spark, settings, common, writer, trigger={"processingTime": "1 second"})
@@ -202,7 +203,7 @@ def test_one_event_stamped_an_hour_ahead_is_dead_lettered_and_closes_no_window_e
         producer.produce(topics["in"], value=value, partition=i % 2, timestamp=stamp)
     assert producer.flush(60) == 0
     settings, common = make_settings(tmp_path, kafka, redis_url, topics)
-    metrics = get_metrics()
+    metrics = DetectorMetrics(CollectorRegistry())
     late_before = metrics.late_events_total._value.get()
     writer = BatchWriter(settings, common, metrics)
     try:
@@ -242,7 +243,7 @@ def test_a_segment_that_goes_dark_pages_traffic_drop_while_the_others_flow(
     records = [r for r in records if not (b'"DE"' in r[1] and _time(r[1]) >= dark_ms)]
     produce_events(topics["in"], records)
     settings, common = make_settings(tmp_path, kafka, redis_url, topics)
-    writer = BatchWriter(settings, common, get_metrics())
+    writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()))
     try:
         run_available(spark, settings, common, writer, timeout_s=300)
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adwatch.storage import StorageError, insert_json_sql, make_clickhouse
-from adwatch_detector.migrations import LEDGER, MIGRATIONS, Tables, metrics_ddl, migrate
+from adwatch_detector.migrations import LEDGER, MIGRATIONS, Tables, alerts_ddl, metrics_ddl, migrate
 
 TABLES = Tables("ad_metrics", "ad_alerts")
 ROW = {"segment": "US|banner", "country": "US", "ad_format": "banner", "window_start_ms": 0, "window_end_ms": 60_000}
@@ -35,3 +35,15 @@ def test_a_deduplication_token_is_checked_before_it_reaches_sql() -> None:
     assert "insert_deduplication_token = 'q-1:3:ad_alerts'" in insert_json_sql("t", [{"a": 1}], "q-1:3:ad_alerts")
     with pytest.raises(StorageError, match="deduplication token"):
         insert_json_sql("t", [{"a": 1}], "x'; DROP TABLE t; --")
+
+
+def test_an_alerts_table_of_round_one_gains_the_rule_column(tmp_path: Path) -> None:
+    ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
+    ch.command(alerts_ddl(TABLES.alerts))  # round 1's table: no rule column
+    ch.insert_json_rows(TABLES.alerts, [{"alert_id": "before"}])
+    migrate(ch, TABLES)
+    ch.insert_json_rows(TABLES.alerts, [{"alert_id": "after", "rule": "ctr"}])
+    assert ch.query(f"SELECT alert_id, rule FROM {TABLES.alerts} ORDER BY alert_id") == [
+        ("after", "ctr"),
+        ("before", ""),
+    ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from adwatch.contracts import Alert, SegmentWindow
 from adwatch.errors import ConfigError
-from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows, load_rules, make_rules
+from adwatch_detector.rules import RULE_SETS, RULES, RuleSettings, SegmentState, detect_windows, load_rules, make_rules
 from adwatch_dev.simulate import diurnal, sample_counts, to_windows
 
 MIN = 60_000
@@ -113,6 +115,7 @@ def test_each_alert_type_fires_on_its_scenario(
     assert onset * MIN <= alert.window_start_ms < (onset + within) * MIN
     assert alert.fingerprint == f"{kind}:US|banner"
     assert alert.rule_set == "default"
+    assert alert.rule in RULE_SETS["default"] and kind in RULES[alert.rule].alert_types, "the raising rule's id"
     assert alert.band_low <= alert.expected <= alert.band_high
     assert 0.0 <= alert.p_value <= 1.0
     if kind == "click_without_impression":
@@ -126,7 +129,7 @@ def test_each_alert_type_fires_on_its_scenario(
     assert end * MIN <= resolved[0].window_start_ms < (end + 15) * MIN
 
 
-def test_classic_reproduces_the_tutorial_example() -> None:
+def test_classic_reproduces_the_tutorial_example(caplog: pytest.LogCaptureFixture) -> None:
     def window(i: int, clicks: int) -> SegmentWindow:
         return SegmentWindow(
             window_start_ms=i * MIN,
@@ -139,10 +142,18 @@ def test_classic_reproduces_the_tutorial_example() -> None:
         )
 
     windows = [window(i, 50) for i in range(6)] + [window(6, 20)]
-    _state, alerts = detect_windows(None, windows, CLASSIC, 123)
+    with caplog.at_level(logging.DEBUG, logger="adwatch_detector.rules.engine"):
+        _state, alerts = detect_windows(None, windows, CLASSIC, 123)
+    (record,) = [r for r in caplog.records if r.name == "adwatch_detector.rules.engine"]
+    assert (record.rule, record.alert_type, record.alert_id) == ("classic_ctr", "ctr_drop", alerts[0].alert_id)
     assert len(alerts) == 1
     alert = alerts[0]
-    assert (alert.alert_type, alert.status, alert.rule_set) == ("ctr_drop", "firing", "classic")
+    assert (alert.alert_type, alert.status, alert.rule_set, alert.rule) == (
+        "ctr_drop",
+        "firing",
+        "classic",
+        "classic_ctr",
+    )
     assert alert.deviation_pct == pytest.approx(-60.0)
     assert alert.message == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
     assert alert.detected_at_ms == 123

@@ -46,6 +46,7 @@ ALERT = Alert(
     window_end_ms=WINDOW.window_end_ms,
     detected_at_ms=1_790_000_105_000,
     message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
+    rule="ctr",
 )
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -84,7 +85,9 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
         assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table}") == [
             ("US|banner", 1000, 8)
         ]
-        assert ch.query(f"SELECT alert_id, status FROM {settings.alerts_table}") == [(ALERT.alert_id, "firing")]
+        assert ch.query(f"SELECT alert_id, status, rule FROM {settings.alerts_table}") == [
+            (ALERT.alert_id, "firing", "ctr")
+        ]
         writer.write_rows(rows, 0, query_id="q2")  # batch 0 of another query (a new checkpoint) is new
         assert ch.query(f"SELECT count() FROM {settings.metrics_table}") == [(2,)]
     finally:
@@ -98,7 +101,8 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     assert (letter.stage, letter.partition, letter.offset, letter.payload) == ("detector", 2, 41, "{oops")
     # the replay counted nothing; the other query's batch 0 counted once
     assert metrics.dead_letters_total.labels(reason="malformed_json")._value.get() == 2
-    assert metrics.alerts_total.labels("ctr_drop", "high", "firing")._value.get() == 2
+    labels = {"rule": "ctr", "alert_type": "ctr_drop", "severity": "high", "status": "firing"}
+    assert metrics.alerts_total.labels(**labels)._value.get() == 2
     assert metrics.late_events_total._value.get() == 6
     assert metrics.windows_closed_total._value.get() == 2
 

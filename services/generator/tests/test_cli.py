@@ -150,3 +150,22 @@ def test_drill_menu_is_scriptable_through_its_prompts() -> None:
     assert len(injected[1].segments) == 64
     assert any("unknown choice" in line for line in said)
     assert "1) CTR drop" in menu_text() and "6) Traffic drop" in menu_text() and "7) Clean" in menu_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "out"),
+    [
+        pytest.param(["--help"], 0, "usage: adwatch-generator [live|backfill|drill|segments]", id="help"),
+        pytest.param(["bogus"], 2, "unknown command 'bogus'", id="unknown-command"),
+        pytest.param(["live", "--help"], 0, "--warmup-minutes", id="live-help"),
+        pytest.param(["backfill", "--help"], 0, "--hours", id="backfill-help"),
+        pytest.param(["drill", "--help"], 0, "--choice", id="drill-help"),
+        pytest.param(["segments", "--rate", "60"], 0, "events/min", id="segments"),
+    ],
+)
+def test_the_command_shape_of_every_service(
+    args: list[str], code: int, out: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(args) == code
+    captured = capsys.readouterr()
+    assert out in captured.out + captured.err

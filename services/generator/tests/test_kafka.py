@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from adwatch.contracts import AdEvent, TruthRecord, decode
 from adwatch.kafka import header_value, make_consumer
 from adwatch.telemetry import MESSAGING_DESTINATION, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM
-from adwatch_dev.testing import consume_all, unique
+from adwatch_dev.testing import consume_all, poll_until, unique
 from adwatch_generator.__main__ import main
 from adwatch_generator.events import IMPRESSION, EventBatch
 from adwatch_generator.metrics import GeneratorMetrics
@@ -108,12 +109,14 @@ def test_truth_goes_to_the_topic_and_the_file_and_is_watched(
     in_file = [decode(line, TruthRecord) for line in (tmp_path / "truth.jsonl").read_bytes().splitlines()]
     assert on_topic == in_file == [truth_record(s) for s in scenarios]
     watcher = TruthWatcher(kafka, truth_topic, unique("watch"), metrics)
+    seen: list[TruthRecord] = []
+
+    def both_seen() -> bool:
+        seen.extend(watcher.poll())
+        return len(seen) >= 2
+
     try:
-        seen: list[TruthRecord] = []
-        deadline = time.monotonic() + 20
-        while len(seen) < 2 and time.monotonic() < deadline:
-            seen += watcher.poll()
-            time.sleep(0.1)
+        poll_until(both_seen, "the watcher to read both truth records", timeout_s=20)
     finally:
         watcher.close()
     assert seen == on_topic
@@ -160,7 +163,8 @@ def test_live_with_warmup_picks_up_a_drill(kafka: str, monkeypatch: pytest.Monke
     live = threading.Thread(target=lambda: result.update(code=main(live_args)))
     live.start()
     try:
-        time.sleep(3)
+        admin = AdminClient({"bootstrap.servers": kafka})
+        poll_until(lambda: topic in admin.list_topics(timeout=5).topics, "the live run to open its topic")
         drill_at = int(time.time() * 1000)
         assert main(["drill", "--choice", "5", "--segments", "*", "--magnitude", "5", "--truth-topic", truth]) == 0
     finally:
@@ -197,6 +201,8 @@ def test_unreachable_broker_is_retried_with_a_log_line_until_stopped(
     assert waits == [1.0, 2.0, 4.0]
     assert registry.get_sample_value("adwatch_generator_produce_errors_total", {"reason": "broker_unavailable"}) == 3
     assert "not ready" in caplog.text and "retrying in" in caplog.text
+    fields = [(r.bootstrap, r.retry_in_s) for r in caplog.records if hasattr(r, "retry_in_s")]
+    assert fields == [(bootstrap, 1.0), (bootstrap, 2.0), (bootstrap, 4.0)], "bound fields, not only prose"
     assert "Traceback" not in caplog.text
     assert os.environ.get("ADWATCH_KAFKA_BOOTSTRAP") != bootstrap
 

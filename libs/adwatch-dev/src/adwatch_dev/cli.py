@@ -194,16 +194,17 @@ def report(args: argparse.Namespace) -> int:
     """
     from adwatch.storage import make_clickhouse
     from adwatch_detector.backtest import BandPoint, clickhouse_windows, run_backtest
+    from adwatch_detector.migrations import Tables, migrate
     from adwatch_detector.report import ReportError, write_report
     from adwatch_detector.rules import load_rules
 
     rules = load_rules(os.environ.get("ADWATCH_DETECTOR_RULES_FILE") or None)
     with clickhouse_snapshot(args.clickhouse) as url:
-        windows = clickhouse_windows(url, "ad_metrics", None)
         store = make_clickhouse(url)
-        # no alert stored yet (the table comes with the first write): the replay's alerts
-        stored_any = store.query("EXISTS TABLE ad_alerts")[0][0]
-        rows = store.query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL") if stored_any else []
+        # the snapshot gets today's schema (a store of an older detector lacks columns; none yet: empty tables)
+        migrate(store, Tables("ad_metrics", "ad_alerts"))
+        windows = clickhouse_windows(url, "ad_metrics", None)
+        rows = store.query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL")
         stored = [msgspec.convert(dict(zip(ALERT_FIELDS, row, strict=True)), Alert) for row in rows]
     points: list[BandPoint] = []
     replayed = run_backtest(windows, rules, points)

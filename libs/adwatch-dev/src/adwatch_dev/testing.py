@@ -7,8 +7,10 @@ names, consumer groups and key prefixes, so nothing has to restart between tests
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from adwatch.contracts import decode
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch_dev.infra import EmbeddedInfra, poll_until
 
-__all__ = ["TopicReader", "consume_all", "missing_tool", "poll_until", "unique"]
+__all__ = ["TopicReader", "close_kafka_clients", "consume_all", "missing_tool", "poll_until", "unique"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -46,10 +48,37 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
     try:
         yield embedded
     finally:
-        # Kafka clients left in reference cycles are freed now, while the broker still answers;
-        # otherwise librdkafka prints "Connection refused" after pytest's summary until exit.
-        gc.collect()
+        # while the broker still answers: otherwise a client that outlives the session keeps
+        # reconnecting and librdkafka prints "Connection refused" after pytest's summary until exit
+        close_kafka_clients()
         embedded.stop()
+
+
+def close_kafka_clients() -> int:
+    """Close every Kafka consumer and producer still alive; returns how many were found.
+
+    Tests leave clients behind in ways no fixture sees: never closed and kept by a reference
+    cycle, by a module global, or by the traceback of a failed test (pytest keeps the last one
+    in ``sys.last_traceback`` for post-mortem debugging). Queued messages are dropped.
+    """
+    from confluent_kafka import Consumer, Producer
+
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if getattr(sys, name, None) is not None:
+            setattr(sys, name, None)
+    gc.collect()  # what only a cycle kept is freed (and destroyed) here
+    found = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Consumer):
+            found += 1
+            with contextlib.suppress(RuntimeError):  # already closed
+                obj.close()
+        elif isinstance(obj, Producer):
+            found += 1
+            with contextlib.suppress(RuntimeError):
+                obj.purge()
+                obj.close()
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,9 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     detected_at_ms: EpochMs
     message: Annotated[str, msgspec.Meta(max_length=4096)]
     rule_set: Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{0,255}$")] = "default"
+    rule: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{0,128}$")] = ""
+    """Id of the rule that raised it (``ctr``, ``classic_traffic``...; see the detector's rules/registry.py).
+    Empty from producers older than the field; a consumer must not require it."""
     schema_version: int = SCHEMA_VERSION
 
 

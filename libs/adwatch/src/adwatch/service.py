@@ -6,6 +6,11 @@ a message naming the variable), logging (JSON or text, secrets masked), tracing,
 event set by SIGTERM/SIGINT, and the ops server (``/metrics``, ``/healthz``, ``/readyz``).
 Leaving the block stops the ops server and restores the signal handlers. Each
 ``__main__`` is then a parser and a few lines.
+
+Metrics follow one pattern in every service: a ``<Service>Metrics(registry)`` class
+registers its series on the registry it is given (Alertmanager's ``NewMetrics``), and the
+entry point takes it from ``svc.metrics(<Service>Metrics)`` (built on ``svc.registry``, the
+one the ops server serves) and passes it down. Nothing reads a module-level metric.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic_settings import BaseSettings
@@ -30,6 +36,15 @@ from adwatch.telemetry import OpsServer, RouteHandler, setup_tracing
 logger = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=BaseSettings)
+M = TypeVar("M")
+
+# registry -> metrics class -> its instance there: a registry holds each series once, and one
+# process may run an entry point more than once, even concurrently (the tests do; a drill runs
+# beside a live run), so runs on one registry share its metrics objects.
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, dict[Callable[..., object], object]] = (
+    weakref.WeakKeyDictionary()
+)
+_METRICS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -45,6 +60,15 @@ class Service(Generic[S]):
     _ready: Callable[[], bool] = field(default=lambda: False, repr=False)
     _alive: Callable[[], str | None] = field(default=lambda: None, repr=False)
     _ops: OpsServer | None = field(default=None, repr=False)
+
+    def metrics(self, factory: Callable[[CollectorRegistry], M]) -> M:
+        """``factory(self.registry)``, e.g. ``svc.metrics(DetectorMetrics)``: this service's metrics on
+        the registry its ops server serves, built on first use and shared by later runs on it."""
+        with _METRICS_LOCK:
+            built = _METRICS.setdefault(self.registry, {})
+            if factory not in built:
+                built[factory] = factory(self.registry)
+            return cast(M, built[factory])
 
     def ready_when(self, check: Callable[[], bool]) -> None:
         """``/readyz`` answers 200 while ``check()`` is true (until set: not ready)."""

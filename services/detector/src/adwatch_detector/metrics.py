@@ -1,4 +1,10 @@
-"""Prometheus metrics of the detector, fed by foreachBatch and a StreamingQueryListener."""
+"""Prometheus metrics of the detector, fed by foreachBatch and a StreamingQueryListener.
+
+Every series is updated on the driver (the batch writer runs in ``foreachBatch``, the listener on
+the driver's listener bus); the rules in the Python workers only return rows. So there is no
+process-level instance: the entry point builds :class:`DetectorMetrics` on the service's registry
+(``svc.metrics(DetectorMetrics)``) and passes it down; tests build one on a fresh registry.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
 logger = logging.getLogger(__name__)
@@ -16,9 +22,9 @@ LATENCY_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 18
 
 
 class DetectorMetrics:
-    """All detector series; one instance per process (see :func:`get_metrics`)."""
+    """All detector series, registered on ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         p = "adwatch_detector_"
         self.input_rows_per_second = Gauge(
             p + "input_rows_per_second", "Input rate of the last batch", registry=registry
@@ -57,7 +63,10 @@ class DetectorMetrics:
             p + "windows_closed_total", "Segment windows closed and scored", registry=registry
         )
         self.alerts_total = Counter(
-            p + "alerts_total", "Alerts emitted", ["alert_type", "severity", "status"], registry=registry
+            p + "alerts_total",
+            "Alerts emitted, by the id of the rule that raised them",
+            ["rule", "alert_type", "severity", "status"],
+            registry=registry,
         )
         self.detection_latency_seconds = Histogram(
             p + "detection_latency_seconds",
@@ -134,7 +143,9 @@ class ProgressListener(StreamingQueryListener):
         self.query_name = query_name
 
     def onQueryStarted(self, event: Any) -> None:
-        logger.info("query started: %s (%s)", event.name, event.id)
+        logger.info(
+            "query started: %s (%s)", event.name, event.id, extra={"query": event.name, "query_id": str(event.id)}
+        )
 
     def onQueryProgress(self, event: Any) -> None:
         progress = event.progress
@@ -150,7 +161,12 @@ class ProgressListener(StreamingQueryListener):
 
     def onQueryTerminated(self, event: Any) -> None:
         if event.exception:
-            logger.error("query %s terminated: %s", event.id, event.exception)
+            logger.error(
+                "query %s terminated: %s",
+                event.id,
+                event.exception,
+                extra={"query_id": str(event.id), "error": str(event.exception)},
+            )
 
 
 def _progress_dict(progress: Any) -> dict[str, Any]:
@@ -161,14 +177,3 @@ def _progress_dict(progress: Any) -> dict[str, Any]:
     observed = getattr(progress, "observedMetrics", None) or {}
     data["observedMetrics"] = {name: row.asDict() for name, row in observed.items()}
     return data
-
-
-_METRICS: DetectorMetrics | None = None
-
-
-def get_metrics() -> DetectorMetrics:
-    """The process-wide metrics on the default registry (created once)."""
-    global _METRICS
-    if _METRICS is None:
-        _METRICS = DetectorMetrics()
-    return _METRICS

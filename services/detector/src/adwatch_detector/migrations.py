@@ -63,6 +63,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             for table in (t.metrics, t.alerts)
         ],
     ),
+    Migration(
+        3,
+        "alerts carry the id of the rule that raised them",
+        lambda t: [f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT ''"],
+    ),
 )
 
 

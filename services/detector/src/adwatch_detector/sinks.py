@@ -238,7 +238,9 @@ class BatchWriter:
             if not self._replay:  # a replayed batch's alerts were counted the first time
                 latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
                 self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
-                self.metrics.alerts_total.labels(alert.alert_type, alert.severity, alert.status).inc()
+                self.metrics.alerts_total.labels(
+                    rule=alert.rule, alert_type=alert.alert_type, severity=alert.severity, status=alert.status
+                ).inc()
             ctx = span.get_span_context()
             return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 

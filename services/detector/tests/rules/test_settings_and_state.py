@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import get_args
 
 import msgspec
 import pytest
+import yaml
 
 from adwatch.contracts import AlertType
 from adwatch.errors import ConfigError
@@ -20,9 +22,11 @@ from adwatch_detector.rules import (
     detect_windows,
     load_rules,
 )
+from adwatch_detector.rules.settings import LEGACY_FLAT_KEYS
 from adwatch_detector.rules.state import RuleSlot
 
 RULES_YAML = Path(__file__).parents[2] / "rules.yaml"
+ROUND1_YAML = Path(__file__).parent / "round1_rules.yaml"  # services/detector/rules.yaml as round 1 shipped it
 
 
 def test_the_shipped_rules_file_is_the_built_in_defaults() -> None:
@@ -38,7 +42,13 @@ def test_the_shipped_rules_file_is_the_built_in_defaults() -> None:
         pytest.param("default:\n  cusum_budget_share: 1.0\n", "default.cusum_budget_share", id="share-below-1"),
         pytest.param("classic:\n  ema_alpha: 0\n", "classic.ema_alpha", id="alpha-positive"),
         pytest.param("classic:\n  warmup: 3\n", "classic.warmup: unknown key", id="unknown-set-key"),
-        pytest.param("alert_budget_per_day: 1.0\n", "alert_budget_per_day: unknown key", id="old-flat-key"),
+        pytest.param("alert_budget: 1.0\n", "alert_budget: unknown key", id="unknown-top-level-key"),
+        pytest.param(
+            "min_impressions: 5\nrules:\n  ctr:\n    min_impressions: 9\n",
+            "min_impressions (a round-1 key) and rules.ctr.min_impressions both given",
+            id="flat-and-sectioned-key",
+        ),
+        pytest.param("ctr_halflife: -1\n", "rules.ctr.halflife", id="flat-key-bounded-in-its-section"),
         pytest.param("rules:\n  traffic:\n    alpha: 1.5\n", "rules.traffic.alpha", id="unit-interval"),
         pytest.param("window_ms: 0\n", "window_ms", id="window-positive"),
     ],
@@ -49,6 +59,47 @@ def test_a_bad_rules_file_names_the_file_and_the_key(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError) as caught:
         load_rules(str(path))
     assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_a_round_1_flat_rules_file_loads_into_the_sections(caplog: pytest.LogCaptureFixture) -> None:
+    """The round-1 rules.yaml (every key at the top level, as shipped) still reads, as the same settings."""
+    with caplog.at_level(logging.WARNING, logger="adwatch_detector.rules.settings"):
+        assert load_rules(str(ROUND1_YAML)) == load_rules(str(RULES_YAML))
+    (record,) = caplog.records
+    assert "alert_budget_per_day" in record.legacy_keys and "default.alert_budget_per_day" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("flat", "where"),
+    [
+        pytest.param("alert_budget_per_day: 0.5", ("default", "alert_budget_per_day"), id="set-wide"),
+        pytest.param("classic_cooldown_windows: 3", ("classic", "cooldown_windows"), id="classic-set"),
+        pytest.param("count_alpha: 0.3", ("traffic", "alpha"), id="traffic-rule"),
+        pytest.param("min_impressions_ecpm: 50", ("ecpm_drop", "min_impressions"), id="ecpm-rule"),
+        pytest.param("orphan_abs_tolerance: 7", ("click_without_impression", "abs_tolerance"), id="orphan-rule"),
+        pytest.param("classic_traffic_spike: 4.0", ("classic_traffic", "spike_ratio"), id="classic-rule"),
+    ],
+)
+def test_each_round_1_key_lands_in_its_section(tmp_path: Path, flat: str, where: tuple[str, str]) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"{flat}\nrules:\n  ctr:\n    halflife: 30\n")  # mixed with a sectioned key
+    rules = load_rules(str(path))
+    section, key = where
+    holder = getattr(rules, section) if section in ("default", "classic") else rules.rules[section]
+    assert getattr(holder, key) == yaml.safe_load(flat)[flat.split(":")[0]]
+    assert rules.rules["ctr"].halflife == 30
+
+
+def test_every_round_1_key_has_a_place() -> None:
+    assert set(yaml.safe_load(ROUND1_YAML.read_text())) - {"rule_set", "window_ms", "resolve_windows"} == set(
+        LEGACY_FLAT_KEYS
+    )
+    for key, place in LEGACY_FLAT_KEYS.items():
+        *sections, name = place.split(".")
+        model = (
+            type(getattr(RuleSettings(), sections[0])) if sections[0] != "rules" else RULES[sections[1]].settings_model
+        )
+        assert name in model.model_fields, f"{key} -> {place}: no such field"
 
 
 def test_a_rule_section_overrides_only_that_rule(tmp_path: Path) -> None:
@@ -121,7 +172,7 @@ def test_unreadable_state_fails_with_a_clear_message(data: bytes, message: str) 
     with pytest.raises(StateError, match=message) as caught:
         SegmentState.from_bytes(data)
     if "version" in message or "unknown" in message:
-        assert "new checkpoint" in str(caught.value)
+        assert "ADWATCH_DETECTOR_CHECKPOINT_DIR at a new, empty directory" in str(caught.value)
 
 
 def test_a_rule_slot_round_trips() -> None:

@@ -1,15 +1,12 @@
 """The generator's Prometheus metrics, defined once (bounded labels only).
 
 The entry point takes the :class:`GeneratorMetrics` of the service's registry
-(:func:`get_metrics`) and hands it to the sinks, the truth writer and watcher, the progress
-line and the live loop; nothing reads a module-level metric. Tests build their own on a
-fresh ``CollectorRegistry``.
+(``svc.metrics(GeneratorMetrics)``, see :mod:`adwatch.service`) and hands it to the sinks, the
+truth writer and watcher, the progress line and the live loop; nothing reads a module-level
+metric. Tests build their own on a fresh ``CollectorRegistry``.
 """
 
 from __future__ import annotations
-
-import threading
-import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -39,20 +36,3 @@ class GeneratorMetrics:
             "Wall clock minus the event time of the newest batch sent",
             registry=registry,
         )
-
-
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, GeneratorMetrics] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
-
-
-def get_metrics(registry: CollectorRegistry) -> GeneratorMetrics:
-    """The generator's metrics on ``registry``, registered there on first use.
-
-    A registry holds each series once, and one process may run the entry point more than
-    once (the tests do, and a drill may run beside a live run): they share these.
-    """
-    with _LOCK:
-        metrics = _BY_REGISTRY.get(registry)
-        if metrics is None:
-            metrics = _BY_REGISTRY[registry] = GeneratorMetrics(registry)
-        return metrics

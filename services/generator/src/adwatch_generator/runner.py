@@ -101,7 +101,8 @@ def run_backfill(
     for batch in model.generate(start_ms, end_ms, scenarios):
         _send(outputs, batch, progress, (int(batch.times_ms[-1]) + 1 - start_ms) / span)
         if stop.is_set():
-            logger.info("stopped early at event time %d", int(batch.times_ms[-1]))
+            at_ms = int(batch.times_ms[-1])
+            logger.info("stopped early at event time %d", at_ms, extra={"event_time_ms": at_ms})
             break
     else:
         progress.add(0, 1.0)
@@ -129,7 +130,8 @@ def run_live(
     stream = model.stream(start_ms - warmup_ms, scenarios)
     total = 0
     if warmup_ms:
-        logger.info("warm-up: backfilling %.1f minutes of event time", settings.warmup_minutes)
+        minutes = settings.warmup_minutes
+        logger.info("warm-up: backfilling %.1f minutes of event time", minutes, extra={"warmup_minutes": minutes})
         bar = Progress(progress_out, metrics, min(settings.progress_interval_s, 1.0))
         while stream.cursor_ms < start_ms and not stop.is_set():
             batch = stream.advance(min(stream.next_boundary(), start_ms))
@@ -139,7 +141,8 @@ def run_live(
     stream.step_ms = LIVE_STEP_MS
     end_ms = start_ms + int(duration_s * 1000) if duration_s is not None else None
     progress = Progress(progress_out, metrics, settings.progress_interval_s)
-    logger.info("live at %.0f events/s (daily mean) to %s", settings.effective_rate, settings.output)
+    rate, output = settings.effective_rate, settings.output
+    logger.info("live at %.0f events/s (daily mean) to %s", rate, output, extra={"rate": rate, "output": output})
     while not stop.is_set():
         target = stream.next_boundary() if end_ms is None else min(stream.next_boundary(), end_ms)
         delay = target / 1000.0 - clock()
@@ -154,7 +157,7 @@ def run_live(
         if end_ms is not None and target >= end_ms:
             break
     total += progress.total
-    logger.info("live stopped after %s events", f"{total:,}")
+    logger.info("live stopped after %s events", f"{total:,}", extra={"events": total})
     return total
 
 
@@ -173,6 +176,13 @@ def _apply_control(stream: EventStream, watcher: TruthWatcher, outputs: Outputs,
                 ",".join(scenario.segments),
                 scenario.end_ms,
                 scenario.magnitude,
+                extra={
+                    "scenario_id": scenario.scenario_id,
+                    "scenario": scenario.kind,
+                    "segments": list(scenario.segments),
+                    "end_ms": scenario.end_ms,
+                    "magnitude": scenario.magnitude,
+                },
             )
     fresh = [truth_record(s) for s in updates if s not in corrections]
     outputs.truth.write(fresh, to_kafka=False)  # already on the topic; keep the local file complete

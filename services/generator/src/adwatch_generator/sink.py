@@ -115,7 +115,12 @@ class KafkaSink:
         self.metrics.produce_errors_total.labels(reason).inc()
         last, at = self._last_error
         if reason != last or time.monotonic() - at > 30:
-            logger.warning("Kafka error (%s): %s; librdkafka keeps retrying", reason, err.str())
+            logger.warning(
+                "Kafka error (%s): %s; librdkafka keeps retrying",
+                reason,
+                err.str(),
+                extra={"reason": reason, "error": err.str()},
+            )
             self._last_error = (reason, time.monotonic())
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
@@ -172,7 +177,11 @@ class KafkaSink:
                 if waited == 0.0:
                     self.metrics.produce_errors_total.labels("queue_full").inc()
                 if waited >= 5.0 and int(waited * 10) % 100 == 0:
-                    logger.warning("producer queue full for %.0fs: is the broker reachable?", waited)
+                    logger.warning(
+                        "producer queue full for %.0fs: is the broker reachable?",
+                        waited,
+                        extra={"topic": self.topic, "waited_s": round(waited, 1)},
+                    )
                 self.producer.poll(0.1)
                 waited += 0.1
                 if self.stop.is_set() and waited > 10:
@@ -186,7 +195,9 @@ class KafkaSink:
     def flush(self, timeout_s: float = 10.0) -> int:
         remaining: int = self.producer.flush(timeout_s)
         if remaining:
-            logger.warning("%d events not delivered at shutdown (broker unreachable?)", remaining)
+            logger.warning(
+                "%d events not delivered at shutdown (broker unreachable?)", remaining, extra={"undelivered": remaining}
+            )
             self.metrics.produce_errors_total.labels("undelivered_at_shutdown").inc(remaining)
         return remaining
 
@@ -230,7 +241,7 @@ class TruthWatcher:
     """
 
     def __init__(self, bootstrap: str, topic: str, group_id: str, metrics: GeneratorMetrics) -> None:
-        self.metrics = metrics
+        self.metrics, self.topic = metrics, topic
         self.consumer = make_consumer(bootstrap, group_id, **{"enable.partition.eof": False})
         partitions = TOPIC_PARTITIONS.get(topic, 1)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
@@ -244,7 +255,8 @@ class TruthWatcher:
                 records.append(decode(msg.value() or b"", TruthRecord))
             except ContractError as exc:
                 self.metrics.produce_errors_total.labels("bad_truth_record").inc()
-                logger.warning("ignoring a bad record on the truth topic: %s", exc)
+                where = {"topic": self.topic, "partition": msg.partition(), "offset": msg.offset()}
+                logger.warning("ignoring a bad record on the truth topic: %s", exc, extra=where)
         return records
 
     def close(self) -> None:
@@ -269,7 +281,13 @@ def wait_for_kafka(
         except Exception as exc:
             reason = str(exc).splitlines()[0][:200]
             metrics.produce_errors_total.labels("broker_unavailable").inc()
-            logger.warning("Kafka at %s not ready (%s); retrying in %.0fs", bootstrap, reason, backoff)
+            logger.warning(
+                "Kafka at %s not ready (%s); retrying in %.0fs",
+                bootstrap,
+                reason,
+                backoff,
+                extra={"bootstrap": bootstrap, "error": reason, "retry_in_s": backoff},
+            )
             if wait(backoff):
                 return False
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, cast
 
 import msgspec
 from pydantic import BaseModel, ConfigDict
@@ -83,7 +83,8 @@ class BaseRule(ABC, Generic[S]):
 
     def new_state(self) -> S:
         """The state of a segment this rule has never seen."""
-        return self.state_type()  # type: ignore[return-value]
+        # state_type is S's class (a ClassVar cannot name the type variable, so say it once here)
+        return cast(S, self.state_type())
 
     @abstractmethod
     def evaluate(self, state: S, lives: Lives, window: SegmentWindow) -> list[Check]:

@@ -112,15 +112,19 @@ class RuleEngine:
         self, rule: BaseRule[Any], check: Check, status: AlertStatus, window: SegmentWindow, now_ms: int
     ) -> Alert:
         fingerprint = make_fingerprint(check.alert_type, window.segment_key)
+        alert_id = make_alert_id(fingerprint, window.window_start_ms, status)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "alert %s %s",
-                fingerprint,
-                status,
-                extra={"rule": rule.id, "alert_type": check.alert_type, "status": status},
-            )
+            fields = {
+                "rule": rule.id,
+                "alert_type": check.alert_type,
+                "status": status,
+                "alert_id": alert_id,
+                "segment": window.segment_key,
+                "window_start_ms": window.window_start_ms,
+            }
+            logger.debug("alert %s", status, extra=fields)
         return Alert(
-            alert_id=make_alert_id(fingerprint, window.window_start_ms, status),
+            alert_id=alert_id,
             fingerprint=fingerprint,
             status=status,
             alert_type=check.alert_type,
@@ -143,6 +147,7 @@ class RuleEngine:
                 status, check.alert_type, window.country, window.ad_format, check.metric, check.current, check.expected
             ),
             rule_set=self.settings.rule_set,
+            rule=rule.id,
         )
 
 

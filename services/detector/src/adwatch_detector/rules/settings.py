@@ -4,22 +4,83 @@ Every section forbids unknown keys and bounds its values; :func:`load_rules` tur
 into a :class:`ConfigError` naming the file and the dotted key (``rules.ctr.halflife``). Each
 rule's own section model lives next to the rule (``settings_model``) and is looked up in the
 registry, so adding a rule does not touch this file.
+
+A round-1 file (every key at the top level, e.g. ``alert_budget_per_day: 1.0``) still loads:
+:data:`LEGACY_FLAT_KEYS` maps each old key to its section, with a warning naming the new place.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from adwatch.errors import ConfigError
 from adwatch_detector.rules.base import SettingsSection
 from adwatch_detector.stats import budget_alpha, cusum_threshold, z_from_p
 
+logger = logging.getLogger(__name__)
+
 M = TypeVar("M", bound=SettingsSection)
+
+# Round-1 rules.yaml (one flat mapping) key -> its dotted place in the sectioned file.
+LEGACY_FLAT_KEYS: dict[str, str] = {
+    **{
+        key: f"default.{key}"
+        for key in (
+            "alert_budget_per_day",
+            "expected_segments",
+            "cusum_budget_share",
+            "warmup_windows",
+            "z_resolve",
+            "resolve_evidence",
+            "z_freeze",
+            "max_freeze_windows",
+            "cooldown_windows",
+            "max_gap_fill",  # the classic set never replayed silent minutes
+        )
+    },
+    "ema_alpha": "classic.ema_alpha",
+    "classic_warmup_windows": "classic.warmup_windows",
+    "classic_cooldown_windows": "classic.cooldown_windows",
+    "count_alpha": "rules.traffic.alpha",
+    "count_beta": "rules.traffic.beta",
+    "count_damping": "rules.traffic.damping",
+    "count_phi_prior": "rules.traffic.phi_prior",
+    "count_var_halflife": "rules.traffic.var_halflife",
+    "min_expected_count": "rules.traffic.min_expected_count",
+    "traffic_spike_ratio": "rules.traffic.spike_ratio",
+    "traffic_min_ratio": "rules.traffic.min_ratio",
+    "ctr_halflife": "rules.ctr.halflife",
+    "ctr_prior": "rules.ctr.prior",
+    "ctr_prior_n": "rules.ctr.prior_n",
+    "rho_prior": "rules.ctr.rho_prior",
+    "rho_halflife": "rules.ctr.rho_halflife",
+    "ctr_max_effective_n": "rules.ctr.max_effective_n",
+    "min_expected_clicks": "rules.ctr.min_expected_clicks",
+    "min_impressions": "rules.ctr.min_impressions",
+    "ctr_drop_ratio": "rules.ctr.drop_ratio",
+    "ctr_spike_ratio": "rules.ctr.spike_ratio",
+    "ctr_drop_min_ratio": "rules.ctr.drop_min_ratio",
+    "ctr_spike_min_ratio": "rules.ctr.spike_min_ratio",
+    "ecpm_alpha": "rules.ecpm_drop.alpha",
+    "ecpm_sigma1_sq": "rules.ecpm_drop.sigma1_sq",
+    "ecpm_tau_sq": "rules.ecpm_drop.tau_sq",
+    "ecpm_var_halflife": "rules.ecpm_drop.var_halflife",
+    "min_impressions_ecpm": "rules.ecpm_drop.min_impressions",
+    "ecpm_drop_ratio": "rules.ecpm_drop.drop_ratio",
+    "ecpm_drop_min_ratio": "rules.ecpm_drop.drop_min_ratio",
+    "orphan_abs_tolerance": "rules.click_without_impression.abs_tolerance",
+    "orphan_frac_tolerance": "rules.click_without_impression.frac_tolerance",
+    "classic_ctr_drop": "rules.classic_ctr.drop_ratio",
+    "classic_ctr_spike": "rules.classic_ctr.spike_ratio",
+    "classic_traffic_spike": "rules.classic_traffic.spike_ratio",
+    "classic_ecpm_drop": "rules.classic_ecpm_drop.drop_ratio",
+}
 
 
 class CountAwareSettings(SettingsSection):
@@ -57,6 +118,40 @@ class RuleSettings(SettingsSection):
     default: CountAwareSettings = Field(default_factory=CountAwareSettings)
     classic: ClassicSettings = Field(default_factory=ClassicSettings)
     rules: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="rule id -> its settings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_flat_keys(cls, data: Any) -> Any:
+        """Move round-1 flat keys into their sections (see :data:`LEGACY_FLAT_KEYS`)."""
+        if not isinstance(data, Mapping):
+            return data
+        flat = [key for key in data if key in LEGACY_FLAT_KEYS]
+        if not flat:
+            return data
+        out: dict[str, Any] = dict(data)
+        for key in flat:
+            *sections, name = LEGACY_FLAT_KEYS[key].split(".")
+            node = out
+            for part in sections:
+                child = node.get(part)
+                if isinstance(child, SettingsSection):
+                    child = child.model_dump(exclude_unset=True)
+                elif child is None:
+                    child = {}
+                elif not isinstance(child, Mapping):
+                    raise ValueError(f"{part}: expected a mapping, got {type(child).__name__}")
+                node[part] = node = dict(child)
+            if name in node:
+                raise ValueError(f"{key} (a round-1 key) and {LEGACY_FLAT_KEYS[key]} both given: keep only the latter")
+            node[name] = out.pop(key)
+        moved = {key: LEGACY_FLAT_KEYS[key] for key in flat}
+        logger.warning(
+            "rules: %d round-1 top-level keys read in their sections (move them there): %s",
+            len(moved),
+            ", ".join(f"{old} -> {new}" for old, new in moved.items()),
+            extra={"legacy_keys": sorted(moved)},
+        )
+        return out
 
     @field_validator("rule_set")
     @classmethod

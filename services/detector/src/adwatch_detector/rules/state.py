@@ -9,7 +9,7 @@ byte for byte. Bytes that cannot be read raise :class:`StateError` with what to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -39,7 +39,16 @@ class _Envelope(msgspec.Struct, array_like=True):
 
 
 _ENVELOPE = msgspec.msgpack.Decoder(_Envelope)
-_SLOTS = {rule_id: msgspec.msgpack.Decoder(RuleSlot[rule.state_type]) for rule_id, rule in RULES.items()}  # type: ignore[name-defined]
+
+
+def _slot_decoder(state_type: type[msgspec.Struct]) -> msgspec.msgpack.Decoder[RuleSlot[Any]]:
+    """A decoder of ``RuleSlot[state_type]``: the slot type is built from a value at run time, which a
+    static checker cannot follow, so it is typed as the ``RuleSlot[Any]`` it decodes to."""
+    generic: Any = RuleSlot
+    return msgspec.msgpack.Decoder(cast("type[RuleSlot[Any]]", generic[state_type]))
+
+
+_SLOTS = {rule_id: _slot_decoder(rule.state_type) for rule_id, rule in RULES.items()}
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -90,6 +99,9 @@ def _unreadable(data: bytes, why: str) -> str:
     found = f"state_version {version}" if isinstance(version, int) else "unknown bytes"
     return (
         f"checkpointed segment state is {found}, this detector reads state_version {STATE_VERSION} ({why}). "
-        "Start from a new checkpoint (ADWATCH_DETECTOR_CHECKPOINT_DIR) to rebuild the baselines, "
-        "or run the detector version that wrote it."
+        "To upgrade: stop the detector, point ADWATCH_DETECTOR_CHECKPOINT_DIR at a new, empty directory "
+        "(keep the old one to roll back) and start it; the query then reads from "
+        "ADWATCH_DETECTOR_STARTING_OFFSETS (default earliest: the retained topic replays, alert ids are "
+        "deterministic so the notifier drops repeats) and the baselines warm up again. "
+        "Or run the detector version that wrote the checkpoint."
     )
