@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -138,9 +139,12 @@ def progress_values(progress: dict[str, Any], now_s: float, last_batch_start_s: 
 class ProgressListener(StreamingQueryListener):
     """Copies each micro-batch's progress into the Prometheus gauges (driver side)."""
 
-    def __init__(self, metrics: DetectorMetrics, query_name: str | None = None) -> None:
+    def __init__(
+        self, metrics: DetectorMetrics, query_name: str | None = None, on_progress: Callable[[], None] = lambda: None
+    ) -> None:
         self.metrics = metrics
         self.query_name = query_name
+        self.on_progress = on_progress  # the liveness heartbeat: a batch finished, or the idle query said so
 
     def onQueryStarted(self, event: Any) -> None:
         logger.info(
@@ -151,13 +155,14 @@ class ProgressListener(StreamingQueryListener):
         progress = event.progress
         if self.query_name and progress.name != self.query_name:
             return
+        self.on_progress()
         try:
             self.metrics.observe_progress(_progress_dict(progress))
         except Exception:  # a metrics bug must never stop the query
             logger.exception("could not record query progress")
 
     def onQueryIdle(self, event: Any) -> None:
-        return None
+        self.on_progress()  # no new data, but the query is alive and polling
 
     def onQueryTerminated(self, event: Any) -> None:
         if event.exception:

@@ -32,6 +32,7 @@ def run(argv: Sequence[str] = ()) -> int:
 
 def run_query(svc: Service[DetectorSettings]) -> int:
     """Start the query, wait for the stop event or a failure, let the running batch finish."""
+    from adwatch.service import Heartbeat
     from adwatch_detector.job import build_query
     from adwatch_detector.metrics import DetectorMetrics, ProgressListener
     from adwatch_detector.sinks import BatchWriter
@@ -47,7 +48,9 @@ def run_query(svc: Service[DetectorSettings]) -> int:
         sc.applicationId,
         extra={"spark_master": sc.master, "spark_application_id": sc.applicationId},
     )
-    spark.streams.addListener(ProgressListener(metrics, settings.query_name))
+    heartbeat = Heartbeat()
+    spark.streams.addListener(ProgressListener(metrics, settings.query_name, on_progress=heartbeat.beat))
+    svc.alive_when(heartbeat, settings.liveness_stall_seconds, f"query {settings.query_name}")
     writer = BatchWriter(settings, common, metrics)
     try:
         query = build_query(spark, settings, common, writer)

@@ -55,6 +55,16 @@ class DetectorSettings(ServiceSettings):
     alerts_table: str = "ad_alerts"
     query_name: str = "adwatch_detector"
     flush_timeout_seconds: float = Field(30.0, gt=0, description="Producer flush deadline per micro-batch")
+    liveness_stall_triggers: int = Field(
+        150,
+        gt=0,
+        description="/healthz fails once the query reported no progress for this many triggers, and at least "
+        "5 minutes (a wedged query: the kubelet restarts the driver, which resumes from its checkpoint)",
+    )
+
+    @property
+    def liveness_stall_seconds(self) -> float:
+        return max(self.liveness_stall_triggers * self.trigger_seconds, 300.0)
 
     @field_validator("segment_by")
     @classmethod
