@@ -50,7 +50,19 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(values: dict[str, Any]) -> dict[str, str]:
-    """Template file name -> rendered text (empty files dropped); raises helm.HelmError on bad values."""
+    """Template file name -> rendered text (empty files and NOTES.txt dropped); raises helm.HelmError on bad values."""
+    return {k: v for k, v in _render_all(values).items() if k != NOTES}
+
+
+def render_notes(values: dict[str, Any]) -> str:
+    """What `helm install` prints after the install (templates/NOTES.txt)."""
+    return _render_all(values)[NOTES]
+
+
+NOTES = "NOTES.txt"
+
+
+def _render_all(values: dict[str, Any]) -> dict[str, str]:
     helm.disable_logging()
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
@@ -83,9 +95,10 @@ def write_examples() -> list[Path]:
     for case in CASES:
         out = EXAMPLES / case / "rendered"
         out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("*.yaml"):
-            old.unlink()
-        for name, text in stable(render_case(case)).items():
+        for old in [*out.glob("*.yaml"), out / NOTES]:
+            old.unlink(missing_ok=True)
+        files = {**stable(render_case(case)), NOTES: render_notes(load_values(CASES[case]))}
+        for name, text in files.items():
             (out / name).write_text(text)
             written.append(out / name)
     return written

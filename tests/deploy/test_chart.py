@@ -77,6 +77,9 @@ def test_every_object_is_valid(case: str) -> None:
 def test_examples_are_not_stale(case: str) -> None:
     folder = chart.EXAMPLES / case / "rendered"
     committed = {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))}
+    assert (folder / chart.NOTES).read_text() == chart.render_notes(chart.load_values(chart.CASES[case])), (
+        f"{folder / chart.NOTES} is stale: run .venv/bin/python tests/deploy/chart.py --write"
+    )
     assert committed == chart.stable(rendered(case)), (
         f"{folder} is stale: run .venv/bin/python tests/deploy/chart.py --write"
     )
