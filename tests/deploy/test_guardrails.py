@@ -365,6 +365,16 @@ def test_spark_driver_and_executors_reach_each_other_and_the_api() -> None:
     assert api and api[0]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
 
 
+def test_the_detector_reaches_its_object_store_checkpoint() -> None:
+    """cloud's checkpoint is s3a://: the detector's policy lets it out on 443 (networkPolicy.objectStore)."""
+    policy = _policies("cloud")["adwatch-detector"]
+    store = [r for r in policy["spec"]["egress"] if r.get("to") == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]]
+    assert [p["port"] for r in store for p in r["ports"]] == [443]
+    for name, other in _policies("cloud").items():
+        if name != "adwatch-detector" and not name.startswith("adwatch-notifier-"):
+            assert not [r for r in other["spec"]["egress"] if "ipBlock" in str(r)], name
+
+
 def test_no_policies_unless_enabled() -> None:
     assert not _policies("default") and not _policies("kind")
 
@@ -426,6 +436,7 @@ def test_keda_max_replicas_never_above_the_alerts_partitions() -> None:
         pytest.param({"clickhouse": {"image": "clickhouse/clickhouse-server:latest"}}, id="clickhouse-unpinned"),
         pytest.param({"default": {"serviceAccount": {"create": True}}}, id="sa-unknown-key"),
         pytest.param({"networkPolicy": {"kafka": {"namespace": "Kafka_NS"}}}, id="bad-namespace"),
+        pytest.param({"autoscaling": {"notifier": {"minReplicaCount": 0}}}, id="keda-scale-to-zero"),
     ],
 )
 def test_schema_rejects_guard_rail_mistakes(values: dict[str, Any]) -> None:
