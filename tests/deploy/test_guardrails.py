@@ -97,6 +97,9 @@ def test_store_passwords_appear_only_in_their_secret(case: str) -> None:
             for entry in container.get("env", []):
                 if "PASSWORD" in entry["name"] or (entry["name"].endswith("_URL") and "value" not in entry):
                     assert "secretKeyRef" in entry["valueFrom"], f"{wl['metadata']['name']}: {entry}"
+                if entry["name"].endswith("_URL") and "@" in entry.get("value", ""):  # credentials only as $(VAR)
+                    userinfo = entry["value"].split("://", 1)[1].split("@", 1)[0]
+                    assert re.fullmatch(r"[A-Za-z0-9_]*:\$\([A-Z_]+_PASSWORD\)", userinfo), entry
             assert "requirepass" not in " ".join(container.get("command", []))
             for arg in container.get("args", []):
                 assert not re.search(r"requirepass\s+\"?[A-Za-z0-9]{8}", arg), "a literal password in args"
