@@ -475,3 +475,47 @@ def test_notes_say_where_alerts_go_and_how_to_drill(case: str) -> None:
 @functools.cache
 def _defaults() -> dict[str, Any]:
     return yaml.safe_load((chart.CHART / "values.yaml").read_text())
+
+
+# ---- the rendered Redis command, run for real ---------------------------------------------------
+
+
+def test_rendered_redis_command_starts_a_protected_redis(tmp_path: Any) -> None:
+    """kind's Redis container script and readiness probe, run against a local redis-server: it
+    needs the password, keeps the AOF, the probe passes through REDISCLI_AUTH, and the password is
+    not in the process's arguments."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import redis
+
+    from adwatch_dev.infra import InfraError, free_port, poll_until, redis_binary
+
+    try:
+        binary = Path(redis_binary())
+    except InfraError as exc:
+        pytest.skip(str(exc))
+    container = by_kind(objects("kind"), "StatefulSet")["adwatch-redis"]["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    script = container["args"][0].replace("--dir /data", f"--dir {tmp_path} --port {port} --bind 127.0.0.1", 1)
+    password = "Pw" + os.urandom(8).hex()
+    env = {**os.environ, "PATH": f"{binary.parent}:{os.environ['PATH']}", "REDIS_PASSWORD": password}
+    server = subprocess.Popen(
+        [*container["command"], script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        poll_until(lambda: redis.Redis.from_url(url).ping(), "the rendered Redis to answer")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        assert redis.Redis.from_url(url).config_get("appendonly") == {"appendonly": "yes"}
+        assert password not in Path(f"/proc/{server.pid}/cmdline").read_bytes().decode(errors="replace")
+        probe = container["readinessProbe"]["exec"]["command"]
+        probe_env = {**env, "REDISCLI_AUTH": password}
+        probe = [*probe[:-1], probe[-1].replace("redis-cli", f"redis-cli -p {port}")]
+        assert subprocess.run(probe, env=probe_env, timeout=10, capture_output=True).returncode == 0
+        assert subprocess.run(probe, env={**env, "REDISCLI_AUTH": "wrong"}, timeout=10).returncode != 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
