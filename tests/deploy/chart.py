@@ -7,7 +7,9 @@ Also the one way to refresh the committed examples:
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,34 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(values: dict[str, Any]) -> dict[str, str]:
-    """Template file name -> rendered text (empty files dropped); raises helm.HelmError on bad values."""
+    """Template file name -> rendered text (empty files and NOTES.txt dropped); raises helm.HelmError on bad values."""
+    return {k: v for k, v in _render_all(values).items() if k != NOTES}
+
+
+def render_notes(values: dict[str, Any]) -> str:
+    """What `helm install` prints after the install (templates/NOTES.txt)."""
+    return _render_all(values)[NOTES]
+
+
+NOTES = "NOTES.txt"
+
+
+def _render_all(values: dict[str, Any]) -> dict[str, str]:
     helm.disable_logging()
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     return {Path(k).name: v.strip() + "\n" for k, v in sorted(rendered.items()) if v.strip()}
+
+
+# The passwords the chart generates (templates/secrets.yaml) are random at each render: the
+# committed examples hold this placeholder instead, so that they stay comparable.
+PLACEHOLDER = base64.b64encode(b"generated-at-install").decode()
+_GENERATED = re.compile(r"(?m)^(  password: ).+$")
+
+
+def stable(rendered: dict[str, str]) -> dict[str, str]:
+    """The rendered templates with the generated passwords replaced by PLACEHOLDER."""
+    return {k: _GENERATED.sub(rf"\g<1>{PLACEHOLDER}", v) if k == "secrets.yaml" else v for k, v in rendered.items()}
 
 
 def render_case(case: str) -> dict[str, str]:
@@ -70,9 +95,10 @@ def write_examples() -> list[Path]:
     for case in CASES:
         out = EXAMPLES / case / "rendered"
         out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("*.yaml"):
-            old.unlink()
-        for name, text in render_case(case).items():
+        for old in [*out.glob("*.yaml"), out / NOTES]:
+            old.unlink(missing_ok=True)
+        files = {**stable(render_case(case)), NOTES: render_notes(load_values(CASES[case]))}
+        for name, text in files.items():
             (out / name).write_text(text)
             written.append(out / name)
     return written

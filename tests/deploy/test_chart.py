@@ -4,6 +4,7 @@ with the services (settings names, routes and rules files, security defaults).""
 from __future__ import annotations
 
 import functools
+import shlex
 from typing import Any
 
 import helm_python as helm
@@ -28,7 +29,13 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 # Variables the images read that are not adwatch settings.
 DOWNWARD_ENV = {"K8S_POD_NAME", "K8S_NAMESPACE", "K8S_NODE_NAME"}  # the pod's identity, for OTEL_RESOURCE_ATTRIBUTES
-OTHER_ENV = {"HOME", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} | DOWNWARD_ENV
+# the stores' passwords (secretKeyRefs), which the kubelet substitutes into ADWATCH_*_URL as $(VAR)
+STORE_PASSWORDS = {"REDIS_PASSWORD", "CLICKHOUSE_PASSWORD"}
+OTHER_ENV = (
+    {"HOME", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"}
+    | DOWNWARD_ENV
+    | STORE_PASSWORDS
+)
 SPARK_ENV = {"PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_DIRS", "SPARK_LOCAL_IP"}
 
 
@@ -70,7 +77,12 @@ def test_every_object_is_valid(case: str) -> None:
 def test_examples_are_not_stale(case: str) -> None:
     folder = chart.EXAMPLES / case / "rendered"
     committed = {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))}
-    assert committed == rendered(case), f"{folder} is stale: run .venv/bin/python tests/deploy/chart.py --write"
+    assert (folder / chart.NOTES).read_text() == chart.render_notes(chart.load_values(chart.CASES[case])), (
+        f"{folder / chart.NOTES} is stale: run .venv/bin/python tests/deploy/chart.py --write"
+    )
+    assert committed == chart.stable(rendered(case)), (
+        f"{folder} is stale: run .venv/bin/python tests/deploy/chart.py --write"
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,8 +140,10 @@ def test_secrets_only_by_reference(case: str) -> None:
     for obj in objects(case):
         if obj["kind"] == "ConfigMap":
             assert not secret_names & set(obj.get("data", {})), validate.name_of(obj)
-        if obj["kind"] == "Secret":
-            pytest.fail(f"the chart must not create Secrets: {validate.name_of(obj)}")
+        if obj["kind"] == "Secret":  # only the stores' generated passwords (templates/secrets.yaml)
+            annotations = obj["metadata"].get("annotations", {})
+            assert annotations.get("adwatch.io/generated") == "true", f"a Secret the chart must not make: {obj}"
+            assert set(obj["data"]) == {"password"} and annotations["helm.sh/resource-policy"] == "keep"
     for name, spec in pod_specs(objects(case)):
         for env in (e for c in spec["containers"] for e in c.get("env", [])):
             assert "value" not in env or env["name"] not in secret_names, f"{name}: {env['name']} as a plain value"
@@ -183,7 +197,7 @@ def test_only_the_notifiers_http_routes_are_exposed() -> None:
 
 def test_detector_modes() -> None:
     kind = {o["kind"] for o in objects("kind") if o["metadata"]["name"] == "adwatch-detector"}
-    assert kind == {"Deployment", "Service"}
+    assert kind == {"Deployment", "Service", "ServiceAccount"}
     cloud = [o for o in objects("cloud") if o["kind"] == "SparkApplication"]
     assert len(cloud) == 1 and cloud[0]["spec"]["driver"]["ports"][0]["name"] == "metrics"
     assert not [o for o in objects("cloud") if o["kind"] == "PersistentVolumeClaim"], "object store checkpoint"
@@ -287,12 +301,17 @@ def test_every_component_has_downward_api_identity_and_otel_resource_attributes(
 @pytest.mark.parametrize("case", ["kind", "all-features"])
 def test_redis_keeps_its_data_across_restarts(case: str) -> None:
     """The release's Redis: AOF (fsync every second) on a PersistentVolumeClaim, probed; none without redis.deploy."""
-    (redis,) = [o for o in objects(case) if o["metadata"]["name"] == "adwatch-redis" and o["kind"] != "Service"]
-    assert redis["kind"] == "StatefulSet"
+    (redis,) = [o for o in objects(case) if o["metadata"]["name"] == "adwatch-redis" and o["kind"] == "StatefulSet"]
     spec = redis["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    args = container["args"]
-    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert container["command"] == ["sh", "-c"]
+    (script,) = container["args"]
+    first, *config = script.splitlines()
+    server = shlex.split(first)
+    assert server[:3] == ["exec", "redis-server", "-"] and server[-1] == "<<EOF"  # the password's config on stdin
+    assert config == ['requirepass "$REDIS_PASSWORD"', "EOF"]
+    server = server[:-1]
+    options = dict(zip(server[3::2], server[4::2], strict=True))
     assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
     (mount,) = container["volumeMounts"]
     assert options["--dir"] == mount["mountPath"]
@@ -302,18 +321,23 @@ def test_redis_keeps_its_data_across_restarts(case: str) -> None:
     assert claim["spec"]["resources"]["requests"]["storage"]
     assert {"readinessProbe", "livenessProbe"} <= set(container)
     assert "PONG" in " ".join(container["readinessProbe"]["exec"]["command"])  # not ready while loading the AOF
-    assert not [o for o in objects("default") if o["metadata"]["name"] == "adwatch-redis"]
+    assert not [o for o in objects("cloud") if o["metadata"]["name"] == "adwatch-redis"], "redis.deploy=false"
+
+
+def _statefulset(objs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = [o for o in objs if o["kind"] == "StatefulSet" and o["metadata"]["name"] == name]
+    return found
 
 
 def test_redis_persistence_values() -> None:
     values = chart.load_values(chart.CASES["kind"])
     values["redis"]["persistence"] = {"enabled": True, "size": "5Gi", "storageClassName": "fast-ssd"}
-    (redis,) = [o for o in chart.objects(chart.render(values)) if o["kind"] == "StatefulSet"]
+    redis = _statefulset(chart.objects(chart.render(values)), "adwatch-redis")
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["storageClassName"] == "fast-ssd"
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
     values["redis"]["persistence"] = {"enabled": False}
-    (redis,) = [o for o in chart.objects(chart.render(values)) if o["kind"] == "StatefulSet"]
+    redis = _statefulset(chart.objects(chart.render(values)), "adwatch-redis")
     assert "volumeClaimTemplates" not in redis["spec"] and redis["spec"]["template"]["spec"]["volumes"]
     with pytest.raises(helm.HelmValuesError):
         chart.render({"redis": {"persistence": {"size": "lots"}}})

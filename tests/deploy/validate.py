@@ -1,5 +1,6 @@
 """Offline validation of Kubernetes objects: built-in kinds with kubernetes-validate (strict),
-custom resources against the openAPIV3Schema of their CRD in ../shared/crds (made strict too)."""
+custom resources (Strimzi, spark-operator, prometheus-operator, KEDA) against the openAPIV3Schema of
+their CRD in ../shared/crds (made strict too)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .chart import CRDS
 
 # Strimzi 1.2 needs Kubernetes >= 1.30; check the oldest we support and a current one.
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
-CUSTOM_GROUPS = ("kafka.strimzi.io", "sparkoperator.k8s.io", "monitoring.coreos.com")
+CUSTOM_GROUPS = ("kafka.strimzi.io", "sparkoperator.k8s.io", "monitoring.coreos.com", "keda.sh")
 
 
 def is_custom(obj: dict[str, Any]) -> bool:

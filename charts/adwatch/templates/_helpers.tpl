@@ -42,15 +42,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* Redis URL: the release's own Redis when redis.deploy, else redis.url. ctx: root */}}
-{{- define "adwatch.redisUrl" -}}
-{{- if .Values.redis.deploy -}}
-{{- printf "redis://%s-redis:6379/0" (include "adwatch.fullname" .) -}}
-{{- else -}}
-{{- .Values.redis.url -}}
-{{- end -}}
-{{- end -}}
-
 {{/*
 Plain settings of one instance as a map (rendered into its ConfigMap): shared infrastructure,
 ops port, OpenTelemetry, then default.env + component env (+ ctx.extraEnv from the caller).
@@ -64,8 +55,6 @@ ops port, OpenTelemetry, then default.env + component env (+ ctx.extraEnv from t
   "OTEL_SERVICE_NAME" .component
   "HOME" "/tmp"
 -}}
-{{- if not (hasKey .c.secretEnv "ADWATCH_REDIS_URL") }}{{ $_ := set $env "ADWATCH_REDIS_URL" (include "adwatch.redisUrl" .root) }}{{ end -}}
-{{- if $v.clickhouse.url }}{{ $_ := set $env "ADWATCH_CLICKHOUSE_URL" $v.clickhouse.url }}{{ end -}}
 {{- if $v.grafana.url }}{{ $_ := set $env "ADWATCH_GRAFANA_URL" $v.grafana.url }}{{ end -}}
 {{- if $v.otel.endpoint }}{{ $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.otel.endpoint }}{{ end -}}
 {{- range $k, $val := (.extraEnv | default dict) }}{{ $_ := set $env $k (toString $val) }}{{ end -}}
@@ -112,5 +101,174 @@ attributes made from it (k8s.* semantic conventions, + ctx.otelAttributes), then
   valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ printf "k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE),k8s.node.name=$(K8S_NODE_NAME),service.namespace=adwatch%s" $extra | quote }}
+{{- include "adwatch.storeEnv" . }}
 {{- include "adwatch.secretEnv" . }}
+{{- end -}}
+
+
+{{- /* ===== Redis and ClickHouse: Secrets, passwords and the URLs built from them (#18) ===== */ -}}
+
+{{/* The in-release Redis's password Secret: redis.auth.existingSecret, else the generated <fullname>-redis. ctx: root */}}
+{{- define "adwatch.redisSecret" -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "adwatch.fullname" .)) -}}
+{{- end -}}
+{{- define "adwatch.redisPasswordKey" -}}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.passwordKey | default "password" }}{{ else }}password{{ end -}}
+{{- end -}}
+
+{{/* The in-release ClickHouse's password Secret, the same way. ctx: root */}}
+{{- define "adwatch.clickhouseSecret" -}}
+{{- .Values.clickhouse.auth.existingSecret | default (printf "%s-clickhouse" (include "adwatch.fullname" .)) -}}
+{{- end -}}
+{{- define "adwatch.clickhousePasswordKey" -}}
+{{- if .Values.clickhouse.auth.existingSecret }}{{ .Values.clickhouse.auth.passwordKey | default "password" }}{{ else }}password{{ end -}}
+{{- end -}}
+
+{{/*
+A password the chart generates, base64: the one already in the Secret on an upgrade (lookup),
+else 32 random letters and digits (URL-safe). ctx: root, secret (the Secret's name)
+*/}}
+{{- define "adwatch.generatedPassword" -}}
+{{- $s := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $s $s.data (hasKey $s.data "password") -}}
+{{- index $s.data "password" -}}
+{{- else -}}
+{{- randAlphaNum 32 | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Env entries for the stores, before the component's own secretEnv (which may override them):
+ADWATCH_REDIS_URL for every component, ADWATCH_CLICKHOUSE_URL for the detector. A password is a
+secretKeyRef and the URL refers to it as $(VAR), so no manifest but the Secret holds it.
+Without redis.deploy the URL is a whole secretKeyRef (redis.external), required.
+*/}}
+{{- define "adwatch.storeEnv" -}}
+{{- $v := .root.Values -}}
+{{- $fullname := include "adwatch.fullname" .root -}}
+{{- if not (hasKey .c.secretEnv "ADWATCH_REDIS_URL") }}
+{{- if $v.redis.deploy }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "adwatch.redisSecret" .root }}, key: {{ include "adwatch.redisPasswordKey" .root }}}
+- name: ADWATCH_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s-redis:6379/0" $fullname | quote }}
+{{- else }}
+- name: ADWATCH_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.redis.external.existingSecret | required "redis.deploy is false, so Redis is external: set redis.external.existingSecret to a Secret holding its URL (key redis.external.urlKey, e.g. rediss://:<password>@redis.example:6379/0), or redis.deploy=true" }}
+      key: {{ $v.redis.external.urlKey | default "redis-url" }}
+{{- end }}
+{{- end }}
+{{- if and (eq .component "detector") (not (hasKey .c.secretEnv "ADWATCH_CLICKHOUSE_URL")) }}
+{{- if $v.clickhouse.deploy }}
+- name: CLICKHOUSE_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "adwatch.clickhouseSecret" .root }}, key: {{ include "adwatch.clickhousePasswordKey" .root }}}
+- name: ADWATCH_CLICKHOUSE_URL
+  value: {{ printf "http://%s:$(CLICKHOUSE_PASSWORD)@%s-clickhouse:8123/%s" $v.clickhouse.auth.username $fullname $v.clickhouse.database | quote }}
+{{- else if $v.clickhouse.external.existingSecret }}
+- name: ADWATCH_CLICKHOUSE_URL
+  valueFrom:
+    secretKeyRef: {name: {{ $v.clickhouse.external.existingSecret }}, key: {{ $v.clickhouse.external.urlKey | default "clickhouse-url" }}}
+{{- else if eq (toString (.c.env.ADWATCH_DETECTOR_CLICKHOUSE_ENABLED | default "false")) "true" }}
+{{- fail "components.detector.env.ADWATCH_DETECTOR_CLICKHOUSE_ENABLED is true but no ClickHouse is set: clickhouse.deploy=true, or clickhouse.external.existingSecret (a Secret holding its URL)" }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* ===== Guard rails: pod metadata, placement, service accounts (#18) ===== */ -}}
+
+{{/* A pod template's metadata: the instance's labels + c.podLabels, c.podAnnotations + ctx annotations. ctx: ctx, c, annotations */}}
+{{- define "adwatch.podMeta" -}}
+labels:
+  {{- include "adwatch.labels" .ctx | nindent 2 }}
+  {{- range $k, $v := (.c.podLabels | default dict) }}
+  {{ $k }}: {{ $v | quote }}
+  {{- end }}
+{{- $ann := merge (deepCopy (.annotations | default dict)) (.c.podAnnotations | default dict) }}
+{{- with $ann }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* nodeSelector, affinity, tolerations of a pod spec. ctx: c */}}
+{{- define "adwatch.podPlacement" -}}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* An instance's ServiceAccount name: c.serviceAccount.name, else the instance's name. */}}
+{{- define "adwatch.serviceAccountName" -}}
+{{- $sa := .c.serviceAccount | default dict -}}
+{{- $sa.name | default (include "adwatch.instanceName" .) -}}
+{{- end -}}
+
+{{/* A ServiceAccount without a token (the pods never call the Kubernetes API). ctx: an instance ctx, or root/name/component + c */}}
+{{- define "adwatch.serviceAccount" -}}
+{{- $sa := .c.serviceAccount | default dict -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "adwatch.serviceAccountName" . }}
+  labels:
+    {{- include "adwatch.labels" . | nindent 4 }}
+  {{- with $sa.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: false
+{{- end -}}
+
+{{/*
+Every workload instance as data, for the templates that add guard rails around them (ServiceAccounts,
+PodDisruptionBudgets, NetworkPolicies, ScaledObjects): {instances: [{name, component, channel, c}]}
+with c merged as in component.yaml (default <- component <- channel). ctx: root
+*/}}
+{{- define "adwatch.instances" -}}
+{{- $out := list -}}
+{{- range $component, $values := .Values.components }}
+{{- if $values.enabled }}
+{{- $c := mergeOverwrite (deepCopy $.Values.default) (deepCopy $values) }}
+{{- if eq $component "notifier" }}
+{{- range $channel, $chValues := $c.channels }}
+{{- if $chValues.enabled }}
+{{- $cc := mergeOverwrite (deepCopy (omit $c "channels" "routes" "enabled")) (deepCopy (omit $chValues "enabled")) }}
+{{- $out = append $out (dict "name" (printf "notifier-%s" $channel) "component" "notifier" "channel" $channel "c" $cc) }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- $out = append $out (dict "name" $component "component" $component "channel" "" "c" $c) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "instances" $out) -}}
+{{- end -}}
+
+{{- /* ===== Autoscaling (#18) ===== */ -}}
+
+{{/* A notifier channel's KEDA settings: autoscaling.notifier <- autoscaling.notifier.channels.<channel>. ctx: root, channel */}}
+{{- define "adwatch.notifierAutoscaling" -}}
+{{- $a := .root.Values.autoscaling.notifier -}}
+{{- toYaml (mergeOverwrite (omit (deepCopy $a) "channels") (deepCopy (index ($a.channels | default dict) .channel | default dict))) -}}
+{{- end -}}
+
+{{/* "true" when a ScaledObject owns this instance's replicas. ctx: an instance ctx */}}
+{{- define "adwatch.scaledByKeda" -}}
+{{- if eq .component "notifier" -}}
+{{- $a := include "adwatch.notifierAutoscaling" (dict "root" .root "channel" (trimPrefix "notifier-" .name)) | fromYaml -}}
+{{- if $a.enabled }}true{{ end -}}
+{{- end -}}
 {{- end -}}

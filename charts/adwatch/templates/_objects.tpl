@@ -43,7 +43,9 @@ metadata:
   labels:
     {{- include "adwatch.labels" . | nindent 4 }}
 spec:
+  {{- if not (include "adwatch.scaledByKeda" .) }}{{/* a KEDA ScaledObject owns the replicas otherwise */}}
   replicas: {{ .c.replicas }}
+  {{- end }}
   {{- with .strategy }}
   strategy:
     type: {{ . }}
@@ -53,14 +55,11 @@ spec:
       {{- include "adwatch.selectorLabels" . | nindent 6 }}
   template:
     metadata:
-      labels:
-        {{- include "adwatch.labels" . | nindent 8 }}
-      annotations:
-        checksum/env: {{ include "adwatch.envMap" . | sha256sum }}
-        {{- with .checksum }}
-        checksum/files: {{ . }}
-        {{- end }}
+      {{- $checksums := dict "checksum/env" (include "adwatch.envMap" . | sha256sum) }}
+      {{- with .checksum }}{{ $_ := set $checksums "checksum/files" . }}{{ end }}
+      {{- include "adwatch.podMeta" (dict "ctx" . "c" .c "annotations" $checksums) | nindent 6 }}
     spec:
+      serviceAccountName: {{ include "adwatch.serviceAccountName" . }}
       automountServiceAccountToken: false
       securityContext:
         {{- toYaml .c.podSecurityContext | nindent 8 }}
@@ -68,14 +67,7 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with .c.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with .c.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+      {{- with include "adwatch.podPlacement" . | trim }}{{ . | nindent 6 }}{{ end }}
       terminationGracePeriodSeconds: 30
       containers:
         - name: {{ .component }}
