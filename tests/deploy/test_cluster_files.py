@@ -174,3 +174,43 @@ def test_images_sh_reads_kafka_when_built_with_the_kafka_connector() -> None:
     assert '--build-arg "SPARK_CONNECTORS=$connectors"' in script
     assert '--build-arg "DETECTOR_SOURCE=${DETECTOR_SOURCE:-$source}"' in script
     assert '[[ ",$connectors," == *,kafka,* ]] && source=kafka' in script
+
+
+# The Spark in each kubeflow spark-operator controller image: its Dockerfile's SPARK_IMAGE
+# (github.com/kubeflow/spark-operator, tag v<version>). Add a row when the pin moves.
+OPERATOR_SPARK = {"2.3.0": "4.0.0", "2.4.0": "4.0.0", "2.5.0": "4.0.1", "2.5.1": "4.0.1", "2.5.2": "4.0.4"}
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_spark_operator_submits_with_the_images_spark_major() -> None:
+    """uv.lock's pyspark (the image's Spark) = the chart's sparkVersion; the operator's controller
+    image is pinned to its chart version, and the Spark it submits with has the same major."""
+    import tomllib
+
+    lock = tomllib.loads((chart.REPO / "uv.lock").read_text())
+    image_spark = next(p["version"] for p in lock["package"] if p["name"] == "pyspark")
+    chart_spark = str(
+        yaml.safe_load((chart.CHART / "values.yaml").read_text())["components"]["detector"]["spark"]["version"]
+    )
+    assert chart_spark == image_spark
+    values_file = K8S / "spark-operator-values.yaml"
+    text = values_file.read_text()
+    versions = set(re.findall(r"--version (\S+)", text)) | set(
+        re.findall(r"spark-operator/spark-operator --version (\S+)", (K8S / "README.md").read_text())
+    )
+    (operator_chart,) = versions
+    values = yaml.safe_load(text)
+    assert values["image"]["repository"] == "kubeflow/spark-operator/controller"
+    assert values["image"]["tag"] == operator_chart, "the controller image is pinned to the chart's version"
+    operator_spark = OPERATOR_SPARK[operator_chart]
+    assert f"submits with Spark {operator_spark}" in text, "the values file names the Spark it submits with"
+    assert _major_minor(operator_spark)[0] == _major_minor(image_spark)[0], (operator_spark, image_spark)
+    # the chart makes the driver's service account and RBAC; the operator makes none there
+    assert values["spark"]["serviceAccount"]["create"] is False and values["spark"]["rbac"]["create"] is False
+    (app,) = [o for o in chart.objects(chart.render_case("cloud")) if o["kind"] == "SparkApplication"]
+    assert app["spec"]["sparkVersion"] == image_spark
+    assert chart.NAMESPACE in values["spark"]["jobNamespaces"]
