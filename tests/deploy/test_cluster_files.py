@@ -214,3 +214,38 @@ def test_spark_operator_submits_with_the_images_spark_major() -> None:
     (app,) = [o for o in chart.objects(chart.render_case("cloud")) if o["kind"] == "SparkApplication"]
     assert app["spec"]["sparkVersion"] == image_spark
     assert chart.NAMESPACE in values["spark"]["jobNamespaces"]
+
+
+@pytest.mark.parametrize("profile", ["kind", "cloud"])
+def test_skaffold_port_forwards_reach_what_the_profile_deploys(profile: str) -> None:
+    """Every forward names an object its values render (the driver pod: spark-operator's
+    <app>-driver); cloud forwards Grafana, where the chart ships its dashboard."""
+    config = skaffold_profile(profile)
+    (release,) = config["deploy"]["helm"]["releases"]
+    objs = chart.objects(chart.render(chart.load_values([chart.REPO / f for f in release["valuesFiles"]])))
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    names |= {("Pod", f"{o['metadata']['name']}-driver") for o in objs if o["kind"] == "SparkApplication"}
+    ports = {
+        o["metadata"]["name"]: {
+            p["containerPort"] for c in o["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+        }
+        for o in objs
+        if o["kind"] == "Deployment"
+    }
+    ports |= {
+        f"{o['metadata']['name']}-driver": {p["containerPort"] for p in o["spec"]["driver"]["ports"]}
+        for o in objs
+        if o["kind"] == "SparkApplication"
+    }
+    forwards = config["portForward"]
+    assert len({f["localPort"] for f in forwards}) == len(forwards)
+    grafana = [f for f in forwards if "grafana" in f["resourceName"]]
+    for f in forwards:
+        if f in grafana:
+            continue
+        assert f["namespace"] == release["namespace"], f
+        assert (f["resourceType"].capitalize(), f["resourceName"]) in names, f"{profile}: {f} renders nothing"
+        assert f["port"] in ports[f["resourceName"]], f
+    dashboards = [o for o in objs if o["kind"] == "ConfigMap" and "dashboard" in o["metadata"]["name"]]
+    assert bool(grafana) == bool(dashboards), f"{profile}: Grafana forward {grafana}, dashboards {len(dashboards)}"
+    assert profile != "cloud" or grafana[0]["localPort"] == 3000
