@@ -130,13 +130,13 @@ def release(request: pytest.FixtureRequest) -> Iterator[Release]:
             pytest.skip("ADWATCH_K8S_SPARK_VALUES not set: no checkpoint storage known for the SparkApplication")
         files = [*files, Path(os.environ["ADWATCH_K8S_SPARK_VALUES"])]
     topics = kube.isolated_topics(f"e2e-{run_id}")
-    values = kube.release_values(chart.load_values(files), mode, _images(), topics, f"notifier-e2e-{run_id}")
     manifest = yaml.safe_dump_all(kube.kafka_topics(topics))
     with helm.Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
         try:
             config.check_reachable()
         except helm.HelmError as exc:
             pytest.skip(f"the cluster in KUBECONFIG is not reachable: {exc}")
+        values = kube.release_values(chart.load_values(files), mode, _images(), topics, f"notifier-e2e-{run_id}")
         try:
             _kubectl("apply", "-f", "-", namespace=KAFKA_NAMESPACE, stdin=manifest)
             for name in topics.values():
