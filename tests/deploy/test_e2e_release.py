@@ -111,3 +111,12 @@ def test_pod_ready_needs_the_ready_condition() -> None:
     running["conditions"] = [{"type": "Ready", "status": "True"}]
     assert kube.pod_ready({"status": running})
     assert not kube.pod_ready({"status": {"phase": "Pending"}})
+
+
+def test_executors_running_counts_against_the_instances_asked_for() -> None:
+    app: dict[str, Any] = {"spec": {"executor": {"instances": 2}}, "status": {"executorState": {"e1": "RUNNING"}}}
+    assert not kube.spark_executors_running(app)
+    app["status"]["executorState"] |= {"e2": "PENDING"}
+    assert not kube.spark_executors_running(app)
+    app["status"]["executorState"] |= {"e2": "RUNNING", "e0": "FAILED"}  # a replaced executor
+    assert kube.spark_executors_running(app)

@@ -115,6 +115,13 @@ def spark_driver_pod(app: dict[str, Any]) -> str | None:
     return str(pod) if pod else None
 
 
+def spark_executors_running(app: dict[str, Any]) -> bool:
+    """As many executors RUNNING (``status.executorState``) as ``spec.executor.instances`` asks for."""
+    states = app.get("status", {}).get("executorState", {}) or {}
+    wanted = int(app.get("spec", {}).get("executor", {}).get("instances", 1))
+    return sum(state == "RUNNING" for state in states.values()) >= wanted
+
+
 def pod_ready(pod: dict[str, Any]) -> bool:
     """Phase Running and the Ready condition True (its readiness probe answers)."""
     status = pod.get("status", {})

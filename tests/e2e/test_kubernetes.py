@@ -87,7 +87,7 @@ def _images() -> dict[str, tuple[str, str]]:
 
 
 def _wait_for_spark_application(namespace: str) -> str:
-    """Until the SparkApplication is RUNNING and its driver pod ready: the driver pod's name."""
+    """Until the SparkApplication is RUNNING, its driver pod ready and its executors running: the driver pod."""
     deadline = time.monotonic() + TIMEOUT_S
     state, pod = "", None
     while time.monotonic() < deadline:
@@ -96,7 +96,7 @@ def _wait_for_spark_application(namespace: str) -> str:
         if state in ("FAILED", "SUBMISSION_FAILED"):
             raise AssertionError(f"SparkApplication {SPARK_APP} {state}: {app.get('status', {})}")
         pod = kube.spark_driver_pod(app)
-        if pod is not None:
+        if pod is not None and kube.spark_executors_running(app):
             try:
                 if kube.pod_ready(_get("pod", namespace, pod)):
                     return pod
@@ -201,8 +201,7 @@ def test_rollouts_are_ready(release: Release) -> None:
         assert kube.spark_state(app) == "RUNNING", app.get("status")
         assert release.driver_pod is not None
         assert kube.pod_ready(_get("pod", release.namespace, release.driver_pod))
-        executors = app["status"].get("executorState", {})
-        assert executors and all(s == "RUNNING" for s in executors.values()), executors
+        assert kube.spark_executors_running(app), app["status"].get("executorState")
 
 
 def test_readyz_answers_200(release: Release) -> None:
