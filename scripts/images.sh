@@ -15,7 +15,8 @@
 #           is set (e.g. BASE_IMAGE=python:3.11-slim-bookworm where a registry is reachable).
 #
 # Environment: TAG (default dev), BASE_IMAGE, DOCKER_HOST (default: the project's daemon,
-# started when not running), SPARK_CONNECTORS (detector: "none" or "kafka,s3").
+# started when not running), SPARK_CONNECTORS (detector: "none" or "kafka,s3"; with kafka the
+# image's ADWATCH_DETECTOR_SOURCE is kafka unless DETECTOR_SOURCE says otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -128,7 +129,12 @@ build() {
   revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   created=$(git log -1 --format=%cI 2>/dev/null || date -u +%FT%TZ)
   local extra=()
-  [ "$svc" = detector ] && extra+=(--build-arg "SPARK_CONNECTORS=${SPARK_CONNECTORS:-none}")
+  if [ "$svc" = detector ]; then
+    # the source follows the connectors: the Kafka connector built in is the one the job reads with
+    local connectors=${SPARK_CONNECTORS:-none} source=python
+    [[ ",$connectors," == *,kafka,* ]] && source=kafka
+    extra+=(--build-arg "SPARK_CONNECTORS=$connectors" --build-arg "DETECTOR_SOURCE=${DETECTOR_SOURCE:-$source}")
+  fi
   log "docker build adwatch-$svc:$TAG (FROM $BASE_IMAGE)"
   local t0=$SECONDS
   docker build -q --network host -f "services/$svc/Dockerfile" -t "adwatch-$svc:$TAG" \

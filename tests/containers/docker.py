@@ -49,12 +49,23 @@ class Docker:
         )
 
     def run(
-        self, image: str, args: list[str], env: dict[str, str], name: str, volumes: dict[str, str] | None = None
+        self,
+        image: str,
+        args: list[str],
+        env: dict[str, str],
+        name: str,
+        volumes: dict[str, str] | None = None,
+        writable: dict[str, str] | None = None,
     ) -> str:
-        """Start a container in the background on the host network; returns its id."""
+        """Start a container in the background on the host network; returns its id.
+
+        ``volumes`` (host path -> container path) are mounted read-only, ``writable`` read-write.
+        """
         argv = ["run", "-d", "--network", "host", "--name", f"{name}-{os.getpid()}-{len(self.containers)}"]
         for host_path, path in (volumes or {}).items():
             argv += ["-v", f"{host_path}:{path}:ro"]
+        for host_path, path in (writable or {}).items():
+            argv += ["-v", f"{host_path}:{path}"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         cid = self.cli(*argv, image, *args).stdout.strip()

@@ -1,4 +1,4 @@
-"""One alert, one trace: generator events -> detector alert span -> every channel's delivery.
+"""One alert, one trace: generator event span -> detector alert span -> every channel's delivery.
 
 In-process, across the real embedded broker: the generator's sink, the Spark job's batch
 writer and two notifier channels all report to one InMemorySpanExporter. Slack answers
@@ -114,8 +114,15 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
     assert names.count(f"process {alerts}") == 2, "one consumer span per channel continues the alert's trace"
     assert names.count("slack send") == 2, "a retried delivery shows each attempt"
     assert names.count("pagerduty send") == 1
-    producer_traces = {s.context.trace_id for s in spans if s.name == f"send {events}" and s.context}
-    assert alert_span.links and all(link.context.trace_id in producer_traces for link in alert_span.links), (
+    producer_spans = [s for s in spans if s.name == f"send {events}" and s.context]
+    producer_traces = {s.context.trace_id for s in producer_spans if s.context}
+    # one trace id: the alert span is a child of one sampled event's generator span ...
+    assert alert_span.parent is not None, "the alert span continues an event's trace"
+    (parent,) = [s for s in producer_spans if s.context and s.context.span_id == alert_span.parent.span_id]
+    assert parent in in_trace, "the generator's event span is in the alert's trace"
+    assert names.count(f"send {events}") == 1 and names.count(f"send {alerts}") == 1
+    # ... and links the other sampled events of the breaching window
+    assert all(link.context.trace_id in producer_traces for link in alert_span.links), (
         "the alert span links to the generator spans of the events behind it"
     )
     _print_trace(in_trace)

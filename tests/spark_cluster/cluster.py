@@ -61,11 +61,15 @@ def spark_env(root: Path) -> dict[str, str]:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    """Child processes of ``pid``, of any of its threads (a JVM forks from worker threads, and
+    ``/proc/<pid>/task/<pid>/children`` lists only the main thread's)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(children))
 
 
 def _stop(pid: int, proc: subprocess.Popen[bytes] | None = None, grace_s: float = 10.0) -> None:
@@ -154,6 +158,18 @@ class StandaloneCluster:
         except OSError:
             return 0
         return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
+
+    def executor_ids(self, index: int) -> list[str]:
+        """Spark's ids of the executors worker ``index`` runs (``--executor-id`` of its executor JVMs)."""
+        ids = []
+        for pid in _children(self.workers[index].pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--executor-id" in argv:
+                ids.append(argv[argv.index("--executor-id") + 1])
+        return ids
 
     def kill_worker(self, index: int) -> list[int]:
         """SIGKILL worker ``index`` and the executor JVMs it launched (a lost node); their PIDs."""

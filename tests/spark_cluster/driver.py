@@ -4,7 +4,9 @@ Runs the real job (:func:`adwatch_detector.job.run_available`, the Python Kafka 
 the real :class:`BatchWriter` producing alerts) over what the input topic holds. Each
 written micro-batch is appended to ``out/batches.jsonl`` (its closed windows), and at the end
 ``out/result.json`` has what Spark's REST API says about the executors (completed tasks per
-executor id), the state operators' rows, input rows and the run's duration.
+executor id, active or not) and every stage attempt (input records read from the source, and
+each task's executor, partition, status and launch time), the state operators' rows, input rows
+and the run's duration.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,30 @@ from adwatch_detector.sinks import BatchWriter
 from adwatch_detector.spark import build_spark
 
 from .cluster import get_json
+
+
+def _launch_s(text: str) -> float:
+    """A REST API date ("2026-12-04T03:02:56.123GMT") as epoch seconds."""
+    return datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def _stage(stage: dict[str, Any]) -> dict[str, Any]:
+    """One stage attempt: whether it read the source (input records) and where its tasks ran."""
+    return {
+        "id": stage["stageId"],
+        "attempt": stage["attemptId"],
+        "status": stage["status"],
+        "input_records": stage.get("inputRecords", 0),
+        "tasks": [
+            {
+                "executor": t["executorId"],
+                "partition": t.get("partitionId", t["index"]),
+                "status": t["status"],
+                "launched": _launch_s(t["launchTime"]),
+            }
+            for t in (stage.get("tasks") or {}).values()
+        ],
+    }
 
 
 def main() -> int:
@@ -99,6 +126,7 @@ def main() -> int:
             execs = get_json(f"{api}/allexecutors", 30)
             result["executors"] = {e["id"]: {"completed": e["completedTasks"], "active": e["isActive"]} for e in execs}
             result["completed_stages"] = len(get_json(f"{api}/stages?status=complete", 30))
+            result["stages"] = [_stage(st) for st in get_json(f"{api}/stages?details=true", 60)]
             result.pop("rest_error", None)
             break
         except OSError as exc:

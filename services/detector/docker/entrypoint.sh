@@ -18,10 +18,12 @@ if [ -z "${JAVA_HOME:-}" ]; then
 fi
 
 SPARK_CLASSPATH="${SPARK_CLASSPATH:+$SPARK_CLASSPATH:}${SPARK_HOME}/jars/*"
+# The driver hands executors their JVM options as SPARK_JAVA_OPT_0..N: in numeric order, as
+# Spark's own entrypoint does (`sort -t_ -k4 -n`), not bash's alphabetical 0, 1, 10, 11, 2.
 SPARK_EXECUTOR_JAVA_OPTS=()
-for v in "${!SPARK_JAVA_OPT_@}"; do
-  SPARK_EXECUTOR_JAVA_OPTS+=("${!v}")
-done
+while IFS= read -r v; do
+  if [ -n "$v" ]; then SPARK_EXECUTOR_JAVA_OPTS+=("${!v}"); fi
+done < <(printf '%s\n' "${!SPARK_JAVA_OPT_@}" | sort -t_ -k4 -n)
 [ -n "${SPARK_EXTRA_CLASSPATH:-}" ] && SPARK_CLASSPATH="$SPARK_CLASSPATH:$SPARK_EXTRA_CLASSPATH"
 [ -n "${HADOOP_CONF_DIR:-}" ] && SPARK_CLASSPATH="$HADOOP_CONF_DIR:$SPARK_CLASSPATH"
 if [ -n "${SPARK_CONF_DIR:-}" ]; then

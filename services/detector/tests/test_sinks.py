@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
-from adwatch_detector.sinks import BatchWriter, event_links, reason_label
+from adwatch_detector.sinks import BatchWriter, alert_parent, event_links, reason_label
 from adwatch_dev.testing import consume_all, unique
 
 WINDOW = SegmentWindow(
@@ -117,6 +119,67 @@ def test_helpers() -> None:
     assert reason_label(None) == "unknown"
     (link,) = event_links([TP, "garbage"])
     assert format(link.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+
+
+UNSAMPLED = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00"
+OTHER = "00-2cf7651916cd43dd8448eb211c80319c-d7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("traceparents", "parent_trace", "linked"),
+    [
+        pytest.param([UNSAMPLED, TP, OTHER], TP, [UNSAMPLED, OTHER], id="first-sampled-is-the-parent"),
+        pytest.param(["garbage", OTHER], OTHER, [], id="invalid-skipped"),
+        pytest.param([UNSAMPLED], None, [UNSAMPLED], id="none-sampled-root-span"),
+        pytest.param([], None, [], id="no-samples"),
+    ],
+)
+def test_alert_parent_is_one_sampled_event(
+    traceparents: list[str], parent_trace: str | None, linked: list[str]
+) -> None:
+    parent, links = alert_parent(traceparents)
+    trace_of = lambda tp: tp.split("-")[1]  # noqa: E731
+    if parent_trace is None:
+        assert parent is None
+    else:
+        ctx = trace.get_current_span(parent).get_span_context()
+        assert format(ctx.trace_id, "032x") == trace_of(parent_trace)
+        assert format(ctx.span_id, "016x") == parent_trace.split("-")[2]
+    assert [format(link.context.trace_id, "032x") for link in links] == [trace_of(tp) for tp in linked]
+
+
+def test_the_alert_span_continues_the_events_trace(kafka: str, topic_factory: Callable[..., str]) -> None:
+    """The span that sends an alert is a child of a sampled event's span: the same trace id."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = DetectorSettings(
+        alerts_topic=topic_factory("alerts"),
+        dlq_topic=topic_factory("dlq"),
+        redis_enabled=False,
+        clickhouse_enabled=False,
+    )
+    writer = BatchWriter(
+        settings,
+        CommonSettings(kafka_bootstrap=kafka),
+        DetectorMetrics(CollectorRegistry()),
+        tracer=provider.get_tracer("t"),
+    )
+    try:
+        writer.write_rows(
+            [_row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[UNSAMPLED, TP, OTHER])], 0
+        )
+    finally:
+        writer.close()
+    (span,) = exporter.get_finished_spans()
+    assert span.context is not None and span.parent is not None
+    assert format(span.context.trace_id, "032x") == TP.split("-")[1]
+    assert format(span.parent.span_id, "016x") == TP.split("-")[2]
+    assert len(span.links) == 2
 
 
 def test_progress_values_maps_streaming_progress() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Producer
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from adwatch import telemetry
@@ -102,6 +103,21 @@ def event_links(traceparents: Iterable[str] | None) -> list[Link]:
         if span_context.is_valid:
             links.append(Link(span_context))
     return links
+
+
+def alert_parent(traceparents: Sequence[str] | None) -> tuple[Context | None, list[Link]]:
+    """The alert span's parent and links: one trace from the events to the deliveries.
+
+    The parent is the first *sampled* event context of the breaching window (its generator
+    span), so the alert, and the notifier spans that continue it, share that event's trace
+    id; the other samples stay links. No sampled sample: no parent (a root span), all links.
+    """
+    links = event_links(traceparents)
+    for i, link in enumerate(links):
+        if link.context.trace_flags.sampled:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(link.context))
+            return parent, links[:i] + links[i + 1 :]
+    return None, links
 
 
 def reason_label(reason: str | None) -> str:
@@ -221,10 +237,12 @@ class BatchWriter:
 
     def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None) -> str:
         topic = self.settings.alerts_topic
+        parent, links = alert_parent(traceparents)
         with self.tracer.start_as_current_span(
             f"send {topic}",
+            context=parent,
             kind=SpanKind.PRODUCER,
-            links=event_links(traceparents),
+            links=links,
             attributes=alert_span_attributes(alert, segment, topic),
         ) as span:
             headers = telemetry.inject_headers([(HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode())])

@@ -20,11 +20,15 @@ ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateS
 DEFAULT_MASTER = "local[2]"
 
 
-def prepare_environment(master: str | None = None) -> None:
-    """Workers must run this interpreter (the venv's packages); a local master binds to loopback."""
+def prepare_environment(master: str) -> None:
+    """Workers must run this interpreter (the venv's packages); a local master binds to loopback.
+
+    Call it with the resolved master (:func:`resolve_master`): a cluster's driver must not get
+    ``SPARK_LOCAL_IP=127.0.0.1`` just because its master came from Spark's configuration.
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if master is None or master.startswith("local"):
+    if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
@@ -64,12 +68,13 @@ def build_spark(
 
     ``master=None`` takes Spark's own ``spark.master`` (see :func:`resolve_master`).
     """
-    prepare_environment(master)
     bind_loopback = False
     if master is None:
-        master = resolve_master(None)  # starts the gateway before SPARK_LOCAL_IP can be chosen
+        # resolving starts the gateway JVM (or joins spark-submit's): too late for SPARK_LOCAL_IP
+        # to reach it, so a local master binds to loopback through the driver's conf below
+        master = resolve_master(None)
         bind_loopback = master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ
-        prepare_environment(master)
+    prepare_environment(master)
     given = spark_jvm_conf()
     defaults = {
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
