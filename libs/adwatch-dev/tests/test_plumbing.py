@@ -67,6 +67,17 @@ def test_redis_set_nx_ex(redis_url: str) -> None:
     assert 0 < client.ttl(key) <= 60
 
 
+def test_the_tests_redis_requires_its_password(redis_url: str) -> None:
+    """As the release's Redis does: a client without the password is refused."""
+    import redis
+
+    assert make_redis(redis_url).ping()
+    anonymous = redis_url.replace(redis_url.split("//", 1)[1].split("@", 1)[0] + "@", "")
+    assert anonymous != redis_url
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        make_redis(anonymous).ping()
+
+
 def test_chdb_create_insert_query(tmp_path: Path) -> None:
     ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
     ch.command("CREATE TABLE t (id String, v Float64) ENGINE = ReplacingMergeTree ORDER BY id")

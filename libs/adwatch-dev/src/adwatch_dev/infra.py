@@ -171,6 +171,7 @@ class EmbeddedInfra:
     workdir: Path
     kafka_port: int = 0
     redis_port: int = 0
+    redis_password: str | None = None  # requirepass, as the chart's Redis runs (the tests' Redis has one)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     @property
@@ -179,7 +180,8 @@ class EmbeddedInfra:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{HOST}:{self.redis_port}/0"
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{HOST}:{self.redis_port}/0"
 
     @property
     def clickhouse_url(self) -> str:
@@ -234,6 +236,7 @@ class EmbeddedInfra:
             "everysec",
             "--dir",
             str(self.workdir),
+            *(["--requirepass", self.redis_password] if self.redis_password else []),
         ]
         self.processes["redis"] = spawn("redis", argv, self.workdir / "redis.log")
         poll_until(self._redis_answers, f"Redis on port {self.redis_port}")
@@ -252,7 +255,7 @@ class EmbeddedInfra:
         except BaseException:
             self.stop()
             raise
-        logger.info("embedded infra up: kafka=%s redis=%s", self.kafka_bootstrap, self.redis_url)
+        logger.info("embedded infra up: kafka=%s redis=%s:%d", self.kafka_bootstrap, HOST, self.redis_port)
         return self
 
     def stop(self) -> None:

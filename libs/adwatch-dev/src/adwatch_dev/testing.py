@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -44,7 +45,8 @@ def unique(prefix: str) -> str:
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
     """The embedded broker and Redis, shared by the whole test session."""
-    embedded = EmbeddedInfra(Path(tmp_path_factory.mktemp("infra"))).start()
+    # Redis with a password, as in the release: every test that reaches it authenticates
+    embedded = EmbeddedInfra(Path(tmp_path_factory.mktemp("infra")), redis_password=secrets.token_hex(12)).start()
     try:
         yield embedded
     finally:
