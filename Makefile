@@ -10,7 +10,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP        := 127.0.0.1
 
-.PHONY: run test lint mypy format bench query schemas docs chart-examples images containers clean
+.PHONY: run test lint mypy format bench query schemas docs dashboards chart-examples images containers clean
 
 $(STAMP): $(PACKAGES)
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
@@ -62,6 +62,9 @@ schemas: $(STAMP)  ## regenerate schemas/*.json from the contracts
 
 docs: $(STAMP)  ## regenerate the README settings table and docs/metrics.md
 	$(BIN)/python scripts/gen_docs.py
+
+dashboards: $(STAMP)  ## regenerate dashboards/adwatch-segment.json (dashboards as code; commit the result)
+	$(BIN)/python scripts/gen_dashboards.py
 
 chart-examples: $(STAMP)  ## re-render charts/adwatch/examples/*/rendered (commit the result)
 	$(BIN)/python tests/deploy/chart.py --write

@@ -9,9 +9,9 @@ import pytest
 
 from adwatch.contracts import TOPIC_PARTITIONS
 
-from ..e2e import kube
-from ..e2e.test_kubernetes import SPARK_APP, _expected_deployments
-from . import chart, validate
+from ..deploy import chart, validate
+from . import kube
+from .test_kubernetes import SPARK_APP, _expected_deployments
 
 IMAGES = {c: (f"adwatch-{c}", "v0.1.0-12-gabc1234") for c in kube.COMPONENTS}
 TOPICS = kube.isolated_topics("e2e-abc123")
