@@ -106,3 +106,26 @@ def test_the_chart_ships_the_segment_dashboard_and_its_data_source() -> None:
     provisioned = source["data"]["adwatch-clickhouse.yaml"]
     assert "type: grafana-clickhouse-datasource" in provisioned and "uid: adwatch-clickhouse" in provisioned
     assert "password: $__env{ADWATCH_CLICKHOUSE_PASSWORD}" in provisioned  # never the password itself
+
+
+def test_notifications_link_the_segment_dashboard_and_a_runbook_per_alert_type() -> None:
+    """The chart's link templates (cloud values) open this dashboard at the alert's segment and time,
+    with variables the dashboard has, and a runbook page that exists for every alert type."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from adwatch.contracts import ALERT_TYPES
+
+    objs = chart.objects(chart.render_case("cloud"))
+    envs = [o["data"] for o in objs if o["kind"] == "ConfigMap" and "ADWATCH_NOTIFIER_CHANNEL" in o.get("data", {})]
+    assert envs, "no notifier environment rendered"
+    board = json.loads(gen.OUT.read_text(encoding="utf-8"))
+    variables = {v["name"] for v in board["templating"]["list"]}
+    for env in envs:
+        link = urlsplit(env["ADWATCH_NOTIFIER_DASHBOARD_URL_TEMPLATE"])
+        assert link.path.split("/")[2] == board["uid"]
+        query = parse_qs(link.query)
+        assert {k.removeprefix("var-") for k in query if k.startswith("var-")} <= variables
+        assert (query["from"], query["to"]) == (["{from_ms}"], ["{to_ms}"])
+        assert env["ADWATCH_NOTIFIER_RUNBOOK_URL_TEMPLATE"].endswith("/{alert_type}.md")
+    runbooks = chart.REPO / "docs" / "runbooks"
+    assert [t for t in ALERT_TYPES if not (runbooks / f"{t}.md").is_file()] == []

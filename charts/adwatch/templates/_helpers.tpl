@@ -56,6 +56,10 @@ ops port, OpenTelemetry, then default.env + component env (+ ctx.extraEnv from t
   "HOME" "/tmp"
 -}}
 {{- if $v.grafana.url }}{{ $_ := set $env "ADWATCH_GRAFANA_URL" $v.grafana.url }}{{ end -}}
+{{- if eq .component "notifier" }}
+{{- with $v.links.dashboardUrlTemplate }}{{ $_ := set $env "ADWATCH_NOTIFIER_DASHBOARD_URL_TEMPLATE" . }}{{ end -}}
+{{- if $v.links.runbookBaseUrl }}{{ $_ := set $env "ADWATCH_NOTIFIER_RUNBOOK_URL_TEMPLATE" (printf "%s/{alert_type}.md" (trimSuffix "/" $v.links.runbookBaseUrl)) }}{{ end -}}
+{{- end }}
 {{- if $v.otel.endpoint }}{{ $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.otel.endpoint }}{{ end -}}
 {{- range $k, $val := (.extraEnv | default dict) }}{{ $_ := set $env $k (toString $val) }}{{ end -}}
 {{- range $k, $val := .c.env }}{{ $_ := set $env $k (toString $val) }}{{ end -}}
