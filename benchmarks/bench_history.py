@@ -13,8 +13,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
-from adwatch.contracts import SegmentWindow
+from adwatch.contracts import AdFormat, SegmentWindow
 from adwatch.storage import make_clickhouse
 from adwatch_detector.migrations import Tables, metrics_ddl, migrate
 from adwatch_detector.sinks import window_row
@@ -31,7 +32,7 @@ def batch(i: int, segments: int) -> list[dict[str, object]]:
             window_start_ms=i * 60_000,
             window_end_ms=(i + 1) * 60_000,
             country=country,
-            ad_format=fmt,  # type: ignore[arg-type]
+            ad_format=cast(AdFormat, fmt),
             impressions=1000 + s,
             clicks=20,
             revenue_usd=2.0,
