@@ -2,7 +2,7 @@
 
 The segment dashboard reads the detector's ClickHouse tables through Grafana's ClickHouse data
 source (``grafana-clickhouse-datasource``, provisioned by the chart): one segment's metric
-with a trailing band and its alerts as annotations, the drill-down (the segments sharing its
+with the detector's expected value and band (``ad_bands``) and its alerts as annotations, the drill-down (the segments sharing its
 country or ad format), and the top alerting segments. Notifications link here with the
 segment and the alert's time range (``var-country``, ``var-ad_format``, ``from``, ``to``).
 ``tests/deploy/test_dashboards.py`` checks the file is what this writes and runs every query
@@ -21,19 +21,19 @@ DS = {"type": "grafana-clickhouse-datasource", "uid": "${datasource}"}
 SEGMENT = "segment = '${country}|${ad_format}'"
 # The metric picked by $metric, per window (CTR in percent, as people read it).
 METRIC = "multiIf('${metric}' = 'ctr', ctr * 100, '${metric}' = 'ecpm', ecpm, toFloat64(impressions))"
-BAND_WINDOWS = 60  # the trailing band: mean +- 3 sd of the hour before each window
+SCALE = "if('${metric}' = 'ctr', 100, 1)"
 
 QUERIES: dict[str, str] = {
-    "metric": f"""SELECT time, value AS "${{metric}}", mean AS "trailing hour mean",
-  mean - 3 * sd AS "band low", mean + 3 * sd AS "band high"
-FROM (
-  SELECT window_start AS time, value, avg(value) OVER w AS mean, stddevPop(value) OVER w AS sd
-  FROM (SELECT window_start, {METRIC} AS value FROM ad_metrics FINAL
-        WHERE {SEGMENT} AND window_start >= $__fromTime - INTERVAL {BAND_WINDOWS} MINUTE AND window_start <= $__toTime)
-  WINDOW w AS (ORDER BY window_start ROWS BETWEEN {BAND_WINDOWS} PRECEDING AND 1 PRECEDING)
-)
-WHERE time >= $__fromTime
-ORDER BY time""",
+    "metric": f"""SELECT m.window_start AS time, m.value AS "${{metric}}", b.expected AS expected,
+  b.low AS "band low", b.high AS "band high"
+FROM (SELECT window_start_ms, window_start, {METRIC} AS value FROM ad_metrics FINAL
+      WHERE {SEGMENT} AND $__timeFilter(window_start)) AS m
+LEFT JOIN (SELECT window_start_ms, {SCALE} * avg(expected) AS expected, {SCALE} * min(band_low) AS low,
+             {SCALE} * max(band_high) AS high
+           FROM ad_bands FINAL WHERE {SEGMENT} AND metric = '${{metric}}' AND $__timeFilter(window_start)
+           GROUP BY window_start_ms) AS b USING window_start_ms
+ORDER BY time
+SETTINGS join_use_nulls = 1""",
     "alerts": f"""SELECT fromUnixTimestamp64Milli(window_start_ms, 'UTC') AS time, status, severity, alert_type, rule,
   current, expected, band_low, band_high, p_value, message
 FROM ad_alerts FINAL
@@ -90,9 +90,9 @@ def dashboard() -> dict[str, Any]:
     metric = _panel(
         1,
         "timeseries",
-        "${metric} of ${country} ${ad_format}, its trailing band and its alerts",
-        f"Per 1-minute window; the band is the mean +- 3 sd of the {BAND_WINDOWS} windows before (a guide: the "
-        "detector's own expected value and band are on each alert below). Annotations: alerts fired and resolved.",
+        "${metric} of ${country} ${ad_format}, its expected band and its alerts",
+        "Per 1-minute window, with the detector's own expected value and band for it (ad_bands: the rules' "
+        "evidence, widest band of the rules on this metric). Annotations: alerts fired and resolved.",
         (0, 0, 24, 10),
         _target("A", QUERIES["metric"], "timeSeries"),
     )

@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -65,10 +66,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
             if country == "DE":
                 cr[240:280] *= 0.3
             windows += to_windows(country, fmt, START, *sample_counts(rng, im, cr, ec))
-    alerts = run_backtest([(w.segment_key, w) for w in windows], load_rules(None))
+    points: list[Any] = []  # the rules' bands of the (segment, alert type) pairs that alerted
+    alerts = run_backtest([(w.segment_key, w) for w in windows], load_rules(None), points)
     ch = make_clickhouse(f"chdb://{tmp_path_factory.mktemp('ch')}")
     migrate(ch, Tables("ad_metrics", "ad_alerts"))
     ch.insert_json_rows("ad_metrics", [window_row(w.segment_key, w, written_at_ms=1) for w in windows])
+    ch.insert_json_rows("ad_bands", [{**msgspec.structs.asdict(p), "written_at_ms": 1} for p in points])
     rows = [
         {**{f: getattr(a, f) for f in a.__struct_fields__}, "trace_id": "", "segment": f"{a.country}|{a.ad_format}"}
         for a in alerts
@@ -86,6 +89,9 @@ def test_every_query_runs_on_the_detectors_tables_and_finds_the_incident(store: 
     assert all(results.values()), [name for name, rows in results.items() if not rows]
     series = results["panel 1"]
     assert len(series) == 2 * 60 + 1 and all(len(r) == 5 for r in series)
+    if metric == "ctr":  # DE banner's CTR drop alerted: the rule's band is there for every window
+        assert all(low is not None and low <= expected <= high for _, _, expected, low, high in series)
+        assert all(isinstance(r[1], float) and 0 < r[1] < 10 for r in series)  # CTR in percent
     assert results["variable country"] == [("DE",), ("US",)]
     drill = {r[0]: r[1] for r in results["panel 3"]}
     assert drill == {"DE|native": "country", "US|banner": "ad_format"}

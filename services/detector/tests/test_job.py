@@ -121,6 +121,12 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
         # every window but the last one per segment has closed (the watermark never passes the last)
         assert rows == [("DE|native", HISTORY_MIN - 1), ("US|banner", HISTORY_MIN - 1)]
         assert ch.query(f"SELECT alert_type, status FROM {settings.alerts_table}") == [("ctr_drop", "firing")]
+        # the rules' bands, once per window and rule, without FINAL: the segment dashboard draws them
+        ((bands, distinct, ctr_windows),) = ch.query(
+            f"SELECT count(), uniqExact(segment, alert_type, window_start_ms), "
+            f"uniqExactIf(window_start_ms, segment = 'US|banner' AND alert_type = 'ctr_drop') FROM {settings.bands_table}"
+        )
+        assert bands == distinct and ctr_windows == HISTORY_MIN - 1
     finally:
         ch.close()
 

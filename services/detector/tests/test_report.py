@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from adwatch.contracts import Alert, SegmentWindow, encode
-from adwatch_detector.backtest import BandPoint, main, run_backtest
+from adwatch_detector.backtest import main, run_backtest
+from adwatch_detector.evidence import BandPoint
 from adwatch_detector.report import (
     ReportError,
     drill_summary,

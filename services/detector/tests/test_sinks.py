@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
+from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter, alert_parent, event_links, reason_label
@@ -50,6 +51,19 @@ ALERT = Alert(
     message="🚨 CTR drop! US banner: 2.00% -> 0.80% (-60.0%)",
     rule="ctr",
 )
+BAND = BandPoint(
+    segment="US|banner",
+    alert_type="ctr_drop",
+    metric="ctr",
+    window_start_ms=WINDOW.window_start_ms,
+    window_end_ms=WINDOW.window_end_ms,
+    current=0.008,
+    expected=0.02,
+    band_low=0.015,
+    band_high=0.025,
+    volume=1000,
+    breach=True,
+)
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -73,6 +87,7 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     rows = [
         _row("window", segment="US|banner", payload=encode(WINDOW)),
         _row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[TP]),
+        _row("band", segment="US|banner", payload=encode(BAND)),
         _row(
             "dlq", payload=b"{oops", reason="malformed_json: not an AdEvent JSON object", src_partition=2, src_offset=41
         ),
@@ -89,6 +104,9 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
         ]
         assert ch.query(f"SELECT alert_id, status, rule FROM {settings.alerts_table}") == [
             (ALERT.alert_id, "firing", "ctr")
+        ]
+        assert ch.query(f"SELECT alert_type, expected, band_low, band_high FROM {settings.bands_table}") == [
+            ("ctr_drop", 0.02, 0.015, 0.025)
         ]
         writer.write_rows(rows, 0, query_id="q2")  # batch 0 of another query (a new checkpoint) is new
         assert ch.query(f"SELECT count() FROM {settings.metrics_table}") == [(2,)]

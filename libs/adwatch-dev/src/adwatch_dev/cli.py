@@ -193,7 +193,8 @@ def report(args: argparse.Namespace) -> int:
     does: alert ids are deterministic, so the replay's evidence matches the live alerts.
     """
     from adwatch.storage import make_clickhouse
-    from adwatch_detector.backtest import BandPoint, clickhouse_windows, run_backtest
+    from adwatch_detector.backtest import clickhouse_windows, run_backtest
+    from adwatch_detector.evidence import BandPoint
     from adwatch_detector.migrations import Tables, migrate
     from adwatch_detector.report import ReportError, write_report
     from adwatch_detector.rules import load_rules

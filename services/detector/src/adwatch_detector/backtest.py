@@ -20,7 +20,9 @@ import msgspec
 
 from adwatch.contracts import AdEvent, AdFormat, Alert, ContractError, SegmentWindow, decode
 from adwatch.errors import AdwatchError
+from adwatch_detector.evidence import BandPoint, band_point
 from adwatch_detector.rules import RuleEngine, RuleSettings, SegmentState, detect_windows, load_rules
+from adwatch_detector.rules.base import Check
 
 
 class BacktestError(AdwatchError):
@@ -58,26 +60,6 @@ def aggregate_events(events: Iterable[AdEvent], window_ms: int) -> list[SegmentW
     ]
 
 
-class BandPoint(msgspec.Struct, frozen=True, kw_only=True):
-    """One window of one segment as one rule saw it: the metric, its expected value and band.
-
-    The backtest's second output beside the alerts (the report draws it); kept only for the
-    (segment, alert type) pairs that alerted.
-    """
-
-    segment: str
-    alert_type: str
-    metric: str
-    window_start_ms: int
-    window_end_ms: int
-    current: float
-    expected: float
-    band_low: float
-    band_high: float
-    volume: int
-    breach: bool
-
-
 def run_backtest(
     windows: Iterable[tuple[str, SegmentWindow]], rules: RuleSettings, points: list[BandPoint] | None = None
 ) -> list[Alert]:
@@ -95,22 +77,8 @@ def run_backtest(
         state: SegmentState | None = None
         seen: list[BandPoint] = []
 
-        def record(window: SegmentWindow, check: Any, segment: str = segment, seen: list[BandPoint] = seen) -> None:
-            seen.append(
-                BandPoint(
-                    segment=segment,
-                    alert_type=check.alert_type,
-                    metric=check.metric,
-                    window_start_ms=window.window_start_ms,
-                    window_end_ms=window.window_end_ms,
-                    current=check.current,
-                    expected=check.expected,
-                    band_low=check.band_low,
-                    band_high=check.band_high,
-                    volume=check.volume,
-                    breach=check.breach,
-                )
-            )
+        def record(window: SegmentWindow, check: Check, segment: str = segment, seen: list[BandPoint] = seen) -> None:
+            seen.append(band_point(segment, window, check))
 
         on_check = record if points is not None else None
         fired: set[str] = set()

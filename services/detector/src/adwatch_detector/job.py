@@ -158,6 +158,7 @@ def make_detect_fn(
         from adwatch.contracts import encode as encode_record
         from adwatch_detector import rules as rules_mod
         from adwatch_detector import windowing
+        from adwatch_detector.evidence import BandPoint, band_point
 
         if key[0] == DLQ_KEY:
             for pdf in pdfs:
@@ -203,12 +204,17 @@ def make_detect_fn(
             samples = {s: part.traceparents for s, part in closed}
             # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
             now_ms = state.getCurrentProcessingTimeMs()
-            seg_state, alerts = rules_mod.detect_windows(seg_state, windows, rules, now_ms)
+            bands: list[BandPoint] = []  # each rule's expected value and band per window (for the dashboard)
+            seg_state, alerts = rules_mod.detect_windows(
+                seg_state, windows, rules, now_ms, lambda w, check: bands.append(band_point(segment, w, check))
+            )
             # a window row's count says whether the segment's baseline is still warming up (1) or not (0)
             warming = int(rules.warming_up(seg_state))
             for w in windows:
                 row = _row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w))
                 rows.append({**row, "count": warming})
+            for b in bands:
+                rows.append(_row("band", segment, b.window_start_ms, b.window_end_ms, encode_record(b)))
             for a in alerts:
                 row = _row("alert", segment, a.window_start_ms, a.window_end_ms, encode_record(a))
                 row["traceparents"] = samples.get(a.window_start_ms, [])

@@ -44,6 +44,7 @@ def alerts_ddl(table: str) -> str:
 class Tables:
     metrics: str
     alerts: str
+    bands: str = "ad_bands"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "alerts carry the id of the rule that raised them",
         lambda t: [f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT ''"],
+    ),
+    Migration(
+        4,
+        "each rule's expected value and band per window (the segment dashboard draws them)",
+        lambda t: [
+            f"""CREATE TABLE IF NOT EXISTS {t.bands} (
+    segment String, alert_type LowCardinality(String), metric LowCardinality(String),
+    window_start_ms Int64, window_end_ms Int64,
+    window_start DateTime64(3, 'UTC') MATERIALIZED fromUnixTimestamp64Milli(window_start_ms, 'UTC'),
+    current Float64, expected Float64, band_low Float64, band_high Float64, volume UInt64, breach Bool,
+    written_at_ms Int64
+) ENGINE = ReplacingMergeTree(written_at_ms) ORDER BY (segment, alert_type, window_start_ms)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
+        ],
     ),
 )
 

@@ -23,7 +23,7 @@ from adwatch.contracts import Alert, SegmentWindow, alert_title, format_value
 from adwatch.errors import AdwatchError
 
 if TYPE_CHECKING:
-    from adwatch_detector.backtest import BandPoint
+    from adwatch_detector.evidence import BandPoint
 
 REPORT_FILE = "report.html"
 BEFORE_WINDOWS = 45  # windows drawn before the firing one

@@ -53,6 +53,7 @@ class DetectorSettings(ServiceSettings):
     clickhouse_enabled: bool = True
     metrics_table: str = "ad_metrics"
     alerts_table: str = "ad_alerts"
+    bands_table: str = Field("ad_bands", description="Each rule's expected value and band per window")
     query_name: str = "adwatch_detector"
     flush_timeout_seconds: float = Field(30.0, gt=0, description="Producer flush deadline per micro-batch")
     liveness_stall_triggers: int = Field(

@@ -28,6 +28,7 @@ from adwatch.contracts import HEADER_SCHEMA_VERSION, SCHEMA_VERSION, Alert, Segm
 from adwatch.errors import AdwatchError
 from adwatch.kafka import dead_letter, make_producer
 from adwatch.storage import make_clickhouse, make_redis
+from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.migrations import Tables, migrate
 from adwatch_detector.settings import DetectorSettings
@@ -156,7 +157,8 @@ class BatchWriter:
         """Opened lazily on the driver (chdb: one process per directory); schema migrated once."""
         if self._clickhouse is None and self.settings.clickhouse_enabled:
             ch = make_clickhouse(self.common.clickhouse_url)
-            ran = migrate(ch, Tables(self.settings.metrics_table, self.settings.alerts_table))
+            tables = Tables(self.settings.metrics_table, self.settings.alerts_table, self.settings.bands_table)
+            ran = migrate(ch, tables)
             if ran:
                 logger.info("ClickHouse schema migrated: versions %s", ran, extra={"migrations": ran})
             self._clickhouse = ch
@@ -180,6 +182,7 @@ class BatchWriter:
             ((r, decode(r["payload"], Alert)) for r in rows if r["kind"] == "alert"),
             key=lambda ra: (ra[1].window_start_ms, ra[1].fingerprint),
         )
+        bands = [decode(r["payload"], BandPoint) for r in rows if r["kind"] == "band"]
         dead = [r for r in rows if r["kind"] == "dlq"]
         late = sum(int(r["count"] or 0) for r in rows if r["kind"] == "late")
         self._delivery_errors = []
@@ -220,6 +223,10 @@ class BatchWriter:
                         }
                         for r, a in alerts
                     ],
+                ),
+                (
+                    self.settings.bands_table,
+                    [{**msgspec.structs.asdict(b), "written_at_ms": now_ms} for b in bands],
                 ),
             ):
                 self.clickhouse.insert_json_rows(table, table_rows, dedup_token=f"{query_id}:{batch_id}:{table}")
