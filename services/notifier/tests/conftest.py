@@ -76,6 +76,7 @@ FAST = {
     "claim_lease_seconds": 1.0,
     "request_timeout_seconds": 5.0,
     "max_alert_age_seconds": 0,  # the test alerts are dated 2026-01-01
+    "inhibit_wait_seconds": 0,  # tests of inhibition in detector order set it
 }
 
 

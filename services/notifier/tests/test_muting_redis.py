@@ -125,6 +125,26 @@ def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..
     assert later.outcomes == {Delivered(): 2}
 
 
+def test_inhibition_in_detector_order_on_three_partitions(
+    harness: Any, alert_factory: Callable[..., Alert], topic_factory: Callable[..., str]
+) -> None:
+    """The detector writes a window's CTR/eCPM alerts before its traffic alert, on other partitions: still muted."""
+    harness.alerts_topic = topic_factory("alerts", 3)
+    ctr = alert_factory(country="US", alert_type="ctr_drop")
+    ecpm = alert_factory(country="US", alert_type="ecpm_drop")
+    traffic = alert_factory(country="US", alert_type="traffic_drop", severity="critical")
+    other = alert_factory(country="DE", alert_type="ctr_drop")  # no outage on DE: sent after the wait
+    harness.publish(ctr, ecpm, other)
+    harness.publish(traffic)
+    console = harness.settings("console", cooldown_seconds=0, inhibit_wait_seconds=2)
+    out = io.StringIO()
+    stats = harness.run_once(console, 4, stream=out, metrics=NotifierMetrics(CollectorRegistry()))
+    assert stats.outcomes == {Delivered(): 2, Suppressed("inhibited"): 2}
+    sent = out.getvalue()
+    assert f"id {traffic.alert_id}" in sent and f"id {other.alert_id}" in sent
+    assert f"id {ctr.alert_id}" not in sent and f"id {ecpm.alert_id}" not in sent
+
+
 def test_storm_of_200_alerts_grouped_on_broker_and_redis(
     harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
 ) -> None:

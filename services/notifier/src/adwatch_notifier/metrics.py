@@ -52,7 +52,7 @@ class NotifierMetrics:
         )
         self.deferred = Counter(
             p + "deferred_total",
-            "Records set aside to try again later (retry|rate_limit|held_by_replica|unavailable)",
+            "Records set aside to try again later (retry|rate_limit|held_by_replica|unavailable|inhibit_wait)",
             ["channel", "reason"],
             registry=registry,
         )

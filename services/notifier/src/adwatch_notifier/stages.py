@@ -84,6 +84,7 @@ class Envelope:
     pending_letter: tuple[StageId, DeadLetter] | None = None  # decided, its dead letter not yet acknowledged
     muted_by: str = ""  # the silence id, maintenance window or inhibiting source that muted the alert
     deferrals: int = 0  # times the loop held this record back (a retry's span says so)
+    inhibit_until: float | None = None  # monotonic end of the record's wait for an inhibiting source
 
     def header(self, name: str) -> str | None:
         return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
@@ -261,26 +262,45 @@ class InhibitStage:
     Runs on every channel's consumer (each sees every alert), so the sources are recorded
     wherever they are routed. A recovery removes its fingerprint from every rule, whatever its
     in-band severity. Recoveries are never muted: the episode they close was delivered or not.
+
+    A target with no firing source yet is held ``wait_s`` (``INHIBIT_WAIT_SECONDS``, a
+    :class:`Defer` the loop keeps polling through) and checked again: the detector writes a
+    window's CTR/eCPM alerts before its traffic alert, keyed to other partitions, so the source
+    of an outage arrives just after the first alerts it mutes.
     """
 
     id: ClassVar[StageId] = "inhibit"
 
-    def __init__(self, store: InhibitStore, rules: Sequence[InhibitRule], *, source_ttl_s: float, now: Clock) -> None:
+    def __init__(
+        self,
+        store: InhibitStore,
+        rules: Sequence[InhibitRule],
+        *,
+        source_ttl_s: float,
+        now: Clock,
+        wait_s: float = 0.0,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
         self.store, self.rules, self.source_ttl_s, self.now = store, tuple(rules), source_ttl_s, now
+        self.wait_s, self.monotonic = wait_s, monotonic
 
     def __call__(self, env: Envelope) -> StageResult:
         alert = env.decoded
         if not self.rules:
             return CONTINUE
         labels, now_ms = alert_labels(alert), int(self.now() * 1000)
-        for rule in self.rules:
-            if alert.status == "resolved":
-                self.store.clear(rule.id, rule.group(labels), alert.fingerprint)
-            elif rule.is_source(labels):
-                self.store.mark(rule.id, rule.group(labels), alert.fingerprint, now_ms + int(self.source_ttl_s * 1000))
+        if env.inhibit_until is None:  # sources are recorded once per record, not on each look again
+            for rule in self.rules:
+                if alert.status == "resolved":
+                    self.store.clear(rule.id, rule.group(labels), alert.fingerprint)
+                elif rule.is_source(labels):
+                    until_ms = now_ms + int(self.source_ttl_s * 1000)
+                    self.store.mark(rule.id, rule.group(labels), alert.fingerprint, until_ms)
         if alert.status != "firing":
             return CONTINUE
         targeted = [rule for rule in self.rules if rule.is_target(labels)]
+        if not targeted:
+            return CONTINUE
         found = self.store.firing([(rule.id, rule.group(labels)) for rule in targeted], now_ms)
         for rule, sources in zip(targeted, found, strict=True):
             if rule.is_source(labels):  # two-sided match: an alert never inhibits itself
@@ -295,6 +315,12 @@ class InhibitStage:
                     extra={"alert_id": alert.alert_id, "stage": self.id, "inhibited_by": sources[0], "rule": rule.id},
                 )
                 return Suppressed("inhibited")
+        if self.wait_s > 0:
+            if env.inhibit_until is None:
+                env.inhibit_until = self.monotonic() + self.wait_s
+            left = env.inhibit_until - self.monotonic()
+            if left > 0:
+                return Defer(left, "inhibit_wait")
         return CONTINUE
 
 
@@ -637,7 +663,13 @@ def build_stages(
     muting: list[Stage] = []
     if inhibitions is not None:
         muting.append(
-            InhibitStage(inhibitions, table.inhibit_rules, source_ttl_s=settings.inhibit_source_ttl_seconds, now=now)
+            InhibitStage(
+                inhibitions,
+                table.inhibit_rules,
+                source_ttl_s=settings.inhibit_source_ttl_seconds,
+                now=now,
+                wait_s=settings.inhibit_wait_seconds,
+            )
         )
     if silences is not None:
         muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds))
