@@ -187,15 +187,32 @@ def test_dead_letter_keeps_bytes_and_trace_then_replay_delivers(
 
 
 def test_new_group_does_not_page_history(harness: Any, alert_factory: Callable[..., Alert]) -> None:
-    """A week of history on the topic: a new channel group sends only what is recent."""
+    """A week of history on the topic (firings and their resolves): a new channel group sends only what is recent.
+
+    PagerDuty takes resolves it never sent (it dedups on its side), so an old resolve with no
+    episode record is history too.
+    """
     now_ms = int(time.time() * 1000)
-    old = [alert_factory(window_start_ms=now_ms - d * 86_400_000, country=c) for d, c in ((7, "US"), (3, "DE"))]
-    fresh = alert_factory(window_start_ms=now_ms - 120_000, country="FR")
-    harness.publish(*old, fresh)
+    old = [
+        alert_factory(status=status, severity=severity, window_start_ms=now_ms - d * 86_400_000 + shift, country=c)
+        for d, c in ((7, "US"), (3, "DE"))
+        for status, severity, shift in (("firing", "high", 0), ("resolved", "low", 120_000))
+    ]
+    fresh = alert_factory(window_start_ms=now_ms - 180_000, country="FR")
+    fresh_resolved = alert_factory(status="resolved", severity="low", window_start_ms=now_ms - 60_000, country="FR")
+    harness.publish(*old, fresh, fresh_resolved)
     out = io.StringIO()
-    stats = harness.run_once(harness.settings("console", max_alert_age_seconds=3600), 3, stream=out)
-    assert stats.outcomes == {Suppressed("too_old"): 2, Delivered(): 1}
+    stats = harness.run_once(harness.settings("console", max_alert_age_seconds=3600), 6, stream=out)
+    assert stats.outcomes == {Suppressed("too_old"): 4, Delivered(): 2}
     assert "FR" in out.getvalue() and "US banner" not in out.getvalue()
+    with FakePagerDuty() as pd:
+        settings = harness.settings(
+            "pagerduty", pagerduty_routing_key="RK-1", pagerduty_url=pd.url, max_alert_age_seconds=3600
+        )
+        paged = harness.run_once(settings, 6)
+    assert paged.outcomes == {Suppressed("too_old"): 4, Delivered(): 2}
+    sent = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
+    assert sent == [("trigger", fresh.fingerprint), ("resolve", fresh.fingerprint)], sent
 
 
 def test_firing_replayed_after_resolve_does_not_reopen(harness: Any, alert_factory: Callable[..., Alert]) -> None:

@@ -423,7 +423,12 @@ W = ALERT.window_start_ms
             id="resolve-carries-episode-severity",
         ),
         pytest.param(
-            LifecycleCase(make_alert(status="resolved"), max_age_s=1, now_s=T0_S * 10), id="old-resolve-still-closes"
+            LifecycleCase(make_alert(status="resolved"), episode="high", max_age_s=1, now_s=T0_S * 10),
+            id="old-resolve-of-a-delivered-episode-still-closes",
+        ),
+        pytest.param(
+            LifecycleCase(make_alert(status="resolved"), max_age_s=1, now_s=T0_S * 10, expected=Suppressed("too_old")),
+            id="old-resolve-without-episode-is-history",
         ),
         pytest.param(
             LifecycleCase(ALERT, replay_for="pagerduty", expected=Suppressed("other_channel")), id="replay-other"

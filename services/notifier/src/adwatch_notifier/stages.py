@@ -217,7 +217,9 @@ class LifecycleStage:
 
     - a replay (``adwatch-notifier replay``) meant for another channel is skipped;
     - a firing older than ``max_age_s`` (by ``detected_at_ms``) is ``too_old``: a new consumer
-      group does not page a week of history;
+      group does not page a week of history; so is a recovery that old of an episode this
+      channel has no record of (PagerDuty takes recoveries it never sent: a new group would
+      send every historic one);
     - a firing whose window is not after its fingerprint's last recovery is ``stale`` (replayed
       or out of order: it would reopen a closed incident);
     - a recovery records its window as the fingerprint's last one, and takes the severity of
@@ -237,16 +239,22 @@ class LifecycleStage:
         env.episode = Episode.parse(self.ledger.get("episode", alert.fingerprint))
         last_resolved = _int(self.ledger.get("resolved", alert.fingerprint))
         if alert.status == "firing":
-            if self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000:
+            if self._too_old(alert):
                 return Suppressed("too_old")
             if last_resolved is not None and alert.window_start_ms <= last_resolved:
                 return Suppressed("stale")
             return CONTINUE
         if last_resolved is None or alert.window_start_ms > last_resolved:
             self.ledger.put("resolved", alert.fingerprint, str(alert.window_start_ms), self.ttl_s)
+        if env.episode is None and self._too_old(alert) and self.ledger.get("ref", alert.fingerprint) is None:
+            return Suppressed("too_old")
         if env.episode is not None and env.episode.severity != alert.severity:
             env.alert = msgspec.structs.replace(alert, severity=env.episode.severity)
         return CONTINUE
+
+
+    def _too_old(self, alert: Alert) -> bool:
+        return self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000
 
 
 def _int(value: str | None) -> int | None:
