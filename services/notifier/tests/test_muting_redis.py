@@ -179,6 +179,32 @@ def test_storm_of_200_alerts_grouped_on_broker_and_redis(
         print(f"storm of 200 -> {len(hook.requests)} webhook, {len(pd.requests)} PagerDuty requests in {elapsed:.1f}s")
 
 
+def test_poisoned_group_buffer_is_dead_lettered_and_other_groups_flow(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """An unreadable member in one group's Redis buffer: that group is dead-lettered, the channel's others are sent."""
+    import base64
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 1s, group_interval: 2s}\n")
+    store = RedisGroupStore(make_redis(harness.common.redis_url), harness.prefix, "webhook")
+    store.add("g0:alert_type=ctr_drop", "", "ctr_drop:US|banner", b"\xff not an alert", 0)
+    ecpm = alert_factory(alert_type="ecpm_drop", country="DE")
+    harness.publish(ecpm)
+    registry = CollectorRegistry()
+    with FakeWebhook() as hook:
+        settings = harness.settings("webhook", webhook_url=hook.url + "/hook", routes_file=str(routes))
+        harness.start(settings, metrics=NotifierMetrics(registry))
+        poll_until(lambda: any("DE|banner" in r.json()["message"] for r in hook.requests), "the healthy group sent", 30)
+        [letter] = harness.dead_letters(1)
+        harness.stop_all()
+    assert (letter.stage, letter.reason_code, letter.channel) == ("group", "internal", "webhook")
+    assert base64.b64decode(letter.payload_b64) == b"\xff not an alert"
+    assert store.load("g0:alert_type=ctr_drop").alerts == {}  # dropped, no longer due
+    labels = {"channel": "webhook", "reason": "internal"}
+    assert registry.get_sample_value("adwatch_notifier_dead_letters_total", labels) == 1
+
+
 def _listed(hook: Any, storm: list[Alert]) -> bool:
     text = " ".join(r.json()["message"] for r in hook.requests)
     return all(f" {a.country}|{a.ad_format} " in text for a in storm)

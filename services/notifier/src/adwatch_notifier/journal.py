@@ -385,3 +385,15 @@ class JournaledGroupStore:
 
     def reschedule(self, key: str, due_ms: int) -> None:
         self.inner.reschedule(key, due_ms)
+
+    def drop(self, key: str) -> None:
+        try:
+            fingerprints = self.inner.fingerprints(key)
+        except LedgerUnavailableError:
+            raise
+        except Exception:  # not a hash any more: nothing to tombstone member by member
+            fingerprints = []
+        self.inner.drop(key)
+        for fingerprint in fingerprints:
+            self.ledger.journal_key(member_key(self.channel, key, fingerprint), None)
+        self.ledger.journal_key(group_key_of(self.channel, key), None)

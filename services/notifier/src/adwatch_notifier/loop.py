@@ -252,6 +252,30 @@ def failure_counter(metrics: NotifierMetrics, channel: str) -> Callable[[Deliver
     return count
 
 
+def group_parker(
+    sink: DeadLetterSink, metrics: NotifierMetrics, channel: str
+) -> Callable[[str, str, bytes, DeadLetter, int, str], None]:
+    """The group flusher's ``park``: a member's dead letter (stage ``group``), counted once written.
+
+    The record key is the member's fingerprint (as on the alerts topic); raises when not acknowledged.
+    """
+
+    def park(key: str, fingerprint: str, value: bytes, letter: DeadLetter, attempts: int, target: str) -> None:
+        env = Envelope(value, (fingerprint or key).encode(), attempts=attempts, target=target)
+        sink.write(env, "group", letter, channel)
+        metrics.dead_letters.labels(channel, letter.reason).inc()
+        metrics.notifications.labels(channel, letter.kind).inc()
+        logger.warning(
+            "parked group member: channel=%s group=%s reason=%s",
+            channel,
+            key,
+            letter.detail,
+            extra={"channel": channel, "stage": "group", "group": key},
+        )
+
+    return park
+
+
 @dataclass
 class RunStats:
     """What one run did: committed records by outcome (``Delivered()``, ``Suppressed("cooldown")``, ...)."""

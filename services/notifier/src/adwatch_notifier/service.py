@@ -27,7 +27,15 @@ from adwatch_notifier.grouping import GroupFlusher, GroupStore, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, KafkaJournal
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
-from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
+from adwatch_notifier.loop import (
+    Hooks,
+    KafkaDeadLetters,
+    RecordProcessor,
+    RunStats,
+    consume,
+    failure_counter,
+    group_parker,
+)
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
@@ -105,6 +113,7 @@ def run(
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
         groups=groups,
     )
+    dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel.name and r.group is not None}
     flusher = None
     if specs:
@@ -117,8 +126,11 @@ def run(
             lease_s=settings.claim_lease_seconds + settings.request_timeout_seconds,
             on_sent=lambda _n, _c: metrics.notifications.labels(channel.name, "group_delivered").inc(),
             on_failure=failure_counter(metrics, channel.name),
+            on_deferred=lambda reason: metrics.deferred.labels(channel.name, reason).inc(),
+            slots=ledger,
+            policy=settings.retry_policy,
+            park=group_parker(dead_letters, metrics, channel.name),
         )
-    dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)
     stats = RunStats()

@@ -38,7 +38,7 @@ from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
 from adwatch_notifier.matchers import alert_labels
 from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Grouped, StageId, StageResult, Stop, Suppressed
-from adwatch_notifier.retry import RetryPolicy, next_delay
+from adwatch_notifier.retry import RetryPolicy, after_failure
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.silences import MaintenanceWindow, Silence, SilenceStore
@@ -251,7 +251,6 @@ class LifecycleStage:
         if env.episode is not None and env.episode.severity != alert.severity:
             env.alert = msgspec.structs.replace(alert, severity=env.episode.severity)
         return CONTINUE
-
 
     def _too_old(self, alert: Alert) -> bool:
         return self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000
@@ -613,13 +612,7 @@ class DeliverStage:
                     extra={"channel": name, "alert_id": alert.alert_id, "stage": self.id},
                 )
                 env.last_error = str(err)
-            if not err.retryable:
-                return DeadLetter("permanent", f"permanent {err}")
-            elapsed = self.monotonic() - env.retry_started
-            delay = next_delay(self.policy, env.attempts, elapsed, self.rand(), err.retry_after)
-            if delay is None:
-                return DeadLetter("deadline", f"deadline exceeded after {env.attempts} attempts: {err}")
-            return Defer(delay, "retry", str(err))
+            return after_failure(self.policy, err, env.attempts, self.monotonic() - env.retry_started, self.rand())
 
 
 class MarkSentStage:
