@@ -244,6 +244,40 @@ def test_a_poisoned_group_is_dead_lettered_and_the_others_go_on() -> None:
     assert "g0:alert_type=ctr_drop" not in store.groups and "g0:alert_type=ctr_drop" not in store.schedule
 
 
+def test_silence_added_after_buffering_mutes_the_member_at_send_time() -> None:
+    """A member buffered before a silence is not notified nor repeated; it is again once the silence ends."""
+    from adwatch_notifier.silences import MemorySilenceStore, new_silence
+    from adwatch_notifier.stages import SilenceStage
+
+    store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
+    silences = MemorySilenceStore()
+    check = SilenceStage(silences, now=clock, refresh_s=0)
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    muted: list[str] = []
+    flusher = GroupFlusher(
+        store,
+        channel,  # type: ignore[arg-type]
+        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
+        owner="me",
+        now=clock,
+        muted=check.muted,
+        on_suppressed=muted.append,
+    )
+    stage(env(make_alert(country="US"))), stage(env(make_alert(country="DE")))
+    silence = new_silence(["country=US"], now_s=clock(), duration_s=7200, created_by="oncall", comment="deploy")
+    silences.add(silence)  # after both were buffered
+    clock.s += 30
+    assert flusher.tick().sent == 1
+    assert "DE|banner" in channel.rendered[-1].message and "US|banner" not in channel.rendered[-1].message
+    assert muted == ["silenced"]
+    clock.s += 3600  # repeat_interval: the repeat does not list it either
+    assert flusher.tick().sent == 1 and "US|banner" not in channel.rendered[-1].message
+    silences.expire(silence.id, clock())
+    clock.s += 300
+    assert flusher.tick().sent == 1 and "US|banner" in channel.rendered[-1].message
+    assert channel.threads[-1] is not None and "+1 joined: US|banner" in (channel.threads[-1].change or "")
+
+
 def test_summary_clips_long_groups() -> None:
     alerts = storm("ctr_drop") + storm("ecpm_drop")  # 400 members
     note = summary("g0:alert_type=x", alerts, "d")

@@ -98,6 +98,31 @@ def test_silence_cli_and_maintenance_window_on_broker_and_redis(
     assert again.outcomes == {Delivered(): 1}
 
 
+def test_silence_added_while_buffered_mutes_the_group_member_on_broker_and_redis(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """Buffered in its group before the silence existed: the group's notification leaves it out."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: console, group_by: [alert_type], group_wait: 3s}\n")
+    client = make_redis(harness.common.redis_url)
+    groups = RedisGroupStore(client, harness.prefix, "console")
+    us, de = alert_factory(country="US"), alert_factory(country="DE")
+    harness.publish(us, de)
+    out, registry = io.StringIO(), CollectorRegistry()
+    settings = harness.settings("console", routes_file=str(routes), silence_refresh_seconds=0)
+    harness.start(settings, stream=out, metrics=NotifierMetrics(registry))
+    key = "g0:alert_type=ctr_drop"
+    poll_until(lambda: groups.has(key, us.fingerprint) and groups.has(key, de.fingerprint), "both buffered", 20)
+    RedisSilenceStore(client, harness.prefix).add(
+        new_silence(["country=US"], now_s=time.time(), duration_s=3600, created_by="oncall", comment="c")
+    )
+    poll_until(lambda: "DE|banner" in out.getvalue(), "the group notified", 20)
+    harness.stop_all()
+    assert "US|banner" not in out.getvalue() and "US banner" not in out.getvalue()
+    labels = {"channel": "console", "reason": "silenced"}
+    assert registry.get_sample_value("adwatch_notifier_suppressed_total", labels) == 1
+
+
 def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..., Alert]) -> None:
     """Default rules: traffic on a segment mutes its CTR/eCPM alerts, a critical alert mutes lower ones."""
     registry = CollectorRegistry()

@@ -343,7 +343,12 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
 
 
 def change_line(
-    alerts: Mapping[str, Alert], before: Sequence[str], since_ms: int, now_ms: int, repeat: bool = False
+    alerts: Mapping[str, Alert],
+    before: Sequence[str],
+    since_ms: int,
+    now_ms: int,
+    repeat: bool = False,
+    muted: int = 0,
 ) -> str:
     """What changed since the group's last notification, in one line (a thread reply, a mail's first line).
 
@@ -362,6 +367,9 @@ def change_line(
         parts.append(f"+{len(joined)} joined: {_names(joined)}")
     if recovered:
         parts.append(f"{len(recovered)} recovered: {_names(recovered)}")
+    left = len(was - {a.fingerprint for a in alerts.values()})
+    if muted and left and not repeat:  # members notified before, silenced since
+        parts.append(f"{min(left, muted)} muted (silence or maintenance)")
     if not parts and not repeat:
         top = max((a.severity for a in firing), key=SEVERITIES.index)
         return f"severity changed · {len(firing)} firing, top {top}"
@@ -431,6 +439,8 @@ class GroupFlusher:
         slots: SlotLimiter | None = None,
         policy: RetryPolicy | None = None,
         park: Park | None = None,
+        muted: Callable[[Alert], tuple[str, str] | None] = lambda _alert: None,
+        on_suppressed: Callable[[str], None] = lambda _reason: None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -438,6 +448,7 @@ class GroupFlusher:
         self.lease_ms, self.on_sent, self.on_failure = int(lease_s * 1000), on_sent, on_failure
         self.on_deferred, self.slots, self.policy = on_deferred, slots, policy or RetryPolicy()
         self.park, self.monotonic, self.rand = park, monotonic, rand
+        self.muted, self.on_suppressed = muted, on_suppressed
         self._retries: dict[str, _Retry] = {}
 
     def tick(self, limit: int = 20) -> FlushResult:
@@ -459,13 +470,20 @@ class GroupFlusher:
         now_ms = int(self.now() * 1000)
         spec = self.specs.get(route_index(key))
         state = self.store.load(key)
-        alerts = {fp: decode(v, Alert) for fp, v in (state.alerts or {}).items()}
+        buffered = {fp: decode(v, Alert) for fp, v in (state.alerts or {}).items()}
         spec = spec or GroupSpec(())  # the route lost its grouping: the defaults' timers
-        if not alerts:
+        if not buffered:
             self.store.flushed(key, at_ms=now_ms, digest="", ref=None, gone={}, due_ms=None)
             return
-        current = digest(alerts)
         interval_ms, repeat_ms = int(spec.interval_s * 1000), int(spec.repeat_s * 1000)
+        # Silences and maintenance windows as of now: a muted firing stays buffered (notified when
+        # the silence ends: the group changes) but is not in this notification.
+        muted = {fp: found for fp, a in buffered.items() if (found := self.muted(a)) is not None}
+        alerts = {fp: a for fp, a in buffered.items() if fp not in muted}
+        if not alerts:
+            self.store.reschedule(key, now_ms + interval_ms)
+            return
+        current = digest(alerts)
         if state.last_flush_ms and current == state.digest and now_ms < state.last_flush_ms + repeat_ms:
             self._retries.pop(key, None)
             self.store.reschedule(key, min(state.last_flush_ms + repeat_ms, now_ms + interval_ms))
@@ -475,7 +493,8 @@ class GroupFlusher:
         ref = state.ref  # the first notification: Slack updates it, email answers it; PagerDuty dedups on the key
         opened = not state.last_flush_ms
         repeat = current == state.digest
-        thread = None if opened else Thread(change=change_line(alerts, state.members, state.since_ms, now_ms, repeat))
+        change = change_line(alerts, state.members, state.since_ms, now_ms, repeat, muted=len(muted))
+        thread = None if opened else Thread(change=change)
         payload = self.channel.render(notification, target, thread)
         slot_wait = self.slots.acquire_slot(target, self.channel.min_interval_ms) if self.slots is not None else 0.0
         if slot_wait > 0:
@@ -483,6 +502,9 @@ class GroupFlusher:
             self.on_deferred("rate_limit")
             self.store.reschedule(key, now_ms + max(1, math.ceil(slot_wait * 1000)))
             return
+        for reason, by in muted.values():
+            self.on_suppressed(reason)
+            logger.info("group member muted: group=%s by=%s", key, by, extra={"group": key, "stage": "group"})
         retry = self._retries.setdefault(key, _Retry(self.monotonic()))
         retry.attempts += 1
         gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}

@@ -41,7 +41,7 @@ from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
 from adwatch_notifier.silences import RedisSilenceStore
-from adwatch_notifier.stages import Lease, build_stages
+from adwatch_notifier.stages import Lease, SilenceStage, build_stages
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def run(
         groups = JournaledGroupStore(redis_groups, ledger)
         _restore_at_start(ledger)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
+    silences = RedisSilenceStore(redis_client, settings.redis_prefix)
     stages = build_stages(
         settings,
         channel,
@@ -109,7 +110,7 @@ def run(
         stop_event,
         now=now,
         on_failure=failure_counter(metrics, channel.name),
-        silences=RedisSilenceStore(redis_client, settings.redis_prefix),
+        silences=silences,
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
         groups=groups,
     )
@@ -130,6 +131,8 @@ def run(
             slots=ledger,
             policy=settings.retry_policy,
             park=group_parker(dead_letters, metrics, channel.name),
+            muted=SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds).muted,
+            on_suppressed=lambda reason: metrics.suppressed.labels(channel.name, reason).inc(),
         )
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)

@@ -37,7 +37,17 @@ from adwatch_notifier.grouping import GroupStore, group_key
 from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
 from adwatch_notifier.matchers import alert_labels
-from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Grouped, StageId, StageResult, Stop, Suppressed
+from adwatch_notifier.outcomes import (
+    Continue,
+    DeadLetter,
+    Defer,
+    Grouped,
+    StageId,
+    StageResult,
+    Stop,
+    Suppressed,
+    SuppressReason,
+)
 from adwatch_notifier.retry import RetryPolicy, after_failure
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
@@ -362,28 +372,39 @@ class SilenceStage:
             self._read_at = at
         return self._cached
 
-    def __call__(self, env: Envelope) -> StageResult:
-        alert = env.decoded
+    def muted(self, alert: Alert) -> tuple[SuppressReason, str] | None:
+        """Why the alert is muted now (``maintenance``/``silenced``) and by what; None when it is not.
+
+        Also the group flusher's check at send time: a member buffered before a silence is not notified.
+        """
         if alert.status != "firing":
-            return CONTINUE
+            return None
         labels, now = alert_labels(alert), self.now()
-        fields = {"alert_id": alert.alert_id, "stage": self.id}
         for window in self.windows:
             if window.mutes(labels, now):
-                env.muted_by = f"maintenance:{window.name}"
-                logger.info("in maintenance: alert_id=%s window=%s", alert.alert_id, window.name, extra=fields)
-                return Suppressed("maintenance")
+                return "maintenance", f"maintenance:{window.name}"
         for silence in self.silences():
             if silence.mutes(labels, now):
-                env.muted_by = silence.id
-                logger.info(
-                    "silenced: alert_id=%s silence_id=%s",
-                    alert.alert_id,
-                    silence.id,
-                    extra={**fields, "silence_id": silence.id},
-                )
-                return Suppressed("silenced")
-        return CONTINUE
+                return "silenced", silence.id
+        return None
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        found = self.muted(alert)
+        if found is None:
+            return CONTINUE
+        reason, env.muted_by = found
+        fields = {"alert_id": alert.alert_id, "stage": self.id}
+        if reason == "maintenance":
+            logger.info("in maintenance: alert_id=%s window=%s", alert.alert_id, env.muted_by[12:], extra=fields)
+        else:
+            logger.info(
+                "silenced: alert_id=%s silence_id=%s",
+                alert.alert_id,
+                env.muted_by,
+                extra={**fields, "silence_id": env.muted_by},
+            )
+        return Suppressed(reason)
 
 
 class GroupStage:
