@@ -278,6 +278,25 @@ def test_silence_added_after_buffering_mutes_the_member_at_send_time() -> None:
     assert channel.threads[-1] is not None and "+1 joined: US|banner" in (channel.threads[-1].change or "")
 
 
+@pytest.mark.parametrize("channel", ["slack", "pagerduty", "email"])
+def test_default_routes_group_a_64_segment_problem_into_one_notification(channel: str) -> None:
+    from adwatch_notifier.routing import DEFAULT_ROUTES_YAML
+
+    table = parse_routes(DEFAULT_ROUTES_YAML)
+    store, clock, func = MemoryGroupStore(), FakeClock(), FuncChannel(name=channel)
+    stage = GroupStage(table, func, store, now=clock)  # type: ignore[arg-type]
+    specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel and r.group is not None}
+    flusher = GroupFlusher(store, func, specs, owner="me", now=clock)  # type: ignore[arg-type]
+    alerts = [
+        make_alert(country=c, ad_format=f, severity="critical")
+        for c in COUNTRIES[:16]
+        for f in ("banner", "native", "interstitial", "rewarded_video")
+    ]
+    assert len(alerts) == 64 and all(stage(env(a)) == Grouped() for a in alerts)
+    clock.s += 10  # group_wait
+    assert flusher.tick().sent == 1 and len(func.rendered) == 1
+
+
 def test_summary_clips_long_groups() -> None:
     alerts = storm("ctr_drop") + storm("ecpm_drop")  # 400 members
     note = summary("g0:alert_type=x", alerts, "d")
