@@ -671,6 +671,7 @@ def build_stages(
     stop: threading.Event,
     *,
     now: Clock = time.time,
+    monotonic: Clock = time.monotonic,
     on_failure: Callable[[DeliveryError], None] = lambda _err: None,
     silences: SilenceStore | None = None,
     inhibitions: InhibitStore | None = None,
@@ -679,7 +680,8 @@ def build_stages(
     """The chain of one channel, in order (Alertmanager's ``createReceiverStage``).
 
     Without ``inhibitions`` or ``silences`` (stores shared by the channels) that stage is left out;
-    the ``group`` stage is there with ``groups`` when a route of the channel groups.
+    the ``group`` stage is there with ``groups`` when a route of the channel groups. ``monotonic``
+    measures waits (retry deadline, inhibition wait, silence refresh); tests pass a fake clock.
     """
     ttl = settings.idempotency_ttl_seconds
     muting: list[Stage] = []
@@ -691,10 +693,12 @@ def build_stages(
                 source_ttl_s=settings.inhibit_source_ttl_seconds,
                 now=now,
                 wait_s=settings.inhibit_wait_seconds,
+                monotonic=monotonic,
             )
         )
     if silences is not None:
-        muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds))
+        refresh_s = settings.silence_refresh_seconds
+        muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=refresh_s, monotonic=monotonic))
     if groups is not None and any(r.group is not None for r in table.routes if r.channel == channel.name):
         muting.append(GroupStage(table, channel, groups, now=now))
     return (
@@ -718,6 +722,7 @@ def build_stages(
             settings.retry_policy,
             sent_ttl_s=ttl,
             now=now,
+            monotonic=monotonic,
             on_failure=on_failure,
         ),
         MarkSentStage(ledger, sent_ttl_s=ttl, now=now),
