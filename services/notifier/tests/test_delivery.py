@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from adwatch.contracts import Alert, encode
@@ -243,3 +244,34 @@ def test_redis_unavailable_defers_without_crash_or_commit(harness: Any, alert_fa
     assert stats.processed == 0 and out.getvalue() == ""
     again = harness.run_once(settings, 1, stream=out)  # same group: nothing was committed
     assert again.outcomes == {Delivered(): 1}
+
+
+def test_a_600_kb_message_is_clipped_and_delivered_on_every_channel(
+    harness: Any, alert_factory: Callable[..., Alert]
+) -> None:
+    """A producer writes a 600 KB message: the alert is not lost (dead-lettered) but delivered, clipped and counted."""
+    from prometheus_client import CollectorRegistry
+
+    from adwatch_notifier.metrics import NotifierMetrics
+
+    alert = alert_factory(severity="critical")
+    huge = msgspec.structs.replace(alert, message="x" * 600_000)
+    harness.publish(huge)
+    registry = CollectorRegistry()
+    metrics = NotifierMetrics(registry)
+    with FakeSlack() as slack, FakePagerDuty() as pd, FakeWebhook() as hook:
+        for channel, extra in (
+            ("slack", {"slack_webhook_url": slack.webhook_url}),
+            ("pagerduty", {"pagerduty_routing_key": "RK-1", "pagerduty_url": pd.url}),
+            ("webhook", {"webhook_url": hook.url + "/hook"}),
+        ):
+            stats = harness.run_once(harness.settings(channel, **extra), 1, metrics=metrics)
+            assert stats.outcomes == {Delivered(): 1}, channel
+            value = registry.get_sample_value(
+                "adwatch_notifier_clipped_fields_total", {"channel": channel, "field": "message"}
+            )
+            assert value == 1, channel
+        [body] = [r.json() for r in hook.requests]
+        assert body["message"].endswith("…[clipped]") and len(body["message"]) == 4096
+        assert len(pd.requests) == 1 and len(pd.requests[0].body) < 20_000
+        assert len(slack.requests) == 1 and len(slack.requests[0].body) < 20_000

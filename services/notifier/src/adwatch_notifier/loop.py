@@ -195,6 +195,10 @@ class RecordProcessor:
             parked_at, letter = env.pending_letter
             return self._park(env, parked_at, letter, {"channel": self.channel, "stage": parked_at})
         outcome, stage = run_chain(self.stages, env)
+        if env.clipped and not env.clipped_counted:  # decode runs once per record: counted once
+            env.clipped_counted = True
+            for name in env.clipped:
+                self.metrics.clipped_fields.labels(self.channel, name).inc()
         fields: dict[str, Any] = {"channel": self.channel, "stage": stage, "outcome": outcome.label}
         if env.alert is not None:
             fields["alert_id"] = env.alert.alert_id

@@ -44,6 +44,12 @@ class NotifierMetrics:
         self.dead_letters = Counter(
             p + "dead_letters_total", "Alerts parked in the DLQ", ["channel", "reason"], registry=registry
         )
+        self.clipped_fields = Counter(
+            p + "clipped_fields_total",
+            "Over-long free-text fields of alerts clipped when decoding, the alert delivered (message|rule_set)",
+            ["channel", "field"],
+            registry=registry,
+        )
         self.suppressed = Counter(
             p + "suppressed_total",
             "Alerts not sent on purpose (cooldown|duplicate|unrouted|silenced|maintenance|inhibited|...)",

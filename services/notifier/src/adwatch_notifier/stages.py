@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 import msgspec
 from opentelemetry import trace
 
-from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
+from adwatch.contracts import SEVERITIES, Alert, ContractError, decode, encode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
@@ -95,6 +95,8 @@ class Envelope:
     muted_by: str = ""  # the silence id, maintenance window or inhibiting source that muted the alert
     deferrals: int = 0  # times the loop held this record back (a retry's span says so)
     inhibit_until: float | None = None  # monotonic end of the record's wait for an inhibiting source
+    clipped: tuple[str, ...] = ()  # free-text fields clipped by decode
+    clipped_counted: bool = False  # the run loop counted them
 
     def header(self, name: str) -> str | None:
         return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
@@ -209,17 +211,65 @@ class Lease:
         return int(now_s * 1000) + int((self.seconds + extra_s) * 1000)
 
 
+FREE_TEXT_LIMITS: dict[str, tuple[int, str]] = {"message": (4096, " …[clipped]"), "rule_set": (255, "…")}
+"""Free-text fields of the alert contract: their length limit and the mark a clipped value ends with."""
+
+
+def decode_alert(value: bytes) -> tuple[Alert, tuple[str, ...]]:
+    """The alert, and the names of the free-text fields clipped to fit the contract.
+
+    A message or rule set over its limit (a producer's 600 KB field) is clipped, not refused:
+    the rest of the alert is good, and an alert lost on every channel for its prose is worse than
+    a clipped text. Any other violation (or one left after clipping) raises :class:`ContractError`.
+    """
+    try:
+        return decode(value, Alert), ()
+    except ContractError as exc:
+        if exc.field not in FREE_TEXT_LIMITS:
+            raise
+        try:
+            raw = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            raise exc from None
+        if not isinstance(raw, dict):
+            raise
+        clipped = []
+        for name, (limit, mark) in FREE_TEXT_LIMITS.items():
+            text = raw.get(name)
+            if isinstance(text, str) and len(text) > limit:
+                raw[name] = text[: limit - len(mark)] + mark
+                clipped.append(name)
+        if not clipped:
+            raise
+        return decode(msgspec.json.encode(raw), Alert), tuple(clipped)
+
+
 class DecodeStage:
-    """Bytes → :class:`Alert`; a record that breaks the contract is dead-lettered as is."""
+    """Bytes → :class:`Alert`; a record that breaks the contract is dead-lettered as is.
+
+    Over-long free-text fields are clipped (:func:`decode_alert`) and named in ``env.clipped``
+    (the run loop counts them); the record's original bytes stay in ``env.value``.
+    """
 
     id: ClassVar[StageId] = "decode"
 
     def __call__(self, env: Envelope) -> StageResult:
         try:
-            env.alert = decode(env.value, Alert)
+            env.alert, env.clipped = decode_alert(env.value)
         except ContractError as exc:
-            return DeadLetter("contract", f"ContractError: {exc}")
+            return DeadLetter("contract", f"ContractError: {_clip(str(exc), 500)}")
+        if env.clipped:
+            logger.warning(
+                "clipped over-long fields: alert_id=%s fields=%s",
+                env.alert.alert_id,
+                ",".join(env.clipped),
+                extra={"alert_id": env.alert.alert_id, "stage": self.id},
+            )
         return CONTINUE
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class LifecycleStage:
@@ -430,7 +480,8 @@ class GroupStage:
         if resolved and not self.store.has(key, alert.fingerprint):
             return Suppressed("never_notified")
         due_ms = int((self.now() + chosen.group.wait_s) * 1000)
-        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, env.value, due_ms)
+        value = encode(alert) if env.clipped else env.value  # a clipped alert is buffered clipped
+        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, value, due_ms)
         return Grouped()
 
 
