@@ -64,6 +64,8 @@ def test_silence_cli_and_maintenance_window_on_broker_and_redis(
 ) -> None:
     monkeypatch.setenv("ADWATCH_REDIS_URL", harness.common.redis_url.get_secret_value())
     monkeypatch.setenv("ADWATCH_NOTIFIER_REDIS_PREFIX", harness.prefix)
+    monkeypatch.setenv("ADWATCH_KAFKA_BOOTSTRAP", harness.kafka)  # the CLI journals the silence
+    monkeypatch.setenv("ADWATCH_NOTIFIER_DELIVERIES_TOPIC", harness.deliveries_topic)
     add = ["silence", "add", "--matcher", "country=DE", "--matcher", "alert_type=~ctr_.*", "--duration", "1h"]
     assert main([*add, "--author", "oncall", "--comment", "deploy in DE"]) == 0
     [silence] = RedisSilenceStore(make_redis(harness.common.redis_url), harness.prefix).all()

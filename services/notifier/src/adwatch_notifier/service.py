@@ -25,7 +25,7 @@ from adwatch_notifier.api import mount_routes
 from adwatch_notifier.channels import build_channel
 from adwatch_notifier.grouping import GroupFlusher, GroupStore, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
-from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, KafkaJournal
+from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, JournaledSilenceStore, KafkaJournal
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
 from adwatch_notifier.loop import (
     Hooks,
@@ -40,7 +40,7 @@ from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
-from adwatch_notifier.silences import RedisSilenceStore
+from adwatch_notifier.silences import RedisSilenceStore, SilenceStore
 from adwatch_notifier.stages import Lease, SilenceStage, build_stages
 
 logger = logging.getLogger(__name__)
@@ -79,12 +79,12 @@ def run(
     topics = [topic, settings.dlq_topic, *([journal_topic] if journal_topic else [])]
     ensure_topics(common.kafka_bootstrap, topics, configs={journal_topic: COMPACTED} if journal_topic else None)
     redis_client = make_redis(common.redis_url)
-    if mount is not None:
-        mount_routes(mount, settings, redis_client, metrics, now)
     redis_ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
     ledger: Ledger = redis_ledger
     redis_groups = RedisGroupStore(redis_client, settings.redis_prefix, channel.name)
     groups: GroupStore = redis_groups
+    redis_silences = RedisSilenceStore(redis_client, settings.redis_prefix)
+    silences: SilenceStore = redis_silences
     journal = None
     if journal_topic:  # episode records also in a compacted topic, restored when Redis lost them
         journal = KafkaJournal(common.kafka_bootstrap, journal_topic, timeout_s=settings.restore_timeout_seconds)
@@ -96,11 +96,14 @@ def run(
             metrics=metrics,
             now=now,
             groups=redis_groups,
+            silences=redis_silences,
         )
         groups = JournaledGroupStore(redis_groups, ledger)
+        silences = JournaledSilenceStore(redis_silences, journal, now)
         _restore_at_start(ledger)
+    if mount is not None:
+        mount_routes(mount, settings, redis_client, metrics, now, silences=silences)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
-    silences = RedisSilenceStore(redis_client, settings.redis_prefix)
     stages = build_stages(
         settings,
         channel,
