@@ -9,7 +9,10 @@ Nothing stops the loop: an exception in a stage becomes a classified outcome (th
 unavailable: ``Defer``, anything else: ``DeadLetter("internal")``); a deferred record waits in
 the :class:`~adwatch_notifier.schedule.RetrySchedule` while the loop keeps polling, so one
 failing alert delays no other and no wait outlives ``max.poll.interval.ms``; a failed
-commit is handled like a rebalance (held records forgotten, partitions rewound).
+commit is counted and logged, not raised: the group moved on, the consumer rejoins (``on_revoke``
+forgets the held records of partitions no longer ours, their offsets uncommitted so they are
+redelivered) and what stays ours is committed with the next decided record. Nothing is rewound
+by hand.
 """
 
 from __future__ import annotations
