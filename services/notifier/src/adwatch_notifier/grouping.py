@@ -473,6 +473,7 @@ class GroupFlusher:
         buffered = {fp: decode(v, Alert) for fp, v in (state.alerts or {}).items()}
         spec = spec or GroupSpec(())  # the route lost its grouping: the defaults' timers
         if not buffered:
+            self._retries.pop(key, None)
             self.store.flushed(key, at_ms=now_ms, digest="", ref=None, gone={}, due_ms=None)
             return
         interval_ms, repeat_ms = int(spec.interval_s * 1000), int(spec.repeat_s * 1000)
