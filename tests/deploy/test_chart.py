@@ -186,6 +186,21 @@ def test_files_parse_with_the_services_own_loaders(case: str, tmp_path: Any) -> 
             load_rules(str(path))
 
 
+def test_default_chart_routes_group_like_the_notifiers_default() -> None:
+    """Out of the box Slack, PagerDuty and email group by alert type, in the chart as in the notifier."""
+    from adwatch_notifier.routing import DEFAULT_ROUTES_YAML
+
+    [routes] = [o["data"]["routes.yaml"] for o in objects("default") if "routes.yaml" in o.get("data", {})]
+    chart, builtin = parse_routes(routes).routes, parse_routes(DEFAULT_ROUTES_YAML).routes
+    for table in (chart, builtin):
+        grouped = {r.channel: r.group for r in table if r.channel in ("slack", "pagerduty", "email")}
+        assert set(grouped) == {"slack", "pagerduty", "email"}
+        assert all(g is not None and g.by == ("alert_type",) and g.wait_s <= 10 for g in grouped.values()), grouped
+    assert {r.channel: r.group for r in chart if r.channel != "console"} == {
+        r.channel: r.group for r in builtin if r.channel not in ("console", "webhook")
+    }
+
+
 def test_only_the_notifiers_http_routes_are_exposed() -> None:
     """Slack must reach /slack/actions; /metrics on the same port stays inside the cluster."""
     (ingress,) = [o for o in objects("all-features") if o["kind"] == "Ingress"]

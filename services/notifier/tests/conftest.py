@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,13 +77,29 @@ FAST = {
     "claim_lease_seconds": 1.0,
     "request_timeout_seconds": 5.0,
     "max_alert_age_seconds": 0,  # the test alerts are dated 2026-01-01
+    "inhibit_wait_seconds": 0,  # tests of inhibition in detector order set it
 }
+
+
+PER_ALERT_ROUTES = """\
+routes:
+  - channel: slack
+  - channel: pagerduty
+    severities: [high, critical]
+  - channel: email
+    severities: [critical]
+  - channel: webhook
+  - channel: console
+"""
+"""The built-in escalation without grouping: the harness's routes unless a test names others
+(``routes_file=""`` is the built-in default, which groups Slack, PagerDuty and email by alert type)."""
 
 
 class Harness:
     """One test's topics, Redis prefix and running notifier threads."""
 
-    def __init__(self, kafka: str, redis_url: str, topic_factory: Callable[..., str]) -> None:
+    def __init__(self, kafka: str, redis_url: str, topic_factory: Callable[..., str], routes_file: str = "") -> None:
+        self.routes_file = routes_file
         self.kafka = kafka
         self.common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url)
         self.alerts_topic = topic_factory("alerts", 1)
@@ -101,6 +118,7 @@ class Harness:
             "group_id": unique(f"g-{channel}"),
             "redis_prefix": self.prefix,
             "deliveries_topic": self.deliveries_topic,
+            "routes_file": self.routes_file,
             **FAST,
         }
         values.update(overrides)
@@ -117,6 +135,7 @@ class Harness:
             "ADWATCH_NOTIFIER_GROUP_ID": unique(f"g-{channel}"),
             "ADWATCH_NOTIFIER_REDIS_PREFIX": self.prefix,
             "ADWATCH_NOTIFIER_DELIVERIES_TOPIC": self.deliveries_topic,
+            "ADWATCH_NOTIFIER_ROUTES_FILE": self.routes_file,
         }
         env.update({f"ADWATCH_NOTIFIER_{k.upper()}": str(v) for k, v in FAST.items()})
         env.update(overrides)
@@ -159,8 +178,10 @@ class Harness:
 
 
 @pytest.fixture
-def harness(kafka: str, redis_url: str, topic_factory: Callable[..., str]) -> Iterator[Harness]:
-    h = Harness(kafka, redis_url, topic_factory)
+def harness(kafka: str, redis_url: str, topic_factory: Callable[..., str], tmp_path: Path) -> Iterator[Harness]:
+    routes = tmp_path / "per-alert-routes.yaml"
+    routes.write_text(PER_ALERT_ROUTES)
+    h = Harness(kafka, redis_url, topic_factory, str(routes))
     try:
         yield h
     finally:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from adwatch.contracts import Alert, encode
@@ -187,15 +188,32 @@ def test_dead_letter_keeps_bytes_and_trace_then_replay_delivers(
 
 
 def test_new_group_does_not_page_history(harness: Any, alert_factory: Callable[..., Alert]) -> None:
-    """A week of history on the topic: a new channel group sends only what is recent."""
+    """A week of history on the topic (firings and their resolves): a new channel group sends only what is recent.
+
+    PagerDuty takes resolves it never sent (it dedups on its side), so an old resolve with no
+    episode record is history too.
+    """
     now_ms = int(time.time() * 1000)
-    old = [alert_factory(window_start_ms=now_ms - d * 86_400_000, country=c) for d, c in ((7, "US"), (3, "DE"))]
-    fresh = alert_factory(window_start_ms=now_ms - 120_000, country="FR")
-    harness.publish(*old, fresh)
+    old = [
+        alert_factory(status=status, severity=severity, window_start_ms=now_ms - d * 86_400_000 + shift, country=c)
+        for d, c in ((7, "US"), (3, "DE"))
+        for status, severity, shift in (("firing", "high", 0), ("resolved", "low", 120_000))
+    ]
+    fresh = alert_factory(window_start_ms=now_ms - 180_000, country="FR")
+    fresh_resolved = alert_factory(status="resolved", severity="low", window_start_ms=now_ms - 60_000, country="FR")
+    harness.publish(*old, fresh, fresh_resolved)
     out = io.StringIO()
-    stats = harness.run_once(harness.settings("console", max_alert_age_seconds=3600), 3, stream=out)
-    assert stats.outcomes == {Suppressed("too_old"): 2, Delivered(): 1}
+    stats = harness.run_once(harness.settings("console", max_alert_age_seconds=3600), 6, stream=out)
+    assert stats.outcomes == {Suppressed("too_old"): 4, Delivered(): 2}
     assert "FR" in out.getvalue() and "US banner" not in out.getvalue()
+    with FakePagerDuty() as pd:
+        settings = harness.settings(
+            "pagerduty", pagerduty_routing_key="RK-1", pagerduty_url=pd.url, max_alert_age_seconds=3600
+        )
+        paged = harness.run_once(settings, 6)
+    assert paged.outcomes == {Suppressed("too_old"): 4, Delivered(): 2}
+    sent = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
+    assert sent == [("trigger", fresh.fingerprint), ("resolve", fresh.fingerprint)], sent
 
 
 def test_firing_replayed_after_resolve_does_not_reopen(harness: Any, alert_factory: Callable[..., Alert]) -> None:
@@ -226,3 +244,34 @@ def test_redis_unavailable_defers_without_crash_or_commit(harness: Any, alert_fa
     assert stats.processed == 0 and out.getvalue() == ""
     again = harness.run_once(settings, 1, stream=out)  # same group: nothing was committed
     assert again.outcomes == {Delivered(): 1}
+
+
+def test_a_600_kb_message_is_clipped_and_delivered_on_every_channel(
+    harness: Any, alert_factory: Callable[..., Alert]
+) -> None:
+    """A producer writes a 600 KB message: the alert is not lost (dead-lettered) but delivered, clipped and counted."""
+    from prometheus_client import CollectorRegistry
+
+    from adwatch_notifier.metrics import NotifierMetrics
+
+    alert = alert_factory(severity="critical")
+    huge = msgspec.structs.replace(alert, message="x" * 600_000)
+    harness.publish(huge)
+    registry = CollectorRegistry()
+    metrics = NotifierMetrics(registry)
+    with FakeSlack() as slack, FakePagerDuty() as pd, FakeWebhook() as hook:
+        for channel, extra in (
+            ("slack", {"slack_webhook_url": slack.webhook_url}),
+            ("pagerduty", {"pagerduty_routing_key": "RK-1", "pagerduty_url": pd.url}),
+            ("webhook", {"webhook_url": hook.url + "/hook"}),
+        ):
+            stats = harness.run_once(harness.settings(channel, **extra), 1, metrics=metrics)
+            assert stats.outcomes == {Delivered(): 1}, channel
+            value = registry.get_sample_value(
+                "adwatch_notifier_clipped_fields_total", {"channel": channel, "field": "message"}
+            )
+            assert value == 1, channel
+        [body] = [r.json() for r in hook.requests]
+        assert body["message"].endswith("…[clipped]") and len(body["message"]) == 4096
+        assert len(pd.requests) == 1 and len(pd.requests[0].body) < 20_000
+        assert len(slack.requests) == 1 and len(slack.requests[0].body) < 20_000

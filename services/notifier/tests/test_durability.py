@@ -6,6 +6,7 @@ it, on 127.0.0.1, stopped by PID), so a test may flush it or stop it without tou
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -260,3 +261,65 @@ def test_consumer_killed_while_a_group_is_buffered_loses_nothing(
     assert message.startswith("3 firing, 0 resolved"), (message, out[-2000:])
     for alert in storm:
         assert f" {alert.country}|{alert.ad_format} " in message
+
+
+def test_redis_flushed_the_last_resolve_and_silences_come_back_from_the_journal(
+    harness: Any, own_redis: EmbeddedInfra, alert_factory: Callable[..., Alert], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLUSHALL after a resolve and a silence (added with the CLI): a replayed firing stays ``stale`` (the incident
+    is not reopened) and the silence still mutes."""
+    from adwatch_notifier import Delivered, Suppressed
+    from adwatch_notifier.__main__ import main
+
+    client = _use(harness, own_redis)
+    for name, value in {
+        "ADWATCH_REDIS_URL": own_redis.redis_url,
+        "ADWATCH_KAFKA_BOOTSTRAP": harness.kafka,
+        "ADWATCH_NOTIFIER_REDIS_PREFIX": harness.prefix,
+        "ADWATCH_NOTIFIER_DELIVERIES_TOPIC": harness.deliveries_topic,
+    }.items():
+        monkeypatch.setenv(name, value)
+    firing = alert_factory(country="US")
+    resolved = alert_factory(country="US", status="resolved", severity="low", window_start_ms=T1)
+    out = io.StringIO()
+    settings = harness.settings("console", cooldown_seconds=0, silence_refresh_seconds=0)
+    harness.start(settings, stream=out)
+    harness.publish(firing, resolved)
+    poll_until(lambda: out.getvalue().count("┌") == 2, "the firing and its resolve")
+    add = ["silence", "add", "--matcher", "country=DE", "--duration", "1h", "--author", "a", "--comment", "c"]
+    assert main(add) == 0
+    assert client.flushall()
+    harness.publish(firing, alert_factory(country="DE"), alert_factory(country="FR"))  # a replay, muted, fresh
+    poll_until(lambda: "FR banner" in out.getvalue(), "the fresh firing")
+    harness.stop_all()
+    assert out.getvalue().count("┌") == 3
+    [stats] = harness.results
+    assert stats.outcomes == {Delivered(): 3, Suppressed("stale"): 1, Suppressed("silenced"): 1}
+
+
+def test_journal_restores_last_resolve_and_silences(
+    harness: Any, own_redis: EmbeddedInfra, topic_factory: Callable[..., str]
+) -> None:
+    from adwatch_notifier.journal import JournaledSilenceStore
+    from adwatch_notifier.silences import RedisSilenceStore, new_silence
+
+    client, topic = make_redis(own_redis.redis_url), topic_factory("deliveries")
+    journal = KafkaJournal(harness.kafka, topic, timeout_s=10)
+    silences = RedisSilenceStore(client, "p")
+    ledger = JournaledLedger(RedisLedger(client, "p", "slack"), journal, "slack", ttl_s=3600, silences=silences)
+    other = JournaledLedger(RedisLedger(client, "p", "email"), journal, "email", ttl_s=3600, silences=silences)
+    store = JournaledSilenceStore(silences, journal)
+    try:
+        ledger.put("resolved", "fp", "1767225720000", 3600)
+        kept = new_silence(["country=DE"], now_s=time.time(), duration_s=3600, created_by="a", comment="c")
+        ended = new_silence(["country=FR"], now_s=time.time(), duration_s=3600, created_by="a", comment="c")
+        store.add(kept), store.add(ended)
+        assert store.expire(ended.id, time.time())
+        client.flushall()
+        assert ledger.get("resolved", "fp") == "1767225720000"  # a miss restores
+        assert 0 < client.ttl(ledger.inner.key("resolved", "fp")) <= 3600
+        assert other.get("resolved", "fp") is None  # the other channel's journal has none
+        restored = {s.id: s for s in silences.all()}
+        assert restored[kept.id] == kept and restored[ended.id].ends_at <= time.time()  # expired stays expired
+    finally:
+        journal.close()

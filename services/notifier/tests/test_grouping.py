@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from adwatch.contracts import Alert, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, SmtpSink
 from adwatch_notifier.channels import BaseChannel, build_channel
-from adwatch_notifier.delivery import Delivery
-from adwatch_notifier.grouping import GroupFlusher, GroupSpec, MemoryGroupStore, change_line, summary
-from adwatch_notifier.outcomes import Continue, Grouped, StageResult, Suppressed
+from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.grouping import FlushResult, GroupFlusher, GroupSpec, MemoryGroupStore, change_line, summary
+from adwatch_notifier.outcomes import Continue, DeadLetter, Grouped, StageResult, Suppressed
+from adwatch_notifier.retry import RetryPolicy
 from adwatch_notifier.routing import RoutingTable, parse_routes
 from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.stages import Envelope, GroupStage
 
 from .conftest import make_alert
-from .fakes import FakeClock, FuncChannel
+from .fakes import FakeClock, FuncChannel, MemoryLedger, failing
 
 ROUTES = """
 routes:
@@ -138,6 +140,161 @@ def test_failed_group_send_is_kept_and_tried_again() -> None:
     assert flusher.tick().failed == 1
     clock.s += 300
     assert flusher.tick().sent == 1
+
+
+def _parked() -> tuple[list[tuple[str, str, bytes, str]], Callable[..., None]]:
+    parked: list[tuple[str, str, bytes, str]] = []
+
+    def park(key: str, fp: str, value: bytes, letter: DeadLetter, attempts: int, target: str) -> None:
+        parked.append((key, fp, value, letter.reason))
+
+    return parked, park
+
+
+def test_group_send_uses_the_delivery_rules_rate_limit_retry_after_dead_letter() -> None:
+    """Shared rate-limit slot, Retry-After instead of group_interval, a dead letter per member on a permanent error."""
+    store, clock = MemoryGroupStore(), FakeClock()
+    ledger = MemoryLedger(clock)
+    errors = [
+        DeliveryError("rateLimited", "HTTP 429", retryable=True, retry_after=20),
+        DeliveryError("clientError", "HTTP 400 invalid_payload", retryable=False),
+    ]
+
+    def send(alert: Alert, target: str, ref: str | None) -> Delivery:
+        if errors:
+            raise errors.pop(0)
+        return Delivery("func", target)
+
+    channel = FuncChannel(send_fn=send, name="console", min_interval_ms=1000)
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    parked, park = _parked()
+    flusher = GroupFlusher(
+        store,
+        channel,  # type: ignore[arg-type]
+        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
+        owner="me",
+        now=clock,
+        monotonic=clock,
+        rand=lambda: 0.0,
+        slots=ledger,
+        park=park,
+        policy=RetryPolicy(initial_s=1, max_s=60, deadline_s=300),
+    )
+    us, de = make_alert(country="US"), make_alert(country="DE")
+    stage(env(us)), stage(env(de))
+    clock.s += 30
+    assert ledger.acquire_slot(channel.default_target, 1000) == 0  # a single delivery just took the slot
+    assert flusher.tick() == FlushResult(deferred=1)
+    clock.s += 1
+    assert flusher.tick() == FlushResult(failed=1)  # 429, Retry-After 20 s
+    clock.s += 19
+    assert flusher.tick() == FlushResult()  # not yet: Retry-After, not group_interval (300 s), is the wait
+    clock.s += 1
+    assert flusher.tick() == FlushResult(failed=1, dead_lettered=1)  # permanent: given up, no more tries
+    assert sorted(fp for _, fp, _, _ in parked) == sorted([us.fingerprint, de.fingerprint])
+    assert {reason for *_, reason in parked} == {"permanent"}
+    assert {value for _, _, value, _ in parked} == {encode(us), encode(de)}  # the original bytes
+    clock.s += 300
+    assert flusher.tick() == FlushResult()  # the given-up state is not sent again until it changes
+    stage(env(make_alert(country="FR")))
+    clock.s += 300
+    assert flusher.tick().sent == 1
+
+
+def test_group_retries_stop_at_the_deadline() -> None:
+    store, clock = MemoryGroupStore(), FakeClock()
+    channel = FuncChannel(send_fn=failing(DeliveryError("serverError", "HTTP 500", retryable=True)), name="console")
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    parked, park = _parked()
+    flusher = GroupFlusher(
+        store,
+        channel,  # type: ignore[arg-type]
+        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
+        owner="me",
+        now=clock,
+        monotonic=clock,
+        rand=lambda: 0.0,
+        park=park,
+        policy=RetryPolicy(initial_s=1, max_s=60, deadline_s=300),
+    )
+    stage(env(make_alert()))
+    clock.s += 30
+    results = []
+    for _ in range(1000):
+        results.append(flusher.tick())
+        if parked:
+            break
+        clock.s += 1
+    assert [r for r in results if r.dead_lettered] == [FlushResult(failed=1, dead_lettered=1)]
+    assert parked[0][3] == "deadline" and 250 < clock.s - FakeClock().s - 30 <= 300
+    assert 5 < sum(r.failed for r in results) < 20  # backoff, not one attempt per tick
+
+
+def test_a_poisoned_group_is_dead_lettered_and_the_others_go_on() -> None:
+    store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    parked, park = _parked()
+    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock, park=park)  # type: ignore[arg-type, dict-item]
+    store.add("g0:alert_type=ctr_drop", "", "ctr_drop:US|banner", b"\xff not an alert", int(clock() * 1000))
+    stage(env(make_alert(alert_type="ecpm_drop")))
+    clock.s += 30
+    assert flusher.tick() == FlushResult(sent=1, dead_lettered=1)
+    assert parked == [("g0:alert_type=ctr_drop", "ctr_drop:US|banner", b"\xff not an alert", "internal")]
+    assert [a.alert_type for a in channel.rendered] == ["ecpm_drop"]
+    assert "g0:alert_type=ctr_drop" not in store.groups and "g0:alert_type=ctr_drop" not in store.schedule
+
+
+def test_silence_added_after_buffering_mutes_the_member_at_send_time() -> None:
+    """A member buffered before a silence is not notified nor repeated; it is again once the silence ends."""
+    from adwatch_notifier.silences import MemorySilenceStore, new_silence
+    from adwatch_notifier.stages import SilenceStage
+
+    store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
+    silences = MemorySilenceStore()
+    check = SilenceStage(silences, now=clock, refresh_s=0)
+    stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
+    muted: list[str] = []
+    flusher = GroupFlusher(
+        store,
+        channel,  # type: ignore[arg-type]
+        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
+        owner="me",
+        now=clock,
+        muted=check.muted,
+        on_suppressed=muted.append,
+    )
+    stage(env(make_alert(country="US"))), stage(env(make_alert(country="DE")))
+    silence = new_silence(["country=US"], now_s=clock(), duration_s=7200, created_by="oncall", comment="deploy")
+    silences.add(silence)  # after both were buffered
+    clock.s += 30
+    assert flusher.tick().sent == 1
+    assert "DE|banner" in channel.rendered[-1].message and "US|banner" not in channel.rendered[-1].message
+    assert muted == ["silenced"]
+    clock.s += 3600  # repeat_interval: the repeat does not list it either
+    assert flusher.tick().sent == 1 and "US|banner" not in channel.rendered[-1].message
+    silences.expire(silence.id, clock())
+    clock.s += 300
+    assert flusher.tick().sent == 1 and "US|banner" in channel.rendered[-1].message
+    assert channel.threads[-1] is not None and "+1 joined: US|banner" in (channel.threads[-1].change or "")
+
+
+@pytest.mark.parametrize("channel", ["slack", "pagerduty", "email"])
+def test_default_routes_group_a_64_segment_problem_into_one_notification(channel: str) -> None:
+    from adwatch_notifier.routing import DEFAULT_ROUTES_YAML
+
+    table = parse_routes(DEFAULT_ROUTES_YAML)
+    store, clock, func = MemoryGroupStore(), FakeClock(), FuncChannel(name=channel)
+    stage = GroupStage(table, func, store, now=clock)  # type: ignore[arg-type]
+    specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel and r.group is not None}
+    flusher = GroupFlusher(store, func, specs, owner="me", now=clock)  # type: ignore[arg-type]
+    alerts = [
+        make_alert(country=c, ad_format=f, severity="critical")
+        for c in COUNTRIES[:16]
+        for f in ("banner", "native", "interstitial", "rewarded_video")
+    ]
+    assert len(alerts) == 64 and all(stage(env(a)) == Grouped() for a in alerts)
+    clock.s += 10  # group_wait
+    assert flusher.tick().sent == 1 and len(func.rendered) == 1
 
 
 def test_summary_clips_long_groups() -> None:

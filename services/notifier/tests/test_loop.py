@@ -5,16 +5,18 @@ Stages here are plain functions or the real ones on an in-memory ledger; metrics
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from adwatch.contracts import encode
+from adwatch.contracts import Alert, encode
 from adwatch_notifier.dedup import SENT
-from adwatch_notifier.delivery import DeliveryError
-from adwatch_notifier.loop import RecordProcessor, failure_counter, run_chain
+from adwatch_notifier.delivery import Delivery, DeliveryError
+from adwatch_notifier.loop import Hooks, RecordProcessor, RunStats, consume, failure_counter, run_chain
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.outcomes import (
     Continue,
@@ -178,3 +180,132 @@ def test_permanent_failure_through_the_chain_releases_the_claim() -> None:
     assert ledger.value("idem", ALERT.alert_id) is None  # a replay of the parked record may send it
     letters = process.dead_letters
     assert isinstance(letters, ListDeadLetters) and letters.written[0][:1] == ("deliver",)
+
+
+class FakeMessage:
+    def __init__(self, value: bytes, key: bytes, partition: int, offset: int) -> None:
+        self._value, self._key, self._partition, self._offset = value, key, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    """The consumer side of ``consume`` on a fake clock: ``poll`` waits by advancing the clock."""
+
+    def __init__(self, clock: FakeClock, arrivals: list[tuple[float, int, Alert]]) -> None:
+        self.clock, self.offsets = clock, {0: 0, 1: 0, 2: 0}
+        self.pending = sorted(arrivals, key=lambda a: a[0])
+        self.polls: list[float] = []
+        self.commits: list[tuple[float, int, int]] = []  # (when, partition, position)
+
+    def subscribe(self, topics: list[str], on_revoke: object = None) -> None:
+        return None
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        self.polls.append(self.clock())
+        if self.pending and self.pending[0][0] <= self.clock():
+            _, partition, alert = self.pending.pop(0)
+            offset, self.offsets[partition] = self.offsets[partition], self.offsets[partition] + 1
+            return FakeMessage(encode(alert), alert.fingerprint.encode(), partition, offset)
+        self.clock.s += timeout
+        return None
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits += [(self.clock(), tp.partition, tp.offset) for tp in offsets]
+
+    def assignment(self) -> list[TopicPartition]:
+        return []
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        raise AssertionError("never paused: far fewer records than MAX_HELD_RECORDS")
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        return None
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, self.offsets[tp.partition]
+
+
+def test_ten_minutes_of_500s_for_one_alert_while_others_flow_past_max_poll_interval() -> None:
+    """Slack answers 500 for one alert for 10 minutes (twice librdkafka's max.poll.interval.ms): the loop keeps
+    polling, every other alert is delivered within a second and committed, the failing one is dead-lettered at its
+    600 s deadline, and then its partition's commits catch up."""
+    clock = FakeClock()
+    start = clock()
+    sent_at: dict[str, float] = {}
+
+    def send(alert: Alert, target: str, ref: str | None) -> Delivery:
+        if alert.country == "US":
+            raise DeliveryError("serverError", "HTTP 500 internal_error", retryable=True)
+        sent_at[alert.alert_id] = clock()
+        return Delivery("console", target)
+
+    ledger, channel = MemoryLedger(clock), FuncChannel(send, name="console")
+    settings = NotifierSettings(
+        channel="console",
+        max_alert_age_seconds=0,
+        cooldown_seconds=0,
+        retry_initial_seconds=1,
+        retry_max_seconds=60,
+        retry_deadline_seconds=600,
+    )
+    stages = build_stages(
+        settings, channel, load_routes(), ledger, Lease("me", 30), threading.Event(), now=clock, monotonic=clock
+    )
+    letters = ListDeadLetters()
+    process = RecordProcessor(
+        stages, "console", ledger, letters, NotifierMetrics(CollectorRegistry()), wall_clock=clock, monotonic=clock
+    )
+    failing_alert = make_alert(country="US")
+    countries = [a + b for a in "ABCDEFGH" for b in "IJKLMNOP"]  # 64 other segments, one every 10 s
+    others = [(start + 5 + 10 * i, i % 3, make_alert(country=c)) for i, c in enumerate(countries[:64])]
+    consumer = FakeConsumer(clock, [(start, 0, failing_alert), *others])
+    stop, stats = threading.Event(), RunStats()
+    end = start + 660
+    consume(
+        consumer,  # type: ignore[arg-type]
+        process,
+        topic="alerts",
+        group="notifier-console",
+        stop=stop,
+        max_messages=None,
+        stats=stats,
+        hooks=Hooks(),
+        monotonic=clock,
+        tick=lambda: stop.set() if clock() >= end else None,
+    )
+    # the loop never stopped polling: far below max.poll.interval.ms (300 s)
+    assert max(b - a for a, b in itertools.pairwise(consumer.polls)) <= 1.0
+    # every other alert was delivered within a second of its arrival, while the failing one was retried
+    assert len(sent_at) == 64
+    arrival = {a.alert_id: t for t, _, a in others}
+    assert max(sent_at[i] - arrival[i] for i in sent_at) <= 1.0
+    # one dead letter, at the deadline, after retries with backoff
+    [(stage, letter, attempts)] = letters.written
+    assert (stage, letter.reason) == ("deliver", "deadline") and 10 <= attempts <= 30
+    assert stats.outcomes == {Delivered(): 64, DeadLetter("deadline"): 1}
+    # commits went on for the other partitions the whole time; partition 0 waited for the failing record only
+    for partition in (1, 2):
+        times = [t - start for t, p, _ in consumer.commits if p == partition]
+        assert len(times) == len([o for o in others if o[1] == partition])
+        assert max(b - a for a, b in itertools.pairwise(times)) <= 31
+    zero = [(t - start, pos) for t, p, pos in consumer.commits if p == 0]
+    moved = [t for t, pos in zero if pos > 0]  # past the failing record (offset 0)
+    assert moved and 540 <= moved[0] <= 601  # only once it was dead-lettered, near its deadline
+    assert zero[-1][1] == consumer.offsets[0]  # then caught up to the end

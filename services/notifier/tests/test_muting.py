@@ -12,7 +12,7 @@ from adwatch.errors import ConfigError
 from adwatch_notifier.__main__ import silence_main
 from adwatch_notifier.inhibit import DEFAULT_RULES, MemoryInhibitStore, inhibit_rule
 from adwatch_notifier.matchers import alert_labels, parse_matcher
-from adwatch_notifier.outcomes import Continue, StageResult, Suppressed
+from adwatch_notifier.outcomes import Continue, Defer, StageResult, Suppressed
 from adwatch_notifier.routing import parse_routes
 from adwatch_notifier.silences import (
     MemorySilenceStore,
@@ -226,6 +226,20 @@ def test_inhibition_lapses_after_source_ttl() -> None:
     assert stage(envelope(US_CTR)) == Suppressed("inhibited")
     clock.s += 1
     assert stage(envelope(US_CTR)) == Continue()
+
+
+def test_target_waits_for_a_source_that_arrives_after_it() -> None:
+    """Detector order: the CTR alert comes first; held ``wait_s``, it is muted by the traffic alert seen meanwhile."""
+    clock, store = FakeClock(), MemoryInhibitStore()
+    stage = InhibitStage(store, DEFAULT_RULES, source_ttl_s=900, now=clock, wait_s=3, monotonic=clock)
+    ctr, other = envelope(US_CTR), envelope(CTR_DE)
+    assert stage(ctr) == Defer(3, "inhibit_wait") and stage(other) == Defer(3, "inhibit_wait")
+    clock.s += 1
+    assert stage(envelope(TRAFFIC_US)) == Defer(3, "inhibit_wait")  # recorded at once, though it waits itself
+    assert stage(ctr) == Suppressed("inhibited")
+    assert stage(other) == Defer(2, "inhibit_wait")  # the rest of its wait, not a new one
+    clock.s += 2
+    assert stage(other) == Continue()
 
 
 def test_two_sided_rule_never_inhibits_itself() -> None:

@@ -64,6 +64,8 @@ def test_silence_cli_and_maintenance_window_on_broker_and_redis(
 ) -> None:
     monkeypatch.setenv("ADWATCH_REDIS_URL", harness.common.redis_url.get_secret_value())
     monkeypatch.setenv("ADWATCH_NOTIFIER_REDIS_PREFIX", harness.prefix)
+    monkeypatch.setenv("ADWATCH_KAFKA_BOOTSTRAP", harness.kafka)  # the CLI journals the silence
+    monkeypatch.setenv("ADWATCH_NOTIFIER_DELIVERIES_TOPIC", harness.deliveries_topic)
     add = ["silence", "add", "--matcher", "country=DE", "--matcher", "alert_type=~ctr_.*", "--duration", "1h"]
     assert main([*add, "--author", "oncall", "--comment", "deploy in DE"]) == 0
     [silence] = RedisSilenceStore(make_redis(harness.common.redis_url), harness.prefix).all()
@@ -98,6 +100,31 @@ def test_silence_cli_and_maintenance_window_on_broker_and_redis(
     assert again.outcomes == {Delivered(): 1}
 
 
+def test_silence_added_while_buffered_mutes_the_group_member_on_broker_and_redis(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """Buffered in its group before the silence existed: the group's notification leaves it out."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: console, group_by: [alert_type], group_wait: 3s}\n")
+    client = make_redis(harness.common.redis_url)
+    groups = RedisGroupStore(client, harness.prefix, "console")
+    us, de = alert_factory(country="US"), alert_factory(country="DE")
+    harness.publish(us, de)
+    out, registry = io.StringIO(), CollectorRegistry()
+    settings = harness.settings("console", routes_file=str(routes), silence_refresh_seconds=0)
+    harness.start(settings, stream=out, metrics=NotifierMetrics(registry))
+    key = "g0:alert_type=ctr_drop"
+    poll_until(lambda: groups.has(key, us.fingerprint) and groups.has(key, de.fingerprint), "both buffered", 20)
+    RedisSilenceStore(client, harness.prefix).add(
+        new_silence(["country=US"], now_s=time.time(), duration_s=3600, created_by="oncall", comment="c")
+    )
+    poll_until(lambda: "DE|banner" in out.getvalue(), "the group notified", 20)
+    harness.stop_all()
+    assert "US|banner" not in out.getvalue() and "US banner" not in out.getvalue()
+    labels = {"channel": "console", "reason": "silenced"}
+    assert registry.get_sample_value("adwatch_notifier_suppressed_total", labels) == 1
+
+
 def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..., Alert]) -> None:
     """Default rules: traffic on a segment mutes its CTR/eCPM alerts, a critical alert mutes lower ones."""
     registry = CollectorRegistry()
@@ -123,6 +150,26 @@ def test_inhibition_on_broker_and_redis(harness: Any, alert_factory: Callable[..
     )
     later = harness.run_once(console, 2, stream=io.StringIO(), metrics=NotifierMetrics(CollectorRegistry()))
     assert later.outcomes == {Delivered(): 2}
+
+
+def test_inhibition_in_detector_order_on_three_partitions(
+    harness: Any, alert_factory: Callable[..., Alert], topic_factory: Callable[..., str]
+) -> None:
+    """The detector writes a window's CTR/eCPM alerts before its traffic alert, on other partitions: still muted."""
+    harness.alerts_topic = topic_factory("alerts", 3)
+    ctr = alert_factory(country="US", alert_type="ctr_drop")
+    ecpm = alert_factory(country="US", alert_type="ecpm_drop")
+    traffic = alert_factory(country="US", alert_type="traffic_drop", severity="critical")
+    other = alert_factory(country="DE", alert_type="ctr_drop")  # no outage on DE: sent after the wait
+    harness.publish(ctr, ecpm, other)
+    harness.publish(traffic)
+    console = harness.settings("console", cooldown_seconds=0, inhibit_wait_seconds=2)
+    out = io.StringIO()
+    stats = harness.run_once(console, 4, stream=out, metrics=NotifierMetrics(CollectorRegistry()))
+    assert stats.outcomes == {Delivered(): 2, Suppressed("inhibited"): 2}
+    sent = out.getvalue()
+    assert f"id {traffic.alert_id}" in sent and f"id {other.alert_id}" in sent
+    assert f"id {ctr.alert_id}" not in sent and f"id {ecpm.alert_id}" not in sent
 
 
 def test_storm_of_200_alerts_grouped_on_broker_and_redis(
@@ -157,6 +204,32 @@ def test_storm_of_200_alerts_grouped_on_broker_and_redis(
             "g1:alert_type=ecpm_drop",
         }  # route 1
         print(f"storm of 200 -> {len(hook.requests)} webhook, {len(pd.requests)} PagerDuty requests in {elapsed:.1f}s")
+
+
+def test_poisoned_group_buffer_is_dead_lettered_and_other_groups_flow(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """An unreadable member in one group's Redis buffer: that group is dead-lettered, the channel's others are sent."""
+    import base64
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 1s, group_interval: 2s}\n")
+    store = RedisGroupStore(make_redis(harness.common.redis_url), harness.prefix, "webhook")
+    store.add("g0:alert_type=ctr_drop", "", "ctr_drop:US|banner", b"\xff not an alert", 0)
+    ecpm = alert_factory(alert_type="ecpm_drop", country="DE")
+    harness.publish(ecpm)
+    registry = CollectorRegistry()
+    with FakeWebhook() as hook:
+        settings = harness.settings("webhook", webhook_url=hook.url + "/hook", routes_file=str(routes))
+        harness.start(settings, metrics=NotifierMetrics(registry))
+        poll_until(lambda: any("DE|banner" in r.json()["message"] for r in hook.requests), "the healthy group sent", 30)
+        [letter] = harness.dead_letters(1)
+        harness.stop_all()
+    assert (letter.stage, letter.reason_code, letter.channel) == ("group", "internal", "webhook")
+    assert base64.b64decode(letter.payload_b64) == b"\xff not an alert"
+    assert store.load("g0:alert_type=ctr_drop").alerts == {}  # dropped, no longer due
+    labels = {"channel": "webhook", "reason": "internal"}
+    assert registry.get_sample_value("adwatch_notifier_dead_letters_total", labels) == 1
 
 
 def _listed(hook: Any, storm: list[Alert]) -> bool:

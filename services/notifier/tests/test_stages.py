@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from adwatch.contracts import Alert, encode
@@ -69,12 +70,10 @@ def envelope(alert: Alert, **fields: object) -> Envelope:
             DeadLetter("contract"),
             id="newline-rule-set",
         ),
-        pytest.param(
-            encode(ALERT).replace(ALERT.message.encode(), b"x" * 600_000), DeadLetter("contract"), id="600kb-message"
-        ),
     ],
 )
 def test_decode(value: bytes, expected: StageResult) -> None:
+    """A contract violation is dead-lettered; an over-long free text is not (``test_decode_clips_over_long_free_text``)."""
     env = Envelope(value)
     result = DecodeStage()(env)
     assert result == expected
@@ -423,7 +422,12 @@ W = ALERT.window_start_ms
             id="resolve-carries-episode-severity",
         ),
         pytest.param(
-            LifecycleCase(make_alert(status="resolved"), max_age_s=1, now_s=T0_S * 10), id="old-resolve-still-closes"
+            LifecycleCase(make_alert(status="resolved"), episode="high", max_age_s=1, now_s=T0_S * 10),
+            id="old-resolve-of-a-delivered-episode-still-closes",
+        ),
+        pytest.param(
+            LifecycleCase(make_alert(status="resolved"), max_age_s=1, now_s=T0_S * 10, expected=Suppressed("too_old")),
+            id="old-resolve-without-episode-is-history",
         ),
         pytest.param(
             LifecycleCase(ALERT, replay_for="pagerduty", expected=Suppressed("other_channel")), id="replay-other"
@@ -541,3 +545,28 @@ def test_render_failure_is_parked_before_any_claim() -> None:
     result = RenderStage(channel)(envelope(ALERT))
     assert result == DeadLetter("render") and "ValueError" in result.detail  # type: ignore[union-attr]
     assert ledger.value("idem", ALERT.alert_id) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "clipped", "error"),
+    [
+        pytest.param({"message": "x" * 600_000}, ("message",), None, id="600kb-message"),
+        pytest.param({"message": "x" * 4096}, (), None, id="message-at-limit"),
+        pytest.param({"rule_set": "r" * 1000}, ("rule_set",), None, id="long-rule-set"),
+        pytest.param({"message": "x" * 5000, "rule_set": "r" * 300}, ("message", "rule_set"), None, id="both"),
+        pytest.param({"rule_set": "a\nb"}, (), "rule_set", id="control-char-not-clipped"),
+        pytest.param({"message": "x" * 5000, "country": "USA"}, (), "country", id="another-violation-still-refused"),
+    ],
+)
+def test_decode_clips_over_long_free_text(fields: dict[str, str], clipped: tuple[str, ...], error: str | None) -> None:
+    raw = msgspec.json.encode(msgspec.structs.replace(ALERT, **fields))  # type: ignore[arg-type]
+    env = Envelope(raw)
+    result = DecodeStage()(env)
+    if error:
+        assert isinstance(result, DeadLetter) and result.reason == "contract" and error in result.detail
+        return
+    assert result == CONTINUE and env.clipped == clipped and env.value == raw  # the original bytes are kept
+    alert = env.decoded
+    assert len(alert.message) <= 4096 and len(alert.rule_set) <= 255
+    if "message" in clipped:
+        assert alert.message.endswith("…[clipped]") and len(alert.message) == 4096

@@ -96,6 +96,11 @@ def silence_main(
         redis_store = RedisSilenceStore(make_redis(common.redis_url), settings.redis_prefix)
         redis_store.collect(now())  # ended more than a day ago: gone
         store = redis_store
+        if settings.deliveries_topic and args.verb != "list":  # journaled: a Redis flush does not lose it
+            from adwatch_notifier.journal import JournaledSilenceStore, KafkaJournal
+
+            journal = KafkaJournal(common.kafka_bootstrap, settings.deliveries_topic)
+            store = JournaledSilenceStore(redis_store, journal, now)
     try:
         match args.verb:
             case "add":

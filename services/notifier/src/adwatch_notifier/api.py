@@ -198,11 +198,13 @@ def mount_routes(
     redis_client: redis.Redis,
     metrics: NotifierMetrics,
     now: Callable[[], float],
+    *,
+    silences: SilenceStore | None = None,
 ) -> list[str]:
-    """Mount the routes whose secret is configured; the paths mounted."""
+    """Mount the routes whose secret is configured; the paths mounted. ``silences``: the (journaled) store."""
     from adwatch_notifier.slack_actions import PATH, RedisAckStore, SlackActionsRoute
 
-    silences = RedisSilenceStore(redis_client, settings.redis_prefix)
+    silences = silences or RedisSilenceStore(redis_client, settings.redis_prefix)
     mounted: list[str] = []
     if settings.api_token is not None and settings.api_token.get_secret_value():
         mount(SILENCES_PATH, SilencesRoute(settings.api_token, silences, metrics, now=now))

@@ -14,14 +14,19 @@ when every alert of the group is), one email thread (later mails answer the firs
 The group remembers its firing members and its first notification's time for those lines.
 
 Delivery is at least once per group state: a replica claims a due group for a lease, a crash
-mid-send sends that state again after the lease; a failed send is tried again
-``group_interval`` later (never dropped).
+mid-send sends that state again after the lease. A group's send follows the rules of a single
+delivery (the shared rate limit, backoff with Retry-After and deadline, dead letters on a
+permanent failure); a group that cannot be read or rendered is dead-lettered, never blocks the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import random
+import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,7 +38,9 @@ from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
 from adwatch_notifier.formatting import Thread, duration_text
-from adwatch_notifier.ledger import _guarded
+from adwatch_notifier.ledger import LedgerUnavailableError, _guarded
+from adwatch_notifier.outcomes import DeadLetter, Defer
+from adwatch_notifier.retry import RetryPolicy, after_failure
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,10 @@ class GroupStore(Protocol):
 
     def reschedule(self, key: str, due_ms: int) -> None: ...
 
+    def drop(self, key: str) -> None:
+        """Forget the group (members, flush record, schedule): it was dead-lettered."""
+        ...
+
 
 class MemoryGroupStore:
     def __init__(self) -> None:
@@ -172,6 +183,10 @@ class MemoryGroupStore:
 
     def reschedule(self, key: str, due_ms: int) -> None:
         self.schedule[key] = due_ms
+
+    def drop(self, key: str) -> None:
+        self.groups.pop(key, None)
+        self.schedule.pop(key, None)
 
 
 _FORGET = """
@@ -268,6 +283,19 @@ class RedisGroupStore:
     def reschedule(self, key: str, due_ms: int) -> None:
         self.r.zadd(self.schedule_key, {key: due_ms})
 
+    @_guarded
+    def fingerprints(self, key: str) -> list[str]:
+        """The members' fingerprints (readable even when their values are not)."""
+        raw: list[bytes] = self.r.hkeys(self._k("group", key))  # type: ignore[assignment]
+        return [v.decode("utf-8", "replace") for v in raw]
+
+    @_guarded
+    def drop(self, key: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.delete(self._k("group", key), self._k("groupmeta", key))
+        pipe.zrem(self.schedule_key, key)
+        pipe.execute()
+
 
 def digest(alerts: Mapping[str, Alert]) -> str:
     """What the group says: which alerts, firing or resolved, at which severity (not their windows)."""
@@ -315,7 +343,12 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
 
 
 def change_line(
-    alerts: Mapping[str, Alert], before: Sequence[str], since_ms: int, now_ms: int, repeat: bool = False
+    alerts: Mapping[str, Alert],
+    before: Sequence[str],
+    since_ms: int,
+    now_ms: int,
+    repeat: bool = False,
+    muted: int = 0,
 ) -> str:
     """What changed since the group's last notification, in one line (a thread reply, a mail's first line).
 
@@ -334,6 +367,9 @@ def change_line(
         parts.append(f"+{len(joined)} joined: {_names(joined)}")
     if recovered:
         parts.append(f"{len(recovered)} recovered: {_names(recovered)}")
+    left = len(was - {a.fingerprint for a in alerts.values()})
+    if muted and left and not repeat:  # members notified before, silenced since
+        parts.append(f"{min(left, muted)} muted (silence or maintenance)")
     if not parts and not repeat:
         top = max((a.severity for a in firing), key=SEVERITIES.index)
         return f"severity changed · {len(firing)} firing, top {top}"
@@ -352,10 +388,41 @@ def _names(alerts: Sequence[Alert], shown: int = 8) -> str:
 class FlushResult:
     sent: int = 0
     failed: int = 0
+    deferred: int = 0  # the shared rate-limit slot was busy: due again when it frees
+    dead_lettered: int = 0  # groups given up (permanent failure, deadline, a poisoned buffer)
+
+
+class SlotLimiter(Protocol):
+    """The per-target rate limit shared with single deliveries (:meth:`Ledger.acquire_slot`)."""
+
+    def acquire_slot(self, target: str, interval_ms: int) -> float: ...
+
+
+Park = Callable[[str, str, bytes, DeadLetter, int, str], None]
+"""Write one dead letter of a group: ``(group key, fingerprint, the member's original bytes, letter,
+attempts, target)``; raises when not acknowledged."""
+
+
+@dataclass
+class _Retry:
+    started: float  # monotonic time of the first failed attempt's start
+    attempts: int = 0
+    last_error: str = ""
+
+
+PARK_RETRY_MS = 5_000  # a dead letter not acknowledged: the group is looked at again this much later
 
 
 class GroupFlusher:
-    """Send the due groups of one channel; ``tick()`` is called by the run loop."""
+    """Send the due groups of one channel; ``tick()`` is called by the run loop.
+
+    A group's notification goes through the same delivery rules as a single alert: the target's
+    shared rate-limit slot (``slots``), the retry policy (backoff, Retry-After, deadline; the
+    group is due again when the delay is over, the loop never waits) and, on a permanent failure
+    or past the deadline, a dead letter per member (``park``) after which the group's state counts
+    as notified (a later change or ``repeat_interval`` tries again). A group that raises anything
+    else (an unreadable buffer, a render bug) is dead-lettered and dropped; the others go on.
+    """
 
     def __init__(
         self,
@@ -368,9 +435,21 @@ class GroupFlusher:
         lease_s: float = 30.0,
         on_sent: Callable[[Alert, int], None] = lambda _alert, _count: None,
         on_failure: Callable[[DeliveryError], None] = lambda _err: None,
+        on_deferred: Callable[[str], None] = lambda _reason: None,
+        slots: SlotLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        park: Park | None = None,
+        muted: Callable[[Alert], tuple[str, str] | None] = lambda _alert: None,
+        on_suppressed: Callable[[str], None] = lambda _reason: None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.store, self.channel, self.specs, self.owner, self.now = store, channel, specs, owner, now
         self.lease_ms, self.on_sent, self.on_failure = int(lease_s * 1000), on_sent, on_failure
+        self.on_deferred, self.slots, self.policy = on_deferred, slots, policy or RetryPolicy()
+        self.park, self.monotonic, self.rand = park, monotonic, rand
+        self.muted, self.on_suppressed = muted, on_suppressed
+        self._retries: dict[str, _Retry] = {}
 
     def tick(self, limit: int = 20) -> FlushResult:
         result = FlushResult()
@@ -379,6 +458,10 @@ class GroupFlusher:
                 continue
             try:
                 self._flush(key, result)
+            except LedgerUnavailableError:
+                raise  # Redis does not answer: the whole tick again later
+            except Exception as exc:
+                self._poisoned(key, exc, result)
             finally:
                 self.store.release(key, self.owner)
         return result
@@ -387,14 +470,23 @@ class GroupFlusher:
         now_ms = int(self.now() * 1000)
         spec = self.specs.get(route_index(key))
         state = self.store.load(key)
-        alerts = {fp: decode(v, Alert) for fp, v in (state.alerts or {}).items()}
+        buffered = {fp: decode(v, Alert) for fp, v in (state.alerts or {}).items()}
         spec = spec or GroupSpec(())  # the route lost its grouping: the defaults' timers
-        if not alerts:
+        if not buffered:
+            self._retries.pop(key, None)
             self.store.flushed(key, at_ms=now_ms, digest="", ref=None, gone={}, due_ms=None)
             return
-        current = digest(alerts)
         interval_ms, repeat_ms = int(spec.interval_s * 1000), int(spec.repeat_s * 1000)
+        # Silences and maintenance windows as of now: a muted firing stays buffered (notified when
+        # the silence ends: the group changes) but is not in this notification.
+        muted = {fp: found for fp, a in buffered.items() if (found := self.muted(a)) is not None}
+        alerts = {fp: a for fp, a in buffered.items() if fp not in muted}
+        if not alerts:
+            self.store.reschedule(key, now_ms + interval_ms)
+            return
+        current = digest(alerts)
         if state.last_flush_ms and current == state.digest and now_ms < state.last_flush_ms + repeat_ms:
+            self._retries.pop(key, None)
             self.store.reschedule(key, min(state.last_flush_ms + repeat_ms, now_ms + interval_ms))
             return
         notification = summary(key, list(alerts.values()), current)
@@ -402,17 +494,51 @@ class GroupFlusher:
         ref = state.ref  # the first notification: Slack updates it, email answers it; PagerDuty dedups on the key
         opened = not state.last_flush_ms
         repeat = current == state.digest
-        thread = None if opened else Thread(change=change_line(alerts, state.members, state.since_ms, now_ms, repeat))
+        change = change_line(alerts, state.members, state.since_ms, now_ms, repeat, muted=len(muted))
+        thread = None if opened else Thread(change=change)
+        payload = self.channel.render(notification, target, thread)
+        slot_wait = self.slots.acquire_slot(target, self.channel.min_interval_ms) if self.slots is not None else 0.0
+        if slot_wait > 0:
+            result.deferred += 1
+            self.on_deferred("rate_limit")
+            self.store.reschedule(key, now_ms + max(1, math.ceil(slot_wait * 1000)))
+            return
+        for reason, by in muted.values():
+            self.on_suppressed(reason)
+            logger.info("group member muted: group=%s by=%s", key, by, extra={"group": key, "stage": "group"})
+        retry = self._retries.setdefault(key, _Retry(self.monotonic()))
+        retry.attempts += 1
+        gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}
+        members = sorted(fp for fp, a in alerts.items() if a.status == "firing")
         try:
-            payload = self.channel.render(notification, target, thread)
             delivery = self.channel.send(notification, target, ref, payload)
         except DeliveryError as err:
             self.on_failure(err)
             result.failed += 1
-            logger.warning("group send failed: group=%s error=%s", key, err, extra={"group": key, "stage": "group"})
-            self.store.reschedule(key, now_ms + max(interval_ms, 1000))
+            if str(err) != retry.last_error:  # log a failure only when it differs from the previous one
+                logger.warning(
+                    "group send failed: group=%s attempt=%d error=%s",
+                    key,
+                    retry.attempts,
+                    err,
+                    extra={"group": key, "stage": "group", "channel": self.channel.name},
+                )
+                retry.last_error = str(err)
+            outcome = after_failure(self.policy, err, retry.attempts, self.monotonic() - retry.started, self.rand())
+            if isinstance(outcome, Defer):
+                self.on_deferred("retry")
+                self.store.reschedule(key, now_ms + max(1, math.ceil(outcome.delay_s * 1000)))
+                return
+            if not self._park_all(key, state, outcome, retry.attempts, target):
+                return
+            result.dead_lettered += 1
+            self._retries.pop(key, None)
+            # this state is given up: a change of the group or repeat_interval tries again
+            self.store.flushed(
+                key, at_ms=now_ms, digest=current, ref=ref, gone=gone, due_ms=now_ms + interval_ms, members=members
+            )
             return
-        gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}
+        self._retries.pop(key, None)
         self.store.flushed(
             key,
             at_ms=now_ms,
@@ -420,14 +546,51 @@ class GroupFlusher:
             ref=delivery.provider_id or ref,
             gone=gone,
             due_ms=now_ms + interval_ms,
-            members=sorted(fp for fp, a in alerts.items() if a.status == "firing"),
+            members=members,
         )
         result.sent += 1
         self.on_sent(notification, len(alerts))
         logger.info(
-            "group notified: group=%s alerts=%d status=%s",
+            "group notified: group=%s alerts=%d status=%s attempts=%d",
             key,
             len(alerts),
             notification.status,
+            retry.attempts,
             extra={"group": key, "stage": "group", "alerts": len(alerts)},
         )
+
+    def _poisoned(self, key: str, exc: Exception, result: FlushResult) -> None:
+        """A group that cannot be sent for a reason no retry fixes: dead-letter what it holds, drop it."""
+        logger.exception("group %s raised: dead-lettered", key, extra={"group": key, "stage": "group"})
+        letter = DeadLetter("internal", f"internal group: {type(exc).__name__}: {_scrub(str(exc))}")
+        try:
+            state = self.store.load(key)
+        except LedgerUnavailableError:
+            raise
+        except Exception:  # not even readable: one dead letter naming the group
+            state = GroupState(alerts={})
+        attempts = self._retries.pop(key, _Retry(0.0)).attempts
+        if not self._park_all(key, state, letter, attempts, state.target or self.channel.default_target):
+            return
+        self.store.drop(key)
+        result.dead_lettered += 1
+
+    def _park_all(self, key: str, state: GroupState, letter: DeadLetter, attempts: int, target: str) -> bool:
+        """One dead letter per member (its original bytes: ``replay`` puts it back in its group); False when
+        the dead-letter topic did not acknowledge (the group is looked at again a little later)."""
+        if self.park is None:
+            logger.error("group %s given up (%s): no dead-letter sink", key, letter.detail, extra={"group": key})
+            return True
+        try:
+            for fingerprint, value in (state.alerts or {"": b""}).items():
+                self.park(key, fingerprint, value, letter, attempts, target)
+        except Exception as exc:
+            logger.warning("group %s: dead letter not written (%s), again later", key, type(exc).__name__)
+            self.store.reschedule(key, int(self.now() * 1000) + PARK_RETRY_MS)
+            return False
+        return True
+
+
+def _scrub(text: str) -> str:
+    """No URL (they may carry tokens) and no more than 200 characters of an exception's text."""
+    return re.sub(r"\w+://\S+", "<url>", text)[:200]

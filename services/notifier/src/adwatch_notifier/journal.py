@@ -36,8 +36,14 @@ Kafka topic (``alerts.deliveries``, :data:`adwatch.contracts.TOPIC_ALERTS_DELIVE
   cannot be read the lookup raises :class:`~adwatch_notifier.ledger.LedgerUnavailableError`: the
   record is deferred, never decided on missing data.
 
-Not journaled: idempotency claims, cooldowns, rate slots and the last recovery's window (a flush
-forgets them; committed offsets keep the alerts from being sent again), silences and inhibitions. One topic serves one
+- **last recovery and silences**: a fingerprint's last recovery window (``<channel>|resolved|<fp>``,
+  the ``resolved`` key: a firing replayed after a flush is still ``stale``, it does not reopen the
+  incident) and the shared silences (``silence|<id>``, every add and expire, written by the
+  notifier's HTTP routes and the ``silence`` CLI through :class:`JournaledSilenceStore`), restored
+  with the rest (a silence kept while it lasts plus ``RETENTION_S``, whatever the ledger's TTL).
+
+Not journaled: idempotency claims, cooldowns, rate slots (a flush forgets them; committed offsets
+keep the alerts from being sent again) and inhibition sources (renewed by the next firing window). One topic serves one
 Redis namespace (``REDIS_PREFIX``). A replica restoring while another closes the same episode may
 write the episode back after its tombstone; the stale record only raises the next episode's
 severity floor and expires with the idempotency TTL.
@@ -59,10 +65,11 @@ from adwatch.kafka import make_consumer, make_producer
 from adwatch_notifier.grouping import GroupState, RedisGroupStore
 from adwatch_notifier.ledger import KeyKind, LedgerUnavailableError, RedisLedger, _guarded
 from adwatch_notifier.metrics import NotifierMetrics
+from adwatch_notifier.silences import RETENTION_S, RedisSilenceStore, Silence
 
 logger = logging.getLogger(__name__)
 
-RESTORED_KINDS: frozenset[KeyKind] = frozenset({"episode", "ref"})
+RESTORED_KINDS: frozenset[KeyKind] = frozenset({"episode", "ref", "resolved"})
 
 
 class JournalError(AdwatchError):
@@ -102,12 +109,40 @@ class GroupFlushRecord(msgspec.Struct, frozen=True, tag="group"):
     since_ms: int = 0
 
 
-Record = DeliveryRecord | GroupMemberRecord | GroupFlushRecord
+class ResolvedRecord(msgspec.Struct, frozen=True, tag="resolved"):
+    """A fingerprint's last recovery window on one channel (the ``resolved`` key): a firing replayed
+    after a Redis flush that is not after it is still ``stale``, it does not reopen the incident."""
+
+    fingerprint: str
+    window_start_ms: int
+    written_at_ms: int = 0
+
+
+class SilenceRecord(msgspec.Struct, frozen=True, tag="silence"):
+    """A silence as the shared ``…:silences`` hash holds it (key ``silence|<id>``, for every channel)."""
+
+    id: str
+    silence: str  # :meth:`Silence.encode`
+    written_at_ms: int = 0
+
+
+Record = DeliveryRecord | GroupMemberRecord | GroupFlushRecord | ResolvedRecord | SilenceRecord
+
+SILENCE_PREFIX = "silence|"
 
 
 def record_key(channel: str, fingerprint: str) -> bytes:
     """``<channel>|<fingerprint>`` (episodes); groups: ``<channel>|member|<group>|<fp>``, ``<channel>|group|<group>``."""
     return f"{channel}|{fingerprint}".encode()
+
+
+def resolved_key(channel: str, fingerprint: str) -> bytes:
+    return record_key(channel, f"resolved|{fingerprint}")
+
+
+def silence_key(silence_id: str) -> bytes:
+    """Silences are shared by the channels: no channel in the key."""
+    return f"{SILENCE_PREFIX}{silence_id}".encode()
 
 
 def member_key(channel: str, group: str, fingerprint: str) -> bytes:
@@ -143,11 +178,14 @@ class KafkaJournal:
             raise JournalError(f"journal record not acknowledged: {errors or 'timeout'}")
 
     def read(self, channel: str) -> dict[str, Record | None]:
-        """Key after ``<channel>|`` -> the channel's last record (None: a tombstone), from the beginning to the end."""
+        """Key after ``<channel>|`` -> the channel's last record (None: a tombstone), from the beginning to the end.
+
+        The shared silences come too, under their whole key (``silence|<id>``).
+        """
         consumer = make_consumer(
             self.bootstrap, f"journal-restore-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
         )
-        prefix = f"{channel}|".encode()
+        prefix, shared = f"{channel}|".encode(), SILENCE_PREFIX.encode()
         found: dict[str, Record | None] = {}
         deadline = time.monotonic() + self.timeout_s
         try:
@@ -170,9 +208,13 @@ class KafkaJournal:
                         raise JournalError(f"journal read failed: {error}")
                     continue
                 key = msg.key() or b""
-                if not key.startswith(prefix):
+                if key.startswith(prefix):
+                    name = key[len(prefix) :].decode("utf-8", "replace")
+                elif key.startswith(shared):
+                    name = key.decode("utf-8", "replace")
+                else:
                     continue
-                name, value = key[len(prefix) :].decode("utf-8", "replace"), msg.value()
+                value = msg.value()
                 try:
                     found[name] = None if value is None else msgspec.json.decode(value, type=Record)
                 except msgspec.DecodeError:
@@ -202,9 +244,10 @@ class JournaledLedger:
         metrics: NotifierMetrics | None = None,
         now: Callable[[], float] = time.time,
         groups: RedisGroupStore | None = None,
+        silences: RedisSilenceStore | None = None,
     ) -> None:
         self.inner, self.journal, self.channel, self.ttl_s = inner, journal, channel, ttl_s
-        self.metrics, self.now, self.groups = metrics, now, groups
+        self.metrics, self.now, self.groups, self.silences = metrics, now, groups, silences
         self.marker = inner.key("journal", "marker")
 
     # --- the Ledger protocol -----------------------------------------------------------------
@@ -226,6 +269,10 @@ class JournaledLedger:
             ref = self.inner.get("ref", name)
             record = DeliveryRecord(self.channel, name, value, ref, int(self.now() * 1000))
             self._journal(name, msgspec.json.encode(record))
+        elif kind == "resolved":
+            window = int(value)
+            encoded = msgspec.json.encode(ResolvedRecord(name, window, int(self.now() * 1000)))
+            self.journal_key(resolved_key(self.channel, name), encoded)
 
     def delete(self, kind: KeyKind, name: str) -> None:
         self.inner.delete(kind, name)
@@ -297,6 +344,9 @@ class JournaledLedger:
         for record in records.values():
             if record is None:
                 continue
+            if isinstance(record, SilenceRecord):  # kept for as long as it lasts, not the ledger's TTL
+                restored += self._restore_silence(record, now_ms)
+                continue
             ttl_s = self.ttl_s - (now_ms - record.written_at_ms) // 1000
             if ttl_s <= 0:
                 continue
@@ -306,9 +356,18 @@ class JournaledLedger:
                     restored += 1
                     if record.ref is not None:
                         self.inner.r.set(self.inner.key("ref", fingerprint), record.ref, nx=True, ex=ttl_s)
+            elif isinstance(record, ResolvedRecord):
+                key = self.inner.key("resolved", record.fingerprint)
+                restored += bool(self.inner.r.set(key, str(record.window_start_ms), nx=True, ex=ttl_s))
             elif self.groups is not None:
                 restored += self._restore_group(self.groups, record, now_ms)
         return restored
+
+    def _restore_silence(self, record: SilenceRecord, now_ms: int) -> int:
+        silence = Silence.parse(record.silence)
+        if self.silences is None or silence is None or silence.ends_at < now_ms / 1000 - RETENTION_S:
+            return 0
+        return int(self.silences.r.hsetnx(self.silences.key, record.id, record.silence))
 
     def _restore_group(self, groups: RedisGroupStore, record: GroupMemberRecord | GroupFlushRecord, now_ms: int) -> int:
         meta = groups._k("groupmeta", record.group)
@@ -385,3 +444,50 @@ class JournaledGroupStore:
 
     def reschedule(self, key: str, due_ms: int) -> None:
         self.inner.reschedule(key, due_ms)
+
+    def drop(self, key: str) -> None:
+        try:
+            fingerprints = self.inner.fingerprints(key)
+        except LedgerUnavailableError:
+            raise
+        except Exception:  # not a hash any more: nothing to tombstone member by member
+            fingerprints = []
+        self.inner.drop(key)
+        for fingerprint in fingerprints:
+            self.ledger.journal_key(member_key(self.channel, key, fingerprint), None)
+        self.ledger.journal_key(group_key_of(self.channel, key), None)
+
+
+class JournaledSilenceStore:
+    """The shared silences, each change also journaled (``silence|<id>``), restored with the episodes.
+
+    A write the broker does not acknowledge is logged, never raised: the silence is in Redis.
+    """
+
+    def __init__(self, inner: RedisSilenceStore, journal: KafkaJournal, now: Callable[[], float] = time.time) -> None:
+        self.inner, self.journal, self.now = inner, journal, now
+
+    def add(self, silence: Silence) -> None:
+        self.inner.add(silence)
+        self._journal(silence)
+
+    def all(self) -> list[Silence]:
+        return self.inner.all()
+
+    def expire(self, silence_id: str, now_s: float) -> bool:
+        if not self.inner.expire(silence_id, now_s):
+            return False
+        ended = next((s for s in self.inner.all() if s.id == silence_id), None)
+        if ended is not None:
+            self._journal(ended)
+        return True
+
+    def collect(self, now_s: float) -> int:
+        return self.inner.collect(now_s)
+
+    def _journal(self, silence: Silence) -> None:
+        record = SilenceRecord(silence.id, silence.encode(), int(self.now() * 1000))
+        try:
+            self.journal.write(silence_key(silence.id), msgspec.json.encode(record))
+        except Exception as exc:
+            logger.warning("silence not journaled: silence_id=%s %s", silence.id, exc, extra={"silence_id": silence.id})

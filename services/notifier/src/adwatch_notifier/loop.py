@@ -9,7 +9,10 @@ Nothing stops the loop: an exception in a stage becomes a classified outcome (th
 unavailable: ``Defer``, anything else: ``DeadLetter("internal")``); a deferred record waits in
 the :class:`~adwatch_notifier.schedule.RetrySchedule` while the loop keeps polling, so one
 failing alert delays no other and no wait outlives ``max.poll.interval.ms``; a failed
-commit is handled like a rebalance (held records forgotten, partitions rewound).
+commit is counted and logged, not raised: the group moved on, the consumer rejoins (``on_revoke``
+forgets the held records of partitions no longer ours, their offsets uncommitted so they are
+redelivered) and what stays ours is committed with the next decided record. Nothing is rewound
+by hand.
 """
 
 from __future__ import annotations
@@ -195,6 +198,10 @@ class RecordProcessor:
             parked_at, letter = env.pending_letter
             return self._park(env, parked_at, letter, {"channel": self.channel, "stage": parked_at})
         outcome, stage = run_chain(self.stages, env)
+        if env.clipped and not env.clipped_counted:  # decode runs once per record: counted once
+            env.clipped_counted = True
+            for name in env.clipped:
+                self.metrics.clipped_fields.labels(self.channel, name).inc()
         fields: dict[str, Any] = {"channel": self.channel, "stage": stage, "outcome": outcome.label}
         if env.alert is not None:
             fields["alert_id"] = env.alert.alert_id
@@ -250,6 +257,30 @@ def failure_counter(metrics: NotifierMetrics, channel: str) -> Callable[[Deliver
         metrics.failures.labels(channel, err.reason).inc()
 
     return count
+
+
+def group_parker(
+    sink: DeadLetterSink, metrics: NotifierMetrics, channel: str
+) -> Callable[[str, str, bytes, DeadLetter, int, str], None]:
+    """The group flusher's ``park``: a member's dead letter (stage ``group``), counted once written.
+
+    The record key is the member's fingerprint (as on the alerts topic); raises when not acknowledged.
+    """
+
+    def park(key: str, fingerprint: str, value: bytes, letter: DeadLetter, attempts: int, target: str) -> None:
+        env = Envelope(value, (fingerprint or key).encode(), attempts=attempts, target=target)
+        sink.write(env, "group", letter, channel)
+        metrics.dead_letters.labels(channel, letter.reason).inc()
+        metrics.notifications.labels(channel, letter.kind).inc()
+        logger.warning(
+            "parked group member: channel=%s group=%s reason=%s",
+            channel,
+            key,
+            letter.detail,
+            extra={"channel": channel, "stage": "group", "group": key},
+        )
+
+    return park
 
 
 @dataclass

@@ -44,6 +44,12 @@ class NotifierMetrics:
         self.dead_letters = Counter(
             p + "dead_letters_total", "Alerts parked in the DLQ", ["channel", "reason"], registry=registry
         )
+        self.clipped_fields = Counter(
+            p + "clipped_fields_total",
+            "Over-long free-text fields of alerts clipped when decoding, the alert delivered (message|rule_set)",
+            ["channel", "field"],
+            registry=registry,
+        )
         self.suppressed = Counter(
             p + "suppressed_total",
             "Alerts not sent on purpose (cooldown|duplicate|unrouted|silenced|maintenance|inhibited|...)",
@@ -52,7 +58,7 @@ class NotifierMetrics:
         )
         self.deferred = Counter(
             p + "deferred_total",
-            "Records set aside to try again later (retry|rate_limit|held_by_replica|unavailable)",
+            "Records set aside to try again later (retry|rate_limit|held_by_replica|unavailable|inhibit_wait)",
             ["channel", "reason"],
             registry=registry,
         )

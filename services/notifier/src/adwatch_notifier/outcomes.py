@@ -36,9 +36,10 @@ DeadLetterReason = Literal["contract", "in_doubt", "permanent", "deadline", "ren
 """Parked in the DLQ: undecodable, maybe sent by a dead owner, refused by the provider, out of
 time, no payload could be built from it, or a stage raised an unexpected exception."""
 
-DeferReason = Literal["retry", "rate_limit", "held_by_replica", "unavailable"]
+DeferReason = Literal["retry", "rate_limit", "held_by_replica", "unavailable", "inhibit_wait"]
 """Why a record waits: a retryable failure, the provider's rate limit, another live replica's
-claim, or a dependency (Redis, the DLQ) that does not answer."""
+claim, a dependency (Redis, the DLQ) that does not answer, or an inhibition target's short
+wait for its source (``INHIBIT_WAIT_SECONDS``)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Retry policy as pure arithmetic: exponential backoff with jitter, bounded by a deadline."""
+"""Retry policy as pure arithmetic: exponential backoff with jitter, bounded by a deadline; what a failure becomes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from adwatch_notifier.delivery import DeliveryError
+from adwatch_notifier.outcomes import DeadLetter, Defer
 
 
 @dataclass(frozen=True)
@@ -37,3 +40,19 @@ def next_delay(
     if elapsed_s + delay > policy.deadline_s:
         return None
     return delay
+
+
+def after_failure(
+    policy: RetryPolicy, err: DeliveryError, attempts: int, elapsed_s: float, rand: float
+) -> DeadLetter | Defer:
+    """What a failed send becomes, for single alerts and group notifications alike.
+
+    Permanent: dead letter at once; retryable: a :class:`Defer` for the backoff (Retry-After
+    honoured), or a dead letter once the deadline forbids another attempt.
+    """
+    if not err.retryable:
+        return DeadLetter("permanent", f"permanent {err}")
+    delay = next_delay(policy, attempts, elapsed_s, rand, err.retry_after)
+    if delay is None:
+        return DeadLetter("deadline", f"deadline exceeded after {attempts} attempts: {err}")
+    return Defer(delay, "retry", str(err))

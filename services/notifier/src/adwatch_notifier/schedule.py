@@ -89,10 +89,10 @@ class RetrySchedule:
         self._committed[partition] = position
 
     def drop(self, partitions: set[int] | None = None) -> list[Envelope]:
-        """Forget the records of ``partitions`` (all when None): revoked, or a commit failed.
+        """Forget the records of ``partitions`` (all when None): revoked, or the run ends.
 
-        Returns what was forgotten (its claims are to be released) and each partition's
-        rewind position is the lowest forgotten offset (see :meth:`rewind_positions`).
+        Returns what was forgotten (its claims are to be released); their offsets stay
+        uncommitted, so the group redelivers them to whoever owns the partition next.
         """
         gone = [e for _, _, e in self._due if partitions is None or e.partition in partitions]
         for queue in self._queues.values():

@@ -25,15 +25,23 @@ from adwatch_notifier.api import mount_routes
 from adwatch_notifier.channels import build_channel
 from adwatch_notifier.grouping import GroupFlusher, GroupStore, RedisGroupStore
 from adwatch_notifier.inhibit import RedisInhibitStore
-from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, KafkaJournal
+from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, JournaledSilenceStore, KafkaJournal
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
-from adwatch_notifier.loop import Hooks, KafkaDeadLetters, RecordProcessor, RunStats, consume, failure_counter
+from adwatch_notifier.loop import (
+    Hooks,
+    KafkaDeadLetters,
+    RecordProcessor,
+    RunStats,
+    consume,
+    failure_counter,
+    group_parker,
+)
 from adwatch_notifier.metrics import NotifierMetrics, default_metrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
-from adwatch_notifier.silences import RedisSilenceStore
-from adwatch_notifier.stages import Lease, build_stages
+from adwatch_notifier.silences import RedisSilenceStore, SilenceStore
+from adwatch_notifier.stages import Lease, SilenceStage, build_stages
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +79,12 @@ def run(
     topics = [topic, settings.dlq_topic, *([journal_topic] if journal_topic else [])]
     ensure_topics(common.kafka_bootstrap, topics, configs={journal_topic: COMPACTED} if journal_topic else None)
     redis_client = make_redis(common.redis_url)
-    if mount is not None:
-        mount_routes(mount, settings, redis_client, metrics, now)
     redis_ledger = RedisLedger(redis_client, settings.redis_prefix, channel.name)
     ledger: Ledger = redis_ledger
     redis_groups = RedisGroupStore(redis_client, settings.redis_prefix, channel.name)
     groups: GroupStore = redis_groups
+    redis_silences = RedisSilenceStore(redis_client, settings.redis_prefix)
+    silences: SilenceStore = redis_silences
     journal = None
     if journal_topic:  # episode records also in a compacted topic, restored when Redis lost them
         journal = KafkaJournal(common.kafka_bootstrap, journal_topic, timeout_s=settings.restore_timeout_seconds)
@@ -88,9 +96,13 @@ def run(
             metrics=metrics,
             now=now,
             groups=redis_groups,
+            silences=redis_silences,
         )
         groups = JournaledGroupStore(redis_groups, ledger)
+        silences = JournaledSilenceStore(redis_silences, journal, now)
         _restore_at_start(ledger)
+    if mount is not None:
+        mount_routes(mount, settings, redis_client, metrics, now, silences=silences)
     lease = Lease(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.claim_lease_seconds)
     stages = build_stages(
         settings,
@@ -101,10 +113,11 @@ def run(
         stop_event,
         now=now,
         on_failure=failure_counter(metrics, channel.name),
-        silences=RedisSilenceStore(redis_client, settings.redis_prefix),
+        silences=silences,
         inhibitions=RedisInhibitStore(redis_client, settings.redis_prefix),
         groups=groups,
     )
+    dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     specs = {i: r.group for i, r in enumerate(table.routes) if r.channel == channel.name and r.group is not None}
     flusher = None
     if specs:
@@ -117,8 +130,13 @@ def run(
             lease_s=settings.claim_lease_seconds + settings.request_timeout_seconds,
             on_sent=lambda _n, _c: metrics.notifications.labels(channel.name, "group_delivered").inc(),
             on_failure=failure_counter(metrics, channel.name),
+            on_deferred=lambda reason: metrics.deferred.labels(channel.name, reason).inc(),
+            slots=ledger,
+            policy=settings.retry_policy,
+            park=group_parker(dead_letters, metrics, channel.name),
+            muted=SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds).muted,
+            on_suppressed=lambda reason: metrics.suppressed.labels(channel.name, reason).inc(),
         )
-    dead_letters = KafkaDeadLetters(common.kafka_bootstrap, topic, settings.dlq_topic)
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)
     stats = RunStats()

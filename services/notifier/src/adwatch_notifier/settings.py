@@ -108,6 +108,13 @@ class NotifierSettings(ServiceSettings):
     inhibit_source_ttl_seconds: int = Field(
         900, ge=1, description="INHIBIT_SOURCE_TTL_SECONDS: a firing source inhibits this long unless resolved"
     )
+    inhibit_wait_seconds: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="INHIBIT_WAIT_SECONDS: an inhibition target with no firing source waits this long for one "
+        "(the detector writes a window's CTR/eCPM alerts before its traffic alert; 0: no wait)",
+    )
     dashboard_url_template: str = Field(
         "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
     )

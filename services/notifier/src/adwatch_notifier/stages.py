@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 import msgspec
 from opentelemetry import trace
 
-from adwatch.contracts import SEVERITIES, Alert, ContractError, decode
+from adwatch.contracts import SEVERITIES, Alert, ContractError, decode, encode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
@@ -37,8 +37,18 @@ from adwatch_notifier.grouping import GroupStore, group_key
 from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
 from adwatch_notifier.matchers import alert_labels
-from adwatch_notifier.outcomes import Continue, DeadLetter, Defer, Grouped, StageId, StageResult, Stop, Suppressed
-from adwatch_notifier.retry import RetryPolicy, next_delay
+from adwatch_notifier.outcomes import (
+    Continue,
+    DeadLetter,
+    Defer,
+    Grouped,
+    StageId,
+    StageResult,
+    Stop,
+    Suppressed,
+    SuppressReason,
+)
+from adwatch_notifier.retry import RetryPolicy, after_failure
 from adwatch_notifier.routing import RoutingTable, route
 from adwatch_notifier.settings import NotifierSettings
 from adwatch_notifier.silences import MaintenanceWindow, Silence, SilenceStore
@@ -84,6 +94,9 @@ class Envelope:
     pending_letter: tuple[StageId, DeadLetter] | None = None  # decided, its dead letter not yet acknowledged
     muted_by: str = ""  # the silence id, maintenance window or inhibiting source that muted the alert
     deferrals: int = 0  # times the loop held this record back (a retry's span says so)
+    inhibit_until: float | None = None  # monotonic end of the record's wait for an inhibiting source
+    clipped: tuple[str, ...] = ()  # free-text fields clipped by decode
+    clipped_counted: bool = False  # the run loop counted them
 
     def header(self, name: str) -> str | None:
         return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
@@ -198,17 +211,65 @@ class Lease:
         return int(now_s * 1000) + int((self.seconds + extra_s) * 1000)
 
 
+FREE_TEXT_LIMITS: dict[str, tuple[int, str]] = {"message": (4096, " …[clipped]"), "rule_set": (255, "…")}
+"""Free-text fields of the alert contract: their length limit and the mark a clipped value ends with."""
+
+
+def decode_alert(value: bytes) -> tuple[Alert, tuple[str, ...]]:
+    """The alert, and the names of the free-text fields clipped to fit the contract.
+
+    A message or rule set over its limit (a producer's 600 KB field) is clipped, not refused:
+    the rest of the alert is good, and an alert lost on every channel for its prose is worse than
+    a clipped text. Any other violation (or one left after clipping) raises :class:`ContractError`.
+    """
+    try:
+        return decode(value, Alert), ()
+    except ContractError as exc:
+        if exc.field not in FREE_TEXT_LIMITS:
+            raise
+        try:
+            raw = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            raise exc from None
+        if not isinstance(raw, dict):
+            raise
+        clipped = []
+        for name, (limit, mark) in FREE_TEXT_LIMITS.items():
+            text = raw.get(name)
+            if isinstance(text, str) and len(text) > limit:
+                raw[name] = text[: limit - len(mark)] + mark
+                clipped.append(name)
+        if not clipped:
+            raise
+        return decode(msgspec.json.encode(raw), Alert), tuple(clipped)
+
+
 class DecodeStage:
-    """Bytes → :class:`Alert`; a record that breaks the contract is dead-lettered as is."""
+    """Bytes → :class:`Alert`; a record that breaks the contract is dead-lettered as is.
+
+    Over-long free-text fields are clipped (:func:`decode_alert`) and named in ``env.clipped``
+    (the run loop counts them); the record's original bytes stay in ``env.value``.
+    """
 
     id: ClassVar[StageId] = "decode"
 
     def __call__(self, env: Envelope) -> StageResult:
         try:
-            env.alert = decode(env.value, Alert)
+            env.alert, env.clipped = decode_alert(env.value)
         except ContractError as exc:
-            return DeadLetter("contract", f"ContractError: {exc}")
+            return DeadLetter("contract", f"ContractError: {_clip(str(exc), 500)}")
+        if env.clipped:
+            logger.warning(
+                "clipped over-long fields: alert_id=%s fields=%s",
+                env.alert.alert_id,
+                ",".join(env.clipped),
+                extra={"alert_id": env.alert.alert_id, "stage": self.id},
+            )
         return CONTINUE
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class LifecycleStage:
@@ -216,7 +277,9 @@ class LifecycleStage:
 
     - a replay (``adwatch-notifier replay``) meant for another channel is skipped;
     - a firing older than ``max_age_s`` (by ``detected_at_ms``) is ``too_old``: a new consumer
-      group does not page a week of history;
+      group does not page a week of history; so is a recovery that old of an episode this
+      channel has no record of (PagerDuty takes recoveries it never sent: a new group would
+      send every historic one);
     - a firing whose window is not after its fingerprint's last recovery is ``stale`` (replayed
       or out of order: it would reopen a closed incident);
     - a recovery records its window as the fingerprint's last one, and takes the severity of
@@ -236,16 +299,21 @@ class LifecycleStage:
         env.episode = Episode.parse(self.ledger.get("episode", alert.fingerprint))
         last_resolved = _int(self.ledger.get("resolved", alert.fingerprint))
         if alert.status == "firing":
-            if self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000:
+            if self._too_old(alert):
                 return Suppressed("too_old")
             if last_resolved is not None and alert.window_start_ms <= last_resolved:
                 return Suppressed("stale")
             return CONTINUE
         if last_resolved is None or alert.window_start_ms > last_resolved:
             self.ledger.put("resolved", alert.fingerprint, str(alert.window_start_ms), self.ttl_s)
+        if env.episode is None and self._too_old(alert) and self.ledger.get("ref", alert.fingerprint) is None:
+            return Suppressed("too_old")
         if env.episode is not None and env.episode.severity != alert.severity:
             env.alert = msgspec.structs.replace(alert, severity=env.episode.severity)
         return CONTINUE
+
+    def _too_old(self, alert: Alert) -> bool:
+        return self.max_age_s > 0 and alert.detected_at_ms < (self.now() - self.max_age_s) * 1000
 
 
 def _int(value: str | None) -> int | None:
@@ -261,26 +329,45 @@ class InhibitStage:
     Runs on every channel's consumer (each sees every alert), so the sources are recorded
     wherever they are routed. A recovery removes its fingerprint from every rule, whatever its
     in-band severity. Recoveries are never muted: the episode they close was delivered or not.
+
+    A target with no firing source yet is held ``wait_s`` (``INHIBIT_WAIT_SECONDS``, a
+    :class:`Defer` the loop keeps polling through) and checked again: the detector writes a
+    window's CTR/eCPM alerts before its traffic alert, keyed to other partitions, so the source
+    of an outage arrives just after the first alerts it mutes.
     """
 
     id: ClassVar[StageId] = "inhibit"
 
-    def __init__(self, store: InhibitStore, rules: Sequence[InhibitRule], *, source_ttl_s: float, now: Clock) -> None:
+    def __init__(
+        self,
+        store: InhibitStore,
+        rules: Sequence[InhibitRule],
+        *,
+        source_ttl_s: float,
+        now: Clock,
+        wait_s: float = 0.0,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
         self.store, self.rules, self.source_ttl_s, self.now = store, tuple(rules), source_ttl_s, now
+        self.wait_s, self.monotonic = wait_s, monotonic
 
     def __call__(self, env: Envelope) -> StageResult:
         alert = env.decoded
         if not self.rules:
             return CONTINUE
         labels, now_ms = alert_labels(alert), int(self.now() * 1000)
-        for rule in self.rules:
-            if alert.status == "resolved":
-                self.store.clear(rule.id, rule.group(labels), alert.fingerprint)
-            elif rule.is_source(labels):
-                self.store.mark(rule.id, rule.group(labels), alert.fingerprint, now_ms + int(self.source_ttl_s * 1000))
+        if env.inhibit_until is None:  # sources are recorded once per record, not on each look again
+            for rule in self.rules:
+                if alert.status == "resolved":
+                    self.store.clear(rule.id, rule.group(labels), alert.fingerprint)
+                elif rule.is_source(labels):
+                    until_ms = now_ms + int(self.source_ttl_s * 1000)
+                    self.store.mark(rule.id, rule.group(labels), alert.fingerprint, until_ms)
         if alert.status != "firing":
             return CONTINUE
         targeted = [rule for rule in self.rules if rule.is_target(labels)]
+        if not targeted:
+            return CONTINUE
         found = self.store.firing([(rule.id, rule.group(labels)) for rule in targeted], now_ms)
         for rule, sources in zip(targeted, found, strict=True):
             if rule.is_source(labels):  # two-sided match: an alert never inhibits itself
@@ -295,6 +382,12 @@ class InhibitStage:
                     extra={"alert_id": alert.alert_id, "stage": self.id, "inhibited_by": sources[0], "rule": rule.id},
                 )
                 return Suppressed("inhibited")
+        if self.wait_s > 0:
+            if env.inhibit_until is None:
+                env.inhibit_until = self.monotonic() + self.wait_s
+            left = env.inhibit_until - self.monotonic()
+            if left > 0:
+                return Defer(left, "inhibit_wait")
         return CONTINUE
 
 
@@ -329,28 +422,39 @@ class SilenceStage:
             self._read_at = at
         return self._cached
 
-    def __call__(self, env: Envelope) -> StageResult:
-        alert = env.decoded
+    def muted(self, alert: Alert) -> tuple[SuppressReason, str] | None:
+        """Why the alert is muted now (``maintenance``/``silenced``) and by what; None when it is not.
+
+        Also the group flusher's check at send time: a member buffered before a silence is not notified.
+        """
         if alert.status != "firing":
-            return CONTINUE
+            return None
         labels, now = alert_labels(alert), self.now()
-        fields = {"alert_id": alert.alert_id, "stage": self.id}
         for window in self.windows:
             if window.mutes(labels, now):
-                env.muted_by = f"maintenance:{window.name}"
-                logger.info("in maintenance: alert_id=%s window=%s", alert.alert_id, window.name, extra=fields)
-                return Suppressed("maintenance")
+                return "maintenance", f"maintenance:{window.name}"
         for silence in self.silences():
             if silence.mutes(labels, now):
-                env.muted_by = silence.id
-                logger.info(
-                    "silenced: alert_id=%s silence_id=%s",
-                    alert.alert_id,
-                    silence.id,
-                    extra={**fields, "silence_id": silence.id},
-                )
-                return Suppressed("silenced")
-        return CONTINUE
+                return "silenced", silence.id
+        return None
+
+    def __call__(self, env: Envelope) -> StageResult:
+        alert = env.decoded
+        found = self.muted(alert)
+        if found is None:
+            return CONTINUE
+        reason, env.muted_by = found
+        fields = {"alert_id": alert.alert_id, "stage": self.id}
+        if reason == "maintenance":
+            logger.info("in maintenance: alert_id=%s window=%s", alert.alert_id, env.muted_by[12:], extra=fields)
+        else:
+            logger.info(
+                "silenced: alert_id=%s silence_id=%s",
+                alert.alert_id,
+                env.muted_by,
+                extra={**fields, "silence_id": env.muted_by},
+            )
+        return Suppressed(reason)
 
 
 class GroupStage:
@@ -376,7 +480,8 @@ class GroupStage:
         if resolved and not self.store.has(key, alert.fingerprint):
             return Suppressed("never_notified")
         due_ms = int((self.now() + chosen.group.wait_s) * 1000)
-        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, env.value, due_ms)
+        value = encode(alert) if env.clipped else env.value  # a clipped alert is buffered clipped
+        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, value, due_ms)
         return Grouped()
 
 
@@ -579,13 +684,7 @@ class DeliverStage:
                     extra={"channel": name, "alert_id": alert.alert_id, "stage": self.id},
                 )
                 env.last_error = str(err)
-            if not err.retryable:
-                return DeadLetter("permanent", f"permanent {err}")
-            elapsed = self.monotonic() - env.retry_started
-            delay = next_delay(self.policy, env.attempts, elapsed, self.rand(), err.retry_after)
-            if delay is None:
-                return DeadLetter("deadline", f"deadline exceeded after {env.attempts} attempts: {err}")
-            return Defer(delay, "retry", str(err))
+            return after_failure(self.policy, err, env.attempts, self.monotonic() - env.retry_started, self.rand())
 
 
 class MarkSentStage:
@@ -623,6 +722,7 @@ def build_stages(
     stop: threading.Event,
     *,
     now: Clock = time.time,
+    monotonic: Clock = time.monotonic,
     on_failure: Callable[[DeliveryError], None] = lambda _err: None,
     silences: SilenceStore | None = None,
     inhibitions: InhibitStore | None = None,
@@ -631,16 +731,25 @@ def build_stages(
     """The chain of one channel, in order (Alertmanager's ``createReceiverStage``).
 
     Without ``inhibitions`` or ``silences`` (stores shared by the channels) that stage is left out;
-    the ``group`` stage is there with ``groups`` when a route of the channel groups.
+    the ``group`` stage is there with ``groups`` when a route of the channel groups. ``monotonic``
+    measures waits (retry deadline, inhibition wait, silence refresh); tests pass a fake clock.
     """
     ttl = settings.idempotency_ttl_seconds
     muting: list[Stage] = []
     if inhibitions is not None:
         muting.append(
-            InhibitStage(inhibitions, table.inhibit_rules, source_ttl_s=settings.inhibit_source_ttl_seconds, now=now)
+            InhibitStage(
+                inhibitions,
+                table.inhibit_rules,
+                source_ttl_s=settings.inhibit_source_ttl_seconds,
+                now=now,
+                wait_s=settings.inhibit_wait_seconds,
+                monotonic=monotonic,
+            )
         )
     if silences is not None:
-        muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds))
+        refresh_s = settings.silence_refresh_seconds
+        muting.append(SilenceStage(silences, table.maintenance, now=now, refresh_s=refresh_s, monotonic=monotonic))
     if groups is not None and any(r.group is not None for r in table.routes if r.channel == channel.name):
         muting.append(GroupStage(table, channel, groups, now=now))
     return (
@@ -664,6 +773,7 @@ def build_stages(
             settings.retry_policy,
             sent_ttl_s=ttl,
             now=now,
+            monotonic=monotonic,
             on_failure=on_failure,
         ),
         MarkSentStage(ledger, sent_ttl_s=ttl, now=now),
