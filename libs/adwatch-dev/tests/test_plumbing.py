@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adwatch.config import CommonSettings, load_settings
-from adwatch.contracts import AdEvent, decode, encode
+from adwatch.contracts import AdEvent, DeadLetter, decode, encode
 from adwatch.errors import ConfigError
-from adwatch.kafka import ensure_topics, header_value, make_producer
+from adwatch.kafka import dead_letter, ensure_topics, header_value, make_producer
 from adwatch.storage import make_clickhouse, make_redis
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.testing import consume_all, unique
@@ -65,6 +65,31 @@ def test_redis_set_nx_ex(redis_url: str) -> None:
     assert client.set(key, "sent", nx=True, ex=60)
     assert not client.set(key, "again", nx=True, ex=60)
     assert 0 < client.ttl(key) <= 60
+
+
+@pytest.mark.parametrize("size", [1_000, 500_000, 900_000])
+def test_a_record_of_any_size_is_dead_lettered_within_the_brokers_limit(
+    kafka: str, topic_factory: Callable[..., str], size: int
+) -> None:
+    """Text plus base64 of a 900 KB record is 2 MB, past the 1 MB message limit: the letter keeps a
+    prefix, the size and the digest (and the whole bytes while they fit), and is acknowledged."""
+    import base64
+    import hashlib
+
+    dlq = topic_factory("dlq")
+    errors: list[str] = []
+    producer = make_producer(kafka, on_delivery=lambda err, _msg: err and errors.append(str(err)))
+    raw = b'{"alert_id": "' + b"x" * size + b'"}'
+    dead_letter(producer, dlq, source_topic="alerts", stage="decode", reason="too big", payload=raw)
+    assert producer.flush(15) == 0 and errors == []
+    (record,) = consume_all(kafka, dlq, expected=1)
+    letter = decode(record.value(), DeadLetter)
+    assert letter.payload_size == len(raw)
+    if size <= 256 * 1024:  # parked whole
+        assert (letter.payload_sha256, base64.b64decode(letter.payload_b64)) == ("", raw)
+    else:
+        assert letter.payload_sha256 == hashlib.sha256(raw).hexdigest() and len(letter.payload) < 70_000
+        assert letter.payload_b64 == "" or base64.b64decode(letter.payload_b64) == raw
 
 
 def test_the_tests_redis_requires_its_password(redis_url: str) -> None:

@@ -198,6 +198,11 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     target: str = ""
     reason_code: str = ""
     """The closed-set reason (``permanent``, ``deadline``, ``contract``...); ``reason`` is the human text."""
+    payload_size: int = 0
+    """The original record's size in bytes (0 from older producers)."""
+    payload_sha256: str = ""
+    """Set when the record was too large to park whole: ``payload`` is then a prefix, and
+    ``payload_b64`` the whole record only while it fits the broker's message limit."""
     schema_version: int = SCHEMA_VERSION
 
 

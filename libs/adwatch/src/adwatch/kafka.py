@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,6 +97,11 @@ def header_value(headers: Headers | None, name: str) -> bytes | None:
     return None
 
 
+DLQ_WHOLE_PAYLOAD_BYTES = 256 * 1024  # parked whole (text and base64) up to this size
+DLQ_TEXT_PREFIX_CHARS = 64 * 1024  # beyond it: this much readable text ...
+DLQ_MAX_B64_CHARS = 800 * 1024  # ... and the base64 only while the letter stays under 1 MB
+
+
 def dead_letter(
     producer: Producer,
     topic: str,
@@ -120,6 +126,16 @@ def dead_letter(
     """
     raw = payload if isinstance(payload, bytes) else payload.encode()
     text = raw.decode("utf-8", "replace")
+    # A large record parked whole would exceed the broker's 1 MB message limit (text + base64 is
+    # 2.3x it), and a dead letter that cannot be written is retried forever: keep a readable
+    # prefix, the whole bytes only while they fit, and the size and digest to find the original.
+    digest = ""
+    b64 = base64.b64encode(raw).decode()
+    if len(raw) > DLQ_WHOLE_PAYLOAD_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()
+        text = text[:DLQ_TEXT_PREFIX_CHARS] + "…"
+        if len(b64) > DLQ_MAX_B64_CHARS:
+            b64 = ""
     kept: list[tuple[str, str | bytes | None]] = [
         (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or ()) if v is not None
     ]
@@ -133,7 +149,9 @@ def dead_letter(
         channel=channel,
         attempts=attempts,
         failed_at_ms=int(time.time() * 1000),
-        payload_b64=base64.b64encode(raw).decode(),
+        payload_b64=b64,
+        payload_size=len(raw),
+        payload_sha256=digest,
         headers={k: header_text(v) for k, v in kept if isinstance(v, bytes)},
         key_b64=base64.b64encode(key if isinstance(key, bytes) else key.encode()).decode() if key else "",
         target=target,
