@@ -186,11 +186,12 @@ PIPELINE_CASES = [
         {f'up{{{NS},component="{c}"}}': "1x20" for c in ("notifier-console", "notifier-email", "notifier-pagerduty")}
         | {f'up{{{NS},component="notifier-webhook"}}': "1x20"},
         "10m",
-        [{"component": "notifier-slack"}],
+        [{"component": "generator"}, {"component": "notifier-slack"}],
     ),
     (
         "AdwatchComponentAbsent",
-        {f'up{{{NS},component="notifier-{c}"}}': "1x20" for c in ("console", "email", "pagerduty", "slack", "webhook")},
+        {f'up{{{NS},component="notifier-{c}"}}': "1x20" for c in ("console", "email", "pagerduty", "slack", "webhook")}
+        | {f'up{{{NS},component="generator"}}': "1x20"},
         "10m",
         [],
     ),
