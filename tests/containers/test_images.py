@@ -277,9 +277,8 @@ def test_the_rendered_spark_application_runs_on_a_standalone_master(
     image, with the executor env of ``spec.executor``. Each worker offers ``executor.cores``
     and ``executor.memory`` (advertised; the JVMs use far less here).
     """
+    from tests.deploy import sparkapp
     from tests.spark_cluster.cluster import free_port, get_json, produce_round_robin, synth_input
-
-    from . import sparkapp
 
     docker = containers
     app, config_maps = sparkapp.render_cloud()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.deploy import chart
+from . import chart
 
 PROPERTIES_PATH = "/etc/adwatch/spark/spark.properties"
 

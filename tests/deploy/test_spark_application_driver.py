@@ -1,9 +1,9 @@
 """What tests/containers gives the detector's driver container, made from the rendered cloud
-SparkApplication (tests/containers/sparkapp.py), checked offline against the spec."""
+SparkApplication (tests/deploy/sparkapp.py), checked offline against the spec."""
 
 from __future__ import annotations
 
-from tests.containers import sparkapp
+from . import sparkapp
 
 
 def test_driver_properties_carry_the_specs_spark_settings() -> None:

@@ -19,7 +19,7 @@ import pytest
 from adwatch.contracts import Alert, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook
 from adwatch_dev.testing import unique
-from adwatch_notifier import DeadLetter, Delivered, Hooks, Suppressed, run
+from adwatch_notifier import DeadLetter, Delivered, Suppressed, run
 from adwatch_notifier.replay import Selection, choose
 
 
@@ -45,19 +45,40 @@ def test_cooldown_suppresses_repeats_within_the_window(harness: Any, alert_facto
     assert out.getvalue().count("┌") == 3
 
 
-class Crash(Exception):
-    pass
+class Crash(BaseException):
+    """The process dying (not an error a stage would classify): nothing after it runs."""
 
 
-def test_crash_after_send_before_commit_sends_nothing_twice(harness: Any, alert_factory: Callable[..., Alert]) -> None:
-    def crash(_env: Any) -> None:
-        raise Crash("killed between send and commit")
+def test_crash_after_send_before_commit_sends_nothing_twice(
+    harness: Any, alert_factory: Callable[..., Alert], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the provider took the alert and the ledger recorded it, before the
+    offset commit: the record is redelivered and skipped as a duplicate."""
+    from adwatch_notifier import service as notifier_service
+
+    real_consumer = notifier_service.make_consumer
+
+    class DiesAtCommit:
+        """The consumer of a process killed at its first commit: nothing is ever committed."""
+
+        def __init__(self, consumer: Any) -> None:
+            self._consumer, self._dead = consumer, False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._consumer, name)
+
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            if not self._dead:  # later commits (the revoke on close) are the dead process's: none
+                self._dead = True
+                raise Crash("killed between send and commit")
 
     with FakeWebhook() as hook:
         settings = harness.settings("webhook", webhook_url=hook.url + "/hook")
         harness.publish(alert_factory())
+        monkeypatch.setattr(notifier_service, "make_consumer", lambda *a, **kw: DiesAtCommit(real_consumer(*a, **kw)))
         with pytest.raises(Crash):
-            harness.run_once(settings, 1, hooks=Hooks(before_commit=crash))
+            harness.run_once(settings, 1)
+        monkeypatch.undo()
         assert len(hook.requests) == 1
         stats = harness.run_once(settings, 1)  # same group: the record is redelivered
         assert stats.outcomes == {Suppressed("duplicate"): 1}

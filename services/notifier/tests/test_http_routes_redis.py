@@ -19,7 +19,7 @@ from adwatch.storage import make_redis
 from adwatch.telemetry import OpsServer
 from adwatch_dev.fakes import FakeSlack
 from adwatch_dev.testing import unique
-from adwatch_notifier import Hooks, NotifierSettings
+from adwatch_notifier import NotifierSettings
 from adwatch_notifier.api import mount_routes
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.silences import RedisSilenceStore
@@ -151,7 +151,7 @@ def test_run_mounts_the_configured_routes_on_the_ops_server(harness: Any, alert_
             stream=io.StringIO(),
             metrics=NotifierMetrics(CollectorRegistry()),
             mount=server.mount,
-            hooks=Hooks(on_ready=on_ready),
+            ready_when=lambda _check: on_ready(None),  # the routes are mounted by then, the loop not yet started
         )
     finally:
         server.stop()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from adwatch.contracts import Alert, encode
 from adwatch_notifier.dedup import SENT
 from adwatch_notifier.delivery import Delivery, DeliveryError
-from adwatch_notifier.loop import Hooks, RecordProcessor, RunStats, consume, failure_counter, run_chain
+from adwatch_notifier.loop import RecordProcessor, RunStats, consume, failure_counter, run_chain
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.outcomes import (
     Continue,
@@ -286,7 +286,6 @@ def test_ten_minutes_of_500s_for_one_alert_while_others_flow_past_max_poll_inter
         stop=stop,
         max_messages=None,
         stats=stats,
-        hooks=Hooks(),
         monotonic=clock,
         tick=lambda: stop.set() if clock() >= end else None,
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from adwatch.contracts import Alert
 from adwatch.errors import ConfigError
-from adwatch_notifier.__main__ import silence_main
+from adwatch_notifier.cli import silence_command, silence_parser
 from adwatch_notifier.inhibit import DEFAULT_RULES, MemoryInhibitStore, inhibit_rule
 from adwatch_notifier.matchers import alert_labels, parse_matcher
 from adwatch_notifier.outcomes import Continue, Defer, StageResult, Suppressed
@@ -288,20 +289,20 @@ def test_routes_file_rejects(extra: str) -> None:
 def test_silence_cli_add_list_expire() -> None:
     store, clock, out = MemorySilenceStore(), FakeClock(), io.StringIO()
     argv = ["add", "--matcher", "country=US", "--matcher", "alert_type=~ctr_.*"]
-    assert silence_main([*argv, "--duration", "1h", "--author", "a", "--comment", "c"], store, now=clock, out=out) == 0
+    assert silence_main([*argv, "--duration", "1h", "--author", "a", "--comment", "c"], store, clock, out) == 0
     sid = out.getvalue().strip()
     [added] = store.all()
     assert added.id == sid and added.ends_at == clock.s + 3600 and added.created_by == "a"
     out = io.StringIO()
-    assert silence_main(["list"], store, now=clock, out=out) == 0
+    assert silence_main(["list"], store, clock, out) == 0
     assert f"{sid}\tactive\tcountry=US,alert_type=~ctr_.*" in out.getvalue()
-    assert silence_main(["expire", sid], store, now=clock, out=io.StringIO()) == 0
-    assert silence_main(["expire", sid], store, now=clock, out=io.StringIO()) == 1
+    assert silence_main(["expire", sid], store, clock, io.StringIO()) == 0
+    assert silence_main(["expire", sid], store, clock, io.StringIO()) == 1
     out = io.StringIO()
-    silence_main(["list"], store, now=clock, out=out)
+    silence_main(["list"], store, clock, out)
     assert sid not in out.getvalue()
     out = io.StringIO()
-    silence_main(["list", "--all"], store, now=clock, out=out)
+    silence_main(["list", "--all"], store, clock, out)
     assert f"{sid}\texpired" in out.getvalue()
 
 
@@ -316,5 +317,10 @@ def test_silence_cli_add_list_expire() -> None:
 )
 def test_silence_cli_refuses(argv: list[str]) -> None:
     store = MemorySilenceStore()
-    assert silence_main(argv, store, now=FakeClock(), out=io.StringIO()) == 2
+    assert silence_main(argv, store, FakeClock(), io.StringIO()) == 2
     assert store.all() == []
+
+
+def silence_main(argv: list[str], store: Any, now: Any, out: Any) -> int:
+    """The ``silence`` command on a memory store (the CLI builds the Redis one)."""
+    return silence_command(silence_parser().parse_args(argv), store, now, out)

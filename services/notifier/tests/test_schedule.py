@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from adwatch.contracts import Alert, encode
 from adwatch_notifier.delivery import Delivery, DeliveryError
 from adwatch_notifier.ledger import LedgerUnavailableError
-from adwatch_notifier.loop import Hooks, RecordProcessor, RunStats, consume
+from adwatch_notifier.loop import RecordProcessor, RunStats, consume
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.outcomes import DeadLetter, Delivered
 from adwatch_notifier.routing import load_routes
@@ -134,7 +134,6 @@ def run_loop(
             stop=stop,
             max_messages=count,
             stats=stats,
-            hooks=Hooks(),
             schedule=RetrySchedule(100),
         )
     finally:

@@ -11,10 +11,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from adwatch.contracts import Alert
 from adwatch.telemetry import OpsServer
-from adwatch_notifier import Hooks
+from adwatch_notifier.metrics import NotifierMetrics
 
 
 def test_trace_continues_and_ops_endpoints(harness: Any, alert_factory: Callable[..., Alert]) -> None:
@@ -28,6 +29,7 @@ def test_trace_continues_and_ops_endpoints(harness: Any, alert_factory: Callable
         harness.publish(alert_factory(), traceparent=True)
     probes: dict[str, Any] = {}
     servers: list[OpsServer] = []
+    registry = CollectorRegistry()  # the ops server serves the run's metrics, as svc.metrics does
 
     def on_ready(_stats: Any) -> None:
         base = f"http://127.0.0.1:{servers[0].port}"
@@ -35,11 +37,16 @@ def test_trace_continues_and_ops_endpoints(harness: Any, alert_factory: Callable
         probes["metrics"] = httpx.get(base + "/metrics").text
 
     def ready_when(check: Callable[[], bool]) -> None:
-        servers.append(OpsServer(0, check, host="127.0.0.1").start())
+        servers.append(OpsServer(0, check, registry=registry, host="127.0.0.1").start())
+        on_ready(None)  # before the first poll, as the ops server answers then
 
     try:
         harness.run_once(
-            harness.settings("console"), 1, stream=io.StringIO(), ready_when=ready_when, hooks=Hooks(on_ready=on_ready)
+            harness.settings("console"),
+            1,
+            stream=io.StringIO(),
+            ready_when=ready_when,
+            metrics=NotifierMetrics(registry),
         )
     finally:
         for server in servers:

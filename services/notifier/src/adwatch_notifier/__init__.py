@@ -5,7 +5,7 @@ from adwatch_notifier.ledger import Ledger, RedisLedger
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.outcomes import Continue, DeadLetter, Delivered, Outcome, StageResult, Stop, Suppressed
 from adwatch_notifier.routing import Route, RoutesFile, RoutingTable, load_routes, parse_routes, route
-from adwatch_notifier.service import Hooks, RunStats, run
+from adwatch_notifier.service import RunStats, run
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "Delivered",
     "Delivery",
     "DeliveryError",
-    "Hooks",
     "Ledger",
     "NotifierMetrics",
     "NotifierSettings",

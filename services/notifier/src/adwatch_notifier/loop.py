@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
 
 from adwatch.kafka import dead_letter, make_producer
+from adwatch.service import Heartbeat
 from adwatch.telemetry import (
     MESSAGING_CONSUMER_GROUP,
     MESSAGING_DESTINATION,
@@ -291,14 +292,6 @@ class RunStats:
     outcomes: Counter[Outcome] = field(default_factory=Counter)
 
 
-@dataclass
-class Hooks:
-    """Test seams: ``before_commit(env)`` may raise to simulate a crash after sending."""
-
-    before_commit: Callable[[Envelope], None] | None = None
-    on_ready: Callable[[RunStats], None] | None = None
-
-
 def consume(
     consumer: Consumer,
     process: RecordProcessor,
@@ -308,8 +301,8 @@ def consume(
     stop: threading.Event,
     max_messages: int | None,
     stats: RunStats,
-    hooks: Hooks,
     schedule: RetrySchedule | None = None,
+    heartbeat: Heartbeat | None = None,
     monotonic: Clock = time.monotonic,
     poll_s: float = 0.2,
     tick: Callable[[], object] | None = None,
@@ -384,8 +377,6 @@ def consume(
             schedule.hold(env, monotonic() + outcome.delay_s)
             metrics.held_records.labels(channel).set(schedule.undecided)
             return True
-        if hooks.before_commit:
-            hooks.before_commit(env)
         following = schedule.decide(env)
         commit(env.partition)
         stats.processed += 1
@@ -411,6 +402,8 @@ def consume(
 
     try:
         while not stop.is_set() and (max_messages is None or stats.processed < max_messages):
+            if heartbeat is not None:
+                heartbeat.beat()  # /healthz: the loop goes round (a wedged send or poll stops it)
             run_tick()
             while (due := schedule.pop_due(monotonic())) is not None:
                 if not settle(due):

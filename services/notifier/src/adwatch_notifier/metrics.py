@@ -1,12 +1,10 @@
 """The notifier's Prometheus metrics, built on a given registry (labels are bounded: channel, outcome, reason).
 
 Like Alertmanager's ``NewMetrics(reg)``: a test builds its own on a fresh
-``CollectorRegistry``; a process uses :func:`default_metrics` (the global registry, once).
+``CollectorRegistry``; the entry point builds it on the service's registry (``svc.metrics``).
 """
 
 from __future__ import annotations
-
-import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -107,16 +105,3 @@ class NotifierMetrics:
             ["channel"],
             registry=registry,
         )
-
-
-_default: NotifierMetrics | None = None
-_lock = threading.Lock()
-
-
-def default_metrics() -> NotifierMetrics:
-    """The process's metrics on the global registry (several in-process runs share them)."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = NotifierMetrics(REGISTRY)
-        return _default

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import IO
 
 from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings, load_settings
 from adwatch.contracts import COMPACTED
 from adwatch.kafka import ensure_topics, make_consumer
+from adwatch.service import Heartbeat
 from adwatch.storage import make_redis
 from adwatch.telemetry import RouteHandler
 from adwatch_notifier.api import mount_routes
@@ -28,7 +30,6 @@ from adwatch_notifier.inhibit import RedisInhibitStore
 from adwatch_notifier.journal import JournaledGroupStore, JournaledLedger, JournaledSilenceStore, KafkaJournal
 from adwatch_notifier.ledger import Ledger, LedgerUnavailableError, RedisLedger
 from adwatch_notifier.loop import (
-    Hooks,
     KafkaDeadLetters,
     RecordProcessor,
     RunStats,
@@ -36,7 +37,7 @@ from adwatch_notifier.loop import (
     failure_counter,
     group_parker,
 )
-from adwatch_notifier.metrics import NotifierMetrics, default_metrics
+from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.settings import NotifierSettings, check_channel_settings, check_route_targets
@@ -45,7 +46,7 @@ from adwatch_notifier.stages import Lease, SilenceStage, build_stages
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Hooks", "RunStats", "run"]
+__all__ = ["RunStats", "run"]
 
 
 def run(
@@ -56,20 +57,21 @@ def run(
     common: CommonSettings | None = None,
     now: Callable[[], float] = time.time,
     stream: IO[str] | None = None,
-    hooks: Hooks | None = None,
     metrics: NotifierMetrics | None = None,
     ready_when: Callable[[Callable[[], bool]], None] | None = None,
     mount: Callable[[str, RouteHandler], None] | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> RunStats:
     """Consume and deliver until ``stop_event`` is set or ``max_messages`` records are committed.
 
     ``now`` is the wall clock of leases and cooldowns (seconds). ``ready_when`` receives the
     readiness check (broker and Redis answer): the service skeleton's ``/readyz`` serves it.
     ``mount`` puts the HTTP routes (silence API, Slack clicks) on the ops server when configured.
+    ``heartbeat`` is beaten on every turn of the poll loop (the skeleton's ``/healthz``).
+    ``metrics``: the entry point's, on the registry its ops server serves (else a private one).
     """
     common = common or load_settings(CommonSettings)
-    hooks = hooks or Hooks()
-    metrics = metrics or default_metrics()
+    metrics = metrics or NotifierMetrics(CollectorRegistry())
     check_channel_settings(settings)
     table = load_routes(settings.routes_file)
     check_route_targets(settings, [r.target for r in table.routes if r.channel == settings.channel])
@@ -144,8 +146,6 @@ def run(
         admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
         ready_when(lambda: _ready(admin, redis_client))
     logger.info("notifier started: channel=%s topic=%s group=%s", channel.name, topic, group)
-    if hooks.on_ready:
-        hooks.on_ready(stats)
     try:
         consume(
             consumer,
@@ -155,8 +155,8 @@ def run(
             stop=stop_event,
             max_messages=max_messages,
             stats=stats,
-            hooks=hooks,
             schedule=RetrySchedule(settings.max_held_records),
+            heartbeat=heartbeat,
             tick=flusher.tick if flusher is not None else None,
         )
     finally:

@@ -96,6 +96,11 @@ class NotifierSettings(ServiceSettings):
     retry_initial_seconds: float = Field(1.0, gt=0, description="RETRY_INITIAL_SECONDS: first backoff")
     retry_max_seconds: float = Field(60.0, gt=0, description="RETRY_MAX_SECONDS: backoff cap")
     request_timeout_seconds: float = Field(10.0, gt=0, description="REQUEST_TIMEOUT_SECONDS: per attempt")
+    liveness_stall_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="LIVENESS_STALL_SECONDS: /healthz fails once the poll loop made no turn for this long (wedged)",
+    )
     max_alert_age_seconds: float = Field(
         3600, ge=0, description="MAX_ALERT_AGE_SECONDS: firings detected longer ago are not sent (0: any age)"
     )
