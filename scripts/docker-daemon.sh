@@ -38,13 +38,26 @@ start() {
   return 1
 }
 
+# dockerd leaves its network namespace mounted under exec/netns: unmounted here, so that
+# `make clean` (rm -rf .adwatch) and a removed checkout do not hit "Device or resource busy".
+unmount_leftovers() {
+  local m
+  for m in "$ROOT"/exec/netns/*; do
+    if [ -e "$m" ] && mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || true; fi
+  done
+}
+
 stop() {
-  if ! running; then rm -f "$PIDFILE"; echo "docker-daemon: not running"; return 0; fi
+  if ! running; then rm -f "$PIDFILE"; unmount_leftovers; echo "docker-daemon: not running"; return 0; fi
   local pid; pid=$(cat "$PIDFILE")
   kill -TERM "$pid"
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { echo "docker-daemon: stopped"; return 0; }; sleep 0.2; done
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || { unmount_leftovers; echo "docker-daemon: stopped"; return 0; }
+    sleep 0.2
+  done
   echo "docker-daemon: dockerd $pid ignored SIGTERM for 30 s; killing it" >&2
   kill -KILL "$pid" 2>/dev/null || true
+  unmount_leftovers
 }
 
 case "${1:-}" in
