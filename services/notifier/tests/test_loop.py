@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from adwatch.contracts import Alert, encode
+from adwatch.service import Heartbeat
 from adwatch_notifier.dedup import SENT
 from adwatch_notifier.delivery import Delivery, DeliveryError
 from adwatch_notifier.loop import RecordProcessor, RunStats, consume, failure_counter, run_chain
@@ -278,6 +279,14 @@ def test_ten_minutes_of_500s_for_one_alert_while_others_flow_past_max_poll_inter
     consumer = FakeConsumer(clock, [(start, 0, failing_alert), *others])
     stop, stats = threading.Event(), RunStats()
     end = start + 660
+    beats: list[float] = []
+
+    class RecordedHeartbeat(Heartbeat):
+        def beat(self) -> None:
+            beats.append(clock())
+            super().beat()
+
+    heartbeat = RecordedHeartbeat(clock=clock)
     consume(
         consumer,  # type: ignore[arg-type]
         process,
@@ -288,9 +297,12 @@ def test_ten_minutes_of_500s_for_one_alert_while_others_flow_past_max_poll_inter
         stats=stats,
         monotonic=clock,
         tick=lambda: stop.set() if clock() >= end else None,
+        heartbeat=heartbeat,
     )
     # the loop never stopped polling: far below max.poll.interval.ms (300 s)
     assert max(b - a for a, b in itertools.pairwise(consumer.polls)) <= 1.0
+    # and /healthz saw it turn the whole time: a failing provider is no reason to restart the pod
+    assert max(b - a for a, b in itertools.pairwise(beats)) <= 1.0 and heartbeat.stale(120, "loop") is None
     # every other alert was delivered within a second of its arrival, while the failing one was retried
     assert len(sent_at) == 64
     arrival = {a.alert_id: t for t, _, a in others}
