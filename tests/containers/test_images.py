@@ -21,7 +21,7 @@ import pytest
 
 from adwatch.contracts import Alert
 from adwatch_dev.fakes import FakeSlack
-from adwatch_dev.testing import TopicReader, poll_until, unique
+from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader, poll_until, unique
 from tests.containers.docker import Docker
 from tests.containers.otlp import OtlpReceiver
 
@@ -85,8 +85,12 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
     redis_url: str,
     topic_factory: Callable[..., str],
     otlp: OtlpReceiver,
+    tmp_path: Path,
 ) -> None:
     docker = containers
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(PER_ALERT_ROUTES)
+    routes.chmod(0o644)  # read by the image's non-root user
     # every topic made up front: topic creation on the embedded broker is slow while Spark starts
     events, alerts = topic_factory("ad-events", 6), topic_factory("alerts", 3)
     events_dlq, alerts_dlq, truth = topic_factory("ad-events-dlq"), topic_factory("alerts-dlq"), topic_factory("truth")
@@ -116,9 +120,17 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
             "ADWATCH_NOTIFIER_REDIS_PREFIX": unique("adwatch:notifier"),
             "ADWATCH_NOTIFIER_SLACK_MIN_INTERVAL_MS": "0",
             "ADWATCH_NOTIFIER_GROUP_ID": group,
+            # one alert's own path and trace (the built-in default groups Slack by alert type)
+            "ADWATCH_NOTIFIER_ROUTES_FILE": "/etc/adwatch/routes.yaml",
         }
         t0 = time.monotonic()
-        notifier = docker.run(images["notifier"], ["--channel", "slack"], notifier_env, "notifier-slack")
+        notifier = docker.run(
+            images["notifier"],
+            ["--channel", "slack"],
+            notifier_env,
+            "notifier-slack",
+            volumes={str(routes): "/etc/adwatch/routes.yaml"},
+        )
         detector = docker.run(images["detector"], ["run"], detector_env, "detector")
         generator = docker.run(
             images["generator"],

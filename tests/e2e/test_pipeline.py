@@ -34,7 +34,7 @@ from adwatch.kafka import ensure_topics, make_producer
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.pipeline import LocalPipeline
-from adwatch_dev.testing import TopicReader, poll_until
+from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader, poll_until
 from adwatch_notifier.formatting import message_id
 
 pytestmark = pytest.mark.e2e
@@ -114,6 +114,8 @@ def _run(
     alerts: TopicReader,
     dlq: TopicReader,
 ) -> Outcome:
+    routes = pipeline.workdir / "routes.yaml"
+    routes.write_text(PER_ALERT_ROUTES)
     notifier_env = {
         "ADWATCH_NOTIFIER_SLACK_WEBHOOK_URL": slack.webhook_url,
         "ADWATCH_NOTIFIER_PAGERDUTY_ROUTING_KEY": "e2e-routing-key",
@@ -126,6 +128,9 @@ def _run(
         "ADWATCH_NOTIFIER_CLAIM_LEASE_SECONDS": "3",
         "ADWATCH_NOTIFIER_RETRY_DEADLINE_SECONDS": "60",
         "ADWATCH_NOTIFIER_SLACK_MIN_INTERVAL_MS": "0",
+        # each alert's own delivery is what this run checks (the built-in default groups Slack,
+        # PagerDuty and email by alert type; grouping has its own storm tests)
+        "ADWATCH_NOTIFIER_ROUTES_FILE": str(routes),
     }
     pipeline.env.update(notifier_env)
     rules = pipeline.workdir / "rules.yaml"

@@ -26,7 +26,7 @@ from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack
-from adwatch_dev.testing import unique
+from adwatch_dev.testing import PER_ALERT_ROUTES, unique
 from adwatch_generator.events import EventBatch
 from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.scenarios import parse_scenario
@@ -54,6 +54,8 @@ def _global_sdk_provider() -> TracerProvider:
 def test_one_alert_gives_one_trace_from_events_to_every_channel(
     spark: Any, kafka: str, redis_url: str, topic_factory: Callable[..., str], tmp_path: Path
 ) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(PER_ALERT_ROUTES)
     exporter = InMemorySpanExporter()
     provider = _global_sdk_provider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -97,6 +99,7 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
             "redis_prefix": unique("adwatch:notifier"),
             "retry_initial_seconds": 0.2,
             "slack_min_interval_ms": 0,
+            "routes_file": str(routes),  # one alert's own path (a group's notification is not its trace)
         }
         channels = {
             "slack": NotifierSettings(channel="slack", slack_webhook_url=slack.webhook_url, **base),

@@ -22,7 +22,7 @@ from adwatch.contracts import (
 )
 from adwatch.kafka import make_producer
 from adwatch.telemetry import inject_headers
-from adwatch_dev.testing import consume_all, unique
+from adwatch_dev.testing import PER_ALERT_ROUTES, consume_all, unique
 from adwatch_notifier import NotifierSettings, RunStats, run
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -79,20 +79,6 @@ FAST = {
     "max_alert_age_seconds": 0,  # the test alerts are dated 2026-01-01
     "inhibit_wait_seconds": 0,  # tests of inhibition in detector order set it
 }
-
-
-PER_ALERT_ROUTES = """\
-routes:
-  - channel: slack
-  - channel: pagerduty
-    severities: [high, critical]
-  - channel: email
-    severities: [critical]
-  - channel: webhook
-  - channel: console
-"""
-"""The built-in escalation without grouping: the harness's routes unless a test names others
-(``routes_file=""`` is the built-in default, which groups Slack, PagerDuty and email by alert type)."""
 
 
 class Harness:

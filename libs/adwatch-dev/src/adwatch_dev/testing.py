@@ -25,9 +25,31 @@ from adwatch.contracts import decode
 from adwatch.kafka import ensure_topics, make_consumer
 from adwatch_dev.infra import EmbeddedInfra, poll_until
 
-__all__ = ["TopicReader", "close_kafka_clients", "consume_all", "missing_tool", "poll_until", "unique"]
+__all__ = [
+    "PER_ALERT_ROUTES",
+    "TopicReader",
+    "close_kafka_clients",
+    "consume_all",
+    "missing_tool",
+    "poll_until",
+    "unique",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+PER_ALERT_ROUTES = """\
+routes:
+  - channel: slack
+  - channel: pagerduty
+    severities: [high, critical]
+  - channel: email
+    severities: [critical]
+  - channel: webhook
+  - channel: console
+"""
+"""The built-in escalation without grouping (the built-in default groups Slack, PagerDuty and email
+by alert type): for tests of one alert's own path, its delivery and its trace."""
 
 
 def missing_tool(reason: str) -> NoReturn:
