@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_group_stage(seen: list[Alert], alert: Alert, expected: StageResult) -> 
 def test_storm_of_200_becomes_one_notification_per_group_none_lost() -> None:
     store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
-    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock)  # type: ignore[arg-type, dict-item]
+    flusher = _flusher(store, channel, clock)
     alerts = storm("ctr_drop")[:150] + storm("ecpm_drop")[:50]
     for i, alert in enumerate(alerts):
         clock.s += 0.25  # 200 alerts in 50 s
@@ -134,12 +135,17 @@ def test_failed_group_send_is_kept_and_tried_again() -> None:
 
     channel = FuncChannel(send_fn=send, name="console")
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
-    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock)  # type: ignore[arg-type, dict-item]
+    flusher = _flusher(store, channel, clock)
     stage(env(make_alert()))
     clock.s += 30
     assert flusher.tick().failed == 1
     clock.s += 300
     assert flusher.tick().sent == 1
+
+
+def _flusher(store: Any, channel: Any, clock: Any, **options: Any) -> GroupFlusher:
+    """The flusher of TABLE's grouped route on ``channel``, owned by "me", on the test's clock."""
+    return GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock, **options)  # type: ignore[dict-item]
 
 
 def _parked() -> tuple[list[tuple[str, str, bytes, str]], Callable[..., None]]:
@@ -168,12 +174,10 @@ def test_group_send_uses_the_delivery_rules_rate_limit_retry_after_dead_letter()
     channel = FuncChannel(send_fn=send, name="console", min_interval_ms=1000)
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
     parked, park = _parked()
-    flusher = GroupFlusher(
+    flusher = _flusher(
         store,
-        channel,  # type: ignore[arg-type]
-        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
-        owner="me",
-        now=clock,
+        channel,
+        clock,
         monotonic=clock,
         rand=lambda: 0.0,
         slots=ledger,
@@ -206,12 +210,10 @@ def test_group_retries_stop_at_the_deadline() -> None:
     channel = FuncChannel(send_fn=failing(DeliveryError("serverError", "HTTP 500", retryable=True)), name="console")
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
     parked, park = _parked()
-    flusher = GroupFlusher(
+    flusher = _flusher(
         store,
-        channel,  # type: ignore[arg-type]
-        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
-        owner="me",
-        now=clock,
+        channel,
+        clock,
         monotonic=clock,
         rand=lambda: 0.0,
         park=park,
@@ -234,7 +236,7 @@ def test_a_poisoned_group_is_dead_lettered_and_the_others_go_on() -> None:
     store, clock, channel = MemoryGroupStore(), FakeClock(), FuncChannel(name="console")
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
     parked, park = _parked()
-    flusher = GroupFlusher(store, channel, {0: TABLE.routes[0].group}, owner="me", now=clock, park=park)  # type: ignore[arg-type, dict-item]
+    flusher = _flusher(store, channel, clock, park=park)
     store.add("g0:alert_type=ctr_drop", "", "ctr_drop:US|banner", b"\xff not an alert", int(clock() * 1000))
     stage(env(make_alert(alert_type="ecpm_drop")))
     clock.s += 30
@@ -254,12 +256,10 @@ def test_silence_added_after_buffering_mutes_the_member_at_send_time() -> None:
     check = SilenceStage(silences, now=clock, refresh_s=0)
     stage = GroupStage(TABLE, channel, store, now=clock)  # type: ignore[arg-type]
     muted: list[str] = []
-    flusher = GroupFlusher(
+    flusher = _flusher(
         store,
-        channel,  # type: ignore[arg-type]
-        {0: TABLE.routes[0].group},  # type: ignore[dict-item]
-        owner="me",
-        now=clock,
+        channel,
+        clock,
         muted=check.muted,
         on_suppressed=muted.append,
     )
