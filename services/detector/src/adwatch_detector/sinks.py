@@ -150,7 +150,6 @@ class BatchWriter:
         self._delivery_errors: list[str] = []
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
         self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
-        self._replay = False  # the batch being written was counted before (a replay)
 
     @property
     def clickhouse(self) -> Any:
@@ -197,10 +196,10 @@ class BatchWriter:
                 partition=r["src_partition"] if r["src_partition"] is not None else -1,
                 offset=r["src_offset"] if r["src_offset"] is not None else -1,
             )
-        self._replay = batch_id <= self._counted.get(query_id, -1)
-        trace_ids = {a.alert_id: self._send_alert(a, r["segment"], r.get("traceparents")) for r, a in alerts}
+        replay = batch_id <= self._counted.get(query_id, -1)  # counted the first time it was written
+        trace_ids = {a.alert_id: self._send_alert(a, r["segment"], r.get("traceparents"), replay) for r, a in alerts}
         self._flush()
-        if not self._replay:
+        if not replay:
             self._count(windows, dead, late)
             self._counted[query_id] = batch_id
         for r in rows:
@@ -242,7 +241,7 @@ class BatchWriter:
             self.metrics.late_events_total.inc(late)
         self.metrics.windows_closed_total.inc(len(windows))
 
-    def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None) -> str:
+    def _send_alert(self, alert: Alert, segment: str, traceparents: Sequence[str] | None, replay: bool) -> str:
         topic = self.settings.alerts_topic
         parent, links = alert_parent(traceparents)
         with self.tracer.start_as_current_span(
@@ -260,7 +259,7 @@ class BatchWriter:
                 headers=headers,  # type: ignore[arg-type]
                 on_delivery=self._on_delivery,
             )
-            if not self._replay:  # a replayed batch's alerts were counted the first time
+            if not replay:  # a replayed batch's alerts were counted the first time
                 latency = max(0.0, time.time() - alert.window_end_ms / 1000.0)
                 self.metrics.detection_latency_seconds.observe(latency, exemplar=telemetry.trace_id_exemplar())
                 self.metrics.alerts_total.labels(
