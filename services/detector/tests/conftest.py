@@ -36,6 +36,7 @@ class SegmentTraffic:
     factor_until_min: int = 10**9  # ...and where it stops
     app_id: str = "app1"
     campaign_id: str = "c1"
+    active_until_min: int = 10**9  # no traffic from this minute on (a segment that goes away)
 
 
 def synth_events(
@@ -48,6 +49,8 @@ def synth_events(
     for minute in range(minutes):
         base = start_ms + minute * MINUTE_MS
         for s in segments:
+            if minute >= s.active_until_min:
+                continue
             ctr = s.ctr * (s.ctr_factor if s.factor_from_min <= minute < s.factor_until_min else 1.0)
             n_imp = int(rng.poisson(s.impressions_per_min))
             offsets = np.sort(rng.integers(0, MINUTE_MS - 2000, n_imp))

@@ -174,6 +174,24 @@ def test_a_child_breaching_alone_alerts_alone_with_its_own_fingerprint() -> None
     assert {a.fingerprint for a in published} == {"ctr_drop:app_id=com.a", "ctr_drop:app_id=com.b"}
 
 
+def test_a_parent_explained_by_one_child_is_that_childs_alert() -> None:
+    """US CTR falls because one format fell: the page is about US banner, the US alert folds into it."""
+    folder = Folder(H)
+    us, banner = {"country": "US"}, {"country": "US", "ad_format": "banner"}
+    calm = [{"country": "US", "ad_format": f} for f in FORMATS[1:]]
+    de = {"country": "DE"}
+    bands = [_band(banner, 0.01, 0.03, 5000), *(_band(c, 0.0299, 0.03, 1000) for c in calm)]
+    bands += [_band(us, 0.018, 0.03, 8000), _band(de, 0.0299, 0.03, 3000)]
+    dims = {segment_id(d): d for d in (banner, *calm, us, de)}
+    published, folded = folder.fold([_alert({}), _alert(us), _alert(banner)], bands, dims)
+    assert [a.segment_id for a in published] == [segment_id(banner)]
+    assert published[0].folded == 2
+    assert {(a.segment_id, a.parent_segment_id) for a in folded} == {
+        ("*", segment_id(banner)),
+        ("country=US", segment_id(banner)),
+    }
+
+
 def test_a_folded_childs_resolve_is_stored_not_sent() -> None:
     folder = Folder(H)
     us, child = {"country": "US"}, {"country": "US", "ad_format": "banner"}

@@ -233,7 +233,11 @@ def test_one_event_stamped_an_hour_ahead_is_dead_lettered_and_closes_no_window_e
         ch.close()
     # every window but the last closed, each with all its impressions: nothing early, nothing lost
     assert sorted(rows) == sorted(
-        (f"{country}|{'banner' if country == 'US' else 'native'}", T0_MS + m * MINUTE_MS, impressions[country, m])
+        (
+            segment_key(country, "banner" if country == "US" else "native"),
+            T0_MS + m * MINUTE_MS,
+            impressions[country, m],
+        )
         for country in ("US", "DE")
         for m in range(minutes - 1)
     )

@@ -145,7 +145,7 @@ def _where_to_look(pipeline: LocalPipeline) -> str:
         "",
         "adwatch is running. Alerts appear below (console channel) within a few minutes.",
         f"  Kafka bootstrap : {infra.kafka_bootstrap}",
-        f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL adwatch:segment:US|banner)",
+        f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL 'adwatch:segment:ad_format=banner,country=US')",
         f"  ClickHouse data : {CLICKHOUSE_DIR.resolve()}  (query: make query SQL='SELECT * FROM ad_alerts')",
         f"  Logs            : {RUN_DIR.resolve()}/*.log",
         f"  Fire a drill    : ADWATCH_KAFKA_BOOTSTRAP={infra.kafka_bootstrap} .venv/bin/adwatch-generator drill",

@@ -233,8 +233,9 @@ class Alert(_Segmented, frozen=True, kw_only=True):
     folded: Count = 0
     """How many child alerts of the same window were folded into this one (not sent on their own)."""
     parent_segment_id: Annotated[str, msgspec.Meta(max_length=255)] = ""
-    """Set on a child alert folded into its parent's: the parent's segment id (such alerts are
-    stored, not published)."""
+    """Set on an alert folded into another's (one problem, one alert): that alert's segment id,
+    usually the parent's (a parent explained by one child is folded into the child). Such alerts
+    are stored, not published."""
     schema_version: int = SCHEMA_VERSION
 
 

@@ -4,10 +4,13 @@ ThirdEye-style drill-down, on the driver after each micro-batch (it sees every s
 evidence of the batch: the rules' band points). For a firing parent alert, each direct child
 segment's contribution to the change is its own delta in the parent's units (CTR and eCPM
 weighted by the child's impressions: clicks or revenue lost; counts as they are); the children
-moving the same way as the parent are ranked by their share of it. A child's firing alert of the
-same type is folded into an ancestor's active one (stored, not published); a child breaching
-alone alerts alone. When the parent resolves while a folded child is still firing, the child's
-alert is released (published), so a problem that narrows to one child is not lost.
+moving the same way as the parent are ranked by their share of it. Firing alerts of one window
+and type linked through the hierarchy are one problem, published once: on the top-most segment
+with the children as contributors (a country-wide drop), or, when a single breaching child
+carries most of its parent's change, on that child (a child breaching alone alerts alone: its
+parent's alert is folded into it). A later child alert under an active ancestor's is folded too.
+Folded alerts are stored, not published. When the published alert resolves while a folded one
+still fires, that one is released (published), so a problem that narrows is not lost.
 
 Pure: alerts and band points in, (published, folded) out; the state (active and folded
 fingerprints) is this object's, on the driver (a restart forgets it: children then page alone).
@@ -25,6 +28,8 @@ from adwatch_detector.evidence import BandPoint
 from adwatch_detector.hierarchy import Hierarchy
 
 _RATE_METRICS = ("ctr", "ecpm")
+DELEGATE_SHARE = 0.5
+"""A parent whose only breaching child carries at least this share of its change is that child's problem."""
 
 
 def delta(metric: str, current: float, expected: float, volume: int) -> float:
@@ -74,43 +79,118 @@ class Folder:
     def fold(
         self, alerts: Sequence[Alert], bands: Sequence[BandPoint], dimensions: Mapping[str, dict[str, str]]
     ) -> tuple[list[Alert], list[Alert]]:
-        """(alerts to publish, alerts folded into an ancestor's), both in input order."""
+        """(alerts to publish, alerts folded into another's), in input order (released ones last).
+
+        The firing alerts of one window and type that are ancestors and descendants of each other
+        are one problem. Folded into an ancestor's still active alert if there is one; else one of
+        them is published: the top-most, unless a single breaching child explains most of its
+        change (then that child, and so on down), with the rest folded into it.
+        """
         by_window: dict[tuple[int, str], list[BandPoint]] = defaultdict(list)
         for b in bands:
             by_window[(b.window_start_ms, b.alert_type)].append(b)
-        firing_now: set[tuple[int, str, str]] = {
-            (a.window_start_ms, a.alert_type, a.segment_id) for a in alerts if a.status == "firing"
-        }
+        firing = [a for a in alerts if a.status == "firing"]
+        decided: dict[str, tuple[Alert, bool]] = {}  # alert id -> (alert as decided, published)
+        for group in self._problems(firing):
+            self._decide(group, by_window, dimensions, decided)
         published: list[Alert] = []
         folded: list[Alert] = []
-        # parents before children: a batch's alerts of one window fold top-down
-        order = sorted(range(len(alerts)), key=lambda i: (alerts[i].window_start_ms, len(alerts[i].dimensions)))
-        decided: dict[int, tuple[Alert, bool]] = {}
-        for i in order:
-            alert = alerts[i]
+        released: list[Alert] = []
+        for alert in alerts:
             if alert.status == "firing":
-                ancestor = self._active_ancestor(alert)
-                if ancestor is not None:
-                    child = msgspec.structs.replace(alert, parent_segment_id=ancestor.segment_id)
-                    self._folded[alert.fingerprint] = (child, ancestor.fingerprint)
-                    decided[i] = (child, False)
-                    continue
-                alert = self._with_drilldown(alert, by_window, dimensions, firing_now)
-                self._active[alert.fingerprint] = alert
-                decided[i] = (alert, True)
+                alert, publish = decided[alert.alert_id]
+            elif alert.fingerprint in self._folded:
+                child, _ = self._folded.pop(alert.fingerprint)
+                alert, publish = msgspec.structs.replace(alert, parent_segment_id=child.parent_segment_id), False
             else:
-                if alert.fingerprint in self._folded:
-                    child, _ = self._folded.pop(alert.fingerprint)
-                    decided[i] = (msgspec.structs.replace(alert, parent_segment_id=child.parent_segment_id), False)
-                    continue
                 self._active.pop(alert.fingerprint, None)
-                decided[i] = (alert, True)
-        for i in range(len(alerts)):
-            alert, publish = decided[i]
+                publish = True
+                released.extend(self._release(alert.fingerprint))
             (published if publish else folded).append(alert)
-            if alert.status == "resolved" and publish:
-                published.extend(self._release_children(alert.fingerprint))
-        return published, folded
+        return published + released, folded
+
+    def _problems(self, firing: Sequence[Alert]) -> list[list[Alert]]:
+        """Firing alerts grouped into problems: same window and type, linked through the hierarchy."""
+        by_key = {(a.window_start_ms, a.alert_type, a.segment_id): a for a in firing}
+        root: dict[str, str] = {}
+
+        def top(alert: Alert) -> Alert:
+            node = alert
+            while True:
+                up = next(
+                    (
+                        by_key[key]
+                        for p in self.hierarchy.parents(node.dimensions)
+                        if (key := (node.window_start_ms, node.alert_type, segment_id(p))) in by_key
+                    ),
+                    None,
+                )
+                if up is None:
+                    return node
+                node = up
+
+        groups: dict[str, list[Alert]] = defaultdict(list)
+        for a in sorted(firing, key=lambda a: len(a.dimensions)):
+            head = root.setdefault(a.alert_id, top(a).alert_id)
+            groups[head].append(a)
+        return list(groups.values())
+
+    def _decide(
+        self,
+        group: list[Alert],
+        by_window: Mapping[tuple[int, str], list[BandPoint]],
+        dimensions: Mapping[str, dict[str, str]],
+        decided: dict[str, tuple[Alert, bool]],
+    ) -> None:
+        head = group[0]  # the top-most (fewest dimensions)
+        ancestor = self._active_ancestor(head)
+        if ancestor is not None:
+            for a in group:
+                self._fold(a, ancestor, decided)
+            return
+        chosen = head
+        while True:
+            breaching = [a for a in group if self.hierarchy.is_child_of(a.dimensions, chosen.dimensions)]
+            if len(breaching) != 1:
+                break
+            found = self._contributors(chosen, by_window, dimensions, {breaching[0].segment_id})
+            share = next((c.share for c in found if c.segment_id == breaching[0].segment_id), 0.0)
+            if share < DELEGATE_SHARE:
+                break
+            chosen = breaching[0]  # one child explains its parent's change: the child is the problem
+        alerting = {a.segment_id for a in group}
+        found = self._contributors(chosen, by_window, dimensions, alerting)
+        others = [a for a in group if a is not chosen]
+        chosen = msgspec.structs.replace(
+            chosen,
+            contributors=found,
+            folded=len(others),
+            message=_explain(chosen, found) if found else chosen.message,
+        )
+        self._active[chosen.fingerprint] = chosen
+        decided[chosen.alert_id] = (chosen, True)
+        for a in others:
+            self._fold(a, chosen, decided)
+
+    def _fold(self, alert: Alert, into: Alert, decided: dict[str, tuple[Alert, bool]]) -> None:
+        child = msgspec.structs.replace(alert, parent_segment_id=into.segment_id)
+        self._folded[alert.fingerprint] = (child, into.fingerprint)
+        decided[alert.alert_id] = (child, False)
+
+    def _contributors(
+        self,
+        alert: Alert,
+        by_window: Mapping[tuple[int, str], list[BandPoint]],
+        dimensions: Mapping[str, dict[str, str]],
+        alerting: set[str],
+    ) -> list[Contributor]:
+        points = by_window.get((alert.window_start_ms, alert.alert_type), [])
+        children = [
+            b
+            for b in points
+            if b.segment in dimensions and self.hierarchy.is_child_of(dimensions[b.segment], alert.dimensions)
+        ]
+        return contributors(alert, children, dimensions, alerting, self.top) if children else []
 
     def _active_ancestor(self, alert: Alert) -> Alert | None:
         """The nearest ancestor segment with a published firing alert of the same type."""
@@ -130,29 +210,7 @@ class Folder:
             frontier = nxt
         return None
 
-    def _with_drilldown(
-        self,
-        alert: Alert,
-        by_window: Mapping[tuple[int, str], list[BandPoint]],
-        dimensions: Mapping[str, dict[str, str]],
-        firing_now: set[tuple[int, str, str]],
-    ) -> Alert:
-        points = by_window.get((alert.window_start_ms, alert.alert_type), [])
-        children = [
-            b
-            for b in points
-            if b.segment in dimensions and self.hierarchy.is_child_of(dimensions[b.segment], alert.dimensions)
-        ]
-        if not children:
-            return alert
-        alerting = {b.segment for b in children if (alert.window_start_ms, alert.alert_type, b.segment) in firing_now}
-        found = contributors(alert, children, dimensions, alerting, self.top)
-        if not found:
-            return alert
-        folded = sum(1 for b in children if b.segment in alerting)
-        return msgspec.structs.replace(alert, contributors=found, folded=folded, message=_explain(alert, found))
-
-    def _release_children(self, ancestor_fp: str) -> list[Alert]:
+    def _release(self, ancestor_fp: str) -> list[Alert]:
         """A resolved ancestor's children that still fire: published on their own now."""
         released = [fp for fp, (_, anc) in self._folded.items() if anc == ancestor_fp]
         out = []

@@ -260,32 +260,38 @@ def make_detect_fn(
                 trace_samples,
             )
         watermark = state.getCurrentWatermarkMs()
-        closed = windowing.close_windows(open_windows, watermark, window_ms)
-        gap_fill = rules.max_gap_fill if open_windows.tracked else 0  # the long tail gets no silent windows
-        if windowing.open_silent_windows(open_windows, watermark, window_ms, gap_fill):
-            closed += windowing.close_windows(open_windows, watermark, window_ms)
         rows: list[dict[str, Any]] = []
         if late:
             rows.append({**_row("late", segment, None, None, None), "count": late})
+        task = TaskContext.get()
+        context = tracking.decode_context(task.getLocalProperty(tracking.CONTEXT_PROPERTY) if task else None)
+        was_tracked = open_windows.tracked
+
+        def close() -> list[tuple[int, windowing.PartialWindow]]:
+            """Close what the watermark passed; each closed window moves the segment's tracking."""
+            done = windowing.close_windows(open_windows, watermark, window_ms)
+            for _, part in done:
+                open_windows.tracked, open_windows.volume = policy.update(
+                    open_windows.tracked,
+                    open_windows.volume,
+                    open_windows.windows_closed,
+                    sum(part.counts),
+                    context.live_segments,
+                )
+                open_windows.windows_closed += 1
+            return done
+
+        closed = close()
+        gap_fill = rules.max_gap_fill if open_windows.tracked else 0  # the long tail gets no silent windows
+        if windowing.open_silent_windows(open_windows, watermark, window_ms, gap_fill):
+            closed += close()
         if not open_windows.windows and policy.idle(open_windows.last_event_ms, watermark):
             state.remove()  # idle past segment_idle_seconds: evicted (it starts afresh if it returns)
             rows.append({**_row("evicted", segment, None, None, None), "tracked": open_windows.tracked})
             yield pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
             return
-        task = TaskContext.get()
-        context = tracking.decode_context(task.getLocalProperty(tracking.CONTEXT_PROPERTY) if task else None)
         engine = rules.for_live_segments(context.live_segments)
         seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
-        was_tracked = open_windows.tracked
-        for _, part in closed:
-            open_windows.tracked, open_windows.volume = policy.update(
-                open_windows.tracked,
-                open_windows.volume,
-                open_windows.windows_closed,
-                sum(part.counts),
-                context.live_segments,
-            )
-            open_windows.windows_closed += 1
         if was_tracked and not open_windows.tracked:
             seg_state = rules_mod.SegmentState()  # rolled up: a return starts a fresh baseline
         if closed and (open_windows.tracked or was_tracked):

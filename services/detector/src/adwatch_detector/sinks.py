@@ -210,7 +210,9 @@ class BatchWriter:
         )
         bands = [decode(r["payload"], BandPoint) for r in rows if r["kind"] == "band"]
         self.census.observe((w, r.get("tracked") is not False) for r, w in window_rows)
-        evicted = sum(1 for r in rows if r["kind"] == "evicted")
+        evicted = [r["segment"] for r in rows if r["kind"] == "evicted"]
+        for segment in evicted:
+            self.census.forget(segment)
         # one problem, one alert: children folded into their ancestors' alerts (drill-down)
         row_of = {a.alert_id: r for r, a in raised}
         published, folded = self.folder.fold(
@@ -237,7 +239,7 @@ class BatchWriter:
         self._flush()
         if not replay:
             self._count(windows, dead, late)
-            self.metrics.segments_evicted_total.inc(evicted)
+            self.metrics.segments_evicted_total.inc(len(evicted))
             self.metrics.alerts_folded_total.inc(len(folded))
             self._counted[query_id] = batch_id
         self.metrics.segments_tracked.set(self.census.live_segments)

@@ -127,6 +127,11 @@ class Census:
             for sid in stale:
                 del self._tracked[sid]
 
+    def forget(self, segment: str) -> None:
+        """A segment evicted from state (idle): no longer live, no longer anyone's prior."""
+        self._tracked.pop(segment, None)
+        self._totals.pop(segment, None)
+
     @property
     def live_segments(self) -> int:
         return len(self._tracked)
