@@ -204,3 +204,25 @@ def test_delta_is_in_units_that_add_up() -> None:
     assert delta("ctr", 0.01, 0.03, 1000) == pytest.approx(-20.0)  # clicks lost
     assert delta("ecpm", 1.0, 2.0, 1000) == pytest.approx(-1.0)  # dollars lost
     assert delta("impressions", 50, 100, 50) == -50
+
+
+def test_only_tracked_segments_get_silent_windows() -> None:
+    """A dark minute of a tracked segment is judged (an outage); the rolled-up long tail costs nothing."""
+    import numpy as np
+
+    from adwatch_detector.tracking import close_tracked
+    from adwatch_detector.windowing import OpenWindows, fold_events
+
+    def segment_with(events: int) -> OpenWindows:
+        ow = OpenWindows()
+        times = np.arange(events, dtype=np.int64) * 10
+        zeros = np.zeros(events, dtype=np.int64)
+        fold_events(ow, times, zeros, zeros.astype(float), zeros, [None] * events, 60_000, 0)
+        return ow
+
+    policy = TrackingPolicy(min_volume=50)
+    big, small = segment_with(200), segment_with(5)
+    closed_big, _ = close_tracked(big, 5 * 60_000, 60_000, policy, None, max_gap_fill=60)
+    closed_small, gap = close_tracked(small, 5 * 60_000, 60_000, policy, None, max_gap_fill=60)
+    assert big.tracked and [s for s, _ in closed_big] == [0, 60_000, 120_000, 180_000, 240_000]
+    assert not small.tracked and gap == 0 and [s for s, _ in closed_small] == [0]

@@ -266,25 +266,9 @@ def make_detect_fn(
         task = TaskContext.get()
         context = tracking.decode_context(task.getLocalProperty(tracking.CONTEXT_PROPERTY) if task else None)
         was_tracked = open_windows.tracked
-
-        def close() -> list[tuple[int, windowing.PartialWindow]]:
-            """Close what the watermark passed; each closed window moves the segment's tracking."""
-            done = windowing.close_windows(open_windows, watermark, window_ms)
-            for _, part in done:
-                open_windows.tracked, open_windows.volume = policy.update(
-                    open_windows.tracked,
-                    open_windows.volume,
-                    open_windows.windows_closed,
-                    sum(part.counts),
-                    context.live_segments,
-                )
-                open_windows.windows_closed += 1
-            return done
-
-        closed = close()
-        gap_fill = rules.max_gap_fill if open_windows.tracked else 0  # the long tail gets no silent windows
-        if windowing.open_silent_windows(open_windows, watermark, window_ms, gap_fill):
-            closed += close()
+        closed, gap_fill = tracking.close_tracked(
+            open_windows, watermark, window_ms, policy, context.live_segments, rules.max_gap_fill
+        )
         if not open_windows.windows and policy.idle(open_windows.last_event_ms, watermark):
             state.remove()  # idle past segment_idle_seconds: evicted (it starts afresh if it returns)
             rows.append({**_row("evicted", segment, None, None, None), "tracked": open_windows.tracked})
@@ -300,7 +284,7 @@ def make_detect_fn(
                 if seg_state.last_window_ms < 0:
                     prior = context.prior_for(parent_segment_ids(hierarchy, dims))
                     if prior is not None:
-                        engine.seed(seg_state, prior)  # a young segment borrows its parent's CTR and eCPM
+                        engine.seed(seg_state, prior)  # a young segment borrows its parent's CTR
                 samples = {s: part.traceparents for s, part in closed}
                 # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
                 now_ms = state.getCurrentProcessingTimeMs()

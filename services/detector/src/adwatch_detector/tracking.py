@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from adwatch.contracts import SegmentWindow
 from adwatch_detector.rules.base import SegmentPrior
+from adwatch_detector.windowing import OpenWindows, PartialWindow, close_windows, open_silent_windows
 
 CONTEXT_PROPERTY = "adwatch.detector.context"
 _VOLUME_HALFLIFE_WINDOWS = 30.0
@@ -92,6 +93,34 @@ class TrackingPolicy:
 
     def idle(self, last_event_ms: int, watermark_ms: int) -> bool:
         return last_event_ms > 0 and watermark_ms - last_event_ms >= self.idle_ms
+
+
+def close_tracked(
+    open_windows: OpenWindows,
+    watermark_ms: int,
+    window_ms: int,
+    policy: TrackingPolicy,
+    live_segments: int | None,
+    max_gap_fill: int,
+) -> tuple[list[tuple[int, PartialWindow]], int]:
+    """Close the windows the watermark passed, moving the segment's tracking with each, then (a
+    tracked segment only: the long tail gets none) open and close the silent minutes after them.
+    Returns the closed windows by start and the silent-window bound that applied."""
+
+    def close() -> list[tuple[int, PartialWindow]]:
+        done = close_windows(open_windows, watermark_ms, window_ms)
+        for _, part in done:
+            open_windows.tracked, open_windows.volume = policy.update(
+                open_windows.tracked, open_windows.volume, open_windows.windows_closed, sum(part.counts), live_segments
+            )
+            open_windows.windows_closed += 1
+        return done
+
+    closed = close()
+    gap_fill = max_gap_fill if open_windows.tracked else 0
+    if open_silent_windows(open_windows, watermark_ms, window_ms, gap_fill):
+        closed += close()
+    return closed, gap_fill
 
 
 class Census:
