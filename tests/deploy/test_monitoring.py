@@ -235,6 +235,15 @@ PIPELINE_CASES = [
         "45m",
         [],
     ),
+    # all-features: maxTracked 250000, threshold 0.9 -> 225000 for 30 minutes
+    ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "230000x60"}, "45m", [{}]),
+    ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x60"}, "45m", []),
+    (  # above the line for 20 minutes only: not yet a ticket
+        "AdwatchSegmentsNearCap",
+        {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x25 230000x35"},
+        "45m",
+        [],
+    ),
 ]
 
 
@@ -260,7 +269,7 @@ def test_pipeline_alerts_fire_when_they_should_and_stay_quiet_otherwise(
     tmp_path: Path, alert: str, series: dict[str, str], at: str, expected: list[dict[str, str]]
 ) -> None:
     """Each alert on the pipeline itself (absent, down, dead man's switch, dead letters, late
-    events), once firing and once quiet, in promtool's unit tests."""
+    events, segments near the tracking cap), once firing and once quiet, in promtool's unit tests."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
     test = {
         "rule_files": ["rules.yaml"],
