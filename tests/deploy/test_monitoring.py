@@ -164,6 +164,7 @@ def test_dashboard_titles_state_the_thresholds_the_rules_use() -> None:
     titles = [p["title"] for p in json.loads(cm["data"]["adwatch-slo.json"])["panels"]]
     assert "Detection latency (SLO: 99% < 12.5 s)" in titles
     assert "Delivery success by channel (SLO: 99.5%)" in titles
+    assert "Segments tracked (cap 100000), evicted, alerts folded" in titles  # cloud's detector.segments.maxTracked
     (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
     exprs = [r.get("expr", "") for g in rule["spec"]["groups"] for r in g["rules"]]
     assert any('le="12.5"' in e for e in exprs)
