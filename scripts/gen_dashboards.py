@@ -24,8 +24,10 @@ DS = {"type": "grafana-clickhouse-datasource", "uid": "${datasource}"}
 # The selected segment by its id (ad_format=banner,country=US; campaign_id=c1; * for all traffic).
 # ${var:sqlstring} is Grafana's quoted and escaped form of a variable ('...', ' doubled).
 SELECTED = "${segment:sqlstring}"
-SEGMENT = f"segment_id = {SELECTED}"  # ad_metrics, ad_alerts (migration 5)
-BAND_SEGMENT = f"segment = {SELECTED}"  # ad_bands: its segment column holds the segment id
+SEGMENT = f"segment_id = {SELECTED}"  # ad_alerts (migration 5)
+# ad_metrics and ad_bands: their `segment` column holds the segment id and leads their sort key
+# (ORDER BY segment, ...), so one segment's rows are read through the primary index.
+KEYED_SEGMENT = f"segment = {SELECTED}"
 # A row's segment set: its dimension names, sorted as in the segment id ('*': all traffic). Rows
 # written before schema v2 have no dimensions: their segment was country x ad_format.
 SEGMENT_SET = (
@@ -35,7 +37,7 @@ SEGMENT_SET = (
 ANY_SET = "(all sets)"
 # The selected segment's dimensions, and whether a row's segment lies below it (its dimensions
 # contain the selected segment's, plus at least one more): the drill-down.
-PARENT = f"(SELECT any(dimensions) FROM ad_metrics WHERE {SEGMENT}) AS parent"
+PARENT = f"(SELECT any(dimensions) FROM ad_metrics WHERE {KEYED_SEGMENT}) AS parent"
 BELOW = (
     "length(dimensions) > length(parent) AND arrayAll(k -> mapContains(dimensions, k) AND dimensions[k] = parent[k], "
     "mapKeys(parent))"
@@ -50,10 +52,10 @@ QUERIES: dict[str, str] = {
     "metric": f"""SELECT m.window_start AS time, m.value AS "${{metric}}", b.expected AS expected,
   b.low AS "band low", b.high AS "band high"
 FROM (SELECT window_start_ms, window_start, {METRIC} AS value FROM ad_metrics FINAL
-      WHERE {SEGMENT} AND $__timeFilter(window_start)) AS m
+      WHERE {KEYED_SEGMENT} AND $__timeFilter(window_start)) AS m
 LEFT JOIN (SELECT window_start_ms, {SCALE} * avg(expected) AS expected, {SCALE} * min(band_low) AS low,
              {SCALE} * max(band_high) AS high
-           FROM ad_bands FINAL WHERE {BAND_SEGMENT} AND metric = '${{metric}}' AND $__timeFilter(window_start)
+           FROM ad_bands FINAL WHERE {KEYED_SEGMENT} AND metric = '${{metric}}' AND $__timeFilter(window_start)
            GROUP BY window_start_ms) AS b USING window_start_ms
 ORDER BY time
 SETTINGS join_use_nulls = 1""",
