@@ -27,9 +27,9 @@ def test_sets_and_parents() -> None:
     assert H.parents({"country": "US", "ad_format": "banner"}) == [{"country": "US"}]
     assert H.is_child_of({"country": "US", "ad_format": "banner"}, {"country": "US"})
     assert not H.is_child_of({"country": "DE", "ad_format": "banner"}, {"country": "US"})
-    key = H.spark_key(2, ["US", "banner"])
+    key = H.spark_key(("country", "ad_format"), ["US", "banner"])
     assert H.dimensions_of_key(key) == {"country": "US", "ad_format": "banner"}
-    assert H.dimensions_of_key(H.spark_key(0, [])) == {}
+    assert H.dimensions_of_key(H.spark_key((), [])) == {}
 
 
 @pytest.mark.parametrize("bad", ["country,user_hash", "event_id", "Country", "country,country"])

@@ -21,8 +21,9 @@ from adwatch.errors import ConfigError
 
 SegmentSet = tuple[str, ...]
 KEY_SEPARATOR = "\x1f"
-"""Joins a segment's set index and values into its Spark grouping key: a dimension value never
-holds a control character (those events are dead-lettered), so the key splits back unambiguously."""
+"""Joins a segment's dimension names and values into its Spark grouping key: a dimension value
+never holds a control character (those events are dead-lettered), so the key splits back
+unambiguously. Names, not the set's position, so reordering or adding sets keeps every state."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _GLOBAL_SPELLINGS = ("", "*", "-", "all")
@@ -106,13 +107,15 @@ class Hierarchy:
         """Whether ``child`` is a direct child segment of ``parent`` in this hierarchy."""
         return any(p == dict(parent) for p in self.parents(child))
 
-    def spark_key(self, set_index: int, values: Sequence[str]) -> str:
-        return KEY_SEPARATOR.join([str(set_index), *values])
+    @staticmethod
+    def spark_key(names: Sequence[str], values: Sequence[str]) -> str:
+        return KEY_SEPARATOR.join([",".join(names), *values])
 
-    def dimensions_of_key(self, key: str) -> dict[str, str]:
-        """The dimensions of a Spark grouping key built by the job (set index, then the values)."""
-        index, *values = key.split(KEY_SEPARATOR)
-        return dict(zip(self.sets[int(index)], values, strict=True))
+    @staticmethod
+    def dimensions_of_key(key: str) -> dict[str, str]:
+        """The dimensions of a Spark grouping key built by the job (the names, then the values)."""
+        head, *values = key.split(KEY_SEPARATOR)
+        return dict(zip(head.split(",") if head else [], values, strict=True))
 
 
 def parent_segment_ids(hierarchy: Hierarchy, dimensions: Mapping[str, str]) -> list[str]:

@@ -175,8 +175,8 @@ def parse_events(raw: DataFrame, hierarchy: Hierarchy, max_future_skew_ms: int =
     )
     valid = F.col("dlq_reason").isNull()
     keys = [
-        F.concat_ws(KEY_SEPARATOR, F.lit(str(i)), *(dimension_column(e, n) for n in names))
-        for i, names in enumerate(hierarchy.sets)
+        F.concat_ws(KEY_SEPARATOR, F.lit(",".join(names)), *(dimension_column(e, n) for n in names))
+        for names in hierarchy.sets
     ]
     key_col = F.when(valid, F.array(*keys)).otherwise(F.array(F.lit(DLQ_KEY))).alias("segments")
     type_code = F.lit(None).cast("int")

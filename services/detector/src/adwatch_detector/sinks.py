@@ -75,10 +75,22 @@ def redis_fields(w: SegmentWindow, updated_at_ms: int) -> dict[str, str]:
 
 
 def alert_row(alert: Alert, segment: str, trace_id: str) -> dict[str, Any]:
-    """An alert as a ClickHouse row (the drill-down as JSON text)."""
+    """An alert as a ClickHouse row (the drill-down as JSON text); :func:`alert_from_row` reads it back."""
     row = msgspec.to_builtins(alert)
     row["contributors"] = json.dumps(row["contributors"], separators=(",", ":"))
     return {**row, "trace_id": trace_id, "segment": segment}
+
+
+ALERT_COLUMNS = tuple(f for f in Alert.__struct_fields__ if f != "schema_version")
+"""The ad_alerts columns that make an Alert (select them in this order for :func:`alert_from_row`)."""
+
+
+def alert_from_row(values: Sequence[Any]) -> Alert:
+    """An Alert from a row of :data:`ALERT_COLUMNS` (the inverse of :func:`alert_row`)."""
+    row = dict(zip(ALERT_COLUMNS, values, strict=True))
+    if isinstance(row.get("contributors"), str):
+        row["contributors"] = json.loads(row["contributors"] or "[]")
+    return msgspec.convert(row, Alert)
 
 
 def alert_span_attributes(alert: Alert, segment: str, topic: str) -> dict[str, Any]:
