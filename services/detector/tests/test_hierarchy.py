@@ -226,3 +226,12 @@ def test_only_tracked_segments_get_silent_windows() -> None:
     closed_small, gap = close_tracked(small, 5 * 60_000, 60_000, policy, None, max_gap_fill=60)
     assert big.tracked and [s for s, _ in closed_big] == [0, 60_000, 120_000, 180_000, 240_000]
     assert not small.tracked and gap == 0 and [s for s, _ in closed_small] == [0]
+
+
+def test_the_folder_forgets_episodes_past_its_horizon() -> None:
+    folder = Folder(H, horizon_ms=3_600_000)
+    us, banner = {"country": "US"}, {"country": "US", "ad_format": "banner"}
+    folder.fold([_alert(us), _alert({"country": "US", "ad_format": "native"}), _alert(banner)], [], {})
+    later = W0 + 2 * 3_600_000
+    published, folded = folder.fold([_alert(banner, start=later)], [], {})
+    assert [a.segment_id for a in published] == [segment_id(banner)] and folded == [], "US's old episode is gone"

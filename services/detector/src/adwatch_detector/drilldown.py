@@ -70,9 +70,10 @@ def contributors(
 class Folder:
     """Folds child alerts into their ancestors' and attaches the drill-down (driver state)."""
 
-    def __init__(self, hierarchy: Hierarchy, top: int = 5) -> None:
+    def __init__(self, hierarchy: Hierarchy, top: int = 5, horizon_ms: int = 24 * 3600 * 1000) -> None:
         self.hierarchy = hierarchy
         self.top = top
+        self.horizon_ms = horizon_ms  # an episode older than this is forgotten (its segment was evicted)
         self._active: dict[str, Alert] = {}  # fingerprint -> published firing alert
         self._folded: dict[str, tuple[Alert, str]] = {}  # child fingerprint -> (its firing, ancestor fingerprint)
 
@@ -86,6 +87,8 @@ class Folder:
         them is published: the top-most, unless a single breaching child explains most of its
         change (then that child, and so on down), with the rest folded into it.
         """
+        if alerts:
+            self._forget_before(max(a.window_start_ms for a in alerts) - self.horizon_ms)
         by_window: dict[tuple[int, str], list[BandPoint]] = defaultdict(list)
         for b in bands:
             by_window[(b.window_start_ms, b.alert_type)].append(b)
@@ -209,6 +212,13 @@ class Folder:
                 nxt.extend(self.hierarchy.parents(dims))
             frontier = nxt
         return None
+
+    def _forget_before(self, start_ms: int) -> None:
+        """Bounded memory: episodes that began before ``start_ms`` are no one's to fold into."""
+        for fp in [fp for fp, a in self._active.items() if a.window_start_ms < start_ms]:
+            del self._active[fp]
+        for fp in [fp for fp, (a, _) in self._folded.items() if a.window_start_ms < start_ms]:
+            del self._folded[fp]
 
     def _release(self, ancestor_fp: str) -> list[Alert]:
         """A resolved ancestor's children that still fire: published on their own now."""

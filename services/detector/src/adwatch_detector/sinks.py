@@ -178,7 +178,7 @@ class BatchWriter:
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
         self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
         hierarchy = settings.hierarchy
-        self.folder = Folder(hierarchy, settings.drilldown_top)
+        self.folder = Folder(hierarchy, settings.drilldown_top, horizon_ms=settings.segment_idle_seconds * 1000)
         parent_sets = {frozenset(p) for parents in hierarchy.parent_sets.values() for p in parents}
         self.census = Census(parent_sets, idle_ms=settings.segment_idle_seconds * 1000)
 
