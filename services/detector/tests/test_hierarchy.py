@@ -235,3 +235,16 @@ def test_the_folder_forgets_episodes_past_its_horizon() -> None:
     later = W0 + 2 * 3_600_000
     published, folded = folder.fold([_alert(banner, start=later)], [], {})
     assert [a.segment_id for a in published] == [segment_id(banner)] and folded == [], "US's old episode is gone"
+
+
+def test_a_parent_firing_after_the_child_that_explains_it_folds_into_the_childs_page() -> None:
+    """DE paged at 04:00; all traffic breaches a window later only because of DE: no second page."""
+    folder = Folder(H)
+    de, us = {"country": "DE"}, {"country": "US"}
+    published, _ = folder.fold([_alert(de)], [], {})
+    assert [a.segment_id for a in published] == ["country=DE"]
+    later = W0 + 60_000
+    bands = [_band(de, 0.01, 0.03, 4000, later), _band(us, 0.0299, 0.03, 4000, later)]
+    published, folded = folder.fold([_alert({}, start=later)], bands, {"country=DE": de, "country=US": us})
+    assert published == [] and [(a.segment_id, a.parent_segment_id) for a in folded] == [("*", "country=DE")]
+    assert folded[0].contributors[0].segment_id == "country=DE"  # its own drill-down, kept for the record

@@ -28,8 +28,9 @@ from adwatch_detector.evidence import BandPoint
 from adwatch_detector.hierarchy import Hierarchy
 
 _RATE_METRICS = ("ctr", "ecpm")
-DELEGATE_SHARE = 0.5
-"""A parent whose only breaching child carries at least this share of its change is that child's problem."""
+DELEGATE_SHARE = 0.8
+"""A parent whose only breaching child carries at least this share of its change is that child's
+problem (less: its siblings may breach a window later, and the parent is the problem)."""
 
 
 def delta(metric: str, current: float, expected: float, volume: int) -> float:
@@ -133,7 +134,7 @@ class Folder:
                 node = up
 
         groups: dict[str, list[Alert]] = defaultdict(list)
-        for a in sorted(firing, key=lambda a: len(a.dimensions)):
+        for a in sorted(firing, key=lambda a: (a.window_start_ms, len(a.dimensions))):  # time order, top-down
             head = root.setdefault(a.alert_id, top(a).alert_id)
             groups[head].append(a)
         return list(groups.values())
@@ -146,22 +147,31 @@ class Folder:
         decided: dict[str, tuple[Alert, bool]],
     ) -> None:
         head = group[0]  # the top-most (fewest dimensions)
+        alerting = {a.segment_id for a in group}
         ancestor = self._active_ancestor(head)
         if ancestor is not None:
             for a in group:
-                self._fold(a, ancestor, decided)
+                self._fold(a, ancestor, decided, self._contributors(a, by_window, dimensions, alerting))
             return
         chosen = head
         while True:
+            # a child explains the change: the group's own breaching child, or one already paged
             breaching = [a for a in group if self.hierarchy.is_child_of(a.dimensions, chosen.dimensions)]
+            breaching += [
+                a for a in self._active_children(chosen) if a.segment_id not in {b.segment_id for b in breaching}
+            ]
             if len(breaching) != 1:
                 break
-            found = self._contributors(chosen, by_window, dimensions, {breaching[0].segment_id})
-            share = next((c.share for c in found if c.segment_id == breaching[0].segment_id), 0.0)
+            (child,) = breaching
+            found = self._contributors(chosen, by_window, dimensions, {child.segment_id})
+            share = next((c.share for c in found if c.segment_id == child.segment_id), 0.0)
             if share < DELEGATE_SHARE:
                 break
-            chosen = breaching[0]  # one child explains its parent's change: the child is the problem
-        alerting = {a.segment_id for a in group}
+            if self._active.get(child.fingerprint) is child:  # paged already: the whole group is its problem
+                for a in group:
+                    self._fold(a, child, decided, self._contributors(a, by_window, dimensions, alerting))
+                return
+            chosen = child
         found = self._contributors(chosen, by_window, dimensions, alerting)
         others = [a for a in group if a is not chosen]
         chosen = msgspec.structs.replace(
@@ -173,10 +183,25 @@ class Folder:
         self._active[chosen.fingerprint] = chosen
         decided[chosen.alert_id] = (chosen, True)
         for a in others:
-            self._fold(a, chosen, decided)
+            self._fold(a, chosen, decided, self._contributors(a, by_window, dimensions, alerting))
 
-    def _fold(self, alert: Alert, into: Alert, decided: dict[str, tuple[Alert, bool]]) -> None:
-        child = msgspec.structs.replace(alert, parent_segment_id=into.segment_id)
+    def _active_children(self, alert: Alert) -> list[Alert]:
+        """Published, still firing alerts of the same type on the alert's direct children."""
+        return [
+            a
+            for a in self._active.values()
+            if a.alert_type == alert.alert_type and self.hierarchy.is_child_of(a.dimensions, alert.dimensions)
+        ]
+
+    def _fold(
+        self,
+        alert: Alert,
+        into: Alert,
+        decided: dict[str, tuple[Alert, bool]],
+        found: list[Contributor] | None = None,
+    ) -> None:
+        """Store ``alert`` as part of ``into``'s problem (with its own drill-down, for the record)."""
+        child = msgspec.structs.replace(alert, parent_segment_id=into.segment_id, contributors=found or [])
         self._folded[alert.fingerprint] = (child, into.fingerprint)
         decided[alert.alert_id] = (child, False)
 
