@@ -144,9 +144,8 @@ def _measure(scenario: Scenario) -> tuple[np.ndarray, np.ndarray, TrafficModel, 
 
 
 def _scenario(kind: str, magnitude: float | None = None) -> Scenario:
-    return Scenario(
-        kind, (segment_key("US", "banner"),), START + 4 * MIN, START + 8 * MIN, magnitude or DEFAULT_MAGNITUDE[kind]
-    )  # type: ignore[arg-type]
+    us_banner = (segment_key("US", "banner"),)
+    return Scenario(kind, us_banner, START + 4 * MIN, START + 8 * MIN, magnitude or DEFAULT_MAGNITUDE[kind])  # type: ignore[arg-type,index]
 
 
 def _ratio(values: np.ndarray, row: int, inside: np.ndarray) -> float:
