@@ -273,3 +273,18 @@ def test_top_values_rank_a_cells_campaigns_and_apps_by_traffic() -> None:
     assert top_values("ad_format", 4) and top_values("device_os", 1, country="IN")[0][0] == "android"
     with pytest.raises(ValueError, match="unknown dimension"):
         top_values("user_hash")
+
+
+def test_draws_follow_each_cells_weights() -> None:
+    model = TrafficModel(seed=1)
+    inventory = model.inventory
+    cell = next(s.index for s in SEGMENTS if s.key == segment_key("DE", "native"))
+    positions = inventory.draw(np.random.default_rng(3), np.full(400_000, cell))
+    for group in range(4):
+        mine = np.flatnonzero(inventory.cell_of[group] == cell)
+        assert np.all(np.isin(positions[:, group], mine))  # never another cell's options
+        seen = np.bincount(positions[:, group] - mine[0], minlength=len(mine)) / len(positions)
+        weight = inventory.weight[group][mine]
+        big = weight > 0.002
+        assert np.allclose(seen[big], weight[big], rtol=0.1)
+        assert abs(seen[~big].sum() - weight[~big].sum()) < 0.01  # the tail as a whole

@@ -20,18 +20,19 @@ from adwatch_generator.inventory import GROUPS, Inventory
 # EventBatch.kinds: an impression, a click on an impression, a click without one.
 IMPRESSION, CLICK, ORPHAN_CLICK = 0, 1, 2
 
-# After event_type, two fragments: country, ad_format, app_id, placement_id (per placement
-# position); campaign_id and the dimensions map (per campaign x exchange x device OS).
+# After event_type, three fragments: country and ad_format (per cell); app_id and placement_id
+# (per placement); campaign_id and the dimensions map (per campaign x exchange x device OS).
+# Small tables, so the lookups stay in cache.
 _IMPRESSION_TEMPLATE = (
-    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"impression",%s%s'
+    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"impression",%s%s%s'
     b'"user_hash":"%016x","revenue_usd":%r,"impression_id":null,"schema_version":2}'
 )
 _CLICK_TEMPLATE = (
-    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"click",%s%s'
+    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"click",%s%s%s'
     b'"user_hash":"%016x","revenue_usd":0.0,"impression_id":"%s%x","schema_version":2}'
 )
 _ORPHAN_TEMPLATE = (
-    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"click",%s%s'
+    b'{"event_id":"%s%x","event_time_ms":%d,"event_type":"click",%s%s%s'
     b'"user_hash":"%016x","revenue_usd":0.0,"impression_id":null,"schema_version":2}'
 )
 
@@ -139,7 +140,8 @@ class EventEncoder:
 
     def __init__(self, inventory: Inventory, seed: int) -> None:
         self._tag = hashlib.sha256(str(seed).encode()).hexdigest()[:6].encode()
-        self._key_bytes, self._placement_fragments, self._campaign_fragments = _tables(inventory)
+        self._key_bytes, self._cell_fragments, self._placement_fragments, self._campaign_fragments = _tables(inventory)
+        self._placement_code = inventory.values["placement_id"]
         n_os, n_exchanges = len(inventory.names["device_os"]), len(inventory.names["exchange"])
         self._codes = (
             inventory.values["campaign_id"] * (n_exchanges * n_os),
@@ -167,40 +169,49 @@ class EventEncoder:
         ``clicked`` holds the rows of the impressions that were clicked, ``click_times_ms`` when.
         """
         prefix = self._tag + b"-%x-" % slice_start_ms
-        pf, cf, key_of = self._placement_fragments, self._campaign_fragments, self._key_bytes
+        sf, pf, cf, key_of = self._cell_fragments, self._placement_fragments, self._campaign_fragments, self._key_bytes
         n = len(impressions.segment)
-        place_l = impressions.inventory[:, 0].tolist()
+        cell_l = impressions.segment.tolist()
+        place_l = self._placement_code[impressions.inventory[:, 0]].tolist()
         camp_l = self._campaigns(impressions.inventory)
         users_l = impressions.user.tolist()
         values = [
-            _IMPRESSION_TEMPLATE % (prefix, i, t, pf[p], cf[c], u, r)
-            for i, t, p, c, u, r in zip(
-                range(n), impressions.time_ms.tolist(), place_l, camp_l, users_l, revenue_usd.tolist(), strict=True
+            _IMPRESSION_TEMPLATE % (prefix, i, t, sf[s], pf[p], cf[c], u, r)
+            for i, t, s, p, c, u, r in zip(
+                range(n),
+                impressions.time_ms.tolist(),
+                cell_l,
+                place_l,
+                camp_l,
+                users_l,
+                revenue_usd.tolist(),
+                strict=True,
             )
         ]
-        keys = [key_of[s] for s in impressions.segment.tolist()]
+        keys = [key_of[s] for s in cell_l]
         clicked_l = clicked.tolist()
         values += [
-            _CLICK_TEMPLATE % (prefix, n + j, t, pf[place_l[i]], cf[camp_l[i]], users_l[i], prefix, i)
+            _CLICK_TEMPLATE % (prefix, n + j, t, sf[cell_l[i]], pf[place_l[i]], cf[camp_l[i]], users_l[i], prefix, i)
             for j, (i, t) in enumerate(zip(clicked_l, click_times_ms.tolist(), strict=True))
         ]
         keys += [keys[i] for i in clicked_l]
         base = n + len(clicked_l)
         orphan_columns = (
             orphans.time_ms.tolist(),
-            orphans.inventory[:, 0].tolist(),
+            orphans.segment.tolist(),
+            self._placement_code[orphans.inventory[:, 0]].tolist(),
             self._campaigns(orphans.inventory),
             orphans.user.tolist(),
         )
         values += [
-            _ORPHAN_TEMPLATE % (prefix, base + j, t, pf[p], cf[c], u)
-            for j, (t, p, c, u) in enumerate(zip(*orphan_columns, strict=True))
+            _ORPHAN_TEMPLATE % (prefix, base + j, t, sf[s], pf[p], cf[c], u)
+            for j, (t, s, p, c, u) in enumerate(zip(*orphan_columns, strict=True))
         ]
         keys += [key_of[s] for s in orphans.segment.tolist()]
         return keys, values
 
 
-_Tables = tuple[list[bytes], list[bytes], list[bytes]]
+_Tables = tuple[list[bytes], list[bytes], list[bytes], list[bytes]]
 _TABLES: dict[int, tuple[Inventory, _Tables]] = {}
 
 
@@ -215,17 +226,13 @@ def _tables(inventory: Inventory) -> _Tables:
     if cached is not None:
         return cached[1]
     segments = inventory.segments
-    cells = [f'"country":"{_json(s.country)}","ad_format":"{_json(s.ad_format)}",' for s in segments]
-    app_json = [_json(a) for a in inventory.names["app_id"]]
-    placement_json = [_json(p) for p in inventory.names["placement_id"]]
+    cells = [f'"country":"{_json(s.country)}","ad_format":"{_json(s.ad_format)}",'.encode() for s in segments]
+    app_of = np.zeros(len(inventory.names["placement_id"]), np.int64)
+    app_of[inventory.values["placement_id"]] = inventory.values["app_id"]
+    apps = inventory.names["app_id"]
     placement_fragments = [
-        f'{cells[c]}"app_id":"{app_json[a]}","placement_id":"{placement_json[p]}",'.encode()
-        for c, a, p in zip(
-            inventory.cell_of[0].tolist(),
-            inventory.values["app_id"].tolist(),
-            inventory.values["placement_id"].tolist(),
-            strict=True,
-        )
+        f'"app_id":"{_json(apps[a])}","placement_id":"{_json(p)}",'.encode()
+        for p, a in zip(inventory.names["placement_id"], app_of.tolist(), strict=True)
     ]
     dims = [
         f'"dimensions":{{"device_os":"{_json(o)}","exchange":"{_json(x)}"}},'
@@ -235,6 +242,6 @@ def _tables(inventory: Inventory) -> _Tables:
     campaign_fragments = [
         f'"campaign_id":"{_json(c)}",{d}'.encode() for c in inventory.names["campaign_id"] for d in dims
     ]
-    tables = ([s.key_bytes for s in segments], placement_fragments, campaign_fragments)
+    tables = ([s.key_bytes for s in segments], cells, placement_fragments, campaign_fragments)
     _TABLES[id(inventory)] = (inventory, tables)
     return tables

@@ -1,9 +1,11 @@
 """The long tail below the cells as numpy tables, and segments of any dimensions as event masks.
 
 Within a cell an event draws four things independently: a placement (which names its app), a
-campaign, an exchange and a device OS (:data:`GROUPS`). Each draw is one ``searchsorted`` in a
-*stacked* CDF: cell ``i``'s options live in ``(i, i+1]``, so one call serves every cell, and
-the result is a *position* in that group's flat table (cell by cell, in catalogue order).
+campaign, an exchange and a device OS (:data:`GROUPS`). Each draw is a *position* in that
+group's flat table (cell by cell, in catalogue order), drawn in O(1) with Walker's alias
+method (one uniform: its integer part picks a column of the cell, its fraction the side).
+A *stacked* CDF (cell ``i``'s options in ``(i, i+1]``, one ``searchsorted`` for every cell)
+draws from a segment's own options (its orphan clicks).
 Positions map to dimension values (``values[dim][position]``, an index into ``names[dim]``).
 
 A segment id (``campaign_id=cmp-0042``, ``ad_format=banner,app_id=...``, ``country=US``,
@@ -55,6 +57,7 @@ class Inventory:
         self.cdf: list[np.ndarray] = []
         self.weight: list[np.ndarray] = []  # per position: its weight within its cell (sums to 1 per cell)
         self.cell_of: list[np.ndarray] = []  # per position: its cell
+        self.alias: list[_Alias] = []
         for g, dims in enumerate(GROUPS):
             index: list[dict[str, int]] = [{} for _ in dims]
             columns: list[list[int]] = [[] for _ in dims]
@@ -79,8 +82,10 @@ class Inventory:
             self.weight.append(weight)
             self.cell_of.append(cell_of)
             self.cdf.append(_stacked_cdf(weight, cell_of, n))
+            self.alias.append(_alias(weight, cell_of, n))
         self.n_cells = n
         self._known: dict[str, frozenset[str]] = {}
+        self._targets: dict[str, Target] = {}
 
     def known(self, dimension: str) -> frozenset[str]:
         """The values a drawn dimension takes (empty for one it does not have)."""
@@ -90,15 +95,29 @@ class Inventory:
         return known
 
     def draw(self, rng: np.random.Generator, cell: np.ndarray, cdfs: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """One position per group for each event of ``cell``: an (events, groups) array."""
-        tables = self.cdf if cdfs is None else cdfs
+        """One position per group for each event of ``cell``: an (events, groups) array
+        (from ``cdfs``, stacked CDFs of the same layout, when given)."""
         out = np.empty((len(cell), len(GROUPS)), np.int64)
-        for g, cdf in enumerate(tables):
-            out[:, g] = np.searchsorted(cdf, cell + rng.random(len(cell)))
+        if cdfs is not None:
+            for g, cdf in enumerate(cdfs):
+                out[:, g] = np.searchsorted(cdf, cell + rng.random(len(cell)))
+            return out
+        for g, (offset, count, prob, alias) in enumerate(self.alias):
+            x = rng.random(len(cell)) * count[cell]
+            column = x.astype(np.int64)
+            side = x - column
+            column += offset[cell]
+            out[:, g] = np.where(side < prob[column], column, alias[column])
         return out
 
     def target(self, segment: str) -> Target:
         """What a segment id covers; an unknown dimension or value covers nothing."""
+        cached = self._targets.get(segment)
+        if cached is None:
+            cached = self._targets[segment] = self._target(segment)
+        return cached
+
+    def _target(self, segment: str) -> Target:
         dims = parse_segment_id(segment)
         cells = np.ones(self.n_cells, bool)
         for dim in CELL_DIMENSIONS:
@@ -168,6 +187,31 @@ def _stacked_cdf(weight: np.ndarray, cell_of: np.ndarray, n_cells: int) -> np.nd
     within[last] = 1.0  # exactly: a uniform in [0, 1) never lands past a cell's last option
     cdf: np.ndarray = cell_of + np.clip(within, 0.0, 1.0)
     return cdf
+
+
+_Alias = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # per cell offset, count; per position prob, alias
+
+
+def _alias(weight: np.ndarray, cell_of: np.ndarray, n_cells: int) -> _Alias:
+    """Walker/Vose alias tables of each cell's options (positions grouped by cell, in order)."""
+    count = np.bincount(cell_of, minlength=n_cells)
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    prob = np.ones(len(weight))
+    alias = np.arange(len(weight), dtype=np.int64)
+    for i in range(n_cells):
+        a, k = int(offset[i]), int(count[i])
+        w = weight[a : a + k]
+        scaled = (w / w.sum() * k).tolist()
+        small = [j for j in range(k) if scaled[j] < 1.0]
+        large = [j for j in range(k) if scaled[j] >= 1.0]
+        while small and large:
+            lo, hi = small.pop(), large[-1]
+            prob[a + lo] = scaled[lo]
+            alias[a + lo] = a + hi
+            scaled[hi] += scaled[lo] - 1.0
+            if scaled[hi] < 1.0:
+                small.append(large.pop())
+    return offset, count, prob, alias
 
 
 _CACHE: dict[tuple[int, ...], tuple[tuple[Segment, ...], Inventory]] = {}

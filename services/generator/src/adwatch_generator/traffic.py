@@ -330,6 +330,12 @@ class TrafficModel:
                 seg, times, affected = seg[keep], times[keep], affected[keep]
                 event_ctr, event_price = event_ctr[keep], event_price[keep]
                 impressions = Placements(seg, times, impressions.inventory[keep], impressions.user[keep])
+        # Impressions in time order from here on: the final sort then barely moves them, and putting
+        # the encoded events in order walks memory in sequence (much faster on a big slice).
+        first = np.argsort(times, kind="stable")
+        seg, times, affected = seg[first], times[first], affected[first]
+        event_ctr, event_price = event_ctr[first], event_price[first]
+        impressions = Placements(seg, times, impressions.inventory[first], impressions.user[first])
         n = len(seg)
         # Log-normal price with the segment's mean: exp(mu + s Z - s^2/2).
         sigma = self._sigma[seg]
