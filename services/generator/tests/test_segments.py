@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adwatch.contracts import AdEvent, TruthRecord, decode, encode, event_dimensions, parse_segment_id, segment_key
-from adwatch_dev.measure import decoded, expected_volumes
+from adwatch_dev.measure import decoded, expected_volumes, minute_totals, segment_minute_totals
 from adwatch_generator.__main__ import main
 from adwatch_generator.catalog import DEVICE_OSES, EXCHANGES, SEGMENTS, top_segment_id, top_values
 from adwatch_generator.events import CLICK, IMPRESSION, ORPHAN_CLICK, EventBatch
@@ -288,3 +288,27 @@ def test_draws_follow_each_cells_weights() -> None:
         big = weight > 0.002
         assert np.allclose(seen[big], weight[big], rtol=0.1)
         assert abs(seen[~big].sum() - weight[~big].sum()) < 0.01  # the tail as a whole
+
+
+def test_segment_minute_totals_count_any_segment_from_the_columns() -> None:
+    model = TrafficModel(seed=2, rate=1000)
+    batches = list(model.generate(NOW, NOW + 3 * MIN, encode=False))
+    cell, country, campaign = segment_key("US", "banner"), "country=US", top_segment_id("campaign_id")
+    seen = segment_minute_totals(model, batches, [cell, country, campaign], NOW, NOW + 3 * MIN)
+    by_cell = minute_totals(batches, len(model.segments), NOW, NOW + 3 * MIN)
+    assert np.array_equal(seen.impressions[0], by_cell.impressions[model.segment_keys.index(cell)])
+    us = [i for i, s in enumerate(model.segments) if s.country == "US"]
+    assert np.array_equal(seen.clicks[1], by_cell.clicks[us].sum(axis=0))
+    share = top_values("campaign_id", 1)[0][1]
+    assert seen.impressions[2].sum() / by_cell.impressions.sum() == pytest.approx(share, rel=0.05)
+
+
+def test_the_segments_command_lists_the_top_values_to_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["segments", "--top", "campaign_id", "--country", "US", "--ad-format", "banner", "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        top_segment_id("campaign_id", country="US", ad_format="banner") in out and "ad_format=banner,country=US" in out
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segments", "--top", "user_hash"])
+    assert exit_info.value.code == 2 and "unknown dimension" in capsys.readouterr().err
