@@ -43,7 +43,7 @@ from adwatch.contracts import Alert, SegmentWindow, segment_id
 from adwatch_detector.backtest import fold_alerts
 from adwatch_detector.evidence import BandPoint, band_point
 from adwatch_detector.hierarchy import Hierarchy
-from adwatch_detector.rules import RuleEngine, RuleSettings, detect_windows
+from adwatch_detector.rules import RuleEngine, RuleSettings, detect_windows, load_rules
 from adwatch_detector.rules.base import Check
 from adwatch_detector.rules.engine import budget_tests
 from adwatch_dev.measure import ExpectedVolumes, expected_volumes
@@ -410,6 +410,11 @@ def plan_injected(model: TrafficModel, days: int, apps: int, rng: np.random.Gene
 
 
 _SIM: SegmentSim | None = None  # set before the pool forks: the workers read it
+_RULES_FILE: str | None = None  # --rules of the segment mode (window_ms is the mode's)
+
+
+def _seg_rules(window_ms: int) -> RuleSettings:
+    return load_rules(_RULES_FILE).model_copy(update={"window_ms": window_ms})
 
 
 def _windows_of(row: int) -> list[SegmentWindow]:
@@ -445,7 +450,7 @@ def _detect_rows(task: tuple[list[int], dict[int, set[tuple[int, str]]], int]) -
     windows where a parent of the segment fired (what the drill-down reads)."""
     rows, wanted, live = task
     assert _SIM is not None
-    engine = RuleEngine.build(RuleSettings(window_ms=_SIM.window_ms)).for_live_segments(live)
+    engine = RuleEngine.build(_seg_rules(_SIM.window_ms)).for_live_segments(live)
     alerts: list[Alert] = []
     bands: list[BandPoint] = []
     for row in rows:
@@ -487,7 +492,8 @@ class SegQuality:
 
 
 def run_segment_mode(args: argparse.Namespace) -> int:
-    global _SIM
+    global _SIM, _RULES_FILE
+    _RULES_FILE = args.rules
     import multiprocessing
 
     t0 = time.perf_counter()
@@ -541,7 +547,7 @@ def run_segment_mode(args: argparse.Namespace) -> int:
     print(
         f"[segments] rules over {n_windows:,} segment-windows on {args.workers} workers: {detect_s:.0f}s "
         f"({n_windows / detect_s:,.0f} windows/s); alert budget over {tracked:,} live segments "
-        f"(z threshold {RuleSettings(window_ms=sim.window_ms).with_expected_segments(budget_tests(tracked, 4)).z_threshold:.2f})"
+        f"(z threshold {_seg_rules(sim.window_ms).with_expected_segments(budget_tests(tracked, 4)).z_threshold:.2f})"
     )
     print(
         f"[segments] firing alerts: {q.raw_firing} raised, {q.published_firing} published after folding, "
@@ -645,7 +651,7 @@ def score_segments(
 ) -> SegQuality:
     firing = [a for a in published if a.status == "firing"]
     size = sim.window_ms
-    rules = RuleSettings(window_ms=size).with_expected_segments(budget_tests(tracked, 4))
+    rules = _seg_rules(size).with_expected_segments(budget_tests(tracked, 4))
     explained: set[str] = set()
     caught: dict[str, bool] = {}
     caught_folded: dict[str, bool] = {}
@@ -752,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apps", type=int, default=32, help="apps per country x format (--segments)")
     parser.add_argument("--show-false", type=int, default=5, help="false alerts printed (--segments)")
     parser.add_argument("--window-minutes", type=int, default=5, help="window size (--segments; the job's is 1)")
+    parser.add_argument("--rules", default=None, help="rules YAML for the segment mode (default: built-in)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the rules (--segments)")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the 64-segment anchor")
     args = parser.parse_args(argv)
