@@ -52,6 +52,7 @@ bench: $(STAMP)  ## benchmarks; results go to BENCHMARKS.md by hand, with machin
 	$(BIN)/python benchmarks/bench_channels.py
 	$(BIN)/python benchmarks/bench_history.py
 	$(BIN)/python benchmarks/quality.py --days 7
+	$(BIN)/python benchmarks/bench_segments.py
 	$(BIN)/python benchmarks/nab.py --data ../shared/nab/data --labels ../shared/nab/labels/combined_windows.json
 	$(BIN)/python benchmarks/bench_latency.py --minutes 7
 

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from adwatch.contracts import AdEvent, Alert, SegmentWindow, encode
-from adwatch_detector.backtest import aggregate_events, main
+from adwatch_detector.backtest import aggregate_events, clickhouse_windows, main, parse_jsonl
+from adwatch_detector.hierarchy import Hierarchy
 
 MIN = 60_000
 
@@ -117,3 +118,136 @@ def test_backtest_reads_the_detectors_clickhouse_table(tmp_path: Path) -> None:
     assert main(["--clickhouse", url, "--rule-set", "classic", "--json"], out) == 0
     alerts = [msgspec.json.decode(line, type=Alert) for line in out.getvalue().splitlines()]
     assert [(a.alert_type, a.status, a.current) for a in alerts] == [("ctr_drop", "firing", 0.02)]
+
+
+# --- segment sets: roll-up of windows, events into every set, drill-down folding -------------
+
+FORMATS = ("banner", "interstitial", "rewarded_video", "native")
+
+
+def v1_line(start: int, ad_format: str, clicks: int, orphans: int = 0) -> str:
+    """A version-1 SegmentWindow record as the previous detector wrote it: no dimensions, no segment id."""
+    return (
+        f'{{"country": "DE", "ad_format": "{ad_format}", "window_start_ms": {start}, '
+        f'"window_end_ms": {start + MIN}, "impressions": 2000, "clicks": {clicks}, "revenue_usd": 4.0, '
+        f'"orphan_clicks": {orphans}, "event_counts": {{"impression": 2000, "click": {clicks}}}, "schema_version": 1}}'
+    )
+
+
+def test_a_version_1_window_record_is_read_as_its_country_ad_format_segment() -> None:
+    windows = parse_jsonl([v1_line(0, "banner", 40)], MIN)
+    assert [(seg, w.dimensions, w.clicks) for seg, w in windows] == [
+        ("ad_format=banner,country=DE", {"country": "DE", "ad_format": "banner"}, 40)
+    ]
+
+
+def test_version_1_windows_roll_up_to_the_configured_parents() -> None:
+    lines = [v1_line(t * MIN, f, 40 + i, orphans=1) for t in range(2) for i, f in enumerate(FORMATS)]
+    notes: list[str] = []
+    windows = parse_jsonl(lines, MIN, Hierarchy.parse("*;country;country,ad_format;app_id"), notes)
+    by_segment: dict[str, list[SegmentWindow]] = {}
+    for seg, w in windows:
+        by_segment.setdefault(seg, []).append(w)
+    assert sorted(by_segment) == [
+        "*",
+        "ad_format=banner,country=DE",
+        "ad_format=interstitial,country=DE",
+        "ad_format=native,country=DE",
+        "ad_format=rewarded_video,country=DE",
+        "country=DE",
+    ]
+    country = by_segment["country=DE"]
+    assert [(w.window_start_ms, w.impressions, w.clicks, w.orphan_clicks) for w in country] == [
+        (0, 8000, 166, 4),
+        (MIN, 8000, 166, 4),
+    ]
+    assert country[0].revenue_usd == pytest.approx(16.0)
+    assert country[0].event_counts == {"impression": 8000, "click": 166}
+    assert by_segment["*"][0].dimensions == {} and by_segment["*"][0].clicks == 166
+    assert notes and "app_id" in notes[0]  # a set the input cannot give is named, not invented
+
+
+def test_a_country_wide_drop_over_four_formats_is_one_alert_with_the_formats_as_contributors(tmp_path: Path) -> None:
+    lines = [v1_line(t * MIN, f, 40 if t < 80 else 10) for t in range(90) for f in FORMATS]
+    source = tmp_path / "v1.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = io.StringIO()
+    assert main(["--input", str(source), "--segment-sets", "country;country,ad_format", "--json"], out) == 0
+    alerts = [msgspec.json.decode(line, type=Alert) for line in out.getvalue().splitlines()]
+    published = [a for a in alerts if not a.parent_segment_id]
+    folded = [a for a in alerts if a.parent_segment_id]
+    assert [(a.segment_id, a.alert_type, a.status) for a in published] == [("country=DE", "ctr_drop", "firing")]
+    parent = published[0]
+    assert sorted(c.dimensions["ad_format"] for c in parent.contributors) == sorted(FORMATS)
+    assert all(c.alerting for c in parent.contributors) and parent.folded == 4
+    assert sum(c.share for c in parent.contributors) == pytest.approx(1.0)
+    assert {a.parent_segment_id for a in folded} == {"country=DE"} and len(folded) == 4
+    table = io.StringIO()
+    assert main(["--input", str(source), "--segment-sets", "country;country,ad_format"], table) == 0
+    text = table.getvalue()
+    assert "DE banner" in text and "folded into country=DE" in text
+    assert "1 firing, 0 resolved published; 4 firing folded" in text
+
+
+def test_one_format_breaking_alone_alerts_alone(tmp_path: Path) -> None:
+    lines = [v1_line(t * MIN, f, 10 if (t >= 80 and f == "native") else 40) for t in range(90) for f in FORMATS]
+    source = tmp_path / "v1.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = io.StringIO()
+    assert main(["--input", str(source), "--segment-sets", "country;country,ad_format", "--json"], out) == 0
+    firing = [msgspec.json.decode(line, type=Alert) for line in out.getvalue().splitlines()]
+    firing = [a for a in firing if a.status == "firing" and a.alert_type == "ctr_drop"]
+    assert [(a.segment_id, a.parent_segment_id) for a in firing][:1] == [("ad_format=native,country=DE", "")]
+
+
+def test_each_event_feeds_every_configured_set() -> None:
+    def event(i: int, app: str, fmt: str) -> AdEvent:
+        return AdEvent(
+            event_id=f"e{i}",
+            event_time_ms=1000 + i,
+            event_type="impression",
+            country="US",
+            ad_format=fmt,
+            app_id=app,
+            placement_id="p",
+            campaign_id="c",
+            user_hash="u",
+            revenue_usd=0.001,
+        )
+
+    events = [event(0, "a1", "banner"), event(1, "a2", "banner"), event(2, "a1", "native")]
+    windows = aggregate_events(events, MIN, Hierarchy.parse("*;country;country,ad_format;app_id"))
+    got = {w.segment_id: w.impressions for w in windows}
+    assert got == {
+        "*": 3,
+        "country=US": 3,
+        "ad_format=banner,country=US": 2,
+        "ad_format=native,country=US": 1,
+        "app_id=a1": 2,
+        "app_id=a2": 1,
+    }
+
+
+def test_backtest_reads_dimension_maps_from_the_migrated_clickhouse_table(tmp_path: Path) -> None:
+    from adwatch.storage import make_clickhouse
+    from adwatch_detector.migrations import Tables, migrate
+    from adwatch_detector.sinks import window_row
+
+    url = f"chdb://{tmp_path / 'ch'}"
+    store = make_clickhouse(url)
+    migrate(store, Tables("ad_metrics", "ad_alerts"))
+    app = [
+        SegmentWindow(
+            window_start_ms=t * MIN,
+            window_end_ms=(t + 1) * MIN,
+            dimensions={"country": "US", "app_id": "com.example.game"},
+            impressions=1000,
+            clicks=50,
+            revenue_usd=1.0,
+        )
+        for t in range(3)
+    ]
+    store.insert_json_rows("ad_metrics", [window_row(w.segment_id, w, 1) for w in app])
+    windows = clickhouse_windows(url, "ad_metrics", None, Hierarchy.parse("country;app_id,country"))
+    assert sorted({seg for seg, _ in windows}) == ["app_id=com.example.game,country=US", "country=US"]
+    assert all(w.impressions == 1000 for _, w in windows)
