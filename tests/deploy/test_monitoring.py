@@ -236,6 +236,27 @@ PIPELINE_CASES = [
         "45m",
         [],
     ),
+    (  # one producer stamps 5 events a second a day late: a ticket naming the reason, after 10 minutes
+        "AdwatchEventTimeRejected",
+        {
+            f'adwatch_detector_dead_letters_total{{{NS},reason="stale_event_time"}}': "0+300x40",
+            f'adwatch_detector_dead_letters_total{{{NS},reason="malformed_json"}}': "0+300x40",
+        },
+        "30m",
+        [{"reason": "stale_event_time"}],
+    ),
+    (  # a stray misdated event now and then is no ticket
+        "AdwatchEventTimeRejected",
+        {f'adwatch_detector_dead_letters_total{{{NS},reason="future_event_time"}}': "0+1x40"},
+        "30m",
+        [],
+    ),
+    (  # a burst shorter than the 10 minutes is no ticket either
+        "AdwatchEventTimeRejected",
+        {f'adwatch_detector_dead_letters_total{{{NS},reason="future_event_time"}}': "0x20 600x20"},
+        "35m",
+        [],
+    ),
     # all-features: maxTracked 250000, threshold 0.9 -> 225000 for 30 minutes
     ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "230000x60"}, "45m", [{}]),
     ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x60"}, "45m", []),

@@ -102,6 +102,7 @@ def dead_letter_reason(
     record_ms: Column | None = None,
     max_skew_ms: int = 0,
     dimensions: tuple[str, ...] = (),
+    max_age_ms: int = 0,
 ) -> Column:
     """Why a record breaks the AdEvent contract (null when it is valid); 'category: detail'.
 
@@ -112,7 +113,10 @@ def dead_letter_reason(
     ``record_ms`` (the Kafka record's timestamp) bounds event time from above: one event stamped
     an hour ahead would move the global watermark an hour, close every open window early and
     turn the next hour of real events into late ones. Capped by the record's own timestamp, not
-    by a clock, a replay decides the same.
+    by a clock, a replay decides the same. It bounds event time from below too (``max_age_ms``):
+    an event stamped a day before its record (a producer's clock or unit bug, a re-sent archive)
+    belongs to no window the detector still holds; it is dead-lettered with its age, not counted
+    as late (in a first micro-batch, before any watermark, it would open a window a day old).
     """
     reason = F.when(value.isNull(), F.lit("empty_value: record has no value")).when(
         e.isNull() | e["_corrupt_record"].isNotNull(), F.lit("malformed_json: not an AdEvent JSON object")
@@ -147,10 +151,18 @@ def dead_letter_reason(
             ahead > max_skew_ms,
             F.concat(F.lit("future_event_time: "), (ahead / 1000).cast("long").cast("string"), F.lit(" s ahead")),
         )
+    if record_ms is not None and max_age_ms > 0:
+        age = record_ms - e["event_time_ms"]
+        reason = reason.when(
+            age > max_age_ms,
+            F.concat(F.lit("stale_event_time: "), (age / 1000).cast("long").cast("string"), F.lit(" s old")),
+        )
     return reason
 
 
-def parse_events(raw: DataFrame, hierarchy: Hierarchy, max_future_skew_ms: int = 0) -> DataFrame:
+def parse_events(
+    raw: DataFrame, hierarchy: Hierarchy, max_future_skew_ms: int = 0, max_event_age_ms: int = 0
+) -> DataFrame:
     """Kafka rows -> the narrow columns the stateful step needs; ``segments`` holds the grouping
     key of every watched segment of the event (its leaf and every configured ancestor, see
     :meth:`Hierarchy.spark_key`), an invalid row's is the DLQ key. :func:`explode_segments` makes
@@ -171,7 +183,9 @@ def parse_events(raw: DataFrame, hierarchy: Hierarchy, max_future_skew_ms: int =
         ).alias("e"),
     ).withColumn(
         "dlq_reason",
-        dead_letter_reason(e, F.col("value"), F.col("record_ms"), max_future_skew_ms, hierarchy.dimensions),
+        dead_letter_reason(
+            e, F.col("value"), F.col("record_ms"), max_future_skew_ms, hierarchy.dimensions, max_event_age_ms
+        ),
     )
     valid = F.col("dlq_reason").isNull()
     keys = [
@@ -344,7 +358,9 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         max_offsets_per_trigger=settings.max_offsets_per_trigger,
     )
     hierarchy = settings.hierarchy
-    events = parse_events(raw, hierarchy, settings.max_future_skew_seconds * 1000).observe(
+    events = parse_events(
+        raw, hierarchy, settings.max_future_skew_seconds * 1000, settings.max_event_age_seconds * 1000
+    ).observe(
         "adwatch_input",
         F.count(F.lit(1)).alias("rows"),
         F.count("event_time_ms").alias("events"),

@@ -33,6 +33,13 @@ class DetectorSettings(ServiceSettings):
         description="An event stamped more than this after its Kafka record's timestamp is dead-lettered "
         "(a producer's clock or unit bug would push the global watermark ahead; 0: no check)",
     )
+    max_event_age_seconds: int = Field(
+        0,
+        ge=0,
+        description="An event stamped more than this before its Kafka record's timestamp is dead-lettered "
+        "(a misdated event no open window can take; e.g. 86400 on a live stream; 0: no check, the default, "
+        "because a backfill produced today carries record timestamps long after its events)",
+    )
     max_offsets_per_trigger: int = Field(500_000, ge=0, description="Rows per micro-batch at most (0: no limit)")
     rules_file: str | None = Field(None, description="YAML rule settings (None: built-in defaults)")
     source: SourceKind = Field("auto", description="kafka (spark-sql-kafka connector), python (Data Source API), auto")

@@ -56,9 +56,10 @@ def evaluate(
     ],
 )
 def test_click_without_impression(imps: int, clicks: int, orphans: int, breach: bool, excess: int) -> None:
-    check = evaluate("click_without_impression", None, window(imps, clicks, orphans=orphans))[
-        "click_without_impression"
-    ]
+    """The classic set's stateless tolerance (the default set's baseline form: test_orphan_baseline.py)."""
+    check = evaluate(
+        "click_without_impression", None, window(imps, clicks, orphans=orphans), make_rules(rule_set="classic")
+    )["click_without_impression"]
     assert (check.breach, check.current, check.severity) == (breach, float(excess), "critical")
     assert check.in_band is not breach
 
