@@ -28,6 +28,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -443,8 +444,10 @@ class GroupFlusher:
         on_suppressed: Callable[[str], None] = lambda _reason: None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        pool: Executor | None = None,
     ) -> None:
         self.store, self.channel, self.specs, self.owner, self.now = store, channel, specs, owner, now
+        self.pool, self._busy = pool, set[str]()
         self.lease_ms, self.on_sent, self.on_failure = int(lease_s * 1000), on_sent, on_failure
         self.on_deferred, self.slots, self.policy = on_deferred, slots, policy or RetryPolicy()
         self.park, self.monotonic, self.rand = park, monotonic, rand
@@ -452,19 +455,53 @@ class GroupFlusher:
         self._retries: dict[str, _Retry] = {}
 
     def tick(self, limit: int = 20) -> FlushResult:
+        """Flush the due groups: here, or each on a ``pool`` worker (then the result counts nothing).
+
+        With a pool a group whose provider hangs holds one worker: the run loop and the other
+        groups go on; a group still being sent is not started again.
+        """
         result = FlushResult()
-        for key in self.store.due(int(self.now() * 1000), limit):
-            if not self.store.claim(key, self.owner, self.lease_ms):
+        for key in self.store.due(int(self.now() * 1000), limit + len(self._busy)):
+            if key in self._busy or not self.store.claim(key, self.owner, self.lease_ms):
                 continue
+            if self.pool is None:
+                self._flush_claimed(key, result)
+                continue
+            self._busy.add(key)
             try:
-                self._flush(key, result)
-            except LedgerUnavailableError:
-                raise  # Redis does not answer: the whole tick again later
-            except Exception as exc:
-                self._poisoned(key, exc, result)
-            finally:
+                self.pool.submit(self._flush_on_worker, key)
+            except RuntimeError:  # the pool is shut down: the run is ending
+                self._busy.discard(key)
                 self.store.release(key, self.owner)
         return result
+
+    def _flush_claimed(self, key: str, result: FlushResult) -> None:
+        try:
+            self._flush(key, result)
+        except LedgerUnavailableError:
+            raise  # Redis does not answer: the whole tick again later
+        except Exception as exc:
+            self._poisoned(key, exc, result)
+        finally:
+            self.store.release(key, self.owner)
+
+    def _flush_on_worker(self, key: str) -> None:
+        try:
+            self._flush_claimed(key, FlushResult())
+        except LedgerUnavailableError as exc:
+            logger.warning("group flush deferred: %s", exc, extra={"group": key})
+        except Exception:
+            logger.exception("group flush failed", extra={"group": key})
+        finally:
+            self._busy.discard(key)
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        """The run ends: groups being sent get ``timeout_s`` to finish; no new one starts."""
+        deadline = time.monotonic() + timeout_s
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _flush(self, key: str, result: FlushResult) -> None:
         now_ms = int(self.now() * 1000)

@@ -52,6 +52,7 @@ severity floor and expires with the idempotency TTL.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -165,6 +166,7 @@ class KafkaJournal:
         self.errors: list[str] = []
         self.producer = make_producer(bootstrap, on_delivery=self._on_delivery, **{"linger.ms": 0})
         self.closed = False
+        self._lock = threading.Lock()  # delivery workers write concurrently: one record and its flush at a time
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -172,10 +174,11 @@ class KafkaJournal:
 
     def write(self, key: bytes, value: bytes | None) -> None:
         """Produce and wait for the acknowledgement (``value=None``: a tombstone)."""
-        self.producer.produce(self.topic, value=value, key=key)
-        if self.producer.flush(self.write_timeout_s) > 0 or self.errors:
-            errors, self.errors[:] = list(self.errors), []
-            raise JournalError(f"journal record not acknowledged: {errors or 'timeout'}")
+        with self._lock:
+            self.producer.produce(self.topic, value=value, key=key)
+            if self.producer.flush(self.write_timeout_s) > 0 or self.errors:
+                errors, self.errors[:] = list(self.errors), []
+                raise JournalError(f"journal record not acknowledged: {errors or 'timeout'}")
 
     def read(self, channel: str) -> dict[str, Record | None]:
         """Key after ``<channel>|`` -> the channel's last record (None: a tombstone), from the beginning to the end.
@@ -249,6 +252,7 @@ class JournaledLedger:
         self.inner, self.journal, self.channel, self.ttl_s = inner, journal, channel, ttl_s
         self.metrics, self.now, self.groups, self.silences = metrics, now, groups, silences
         self.marker = inner.key("journal", "marker")
+        self._restoring = threading.Lock()
 
     # --- the Ledger protocol -----------------------------------------------------------------
     def get(self, kind: KeyKind, name: str) -> str | None:
@@ -313,9 +317,18 @@ class JournaledLedger:
         self.inner.r.set(self.marker, str(int(self.now() * 1000)))
 
     def ensure_restored(self) -> bool:
-        """Restore the channel's open episodes when Redis lost them (no marker); True when it ran."""
+        """Restore the channel's open episodes when Redis lost them (no marker); True when it ran.
+
+        One restore at a time (delivery workers miss together after a flush): the others find the marker.
+        """
         if self._marked():
             return False
+        with self._restoring:
+            if self._marked():
+                return False
+            return self._restore_now()
+
+    def _restore_now(self) -> bool:
         try:
             records = self.journal.read(self.channel)
         except Exception as exc:
