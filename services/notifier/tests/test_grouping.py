@@ -423,7 +423,7 @@ def test_grouped_pagerduty_is_one_incident_per_group() -> None:
         group_life(build_channel(settings))
         events = [r.json() for r in pd.requests]
     assert [e["event_action"] for e in events] == ["trigger"] * 4 + ["resolve"]
-    assert {e["dedup_key"] for e in events} == {"g0:alert_type=ctr_drop"}
+    assert {e["dedup_key"] for e in events} == {"group:g0:alert_type=ctr_drop"}  # namespaced: never an alert's key
     assert events[1]["payload"]["custom_details"]["episode"] == "+1 joined: DE|banner · 2 firing"
 
 

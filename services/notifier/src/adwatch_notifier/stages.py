@@ -32,7 +32,7 @@ from adwatch.contracts import SEVERITIES, Alert, ContractError, decode, encode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
-from adwatch_notifier.formatting import Thread
+from adwatch_notifier.formatting import Thread, reserved_fingerprint
 from adwatch_notifier.grouping import GroupStore, group_key
 from adwatch_notifier.inhibit import InhibitRule, InhibitStore
 from adwatch_notifier.ledger import Ledger
@@ -258,6 +258,8 @@ class DecodeStage:
             env.alert, env.clipped = decode_alert(env.value)
         except ContractError as exc:
             return DeadLetter("contract", f"ContractError: {_clip(str(exc), 500)}")
+        if reserved_fingerprint(env.alert.fingerprint):  # it would share a group's PagerDuty incident
+            return DeadLetter("contract", "ContractError: fingerprint in the reserved group namespace")
         if env.clipped:
             logger.warning(
                 "clipped over-long fields: alert_id=%s fields=%s",
