@@ -27,6 +27,7 @@ from typing import Protocol
 
 import redis
 
+from adwatch.contracts import ALERT_TYPES
 from adwatch_notifier.ledger import _guarded
 from adwatch_notifier.matchers import Matcher, all_match, parse_matchers
 
@@ -56,6 +57,31 @@ class InhibitRule:
 
 def inhibit_rule(source: Sequence[str], target: Sequence[str], equal: Sequence[str]) -> InhibitRule:
     return InhibitRule(parse_matchers(source), parse_matchers(target), tuple(equal))
+
+
+FINGERPRINT_LABELS = frozenset({"alert_type", "country", "ad_format"})
+"""What an alert's fingerprint (its Kafka key) is made of (``adwatch.contracts.make_fingerprint``)."""
+
+
+def source_types(rule: InhibitRule) -> tuple[str, ...]:
+    """The alert types a source of ``rule`` can have: the contract's types its ``alert_type`` matchers accept."""
+    checks = [m for m in rule.source if m.name == "alert_type"]
+    return tuple(t for t in ALERT_TYPES if all(m.matches({"alert_type": t}) for m in checks))
+
+
+def source_may_follow(rule: InhibitRule, labels: Mapping[str, str]) -> bool:
+    """Could a source of ``rule`` for this target still arrive *after* it? Only then is it worth waiting.
+
+    Not when the ``equal`` labels fix the whole fingerprint: a source then has the target's Kafka
+    key, so it is on the same partition and consumed in order (the default ``critical`` rule). Not
+    when no alert type of the contract can be a source with the target's ``equal`` labels.
+    """
+    if not rule.is_target(labels) or set(rule.equal) >= FINGERPRINT_LABELS:
+        return False
+    types = source_types(rule)
+    if "alert_type" in rule.equal:
+        types = tuple(t for t in types if t == labels.get("alert_type"))
+    return bool(types)
 
 
 DEFAULT_RULES = (

@@ -124,8 +124,9 @@ class NotifierSettings(ServiceSettings):
         3.0,
         ge=0,
         le=60,
-        description="INHIBIT_WAIT_SECONDS: an inhibition target with no firing source waits this long for one "
-        "(the detector writes a window's CTR/eCPM alerts before its traffic alert; 0: no wait)",
+        description="INHIBIT_WAIT_SECONDS: an inhibition target with no firing source waits this long for one, "
+        "when a source could still follow it on another key (the detector writes a window's CTR/eCPM alerts "
+        "before its traffic alert; other alerts are not delayed; 0: no wait)",
     )
     dashboard_url_template: str = Field(
         "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
