@@ -34,8 +34,11 @@ from typing import Protocol
 
 import msgspec
 import redis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
+from adwatch.telemetry import extract_context
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
 from adwatch_notifier.formatting import Thread, duration_text
@@ -44,6 +47,7 @@ from adwatch_notifier.outcomes import DeadLetter, Defer
 from adwatch_notifier.retry import RetryPolicy, after_failure
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 MESSAGE_MAX = 4000
 
@@ -79,11 +83,12 @@ class GroupState:
     ref: str | None = None
     members: tuple[str, ...] = ()  # the fingerprints firing at the last flush
     since_ms: int = 0  # the group's first notification (notifier clock)
+    traces: dict[str, str] | None = None  # fingerprint -> the traceparent of the member's latest record
 
 
 class GroupStore(Protocol):
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        """Put the alert's latest state in the group; a new group is due at ``due_ms``."""
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        """Put the alert's latest state (and its record's ``traceparent``) in the group; a new group is due at ``due_ms``."""
         ...
 
     def has(self, key: str, fingerprint: str) -> bool: ...
@@ -124,10 +129,14 @@ class MemoryGroupStore:
         self.schedule: dict[str, int] = {}
         self.locks: dict[str, str] = {}
 
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        state = self.groups.setdefault(key, GroupState(target, {}))
-        assert state.alerts is not None
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        state = self.groups.setdefault(key, GroupState(target, {}, traces={}))
+        assert state.alerts is not None and state.traces is not None
         state.alerts[fingerprint] = alert
+        if trace:
+            state.traces[fingerprint] = trace
+        else:
+            state.traces.pop(fingerprint, None)
         self.schedule.setdefault(key, due_ms)
 
     def has(self, key: str, fingerprint: str) -> bool:
@@ -156,6 +165,7 @@ class MemoryGroupStore:
             state.ref,
             state.members,
             state.since_ms,
+            dict(state.traces or {}),
         )
 
     def flushed(
@@ -174,6 +184,7 @@ class MemoryGroupStore:
         for fp, value in gone.items():
             if alerts.get(fp) == value:
                 del alerts[fp]
+                (state.traces or {}).pop(fp, None)
         state.last_flush_ms, state.digest, state.ref = at_ms, digest, ref
         state.members, state.since_ms = tuple(members), state.since_ms or at_ms
         if not alerts:
@@ -192,14 +203,18 @@ class MemoryGroupStore:
 
 _FORGET = """
 for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
 end
 return redis.call('HLEN', KEYS[1])
 """
 
 
 class RedisGroupStore:
-    """``…:group:<channel>:<key>`` hash of alerts, ``…:groupmeta:<channel>:<key>`` hash, ``…:groups:<channel>`` due zset."""
+    """``…:group:<channel>:<key>`` hash of alerts, ``…:groupmeta:<channel>:<key>`` hash, ``…:groups:<channel>`` due zset;
+    ``…:grouptrace:<channel>:<key>``: each member's traceparent (the group notification's span links)."""
 
     def __init__(self, client: redis.Redis, prefix: str, channel: str, ttl_s: int = 7 * 24 * 3600) -> None:
         self.r, self.base, self.ttl_s = client, f"{prefix}:{{kind}}:{channel}", ttl_s
@@ -210,10 +225,15 @@ class RedisGroupStore:
         return f"{self.base.format(kind=kind)}:{key}"
 
     @_guarded
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
         pipe = self.r.pipeline()
         pipe.hset(self._k("group", key), fingerprint, alert)
         pipe.expire(self._k("group", key), self.ttl_s)
+        if trace:
+            pipe.hset(self._k("grouptrace", key), fingerprint, trace)
+            pipe.expire(self._k("grouptrace", key), self.ttl_s)
+        else:
+            pipe.hdel(self._k("grouptrace", key), fingerprint)
         pipe.hsetnx(self._k("groupmeta", key), "target", target)
         pipe.expire(self._k("groupmeta", key), self.ttl_s)
         pipe.zadd(self.schedule_key, {key: due_ms}, nx=True)
@@ -242,6 +262,7 @@ class RedisGroupStore:
     def load(self, key: str) -> GroupState:
         alerts: dict[bytes, bytes] = self.r.hgetall(self._k("group", key))  # type: ignore[assignment]
         meta: dict[bytes, bytes] = self.r.hgetall(self._k("groupmeta", key))  # type: ignore[assignment]
+        traces: dict[bytes, bytes] = self.r.hgetall(self._k("grouptrace", key))  # type: ignore[assignment]
         return GroupState(
             meta.get(b"target", b"").decode(),
             {k.decode(): v for k, v in alerts.items()},
@@ -250,6 +271,7 @@ class RedisGroupStore:
             meta[b"ref"].decode() if b"ref" in meta else None,
             tuple(meta.get(b"members", b"").decode().split()),
             int(meta.get(b"since", b"0")),
+            {k.decode(): v.decode("utf-8", "replace") for k, v in traces.items()},
         )
 
     @_guarded
@@ -267,9 +289,9 @@ class RedisGroupStore:
         args: list[str | bytes] = []
         for fp, value in gone.items():
             args += [fp, value]
-        left = int(self._forget(keys=[self._k("group", key)], args=args)) if args else 1
+        left = int(self._forget(keys=[self._k("group", key), self._k("grouptrace", key)], args=args)) if args else 1
         if left == 0:
-            self.r.delete(self._k("groupmeta", key))
+            self.r.delete(self._k("groupmeta", key), self._k("grouptrace", key))
             self.r.zrem(self.schedule_key, key)
             return
         meta: dict[str, str] = {"last": str(at_ms), "digest": digest, "members": " ".join(members)}
@@ -293,7 +315,7 @@ class RedisGroupStore:
     @_guarded
     def drop(self, key: str) -> None:
         pipe = self.r.pipeline()
-        pipe.delete(self._k("group", key), self._k("groupmeta", key))
+        pipe.delete(self._k("group", key), self._k("groupmeta", key), self._k("grouptrace", key))
         pipe.zrem(self.schedule_key, key)
         pipe.execute()
 
@@ -548,7 +570,18 @@ class GroupFlusher:
         gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}
         members = sorted(fp for fp, a in alerts.items() if a.status == "firing")
         try:
-            delivery = self.channel.send(notification, target, ref, payload)
+            with tracer.start_as_current_span(
+                f"{self.channel.name} group send",
+                context=otel_context.Context(),  # its own trace, linked to each member's
+                kind=trace.SpanKind.CLIENT,
+                links=member_links(state.traces or {}, alerts),
+                attributes={
+                    "adwatch.group": key,
+                    "adwatch.group.alerts": len(alerts),
+                    "adwatch.attempt": retry.attempts,
+                },
+            ):
+                delivery = self.channel.send(notification, target, ref, payload)
         except DeliveryError as err:
             self.on_failure(err)
             result.failed += 1
@@ -626,6 +659,23 @@ class GroupFlusher:
             self.store.reschedule(key, int(self.now() * 1000) + PARK_RETRY_MS)
             return False
         return True
+
+
+def member_links(traces: Mapping[str, str], alerts: Mapping[str, Alert]) -> list[trace.Link]:
+    """A span link to the trace of each member in the notification (by its record's ``traceparent``).
+
+    The group's notification is sent outside any one alert's trace; the links let each alert's
+    trace lead to it, and it to them. Members without a (valid) traceparent are left out.
+    """
+    links = []
+    for fingerprint in sorted(alerts):
+        parent = traces.get(fingerprint)
+        if not parent:
+            continue
+        context = trace.get_current_span(extract_context([("traceparent", parent)])).get_span_context()
+        if context.is_valid:
+            links.append(trace.Link(context, {"adwatch.fingerprint": fingerprint}))
+    return links
 
 
 def _scrub(text: str) -> str:

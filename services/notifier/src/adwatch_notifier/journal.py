@@ -95,6 +95,7 @@ class GroupMemberRecord(msgspec.Struct, frozen=True, tag="member"):
     target: str
     alert: str  # the alert's JSON (the buffer keeps the latest state of each member)
     written_at_ms: int = 0
+    traceparent: str = ""  # the member record's trace (the group notification links it)
 
 
 class GroupFlushRecord(msgspec.Struct, frozen=True, tag="group"):
@@ -398,6 +399,10 @@ class JournaledLedger:
         buffer = groups._k("group", record.group)
         written = int(self.inner.r.hsetnx(buffer, record.fingerprint, record.alert))
         self.inner.r.expire(buffer, groups.ttl_s)
+        if record.traceparent:
+            traces = groups._k("grouptrace", record.group)
+            self.inner.r.hsetnx(traces, record.fingerprint, record.traceparent)
+            self.inner.r.expire(traces, groups.ttl_s)
         self.inner.r.hsetnx(meta, "target", record.target)
         self.inner.r.expire(meta, groups.ttl_s)
         self.inner.r.zadd(groups.schedule_key, {record.group: now_ms}, nx=True)
@@ -410,10 +415,10 @@ class JournaledGroupStore:
     def __init__(self, inner: RedisGroupStore, ledger: JournaledLedger) -> None:
         self.inner, self.ledger, self.channel = inner, ledger, ledger.channel
 
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        self.inner.add(key, target, fingerprint, alert, due_ms)
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        self.inner.add(key, target, fingerprint, alert, due_ms, trace)
         now_ms = int(self.ledger.now() * 1000)
-        record = GroupMemberRecord(key, fingerprint, target, alert.decode("utf-8", "replace"), now_ms)
+        record = GroupMemberRecord(key, fingerprint, target, alert.decode("utf-8", "replace"), now_ms, trace)
         self.ledger.journal_key(member_key(self.channel, key, fingerprint), msgspec.json.encode(record))
 
     def has(self, key: str, fingerprint: str) -> bool:

@@ -486,7 +486,8 @@ class GroupStage:
             return Suppressed("never_notified")
         due_ms = int((self.now() + chosen.group.wait_s) * 1000)
         value = encode(alert) if env.clipped else env.value  # a clipped alert is buffered clipped
-        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, value, due_ms)
+        target = chosen.target or self.channel.default_target
+        self.store.add(key, target, alert.fingerprint, value, due_ms, env.header("traceparent") or "")
         return Grouped()
 
 
