@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -232,6 +233,51 @@ def test_hanging_provider_delays_no_other_alert(harness: Any, alert_factory: Cal
     assert len(bodies) == 5 and sum(b"US banner" in b for b in bodies) == 1  # sent once, not retried
     [stats] = harness.results
     assert stats.outcomes == {Delivered(): 5}
+
+
+class HangingWebhook(FakeWebhook):
+    """A webhook that answers the ``alert_type=ctr_drop`` group's request only ``hang_s`` later."""
+
+    hang_s = 6.0
+    answered_hung_at = 0.0
+
+    def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        answer = super()._respond(req)
+        if b"alert_type=ctr_drop" in req.body:
+            time.sleep(self.hang_s)
+            self.answered_hung_at = time.time()
+        return answer
+
+
+def test_hanging_group_send_delays_no_other_group(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """The group flusher sends each group on its own worker: one group's hanging request holds neither
+    the loop (heartbeat) nor another group, which is sent group_wait after its first alert."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 1s}\n")
+    heartbeat = Heartbeat()
+    with HangingWebhook() as hook:
+        settings = harness.settings(
+            "webhook", webhook_url=hook.url + "/hook", routes_file=str(routes), request_timeout_seconds=10
+        )
+        harness.start(settings, heartbeat=heartbeat)
+        harness.publish(alert_factory(country="US", alert_type="ctr_drop"))
+        hook.wait_for(1, timeout_s=60)  # the ctr_drop group's request, hanging
+        published = time.time()
+        harness.publish(alert_factory(country="DE", alert_type="ecpm_drop"))
+        got = hook.wait_for(2, timeout_s=30)
+        other_at = got[-1].at
+        silence_during_hang = heartbeat.silence_s()
+        deadline = time.time() + 30
+        while not hook.answered_hung_at and time.time() < deadline:
+            time.sleep(0.05)
+        harness.stop_all()
+    assert b"alert_type=ecpm_drop" in got[-1].body
+    assert other_at < hook.answered_hung_at, "the other group waited for the hung one"
+    assert other_at - published < 1 + 2.0  # group_wait, and a little
+    assert silence_during_hang < 1.0
+    assert sum(b"alert_type=ctr_drop" in r.body for r in hook.requests) == 1  # sent once
 
 
 def test_dead_letter_keeps_bytes_and_trace_then_replay_delivers(
