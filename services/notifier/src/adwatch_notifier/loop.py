@@ -356,10 +356,11 @@ def consume(
     :class:`Stop` outcome, the end of the run, or a revoked partition leaves the undecided
     records uncommitted (redelivered later; what was sent meanwhile is skipped as duplicate).
 
-    ``workers`` > 0 runs each record's chain on that many :class:`DeliveryWorkers` threads: a
-    provider that hangs holds one worker while the loop polls, commits and starts other records
-    (0: on the loop thread, as the fake-clock tests drive it). At the end of the run the records
-    in flight get ``drain_s`` to finish and be decided.
+    ``workers`` > 0: the stages before ``deliver`` run here, in offset order
+    (:meth:`RecordProcessor.prepare`), the rest of each pass on one of that many
+    :class:`DeliveryWorkers` threads: a provider that hangs holds one worker while the loop polls,
+    commits and prepares other records (0: the whole chain here, as the fake-clock tests drive it).
+    At the end of the run the records in flight get ``drain_s`` to finish and be decided.
     """
     channel, metrics = process.channel, process.metrics
     schedule = schedule or RetrySchedule()
