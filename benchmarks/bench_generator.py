@@ -1,7 +1,8 @@
 """Generator throughput: events/s generated + encoded to /dev/null, and produced to the embedded broker.
 
-Run: .venv/bin/python benchmarks/bench_generator.py [--seconds 10] [--rate 100000]
-Prints markdown table rows (target: >= 100,000 events/s).
+Run: .venv/bin/python benchmarks/bench_generator.py [--seconds 10] [--rate 100000] [--no-kafka]
+Prints markdown table rows (target: >= 100,000 events/s). ``--no-kafka``: the /dev/null row only
+(no embedded broker), e.g. to compare two checkouts in one run (``bench_generator_compare.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=100_000, help="model rate (sets the slice size)")
+    parser.add_argument("--no-kafka", action="store_true", help="only generate + encode to /dev/null")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
@@ -51,6 +53,9 @@ def main() -> int:
     events, per_s = measure(devnull, args.rate, args.seconds)
     devnull.close()
     rows.append(("generate + encode JSON -> /dev/null", events, per_s))
+    if args.no_kafka:
+        _print(rows, args.seconds)
+        return 0
     with embedded_infra() as infra:
         topic = "bench-ad-events"
         ensure_topics(infra.kafka_bootstrap, {topic: 6})
@@ -62,11 +67,15 @@ def main() -> int:
             events, per_s = measure(sink, args.rate, args.seconds, flush=True)
             sink.close()
             rows.append((label, events, per_s))
+    _print(rows, args.seconds)
+    return 0
+
+
+def _print(rows: list[tuple[str, int, float]], seconds: float) -> None:
     print("| path | events | events/s | command |")
     print("|---|---:|---:|---|")
     for label, events, per_s in rows:
-        print(f"| {label} | {events:,} | {per_s:,.0f} | `{COMMAND} --seconds {args.seconds:g}` |")
-    return 0
+        print(f"| {label} | {events:,} | {per_s:,.0f} | `{COMMAND} --seconds {seconds:g}` |")
 
 
 if __name__ == "__main__":

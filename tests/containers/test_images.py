@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from adwatch.contracts import Alert
+from adwatch.contracts import Alert, segment_key
 from adwatch_dev.fakes import FakeSlack
 from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader, poll_until, unique
 from tests.containers.docker import Docker
@@ -186,7 +186,7 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
             def alert_trace() -> list[str]:
                 spans = otlp.snapshot()
                 sends = [s for s in spans if s.service == "detector" and s.name == f"send {alerts}"]
-                ours = [s for s in sends if s.attributes.get("adwatch.segment") == "US|banner"]
+                ours = [s for s in sends if s.attributes.get("adwatch.segment") == segment_key("US", "banner")]
                 if not ours:
                     return []
                 trace_id = ours[0].trace_id
@@ -203,7 +203,9 @@ def test_alert_from_the_images_reaches_slack_with_one_trace(
             assert f"notifier:process {alerts}" in names and "notifier:slack send" in names, names
             spans = otlp.snapshot()
             (alert_span,) = [
-                s for s in spans if s.name == f"send {alerts}" and s.attributes.get("adwatch.segment") == "US|banner"
+                s
+                for s in spans
+                if s.name == f"send {alerts}" and s.attributes.get("adwatch.segment") == segment_key("US", "banner")
             ][:1]
             generator_traces = {s.trace_id for s in spans if s.service == "generator" and s.name == f"send {events}"}
             # one trace id: generator, detector and notifier spans; the alert's parent is an event's span

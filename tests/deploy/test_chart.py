@@ -91,6 +91,8 @@ def test_examples_are_not_stale(case: str) -> None:
         pytest.param({"components": {"detecter": {"enabled": True}}}, id="typo-component"),
         pytest.param({"default": {"replica": 2}}, id="typo-default-key"),
         pytest.param({"components": {"detector": {"mode": "spark"}}}, id="bad-detector-mode"),
+        pytest.param({"components": {"detector": {"segments": {"set": "country"}}}}, id="typo-segments"),
+        pytest.param({"components": {"detector": {"segments": {"maxTracked": 0}}}}, id="segment-cap-zero"),
         pytest.param({"monitoring": {"serviceMonitor": {"enabeld": True}}}, id="typo-monitoring"),
         pytest.param(
             {"components": {"notifier": {"channels": {"slack": {"env": {"ADWATCH_NOTIFIER_SLACK_BOT_TOKEN": "x"}}}}}},
@@ -219,6 +221,45 @@ def test_detector_modes() -> None:
     env = next(o["data"] for o in objects("kind") if o["metadata"]["name"] == "adwatch-detector-env")
     assert env["ADWATCH_DETECTOR_SPARK_MASTER"] == "local[2]"
     assert env["ADWATCH_DETECTOR_CHECKPOINT_DIR"] == "/var/lib/adwatch/checkpoint"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_detector_segment_values_become_settings_the_detector_accepts(case: str) -> None:
+    """components.detector.segments -> ADWATCH_DETECTOR_SEGMENT_* env, read by DetectorSettings
+    itself (the cardinality guard included) as the detector reads it at start-up."""
+    from adwatch_detector.settings import DetectorSettings
+
+    values = chart.load_values(chart.CASES[case])
+    detector = chart._merge(chart.load_values([chart.CHART / "values.yaml"]), values)["components"]["detector"]
+    env = next(o["data"] for o in objects(case) if o["metadata"]["name"] == "adwatch-detector-env")
+    names = {k: v for k, v in env.items() if k.startswith("ADWATCH_DETECTOR_")}
+    settings = DetectorSettings.model_validate(
+        {k.removeprefix("ADWATCH_DETECTOR_").lower(): v for k, v in names.items()}
+    )
+    want = detector["segments"]
+    assert settings.segment_sets == want["sets"] and settings.max_tracked_segments == want["maxTracked"]
+    assert settings.min_segment_volume == want["minVolume"] and settings.segment_idle_seconds == want["idleSeconds"]
+    assert settings.drilldown_top == want["drilldownTop"]
+    assert settings.hierarchy.sets  # parsed, not refused
+
+
+def test_the_environments_watch_a_hierarchy_with_a_cap() -> None:
+    cloud = chart.load_values(chart.CASES["cloud"])["components"]["detector"]["segments"]
+    assert cloud["sets"].split(";")[:3] == ["*", "country", "country,ad_format"] and "campaign_id" in cloud["sets"]
+    assert cloud["minVolume"] > 0 and cloud["maxTracked"] <= 250_000
+    kind = chart.load_values(chart.CASES["kind"])["components"]["detector"]["segments"]
+    assert kind["maxTracked"] < cloud["maxTracked"]
+
+
+def test_an_unbounded_segment_set_is_refused_by_the_detector_not_discovered_as_an_oom() -> None:
+    from adwatch_detector.settings import DetectorSettings
+
+    values = {"components": {"detector": {"segments": {"sets": "country;user_hash"}}}}
+    env = next(
+        o["data"] for o in chart.objects(chart.render(values)) if o["metadata"]["name"] == "adwatch-detector-env"
+    )
+    with pytest.raises(ValueError, match="unbounded"):
+        DetectorSettings.model_validate({"segment_sets": env["ADWATCH_DETECTOR_SEGMENT_SETS"]})
 
 
 def test_values_files_are_yaml_mappings() -> None:

@@ -164,6 +164,7 @@ def test_dashboard_titles_state_the_thresholds_the_rules_use() -> None:
     titles = [p["title"] for p in json.loads(cm["data"]["adwatch-slo.json"])["panels"]]
     assert "Detection latency (SLO: 99% < 12.5 s)" in titles
     assert "Delivery success by channel (SLO: 99.5%)" in titles
+    assert "Segments tracked (cap 100000), evicted, alerts folded" in titles  # cloud's detector.segments.maxTracked
     (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
     exprs = [r.get("expr", "") for g in rule["spec"]["groups"] for r in g["rules"]]
     assert any('le="12.5"' in e for e in exprs)
@@ -235,6 +236,15 @@ PIPELINE_CASES = [
         "45m",
         [],
     ),
+    # all-features: maxTracked 250000, threshold 0.9 -> 225000 for 30 minutes
+    ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "230000x60"}, "45m", [{}]),
+    ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x60"}, "45m", []),
+    (  # above the line for 20 minutes only: not yet a ticket
+        "AdwatchSegmentsNearCap",
+        {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x25 230000x35"},
+        "45m",
+        [],
+    ),
 ]
 
 
@@ -260,7 +270,7 @@ def test_pipeline_alerts_fire_when_they_should_and_stay_quiet_otherwise(
     tmp_path: Path, alert: str, series: dict[str, str], at: str, expected: list[dict[str, str]]
 ) -> None:
     """Each alert on the pipeline itself (absent, down, dead man's switch, dead letters, late
-    events), once firing and once quiet, in promtool's unit tests."""
+    events, segments near the tracking cap), once firing and once quiet, in promtool's unit tests."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
     test = {
         "rule_files": ["rules.yaml"],

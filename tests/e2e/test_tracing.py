@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
+from adwatch.contracts import segment_key
 from adwatch_detector.job import run_available
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
@@ -88,7 +89,7 @@ def test_one_alert_gives_one_trace_from_events_to_every_channel(
     finally:
         writer.close()
     (alert_span,) = [s for s in exporter.get_finished_spans() if s.name == f"send {alerts}"]
-    assert alert_span.attributes and alert_span.attributes["adwatch.segment"] == "US|banner"
+    assert alert_span.attributes and alert_span.attributes["adwatch.segment"] == segment_key("US", "banner")
 
     # 3. notifier: Slack (500 once, then ok) and PagerDuty, each its own consumer group
     with FakeSlack() as slack, FakePagerDuty() as pagerduty:

@@ -39,7 +39,7 @@ def test_the_report_shows_the_stored_alerts_with_their_ids_as_anchors(tmp_path: 
     stored = [msgspec.structs.replace(a, message=f"stored: {a.message}") for a in alerts]
     store.insert_json_rows(
         "ad_alerts",
-        [{**msgspec.structs.asdict(a), "trace_id": "", "segment": f"{a.country}|{a.ad_format}"} for a in stored],
+        [{**msgspec.structs.asdict(a), "trace_id": "", "segment": a.segment_id} for a in stored],
     )
     del store  # chdb: one owner of a data directory at a time (the command reads a snapshot)
 

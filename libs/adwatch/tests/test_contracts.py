@@ -7,7 +7,7 @@ import json
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from adwatch.contracts import (
@@ -20,14 +20,17 @@ from adwatch.contracts import (
     ContractError,
     SegmentWindow,
     decode,
+    describe_segment,
     encode,
     format_message,
     make_alert_id,
     make_fingerprint,
+    parse_segment_id,
+    segment_id,
 )
 
 countries = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2)
-ids = st.text(min_size=1, max_size=20)
+ids = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
 epoch_ms = st.integers(min_value=0, max_value=EPOCH_MS_MAX)
 identifiers = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -144,7 +147,9 @@ def _valid_event() -> dict[str, object]:
     ("field", "value"),
     [
         pytest.param("country", "usa", id="country-not-alpha2"),
-        pytest.param("ad_format", "billboard", id="unknown-ad-format"),
+        pytest.param("app_id", "com.example\r\nBcc: x", id="control-characters"),
+        pytest.param("campaign_id", "c" * 257, id="over-long-value"),
+        pytest.param("placement_id", "", id="empty-value"),
         pytest.param("event_type", "view", id="unknown-event-type"),
         pytest.param("revenue_usd", -1.0, id="negative-revenue"),
         pytest.param("event_time_ms", "yesterday", id="time-not-int"),
@@ -157,6 +162,70 @@ def test_bad_event_field_is_named(field: str, value: object) -> None:
         decode(json.dumps(record).encode(), AdEvent)
     assert err.value.field == field
     assert field in str(err.value)
+
+
+def test_unknown_dimension_values_are_accepted() -> None:
+    """A new app, a new ad format, an exchange the platform just added: not bad input."""
+    record = _valid_event() | {"ad_format": "billboard", "app_id": "com.new.app", "dimensions": {"exchange": "x1"}}
+    event = decode(json.dumps(record).encode(), AdEvent)
+    assert event.ad_format == "billboard"
+    assert event.dimensions == {"exchange": "x1"}
+
+
+@given(st.dictionaries(st.from_regex(r"^[a-z][a-z0-9_]{0,10}$", fullmatch=True), ids, max_size=4))
+def test_segment_id_round_trips(dims: dict[str, str]) -> None:
+    sid = segment_id(dims)
+    assume(not sid.startswith("h:"))  # too long to read back: hashed (next test)
+    assert parse_segment_id(sid) == dims
+    assert all(0x21 <= ord(ch) <= 0x7E for ch in sid)  # printable ASCII: safe in keys, headers, URLs
+    assert segment_id(dict(reversed(list(dims.items())))) == sid  # order of the names does not matter
+
+
+def test_long_segment_id_is_hashed_and_fits_a_fingerprint() -> None:
+    sid = segment_id({"campaign_id": "c" * 256, "app_id": "a" * 256})
+    assert sid.startswith("h:") and len(sid) <= 200
+    assert len(make_fingerprint("ctr_drop", sid)) <= 255
+
+
+def test_version_1_records_are_read_as_country_ad_format_segments() -> None:
+    v1 = {
+        "window_start_ms": 0,
+        "window_end_ms": 60_000,
+        "country": "US",
+        "ad_format": "banner",
+        "impressions": 10,
+        "clicks": 1,
+        "revenue_usd": 0.0,
+        "schema_version": 1,
+    }
+    window = decode(json.dumps(v1).encode(), SegmentWindow)
+    assert window.dimensions == {"country": "US", "ad_format": "banner"}
+    assert window.segment_id == "ad_format=banner,country=US" == segment_id(window.dimensions)
+    assert parse_segment_id("US|banner") == window.dimensions  # a version-1 segment key
+
+
+def test_version_1_consumer_reads_a_country_format_segment() -> None:
+    class V1Window(msgspec.Struct, kw_only=True):  # the version-1 contract's segment fields
+        country: str
+        ad_format: str
+        impressions: int
+
+    window = SegmentWindow(
+        window_start_ms=0,
+        window_end_ms=60_000,
+        dimensions={"country": "US", "ad_format": "banner", "app_id": "com.a"},
+        impressions=5,
+        clicks=0,
+        revenue_usd=0.0,
+    )
+    old = msgspec.json.decode(encode(window), type=V1Window)
+    assert (old.country, old.ad_format, old.impressions) == ("US", "banner", 5)
+
+
+def test_describe_segment() -> None:
+    assert describe_segment({}) == "all traffic"
+    assert describe_segment({"country": "US", "ad_format": "banner"}) == "US banner"
+    assert describe_segment({"app_id": "com.g", "country": "US"}) == "US app_id=com.g"
 
 
 def test_missing_field_is_named() -> None:
@@ -181,7 +250,7 @@ def test_alert_id_is_deterministic() -> None:
 
 
 def test_seed_message_shape() -> None:
-    message = format_message("firing", "ctr_drop", "US", "banner", "ctr", 0.02, 0.05)
+    message = format_message("firing", "ctr_drop", "US banner", "ctr", 0.02, 0.05)
     assert message == "🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)"
 
 

@@ -33,6 +33,10 @@ class SegmentTraffic:
     ctr: float
     ctr_factor: float = 1.0
     factor_from_min: int = 10**9  # minute index where ctr_factor starts to apply
+    factor_until_min: int = 10**9  # ...and where it stops
+    app_id: str = "app1"
+    campaign_id: str = "c1"
+    active_until_min: int = 10**9  # no traffic from this minute on (a segment that goes away)
 
 
 def synth_events(
@@ -45,7 +49,9 @@ def synth_events(
     for minute in range(minutes):
         base = start_ms + minute * MINUTE_MS
         for s in segments:
-            ctr = s.ctr * (s.ctr_factor if minute >= s.factor_from_min else 1.0)
+            if minute >= s.active_until_min:
+                continue
+            ctr = s.ctr * (s.ctr_factor if s.factor_from_min <= minute < s.factor_until_min else 1.0)
             n_imp = int(rng.poisson(s.impressions_per_min))
             offsets = np.sort(rng.integers(0, MINUTE_MS - 2000, n_imp))
             clicked = rng.random(n_imp) < ctr
@@ -58,9 +64,9 @@ def synth_events(
                     event_type="impression",
                     country=s.country,
                     ad_format=s.ad_format,
-                    app_id="app1",
+                    app_id=s.app_id,
                     placement_id="p1",
-                    campaign_id="c1",
+                    campaign_id=s.campaign_id,
                     user_hash=f"u{n % 997}",
                     revenue_usd=0.002,
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, LongType, MapType, StringType, StructField, StructType
 
 from adwatch.contracts import AdEvent
 from adwatch_detector.job import EVENT_SCHEMA, REQUIRED_FIELDS
@@ -23,6 +23,7 @@ def test_event_schema_matches_the_contract() -> None:
                 for n in ("event_type", "country", "ad_format", "app_id", "placement_id", "campaign_id", "user_hash")
             ]
             + [StructField("revenue_usd", DoubleType()), StructField("impression_id", StringType())]
+            + [StructField("dimensions", MapType(StringType(), StringType()))]  # schema version 2: open dimensions
             + [StructField("schema_version", LongType()), StructField("_corrupt_record", StringType())]
         )
         == EVENT_SCHEMA

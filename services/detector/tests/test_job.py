@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
-from adwatch.contracts import Alert, DeadLetter, decode
+from adwatch.contracts import Alert, DeadLetter, decode, segment_key
 from adwatch.kafka import header_value
 from adwatch.storage import make_clickhouse
 from adwatch_detector.job import run_available
@@ -29,6 +29,7 @@ from .conftest import MINUTE_MS, T0_MS, SegmentTraffic, synth_events
 
 pytestmark = pytest.mark.spark
 
+US, DE = segment_key("US", "banner"), segment_key("DE", "native")
 HISTORY_MIN = 40
 DROP_FROM_MIN = 36
 SEGMENTS = [
@@ -62,7 +63,7 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
         (
             None,
             b'{"event_id": "x1", "event_time_ms": 1790000000000, "event_type": "impression", "country": "US",'
-            b' "ad_format": "hologram", "app_id": "a", "placement_id": "p", "campaign_id": "c", "user_hash": "u"}',
+            b' "ad_format": "banner", "app_id": "a\\u0007", "placement_id": "p", "campaign_id": "c", "user_hash": "u"}',
             None,
         ),
         (None, b'{"event_id": "x2", "event_type": "click"}', None),
@@ -93,38 +94,38 @@ def test_backfill_with_ctr_drop_fires_exactly_one_alert_and_fills_the_stores(
     ]
     assert alerts[0].window_start_ms >= T0_MS + DROP_FROM_MIN * MINUTE_MS
     msgs = consume_all(kafka, topics["alerts"], expected=1, timeout_s=5)
-    assert msgs[0].key() == b"ctr_drop:US|banner"
+    assert msgs[0].key() == f"ctr_drop:{US}".encode()
     traceparent = header_value(msgs[0].headers(), "traceparent")
     assert traceparent is not None
     (span,) = spans.get_finished_spans()
     assert span.name == f"send {topics['alerts']}" and span.kind == SpanKind.PRODUCER
     assert traceparent.decode().split("-")[1] == format(span.context.trace_id, "032x")
     assert span.attributes["messaging.destination.name"] == topics["alerts"]
-    assert span.attributes["adwatch.segment"] == "US|banner"
+    assert span.attributes["adwatch.segment"] == US
     assert span.attributes["adwatch.rule"] == "ctr_drop"
     assert 0 < len(span.links) <= settings.trace_samples
 
     letters = [decode(m.value(), DeadLetter) for m in consume_all(kafka, topics["dlq"], expected=3, timeout_s=20)]
     reasons = sorted(d.reason.split(":")[0] for d in letters)
-    assert reasons == ["invalid_ad_format", "malformed_json", "missing_field"]
+    assert reasons == ["invalid_dimension", "malformed_json", "missing_field"]
     dead_after = sum(s.value for s in metrics.dead_letters_total.collect()[0].samples if s.name.endswith("_total"))
     assert dead_after - dead_before == 3
 
     r = redis.Redis.from_url(redis_url)
-    h = r.hgetall(settings.redis_key_prefix + "US|banner")
+    h = r.hgetall(settings.redis_key_prefix + US)
     assert int(h[b"impressions"]) > 0
-    assert r.ttl(settings.redis_key_prefix + "US|banner") > 0
+    assert r.ttl(settings.redis_key_prefix + US) > 0
 
     ch = make_clickhouse(common.clickhouse_url)
     try:
         rows = ch.query(f"SELECT segment, count() FROM {settings.metrics_table} GROUP BY segment ORDER BY segment")
         # every window but the last one per segment has closed (the watermark never passes the last)
-        assert rows == [("DE|native", HISTORY_MIN - 1), ("US|banner", HISTORY_MIN - 1)]
+        assert rows == sorted([(DE, HISTORY_MIN - 1), (US, HISTORY_MIN - 1)])
         assert ch.query(f"SELECT alert_type, status FROM {settings.alerts_table}") == [("ctr_drop", "firing")]
         # the rules' bands, once per window and rule, without FINAL: the segment dashboard draws them
         ((bands, distinct, ctr_windows),) = ch.query(
             f"SELECT count(), uniqExact(segment, alert_type, window_start_ms), "
-            f"uniqExactIf(window_start_ms, segment = 'US|banner' AND alert_type = 'ctr_drop') FROM {settings.bands_table}"
+            f"uniqExactIf(window_start_ms, segment = '{US}' AND alert_type = 'ctr_drop') FROM {settings.bands_table}"
         )
         assert bands == distinct and ctr_windows == HISTORY_MIN - 1
     finally:
@@ -171,7 +172,7 @@ def test_restart_from_checkpoint_keeps_state_and_loses_or_repeats_nothing(
     ]
     ch = make_clickhouse(common.clickhouse_url)
     try:
-        for segment in ("US|banner", "DE|native"):
+        for segment in (US, DE):
             starts = [
                 r[0]
                 for r in ch.query(
@@ -232,7 +233,11 @@ def test_one_event_stamped_an_hour_ahead_is_dead_lettered_and_closes_no_window_e
         ch.close()
     # every window but the last closed, each with all its impressions: nothing early, nothing lost
     assert sorted(rows) == sorted(
-        (f"{country}|{'banner' if country == 'US' else 'native'}", T0_MS + m * MINUTE_MS, impressions[country, m])
+        (
+            segment_key(country, "banner" if country == "US" else "native"),
+            T0_MS + m * MINUTE_MS,
+            impressions[country, m],
+        )
         for country in ("US", "DE")
         for m in range(minutes - 1)
     )
@@ -262,8 +267,7 @@ def test_a_segment_that_goes_dark_pages_traffic_drop_while_the_others_flow(
     ch = make_clickhouse(common.clickhouse_url)
     try:
         rows = ch.query(
-            f"SELECT window_start_ms, impressions FROM {settings.metrics_table} FINAL"
-            " WHERE segment = 'DE|native' ORDER BY 1"
+            f"SELECT window_start_ms, impressions FROM {settings.metrics_table} FINAL WHERE segment = '{DE}' ORDER BY 1"
         )
     finally:
         ch.close()

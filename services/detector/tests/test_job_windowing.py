@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from adwatch.contracts import segment_key
 from adwatch_detector.windowing import (
     OpenWindows,
     close_windows,
@@ -47,7 +48,7 @@ def test_segment_window_from_partial() -> None:
     ow = OpenWindows()
     _fold(ow, [1, 2, 3, 4], [0, 0, 1, 1], ["t1", "t2", "t3", "t4"])
     ((start, part),) = close_windows(ow, W, W)
-    w = to_segment_window(start, W, "US", "banner", part)
+    w = to_segment_window(start, W, {"country": "US", "ad_format": "banner"}, segment_key("US", "banner"), part)
     assert (w.impressions, w.clicks, w.orphan_clicks, w.revenue_usd, w.window_end_ms) == (2, 2, 2, 2.0, W)
     assert part.traceparents == ["t1", "t2"]  # bounded sample
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adwatch.contracts import Alert, SegmentWindow, encode
+from adwatch.contracts import Alert, SegmentWindow, encode, segment_key
 from adwatch_detector.backtest import main, run_backtest
 from adwatch_detector.evidence import BandPoint
 from adwatch_detector.report import (
@@ -67,7 +67,7 @@ def test_the_replay_records_each_alerting_segments_band_and_nothing_else() -> No
         ("ctr_drop", "firing"),
         ("ecpm_drop", "firing"),
     }
-    alerted = {(f"{a.country}|{a.ad_format}", a.alert_type) for a in alerts}
+    alerted = {(a.segment_id, a.alert_type) for a in alerts}
     assert {(p.segment, p.alert_type) for p in points} == alerted
     flood = [p for p in points if p.alert_type == "traffic_spike"]
     assert len(flood) == len({p.window_start_ms for p in flood}) > 1000  # one point per window
@@ -131,14 +131,19 @@ def test_the_drill_down_tells_a_country_wide_drop_from_a_segment_of_its_own() ->
 
     de = drilldown(first_drop(("DE", "banner")), by_start, alerts, 60_000)
     de_country = [r for r in de if r.shared == "country"]
-    assert {r.segment for r in de_country} == {"DE|interstitial", "DE|rewarded_video", "DE|native"}
+    assert {r.segment for r in de_country} == {
+        segment_key("DE", f) for f in ("interstitial", "rewarded_video", "native")
+    }
     assert all(r.change_pct < -50 and r.fired for r in de_country)
-    assert {r.segment for r in de if r.shared == "ad_format"} == {"US|banner", "FR|banner"}
+    assert {r.segment for r in de if r.shared == "ad_format"} == {
+        segment_key("US", "banner"),
+        segment_key("FR", "banner"),
+    }
     assert "3 of 3 other segments of DE fired it too" in drill_summary(first_drop(("DE", "banner")), de)
 
     us = drilldown(first_drop(("US", "banner")), by_start, alerts, 60_000)
     assert all(abs(r.change_pct) < 25 and not r.fired for r in us if r.shared == "country")
-    assert next(r.segment for r in us if r.shared == "ad_format") == "DE|banner"  # the largest change first
+    assert next(r.segment for r in us if r.shared == "ad_format") == segment_key("DE", "banner")  # largest first
     page = render_report(alerts, [], title="drill", windows=windows)
     assert page.count("class='drilldown'") == len([i for i in incidents(alerts) if i.firing])
 

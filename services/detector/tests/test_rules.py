@@ -113,7 +113,7 @@ def test_each_alert_type_fires_on_its_scenario(
     assert [a.alert_type for a in firing] == [kind]
     alert = firing[0]
     assert onset * MIN <= alert.window_start_ms < (onset + within) * MIN
-    assert alert.fingerprint == f"{kind}:US|banner"
+    assert alert.fingerprint == f"{kind}:ad_format=banner,country=US"
     assert alert.rule_set == "default"
     assert alert.rule in RULE_SETS["default"] and kind in RULES[alert.rule].alert_types, "the raising rule's id"
     assert alert.band_low <= alert.expected <= alert.band_high

@@ -11,13 +11,24 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from adwatch.config import CommonSettings
-from adwatch.contracts import Alert, DeadLetter, SegmentWindow, decode, encode, make_alert_id
+from adwatch.contracts import (
+    Alert,
+    DeadLetter,
+    SegmentWindow,
+    decode,
+    encode,
+    make_alert_id,
+    make_fingerprint,
+    segment_key,
+)
 from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter, alert_parent, event_links, reason_label
 from adwatch_dev.testing import consume_all, unique
 
+SEG = segment_key("US", "banner")
+FP = make_fingerprint("ctr_drop", SEG)
 WINDOW = SegmentWindow(
     window_start_ms=1_790_000_040_000,
     window_end_ms=1_790_000_100_000,
@@ -29,8 +40,8 @@ WINDOW = SegmentWindow(
     event_counts={"impression": 1000, "click": 8},
 )
 ALERT = Alert(
-    alert_id=make_alert_id("ctr_drop:US|banner", WINDOW.window_start_ms, "firing"),
-    fingerprint="ctr_drop:US|banner",
+    alert_id=make_alert_id(FP, WINDOW.window_start_ms, "firing"),
+    fingerprint=FP,
     status="firing",
     alert_type="ctr_drop",
     severity="high",
@@ -52,7 +63,7 @@ ALERT = Alert(
     rule="ctr",
 )
 BAND = BandPoint(
-    segment="US|banner",
+    segment=SEG,
     alert_type="ctr_drop",
     metric="ctr",
     window_start_ms=WINDOW.window_start_ms,
@@ -85,13 +96,13 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
     metrics = DetectorMetrics(CollectorRegistry())
     rows = [
-        _row("window", segment="US|banner", payload=encode(WINDOW)),
-        _row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[TP]),
-        _row("band", segment="US|banner", payload=encode(BAND)),
+        _row("window", segment=SEG, payload=encode(WINDOW)),
+        _row("alert", segment=SEG, payload=encode(ALERT), traceparents=[TP]),
+        _row("band", segment=SEG, payload=encode(BAND)),
         _row(
             "dlq", payload=b"{oops", reason="malformed_json: not an AdEvent JSON object", src_partition=2, src_offset=41
         ),
-        _row("late", segment="US|banner", count=3),
+        _row("late", segment=SEG, count=3),
     ]
     writer = BatchWriter(settings, common, metrics)
     try:
@@ -99,9 +110,7 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
         writer.write_rows(rows, 0, query_id="q1")  # the same batch replayed after a crash
         ch = writer.clickhouse
         # exactly once without FINAL: the replay's inserts carry the same deduplication token
-        assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table}") == [
-            ("US|banner", 1000, 8)
-        ]
+        assert ch.query(f"SELECT segment, impressions, clicks FROM {settings.metrics_table}") == [(SEG, 1000, 8)]
         assert ch.query(f"SELECT alert_id, status, rule FROM {settings.alerts_table}") == [
             (ALERT.alert_id, "firing", "ctr")
         ]
@@ -116,7 +125,7 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     # Kafka has each batch's records again (consumers deduplicate by alert id)
     alerts = consume_all(kafka, settings.alerts_topic, expected=3, timeout_s=15)
     assert {decode(m.value(), Alert).alert_id for m in alerts} == {ALERT.alert_id}  # same id, never a new one
-    assert all(m.key() == b"ctr_drop:US|banner" for m in alerts)
+    assert all(m.key() == FP.encode() for m in alerts)
     (letter, _, _) = [decode(m.value(), DeadLetter) for m in consume_all(kafka, settings.dlq_topic, 3, timeout_s=15)]
     assert (letter.stage, letter.partition, letter.offset, letter.payload) == ("detector", 2, 41, "{oops")
     # the replay counted nothing; the other query's batch 0 counted once
@@ -127,7 +136,7 @@ def test_write_rows_reaches_every_sink_and_a_replay_changes_nothing(
     assert metrics.windows_closed_total._value.get() == 2
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    key = settings.redis_key_prefix + "US|banner"
+    key = settings.redis_key_prefix + SEG
     assert r.hget(key, "impressions") == "1000" and float(r.hget(key, "ctr") or 0) == 0.008
     assert 0 < r.ttl(key) <= settings.redis_ttl_seconds
 
@@ -188,9 +197,7 @@ def test_the_alert_span_continues_the_events_trace(kafka: str, topic_factory: Ca
         tracer=provider.get_tracer("t"),
     )
     try:
-        writer.write_rows(
-            [_row("alert", segment="US|banner", payload=encode(ALERT), traceparents=[UNSAMPLED, TP, OTHER])], 0
-        )
+        writer.write_rows([_row("alert", segment=SEG, payload=encode(ALERT), traceparents=[UNSAMPLED, TP, OTHER])], 0)
     finally:
         writer.close()
     (span,) = exporter.get_finished_spans()

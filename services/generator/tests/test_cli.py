@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from adwatch.contracts import AdEvent, TruthRecord, decode
+from adwatch.contracts import AdEvent, TruthRecord, decode, segment_key
 from adwatch_generator.__main__ import main
 from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.progress import Progress, format_bar, format_progress
@@ -143,8 +143,8 @@ def test_drill_menu_is_scriptable_through_its_prompts() -> None:
     code = interactive_drill(injected.append, lambda _prompt: next(answers), said.append, clock=lambda: 1000.0)
     assert code == 0
     assert [(s.kind, s.segments[:1], s.magnitude) for s in injected] == [
-        ("ctr_drop", ("DE|native",), 0.4),
-        ("clean", ("US|banner",), 1.0),
+        ("ctr_drop", (segment_key("DE", "native"),), 0.4),
+        ("clean", (segment_key("US", "banner"),), 1.0),
     ]
     assert injected[0].start_ms == 1_000_000 and injected[0].end_ms == 1_120_000
     assert len(injected[1].segments) == 64

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from adwatch.contracts import AdEvent, TruthRecord, decode
+from adwatch.contracts import AdEvent, TruthRecord, decode, segment_key
 from adwatch.kafka import header_value, make_consumer
 from adwatch.telemetry import MESSAGING_DESTINATION, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM
 from adwatch_dev.testing import consume_all, poll_until, unique
@@ -75,7 +75,7 @@ def test_events_are_keyed_by_segment_and_sampled_ones_carry_traceparent(
     traced = []
     for msg in records:
         event = decode(msg.value(), AdEvent)
-        assert msg.key() == event.segment_key.encode()
+        assert msg.key() == segment_key(event.country, event.ad_format).encode()
         partition_of.setdefault(msg.key(), set()).add(msg.partition())
         if header_value(msg.headers(), "traceparent"):
             traced.append((event, header_value(msg.headers(), "traceparent")))
@@ -83,7 +83,7 @@ def test_events_are_keyed_by_segment_and_sampled_ones_carry_traceparent(
     assert len({p for parts in partition_of.values() for p in parts}) > 1
     assert 0.005 * len(batch) < len(traced) < 0.05 * len(batch)
     first_shaped = decode(batch.values[int(batch.affected.argmax())], AdEvent)
-    assert first_shaped.segment_key == "DE|banner"
+    assert segment_key(first_shaped.country, first_shaped.ad_format) == segment_key("DE", "banner")
     assert first_shaped.event_id in {e.event_id for e, _ in traced}  # the first scenario-shaped event is traced
 
     (span,) = exporter.get_finished_spans()

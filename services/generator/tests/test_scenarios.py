@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adwatch.contracts import TruthRecord, decode, encode
+from adwatch.contracts import TruthRecord, decode, encode, parse_segment_id, segment_key
 from adwatch_dev.measure import expected_volumes, minute_totals
 from adwatch_generator.scenarios import (
     DEFAULT_MAGNITUDE,
@@ -20,8 +20,13 @@ from adwatch_generator.traffic import MINUTE_MS, TrafficModel
 
 NOW = 1_736_960_400_000  # 2025-01-15T17:00:00Z
 MIN = MINUTE_MS
-US, DE = ("US|banner",), ("DE|native",)
-JP = ("JP|banner", "JP|interstitial", "JP|rewarded_video", "JP|native")
+US, DE = (segment_key("US", "banner"),), (segment_key("DE", "native"),)
+JP = (
+    segment_key("JP", "banner"),
+    segment_key("JP", "interstitial"),
+    segment_key("JP", "rewarded_video"),
+    segment_key("JP", "native"),
+)
 # kind, segments (None: a wildcard, checked below), start, end, magnitude
 Expected = tuple[str, tuple[str, ...] | None, int, int, float]
 
@@ -63,7 +68,10 @@ def test_parse_scenario(text: str, expected: Expected) -> None:
     elif kind == "clean":
         assert len(scenario.segments) == 64
     else:
-        assert len(scenario.segments) == 16 and all(s.endswith("|rewarded_video") for s in scenario.segments)
+        assert len(scenario.segments) == 16 and all(
+            parse_segment_id(s) == {"country": parse_segment_id(s)["country"], "ad_format": "rewarded_video"}
+            for s in scenario.segments
+        )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +112,11 @@ def test_truth_record_round_trips(kind: str, expected_alert: str | None) -> None
     scenario = parse_scenario(f"{kind}:US|banner:1m:2m", NOW)
     record = truth_record(scenario)
     assert record.expected_alert_type == expected_alert
-    assert (record.start_ms, record.end_ms, record.segments) == (NOW + MIN, NOW + 3 * MIN, ["US|banner"])
+    assert (record.start_ms, record.end_ms, record.segments) == (
+        NOW + MIN,
+        NOW + 3 * MIN,
+        [segment_key("US", "banner")],
+    )
     assert record.magnitude == DEFAULT_MAGNITUDE[scenario.kind]
     assert record.scenario_id == scenario.scenario_id == parse_scenario(f"{kind}:US|banner:1m:2m", NOW).scenario_id
     assert scenario_from_truth(decode(encode(record), TruthRecord)) == scenario
@@ -112,7 +124,7 @@ def test_truth_record_round_trips(kind: str, expected_alert: str | None) -> None
 
 # --- effects, measured on generated data ------------------------------------------------------
 START = NOW + 5 * MIN
-RATE = 4000
+RATE = 8000  # events/s: enough clicks that a fixed seed's noise sits well inside the tolerances
 
 
 def _measure(scenario: Scenario) -> tuple[np.ndarray, np.ndarray, TrafficModel, dict[str, np.ndarray]]:
@@ -132,7 +144,8 @@ def _measure(scenario: Scenario) -> tuple[np.ndarray, np.ndarray, TrafficModel, 
 
 
 def _scenario(kind: str, magnitude: float | None = None) -> Scenario:
-    return Scenario(kind, ("US|banner",), START + 4 * MIN, START + 8 * MIN, magnitude or DEFAULT_MAGNITUDE[kind])  # type: ignore[arg-type]
+    us_banner = (segment_key("US", "banner"),)
+    return Scenario(kind, us_banner, START + 4 * MIN, START + 8 * MIN, magnitude or DEFAULT_MAGNITUDE[kind])  # type: ignore[arg-type,index]
 
 
 def _ratio(values: np.ndarray, row: int, inside: np.ndarray) -> float:
@@ -156,16 +169,16 @@ def test_scenario_moves_its_metric_on_its_segment_only(kind: str, metric: str, e
         "impressions": seen["impressions"],
         "ecpm": 1000 * seen["revenue"] / seen["impressions"],
     }[metric]
-    target = model.segment_keys.index("US|banner")
+    target = model.segment_keys.index(segment_key("US", "banner"))
     assert _ratio(values, target, inside) == pytest.approx(expected, rel=0.15)
-    for other in ("US|native", "GB|banner", "DE|interstitial"):
+    for other in (segment_key("US", "native"), segment_key("GB", "banner"), segment_key("DE", "interstitial")):
         assert _ratio(values, model.segment_keys.index(other), inside) == pytest.approx(1.0, rel=0.15)
     assert seen["orphans"].sum() == 0
 
 
 def test_click_flood_adds_orphan_clicks_only_where_and_when_injected() -> None:
     inside, _, model, seen = _measure(_scenario("click_flood_without_impressions", 2.0))
-    target = model.segment_keys.index("US|banner")
+    target = model.segment_keys.index(segment_key("US", "banner"))
     orphans = seen["orphans"]
     assert orphans[target, ~inside].sum() == 0
     assert orphans[np.arange(len(model.segments)) != target].sum() == 0
@@ -174,7 +187,7 @@ def test_click_flood_adds_orphan_clicks_only_where_and_when_injected() -> None:
 
 
 def test_clean_traffic_has_no_orphan_clicks_and_matches_expectation() -> None:
-    clean = Scenario("clean", ("US|banner",), START, START + 10 * MIN, 1.0)
+    clean = Scenario("clean", (segment_key("US", "banner"),), START, START + 10 * MIN, 1.0)
     _, _, model, seen = _measure(clean)
     assert seen["orphans"].sum() == 0
     expected = expected_volumes(model, START, START + 10 * MIN, [clean])
@@ -186,7 +199,7 @@ def test_expected_volumes_include_the_scenario() -> None:
     scenario = _scenario("traffic_spike", 3.0)
     base = expected_volumes(model, START, START + 10 * MIN)
     spiked = expected_volumes(model, START, START + 10 * MIN, [scenario])
-    row = model.segment_keys.index("US|banner")
+    row = model.segment_keys.index(segment_key("US", "banner"))
     ratio = spiked.impressions[row] / base.impressions[row]
     assert np.allclose(ratio[4:8], 3.0) and np.allclose(ratio[:4], 1.0) and np.allclose(ratio[8:], 1.0)
     flood = expected_volumes(model, START, START + 10 * MIN, [_scenario("click_flood_without_impressions")])
@@ -195,8 +208,8 @@ def test_expected_volumes_include_the_scenario() -> None:
 
 def test_overlapping_scenarios_combine() -> None:
     model = TrafficModel(seed=1, rate=RATE)
-    a = Scenario("traffic_spike", ("US|banner",), START, START + 4 * MIN, 2.0)
-    b = Scenario("traffic_spike", ("US|banner",), START + 2 * MIN, START + 6 * MIN, 3.0)
+    a = Scenario("traffic_spike", (segment_key("US", "banner"),), START, START + 4 * MIN, 2.0)
+    b = Scenario("traffic_spike", (segment_key("US", "banner"),), START + 2 * MIN, START + 6 * MIN, 3.0)
     base = expected_volumes(model, START, START + 6 * MIN).impressions[0]
     both = expected_volumes(model, START, START + 6 * MIN, [a, b]).impressions[0]
     assert np.allclose(both / base, [2, 2, 6, 6, 3, 3])

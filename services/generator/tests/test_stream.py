@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adwatch.contracts import segment_key
 from adwatch_generator.events import ORPHAN_CLICK
 from adwatch_generator.scenarios import Scenario
 from adwatch_generator.traffic import TrafficModel
@@ -20,7 +21,9 @@ def test_generation_is_independent_of_the_stream_advancing_pattern() -> None:
 def test_a_scenario_upserted_while_running_shapes_the_events_from_then_on() -> None:
     stream = TrafficModel(seed=9, rate=3000).stream(WEDNESDAY, step_ms=1000)
     before = stream.advance(WEDNESDAY + 10_000)
-    flood = Scenario("click_flood_without_impressions", ("US|banner",), WEDNESDAY, WEDNESDAY + 60_000, 2.0)
+    flood = Scenario(
+        "click_flood_without_impressions", (segment_key("US", "banner"),), WEDNESDAY, WEDNESDAY + 60_000, 2.0
+    )
     assert stream.upsert(flood) and not stream.upsert(flood)
     assert stream.active(WEDNESDAY + 15_000) == [flood]
     during = stream.advance(WEDNESDAY + 20_000)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from adwatch.contracts import AD_FORMATS
+from adwatch.contracts import AD_FORMATS, segment_key
 from adwatch_dev.measure import MinuteTotals, expected_volumes, minute_totals
 from adwatch_generator.catalog import SEGMENTS
 from adwatch_generator.events import CLICK, IMPRESSION, EventBatch
@@ -39,8 +39,8 @@ def test_catalogue_has_countries_by_formats_with_a_long_tail() -> None:
 
 def test_daily_peak_beats_the_night_trough_in_local_time() -> None:
     model = TrafficModel(seed=3, rate=2000)
-    us = model.segment_keys.index("US|banner")
-    jp = model.segment_keys.index("JP|banner")
+    us = model.segment_keys.index(segment_key("US", "banner"))
+    jp = model.segment_keys.index(segment_key("JP", "banner"))
     peak = totals(model, WEDNESDAY + 1 * HOUR, WEDNESDAY + 1 * HOUR + 5 * MINUTE_MS)  # 20:00 in New York
     trough = totals(model, WEDNESDAY + 13 * HOUR, WEDNESDAY + 13 * HOUR + 5 * MINUTE_MS)  # 08:00 in New York
     assert peak.impressions[us].sum() > 2.0 * trough.impressions[us].sum()
@@ -102,7 +102,7 @@ def test_prices_are_log_normal_and_depend_on_the_format(ten_minutes: tuple[Traff
     for fmt in AD_FORMATS:
         assert stats[fmt]["skew"] > 0.5  # long right tail in dollars
     model, batches = ten_minutes
-    us_banner = model.segment_keys.index("US|banner")
+    us_banner = model.segment_keys.index(segment_key("US", "banner"))
     revenue = np.concatenate([b.revenue_usd[(b.segment_index == us_banner) & (b.kinds == IMPRESSION)] for b in batches])
     logs = np.log(revenue)
     assert abs(_skew(logs)) < 0.15  # one segment: normal in log space (minute-level wobble aside)

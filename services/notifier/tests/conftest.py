@@ -12,13 +12,15 @@ import pytest
 from adwatch.config import CommonSettings
 from adwatch.contracts import (
     Alert,
+    Contributor,
     DeadLetter,
     decode,
+    describe_segment,
     encode,
     format_message,
     make_alert_id,
     make_fingerprint,
-    segment_key,
+    segment_id,
 )
 from adwatch.kafka import make_producer
 from adwatch.telemetry import inject_headers
@@ -37,16 +39,24 @@ def make_alert(
     window_start_ms: int = T0,
     current: float = 0.02,
     expected: float = 0.05,
+    dimensions: dict[str, str] | None = None,
+    contributors: tuple[Contributor, ...] = (),
+    folded: int = 0,
 ) -> Alert:
-    fp = make_fingerprint(alert_type, segment_key(country, ad_format))
+    """An alert on the segment ``dimensions`` (by default ``country`` x ``ad_format``)."""
+    dims = {"country": country, "ad_format": ad_format} if dimensions is None else dict(dimensions)
+    segment = segment_id(dims)
+    fp = make_fingerprint(alert_type, segment)
     return Alert(
         alert_id=make_alert_id(fp, window_start_ms, status),
         fingerprint=fp,
         status=status,  # type: ignore[arg-type]
         alert_type=alert_type,  # type: ignore[arg-type]
         severity=severity,  # type: ignore[arg-type]
-        country=country,
-        ad_format=ad_format,  # type: ignore[arg-type]
+        dimensions=dims,
+        segment_id=segment,
+        country=dims.get("country", ""),
+        ad_format=dims.get("ad_format", ""),
         metric="ctr",
         current=current,
         expected=expected,
@@ -59,7 +69,9 @@ def make_alert(
         window_start_ms=window_start_ms,
         window_end_ms=window_start_ms + 60_000,
         detected_at_ms=window_start_ms + 65_000,
-        message=format_message(status, alert_type, country, ad_format, "ctr", current, expected),
+        message=format_message(status, alert_type, describe_segment(dims), "ctr", current, expected),
+        contributors=list(contributors),
+        folded=folded,
     )
 
 

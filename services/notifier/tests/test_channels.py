@@ -60,9 +60,10 @@ def test_pagerduty_trigger_then_resolve(harness: Any, alert_factory: Callable[..
         assert harness.run_once(settings, 2).outcomes[Delivered()] == 2
         trigger, resolve = (r.json() for r in pd.requests)
     assert trigger["event_action"] == "trigger" and trigger["payload"]["severity"] == "critical"
-    assert trigger["payload"]["source"] == "US|banner" and trigger["payload"]["class"] == "ctr_drop"
+    assert trigger["payload"]["source"] == "ad_format=banner,country=US" and trigger["payload"]["class"] == "ctr_drop"
+    assert (trigger["payload"]["group"], trigger["payload"]["component"]) == ("US", "banner")
     assert resolve["event_action"] == "resolve"
-    assert trigger["dedup_key"] == resolve["dedup_key"] == "ctr_drop:US|banner"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "ctr_drop:ad_format=banner,country=US"
 
 
 def test_email_threaded_plain(harness: Any, alert_factory: Callable[..., Alert]) -> None:

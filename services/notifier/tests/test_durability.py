@@ -260,7 +260,7 @@ def test_consumer_killed_while_a_group_is_buffered_loses_nothing(
     message = note.json()["message"]
     assert message.startswith("3 firing, 0 resolved"), (message, out[-2000:])
     for alert in storm:
-        assert f" {alert.country}|{alert.ad_format} " in message
+        assert f" {alert.where} " in message
 
 
 def test_redis_flushed_the_last_resolve_and_silences_come_back_from_the_journal(

@@ -87,7 +87,7 @@ def test_storm_of_200_becomes_one_notification_per_group_none_lost() -> None:
     assert set(last_by_group) == {"g0:alert_type=ctr_drop", "g0:alert_type=ecpm_drop"}
     for a in alerts:
         note = last_by_group[f"g0:alert_type={a.alert_type}"]
-        assert f" {a.country}|{a.ad_format} " in note.message
+        assert f" {a.where} " in note.message
     assert last_by_group["g0:alert_type=ctr_drop"].message.startswith("150 firing, 0 resolved")
 
 
@@ -268,14 +268,14 @@ def test_silence_added_after_buffering_mutes_the_member_at_send_time() -> None:
     silences.add(silence)  # after both were buffered
     clock.s += 30
     assert flusher.tick().sent == 1
-    assert "DE|banner" in channel.rendered[-1].message and "US|banner" not in channel.rendered[-1].message
+    assert "DE banner" in channel.rendered[-1].message and "US banner" not in channel.rendered[-1].message
     assert muted == ["silenced"]
     clock.s += 3600  # repeat_interval: the repeat does not list it either
-    assert flusher.tick().sent == 1 and "US|banner" not in channel.rendered[-1].message
+    assert flusher.tick().sent == 1 and "US banner" not in channel.rendered[-1].message
     silences.expire(silence.id, clock())
     clock.s += 300
-    assert flusher.tick().sent == 1 and "US|banner" in channel.rendered[-1].message
-    assert channel.threads[-1] is not None and "+1 joined: US|banner" in (channel.threads[-1].change or "")
+    assert flusher.tick().sent == 1 and "US banner" in channel.rendered[-1].message
+    assert channel.threads[-1] is not None and "+1 joined: US banner" in (channel.threads[-1].change or "")
 
 
 @pytest.mark.parametrize("channel", ["slack", "pagerduty", "email"])
@@ -379,9 +379,9 @@ def test_group_changes_are_told_as_one_line_each() -> None:
     assert sum(group_life(channel)) == 5
     assert [t.change if t else None for t in channel.threads] == [
         None,  # the first notification opens the group's thread
-        "+1 joined: DE|banner · 2 firing",
+        "+1 joined: DE banner · 2 firing",
         "still firing: 2 segments, for 1 h 5 min",
-        "1 recovered: US|banner · 1 firing",
+        "1 recovered: US banner · 1 firing",
         "all recovered after 1 h 15 min",
     ]
     assert [c[2] for c in channel.calls] == [
@@ -403,9 +403,9 @@ def test_grouped_slack_bot_is_one_message_updated_in_place_with_thread_replies()
         replies = [m.text for m in slack.replies(message.ts)]
     assert message.updates == 4 and message.text.startswith("0 firing, 1 resolved in group alert_type=ctr_drop")
     assert replies == [
-        "+1 joined: DE|banner · 2 firing",
+        "+1 joined: DE banner · 2 firing",
         "still firing: 2 segments, for 1 h 5 min",
-        "1 recovered: US|banner · 1 firing",
+        "1 recovered: US banner · 1 firing",
         "all recovered after 1 h 15 min",
     ]
 
@@ -414,7 +414,7 @@ def test_grouped_slack_webhook_posts_each_change_as_a_message_saying_it() -> Non
     with FakeSlack() as slack:
         group_life(build_channel(NotifierSettings(channel="slack", slack_webhook_url=slack.webhook_url)))
         texts = [r.json()["text"] for r in slack.requests]
-    assert len(texts) == 5 and texts[1].startswith("+1 joined: DE|banner · 2 firing: 2 firing, 0 resolved")
+    assert len(texts) == 5 and texts[1].startswith("+1 joined: DE banner · 2 firing: 2 firing, 0 resolved")
 
 
 def test_grouped_pagerduty_is_one_incident_per_group() -> None:
@@ -424,7 +424,7 @@ def test_grouped_pagerduty_is_one_incident_per_group() -> None:
         events = [r.json() for r in pd.requests]
     assert [e["event_action"] for e in events] == ["trigger"] * 4 + ["resolve"]
     assert {e["dedup_key"] for e in events} == {"group:g0:alert_type=ctr_drop"}  # namespaced: never an alert's key
-    assert events[1]["payload"]["custom_details"]["episode"] == "+1 joined: DE|banner · 2 firing"
+    assert events[1]["payload"]["custom_details"]["episode"] == "+1 joined: DE banner · 2 firing"
 
 
 def test_grouped_email_is_one_thread_per_group() -> None:
@@ -462,7 +462,7 @@ US = make_alert(country="US").fingerprint
             [],
             [make_alert(country="US"), make_alert(country="DE")],
             False,
-            "+2 joined: DE|banner, US|banner · 2 firing",
+            "+2 joined: DE banner, US banner · 2 firing",
             id="joined",
         ),
         pytest.param(
@@ -472,3 +472,12 @@ US = make_alert(country="US").fingerprint
 )
 def test_change_line(before: list[str], alerts: list[Alert], repeat: bool, line: str) -> None:
     assert change_line({a.fingerprint: a for a in alerts}, before, 0, 600_000, repeat) == line
+
+
+def test_a_group_key_is_printable_ascii_whatever_the_dimension_values() -> None:
+    """It is the group alert's fingerprint and PagerDuty dedup_key: spaces and non-ASCII are encoded."""
+    from adwatch_notifier.grouping import group_key
+
+    key = group_key(0, GroupSpec(by=("app_id", "country")), {"app_id": "Jeu de l’été", "country": "FR"})
+    assert key == "g0:app_id=Jeu%20de%20l%E2%80%99%C3%A9t%C3%A9,country=FR"
+    assert all(0x21 <= ord(ch) <= 0x7E for ch in key)

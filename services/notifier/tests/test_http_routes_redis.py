@@ -25,7 +25,7 @@ from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.silences import RedisSilenceStore
 from adwatch_notifier.slack_actions import ACK_ACTION, SILENCE_ACTION, RedisAckStore, signature
 
-SECRET, TOKEN, FP = "slack-signing-secret-for-tests", "api-token-for-tests", "ctr_drop:US|banner"
+SECRET, TOKEN, FP = "slack-signing-secret-for-tests", "api-token-for-tests", "ctr_drop:ad_format=banner,country=US"
 
 
 @pytest.fixture

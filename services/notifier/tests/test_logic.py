@@ -107,8 +107,13 @@ def test_bad_routes_file_names_the_file_and_the_key(tmp_path, monkeypatch: pytes
         ),
         pytest.param(
             "routes:\n  - channel: slack\n    segments: ['US|banner']\n    statuses: [resolved]",
-            {"segments": {"US|banner"}, "statuses": {"resolved"}},
+            {"segments": {"ad_format=banner,country=US"}, "statuses": {"resolved"}},  # the v1 key read as its id
             id="segments-statuses",
+        ),
+        pytest.param(
+            "routes:\n  - channel: slack\n    segments: ['country=US,ad_format=banner', 'app_id=com.x', '*']",
+            {"segments": {"ad_format=banner,country=US", "app_id=com.x", "*"}},
+            id="segment-ids",
         ),
     ],
 )
@@ -237,13 +242,13 @@ def test_pagerduty_event(alert_factory: Callable[..., Alert]) -> None:
         event = pagerduty_event(alert_factory(severity=severity), "rk")
         assert event["payload"]["severity"] == expected
     event = pagerduty_event(alert_factory(), "rk")
-    assert event["dedup_key"] == "ctr_drop:US|banner"
+    assert event["dedup_key"] == "ctr_drop:ad_format=banner,country=US"
     assert len(event["payload"]["summary"]) <= PD_SUMMARY_MAX
     assert event["payload"]["custom_details"]["expected"] == "5.00%"
     assert pagerduty_event(alert_factory(status="resolved"), "rk") == {
         "routing_key": "rk",
         "event_action": "resolve",
-        "dedup_key": "ctr_drop:US|banner",
+        "dedup_key": "ctr_drop:ad_format=banner,country=US",
     }
 
 

@@ -37,7 +37,7 @@ from adwatch_notifier.slack_actions import (
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_764_590_400.0  # 2025-12-01 12:00 UTC
-FP = "ctr_drop:US|banner"
+FP = "ctr_drop:ad_format=banner,country=US"  # make_alert()'s fingerprint
 
 
 def click_body(action_id: str = SILENCE_ACTION, value: str = FP, **extra: Any) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from adwatch.contracts import Alert, json_schemas
+from adwatch.contracts import json_schemas
 from adwatch.lifecycle import install_stop_handlers
 from adwatch_dev.infra import EmbeddedInfra, ManagedProcess, spawn
 from adwatch_dev.pipeline import LocalPipeline
@@ -28,7 +28,6 @@ from adwatch_dev.pipeline import LocalPipeline
 RUN_DIR = Path(".adwatch/run")
 CLICKHOUSE_DIR = Path(".adwatch/clickhouse")
 REPORT_DIR = RUN_DIR / "report"
-ALERT_FIELDS = tuple(f for f in Alert.__struct_fields__ if f != "schema_version")
 
 
 def export_schemas(folder: Path) -> list[Path]:
@@ -145,7 +144,7 @@ def _where_to_look(pipeline: LocalPipeline) -> str:
         "",
         "adwatch is running. Alerts appear below (console channel) within a few minutes.",
         f"  Kafka bootstrap : {infra.kafka_bootstrap}",
-        f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL adwatch:segment:US|banner)",
+        f"  Redis           : {infra.redis_url}   (latest metrics: HGETALL 'adwatch:segment:ad_format=banner,country=US')",
         f"  ClickHouse data : {CLICKHOUSE_DIR.resolve()}  (query: make query SQL='SELECT * FROM ad_alerts')",
         f"  Logs            : {RUN_DIR.resolve()}/*.log",
         f"  Fire a drill    : ADWATCH_KAFKA_BOOTSTRAP={infra.kafka_bootstrap} .venv/bin/adwatch-generator drill",
@@ -198,6 +197,7 @@ def report(args: argparse.Namespace) -> int:
     from adwatch_detector.migrations import Tables, migrate
     from adwatch_detector.report import ReportError, write_report
     from adwatch_detector.rules import load_rules
+    from adwatch_detector.sinks import ALERT_COLUMNS, alert_from_row
 
     rules = load_rules(os.environ.get("ADWATCH_DETECTOR_RULES_FILE") or None)
     with clickhouse_snapshot(args.clickhouse) as url:
@@ -205,8 +205,8 @@ def report(args: argparse.Namespace) -> int:
         # the snapshot gets today's schema (a store of an older detector lacks columns; none yet: empty tables)
         migrate(store, Tables("ad_metrics", "ad_alerts"))
         windows = clickhouse_windows(url, "ad_metrics", None)
-        rows = store.query(f"SELECT {', '.join(ALERT_FIELDS)} FROM ad_alerts FINAL")
-        stored = [msgspec.convert(dict(zip(ALERT_FIELDS, row, strict=True)), Alert) for row in rows]
+        rows = store.query(f"SELECT {', '.join(ALERT_COLUMNS)} FROM ad_alerts FINAL")
+        stored = [alert_from_row(row) for row in rows]
     points: list[BandPoint] = []
     replayed = run_backtest(windows, rules, points)
     alerts = list({a.alert_id: a for a in stored}.values()) or replayed

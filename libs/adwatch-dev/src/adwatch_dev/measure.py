@@ -8,7 +8,8 @@ produce traffic, so both live here rather than in the generator image:
   that :meth:`TrafficModel.make_slice` draws from (only the per-minute gamma noise, mean 1,
   is left out);
 - :func:`minute_totals`: what a run produced, counted from :class:`EventBatch` columns
-  without decoding JSON;
+  without decoding JSON, per cell (country x format); :func:`segment_minute_totals` the same
+  for segment ids of any dimensions (``campaign_id=cmp-0042``, ``country=US``...);
 - :func:`decoded`: the events of some batches as ``AdEvent`` records (slow; small runs).
 """
 
@@ -109,6 +110,28 @@ def minute_totals(batches: Iterable[EventBatch], n_segments: int, start_ms: int,
     return MinuteTotals(
         minutes, imps.reshape(shape), clicks.reshape(shape), orphans.reshape(shape), revenue.reshape(shape)
     )
+
+
+def segment_minute_totals(
+    model: TrafficModel, batches: Iterable[EventBatch], segments: Sequence[str], start_ms: int, end_ms: int
+) -> MinuteTotals:
+    """:func:`minute_totals` with one row per segment id (any dimensions; rows may overlap), from
+    the batches' columns (:meth:`TrafficModel.segment_mask`), without decoding JSON."""
+    first = start_ms // MINUTE_MS * MINUTE_MS
+    minutes = np.arange(first, end_ms, MINUTE_MS, dtype=np.int64)
+    shape = (len(segments), len(minutes))
+    imps, clicks, orphans, revenue = (np.zeros(shape) for _ in range(4))
+    for batch in batches:
+        keep = (batch.times_ms >= start_ms) & (batch.times_ms < end_ms)
+        col = ((batch.times_ms - first) // MINUTE_MS)[keep]
+        kinds, money = batch.kinds[keep], batch.revenue_usd[keep]
+        for row, segment in enumerate(segments):
+            mine = model.segment_mask(batch, segment)[keep]
+            imps[row] += np.bincount(col[mine & (kinds == IMPRESSION)], minlength=len(minutes))
+            clicks[row] += np.bincount(col[mine & (kinds != IMPRESSION)], minlength=len(minutes))
+            orphans[row] += np.bincount(col[mine & (kinds == ORPHAN_CLICK)], minlength=len(minutes))
+            revenue[row] += np.bincount(col[mine], weights=money[mine], minlength=len(minutes))
+    return MinuteTotals(minutes, imps, clicks, orphans, revenue)
 
 
 def decoded(batches: Iterable[EventBatch]) -> list[AdEvent]:

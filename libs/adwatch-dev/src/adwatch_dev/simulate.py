@@ -8,7 +8,7 @@ The same noise model as adwatch_generator.traffic, without producing single even
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -64,8 +64,15 @@ def to_windows(
     revenue: np.ndarray,
     orphans: np.ndarray | None = None,
     window_ms: int = MINUTE_MS,
+    *,
+    dimensions: Mapping[str, str] | None = None,
 ) -> Iterator[SegmentWindow]:
-    """SegmentWindows of one segment; minutes without any event yield no window (as in Spark)."""
+    """SegmentWindows of one segment; minutes without any event yield no window (as in Spark).
+
+    ``dimensions``: a segment of any dimensions (``{"campaign_id": "cmp-0042"}``); then
+    ``country``/``ad_format`` are ignored (pass ``""``) and the window carries that map and its id.
+    """
+    dims = dict(dimensions) if dimensions is not None else {}
     orph = orphans if orphans is not None else np.zeros_like(imps)
     for i, (n, c, r, o) in enumerate(zip(imps.tolist(), clicks.tolist(), revenue.tolist(), orph.tolist(), strict=True)):
         if n == 0 and c == 0 and o == 0:
@@ -74,8 +81,9 @@ def to_windows(
         yield SegmentWindow(
             window_start_ms=t,
             window_end_ms=t + window_ms,
-            country=country,
-            ad_format=ad_format,  # type: ignore[arg-type]
+            country=country if dimensions is None else "",
+            ad_format=ad_format if dimensions is None else "",
+            dimensions=dims,
             impressions=int(n),
             clicks=int(c + o),
             revenue_usd=float(r),

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote, unquote
 
 import msgspec
 
 from adwatch.errors import AdwatchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: segments are dimension maps with a segment id (``SegmentWindow``/``Alert`` gained ``segment_id``,
+``dimensions``; ``Alert`` gained ``contributors``/``folded``; ``AdEvent`` gained open ``dimensions``
+and ``ad_format`` became an open value). Version-1 consumers still read a version-2 record of a
+segment that has a ``country`` and an ``ad_format`` in their version-1 vocabulary (msgspec ignores
+the new fields); a version-2 consumer reads version-1 records (the dimensions are derived from
+``country``/``ad_format``). The fingerprint moved from ``type:US|banner`` to ``type:<segment id>``."""
 
 # --- topics and headers: names, partitions -------------------------------------------------
 TOPIC_AD_EVENTS = "ad-events"
@@ -64,6 +72,17 @@ ALERT_TYPES: tuple[AlertType, ...] = (
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+MAX_DIMENSION_VALUE = 256
+DimensionName = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="lower-case snake_case dimension name")
+]
+DimensionValue = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[^\x00-\x1f\x7f]{1,256}$",
+        description="any value (a new app is not bad input): 1-256 characters, no control characters",
+    ),
+]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 EPOCH_MS_MAX = 4_102_444_800_000  # 2100-01-01 UTC: a larger value is a unit mistake (microseconds), not a date
@@ -88,33 +107,72 @@ class ContractError(AdwatchError):
 
 
 class AdEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One ad-serving event. Clicks carry the id of the impression they follow."""
+    """One ad-serving event. Clicks carry the id of the impression they follow.
+
+    Its dimensions are the named fields of :data:`EVENT_DIMENSIONS` plus any in ``dimensions``
+    (``exchange``, ``device_os``...): see :func:`event_dimensions`.
+    """
 
     event_id: str
     event_time_ms: EpochMs
     event_type: EventType
     country: CountryCode
-    ad_format: AdFormat
-    app_id: str
-    placement_id: str
-    campaign_id: str
+    ad_format: DimensionValue
+    app_id: DimensionValue
+    placement_id: DimensionValue
+    campaign_id: DimensionValue
     user_hash: str
     revenue_usd: NonNegative = 0.0
     impression_id: str | None = None
+    dimensions: dict[DimensionName, DimensionValue] = {}
+    """Further dimensions of the platform (``exchange``, ``device_os``...); the named fields win."""
     schema_version: int = SCHEMA_VERSION
+
+
+LegacyCountry = Annotated[str, msgspec.Meta(pattern=r"^([A-Z]{2})?$")]
+LegacyValue = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{0,256}$")]
+Dimensions = dict[DimensionName, DimensionValue]
+
+
+class _Segmented(msgspec.Struct, frozen=True, kw_only=True):
+    """A record of one segment: its dimensions, its id, and the version-1 fields kept beside them.
+
+    ``country``/``ad_format`` are the segment's values of those dimensions ('' when it has none),
+    kept so version-1 consumers still read it; a version-1 record (no ``dimensions``) gets its
+    dimensions and id from them on decode.
+    """
+
+    country: LegacyCountry = ""
+    ad_format: LegacyValue = ""
+    dimensions: Dimensions = {}
+    segment_id: Annotated[str, msgspec.Meta(max_length=255)] = ""
+
+    def __post_init__(self) -> None:
+        if not self.dimensions and (self.country or self.ad_format):
+            legacy = {k: v for k, v in (("country", self.country), ("ad_format", self.ad_format)) if v}
+            msgspec.structs.force_setattr(self, "dimensions", legacy)
+        if not self.segment_id:
+            msgspec.structs.force_setattr(self, "segment_id", segment_id(self.dimensions))
+        if self.dimensions and not (self.country or self.ad_format):
+            msgspec.structs.force_setattr(self, "country", self.dimensions.get("country", ""))
+            msgspec.structs.force_setattr(self, "ad_format", self.dimensions.get("ad_format", ""))
 
     @property
     def segment_key(self) -> str:
-        return segment_key(self.country, self.ad_format)
+        """The segment's id (the key of its Redis hash, its ClickHouse rows and its fingerprint)."""
+        return self.segment_id
+
+    @property
+    def where(self) -> str:
+        """The segment for people: ``US banner app_id=com.example.game`` (see :func:`describe_segment`)."""
+        return describe_segment(self.dimensions)
 
 
-class SegmentWindow(msgspec.Struct, frozen=True, kw_only=True):
+class SegmentWindow(_Segmented, frozen=True, kw_only=True):
     """Metrics of one segment over one event-time window [start, end)."""
 
     window_start_ms: EpochMs
     window_end_ms: EpochMs
-    country: CountryCode
-    ad_format: AdFormat
     impressions: Count
     clicks: Count
     revenue_usd: NonNegative
@@ -130,12 +188,22 @@ class SegmentWindow(msgspec.Struct, frozen=True, kw_only=True):
     def ecpm(self) -> float:
         return 1000.0 * self.revenue_usd / self.impressions if self.impressions else 0.0
 
-    @property
-    def segment_key(self) -> str:
-        return segment_key(self.country, self.ad_format)
+
+class Contributor(msgspec.Struct, frozen=True, kw_only=True):
+    """A child segment that explains part of its parent's change (drill-down)."""
+
+    segment_id: Annotated[str, msgspec.Meta(max_length=255)]
+    dimensions: Dimensions
+    current: float
+    expected: float
+    share: float
+    """Fraction of the parent's change from this child (0.91: 91% of the drop)."""
+    volume: Count = 0
+    alerting: bool = False
+    """Whether the child breached on its own in the same window (its alert is folded into this one)."""
 
 
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
+class Alert(_Segmented, frozen=True, kw_only=True):
     """A firing or resolved anomaly on one segment, with the evidence behind it."""
 
     alert_id: Identifier
@@ -143,8 +211,6 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     status: AlertStatus
     alert_type: AlertType
     severity: Severity
-    country: CountryCode
-    ad_format: AdFormat
     metric: Metric
     current: float
     expected: float
@@ -162,6 +228,14 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     rule: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{0,128}$")] = ""
     """Id of the rule that raised it (``ctr``, ``classic_traffic``...; see the detector's rules/registry.py).
     Empty from producers older than the field; a consumer must not require it."""
+    contributors: Annotated[list[Contributor], msgspec.Meta(max_length=20)] = []
+    """Drill-down: the child segments that explain the change, largest share first."""
+    folded: Count = 0
+    """How many child alerts of the same window were folded into this one (not sent on their own)."""
+    parent_segment_id: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    """Set on an alert folded into another's (one problem, one alert): that alert's segment id,
+    usually the parent's (a parent explained by one child is folded into the child). Such alerts
+    are stored, not published."""
     schema_version: int = SCHEMA_VERSION
 
 
@@ -207,8 +281,64 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --- identity -----------------------------------------------------------------------------
+EVENT_DIMENSIONS: tuple[str, ...] = ("country", "ad_format", "app_id", "placement_id", "campaign_id")
+"""The dimensions every AdEvent has as named fields; others travel in ``AdEvent.dimensions``."""
+UNBOUNDED_FIELDS: frozenset[str] = frozenset({"event_id", "user_hash", "impression_id", "event_time_ms"})
+"""Per-event or per-user fields: a segment keyed by one of them is one segment per event (refused)."""
+GLOBAL_SEGMENT_ID = "*"
+_SEGMENT_ID_MAX = 200  # room for 'alert_type:' in a 255-character fingerprint
+
+
+def event_dimensions(event: AdEvent) -> dict[str, str]:
+    """Every dimension of an event: the open ``dimensions`` map, then the named fields over it."""
+    named = {name: getattr(event, name) for name in EVENT_DIMENSIONS}
+    return {**event.dimensions, **named}
+
+
+def segment_id(dimensions: Mapping[str, str]) -> str:
+    """One stable, printable-ASCII id per segment: ``ad_format=banner,country=US`` (names sorted,
+    values percent-encoded); ``*`` for the global segment; a hash when the id would be too long."""
+    if not dimensions:
+        return GLOBAL_SEGMENT_ID
+    text = ",".join(f"{name}={quote(dimensions[name], safe='')}" for name in sorted(dimensions))
+    if len(text) <= _SEGMENT_ID_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:40]
+    names = "+".join(sorted(dimensions))[: _SEGMENT_ID_MAX - 48]
+    return f"h:{names}:{digest}"
+
+
+def parse_segment_id(text: str) -> dict[str, str]:
+    """The dimensions of a readable segment id (the inverse of :func:`segment_id`), a version-1
+    ``US|banner`` key included. A hashed id cannot be read back: :class:`ValueError`."""
+    if text in ("", GLOBAL_SEGMENT_ID):
+        return {}
+    if text.startswith("h:"):
+        raise ValueError(f"hashed segment id {text!r} has no readable dimensions")
+    if "=" not in text and text.count("|") == 1:
+        country, ad_format = text.split("|")
+        return {"country": country, "ad_format": ad_format}
+    dims: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise ValueError(f"not a segment id: {text!r}")
+        dims[name] = unquote(value)
+    return dims
+
+
 def segment_key(country: str, ad_format: str) -> str:
-    return f"{country}|{ad_format}"
+    """The id of a country x ad format segment."""
+    return segment_id({"country": country, "ad_format": ad_format})
+
+
+def describe_segment(dimensions: Mapping[str, str]) -> str:
+    """For people: ``US banner``, ``US app_id=com.example.game``, ``all traffic``."""
+    if not dimensions:
+        return "all traffic"
+    parts = [dimensions[k] for k in ("country", "ad_format") if k in dimensions]
+    parts += [f"{k}={dimensions[k]}" for k in sorted(dimensions) if k not in ("country", "ad_format")]
+    return " ".join(parts)
 
 
 def make_fingerprint(alert_type: str, segment: str) -> str:
@@ -245,12 +375,11 @@ def alert_title(alert_type: str) -> str:
     return _TITLES.get(alert_type, alert_type.replace("_", " ").capitalize())
 
 
-def format_message(
-    status: str, alert_type: str, country: str, ad_format: str, metric: str, current: float, expected: float
-) -> str:
-    """The message users know: ``🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)``."""
+def format_message(status: str, alert_type: str, where: str, metric: str, current: float, expected: float) -> str:
+    """The message users know: ``🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)``.
+
+    ``where`` is the segment for people (:func:`describe_segment`)."""
     title = alert_title(alert_type)
-    where = f"{country} {ad_format}"
     cur, exp = format_value(metric, current), format_value(metric, expected)
     if status == "resolved":
         return f"✅ Resolved: {title} {where}: back to {cur} (expected {exp})"

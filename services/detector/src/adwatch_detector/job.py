@@ -20,12 +20,23 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
-from pyspark.sql.types import BooleanType, DataType, DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DoubleType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from adwatch.config import CommonSettings
-from adwatch.contracts import AD_FORMATS, EVENT_TYPES, HEADER_TRACEPARENT, AdEvent
+from adwatch.contracts import EVENT_DIMENSIONS, EVENT_TYPES, HEADER_TRACEPARENT, MAX_DIMENSION_VALUE, AdEvent
+from adwatch_detector.hierarchy import KEY_SEPARATOR, Hierarchy
 from adwatch_detector.kafka_source import read_kafka_stream
 from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.tracking import TrackingPolicy
 
 if TYPE_CHECKING:
     from adwatch_detector.rules import RuleEngine
@@ -44,6 +55,8 @@ def _spark_type(t: msgspec.inspect.Type) -> DataType:
         return _spark_type(inner)
     if isinstance(t, msgspec.inspect.LiteralType) and all(isinstance(v, str) for v in t.values):
         return StringType()
+    if isinstance(t, msgspec.inspect.DictType):
+        return MapType(_spark_type(t.key_type), _spark_type(t.value_type))
     simple: dict[type, DataType] = {
         msgspec.inspect.StrType: StringType(),
         msgspec.inspect.IntType: LongType(),
@@ -72,14 +85,29 @@ MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01: beyond is a bug, and overfl
 
 OUTPUT_SCHEMA = (
     "kind string, segment string, window_start_ms long, window_end_ms long, payload binary, reason string, "
-    "src_partition int, src_offset long, traceparents array<string>, count long"
+    "src_partition int, src_offset long, traceparents array<string>, count long, tracked boolean"
 )
 STATE_SCHEMA = "rules binary, windows binary"
 OUTPUT_COLUMNS = [c.strip().split(" ")[0] for c in OUTPUT_SCHEMA.split(",")]
 
 
-def dead_letter_reason(e: Column, value: Column, record_ms: Column | None = None, max_skew_ms: int = 0) -> Column:
+def dimension_column(e: Column, name: str) -> Column:
+    """An event's value of one dimension: a named AdEvent field, else its ``dimensions`` map."""
+    return e[name] if name in EVENT_DIMENSIONS else e["dimensions"][name]
+
+
+def dead_letter_reason(
+    e: Column,
+    value: Column,
+    record_ms: Column | None = None,
+    max_skew_ms: int = 0,
+    dimensions: tuple[str, ...] = (),
+) -> Column:
     """Why a record breaks the AdEvent contract (null when it is valid); 'category: detail'.
+
+    Dimension values are open (a new app is not bad input) but bounded: empty, longer than 256
+    characters or holding a control character is an invalid dimension, named; a watched
+    dimension (``dimensions``) outside the named fields that an event lacks is a missing one.
 
     ``record_ms`` (the Kafka record's timestamp) bounds event time from above: one event stamped
     an hour ahead would move the global watermark an hour, close every open window early and
@@ -91,9 +119,21 @@ def dead_letter_reason(e: Column, value: Column, record_ms: Column | None = None
     )
     for name in REQUIRED_FIELDS:
         reason = reason.when(e[name].isNull(), F.lit(f"missing_field: {name}"))
+    for name in dimensions:
+        if name not in EVENT_DIMENSIONS:
+            reason = reason.when(dimension_column(e, name).isNull(), F.lit(f"missing_dimension: {name}"))
+    for name in dict.fromkeys([*EVENT_DIMENSIONS[1:], *dimensions]):
+        col = dimension_column(e, name)
+        reason = (
+            reason.when(F.length(col) == 0, F.lit(f"invalid_dimension: {name}: empty"))
+            .when(
+                F.length(col) > MAX_DIMENSION_VALUE,
+                F.lit(f"invalid_dimension: {name}: longer than {MAX_DIMENSION_VALUE} characters"),
+            )
+            .when(col.rlike("[\\x00-\\x1f\\x7f]"), F.lit(f"invalid_dimension: {name}: control characters"))
+        )
     reason = (
         reason.when(~e["event_type"].isin(*EVENT_TYPES), F.concat(F.lit("invalid_event_type: "), e["event_type"]))
-        .when(~e["ad_format"].isin(*AD_FORMATS), F.concat(F.lit("invalid_ad_format: "), e["ad_format"]))
         .when(~e["country"].rlike("^[A-Z]{2}$"), F.concat(F.lit("invalid_country: "), e["country"]))
         .when(
             (e["event_time_ms"] < 0) | (e["event_time_ms"] > MAX_EVENT_TIME_MS),
@@ -110,8 +150,11 @@ def dead_letter_reason(e: Column, value: Column, record_ms: Column | None = None
     return reason
 
 
-def parse_events(raw: DataFrame, segment_fields: list[str], max_future_skew_ms: int = 0) -> DataFrame:
-    """Kafka rows -> the narrow columns the stateful step needs; invalid rows keyed to the DLQ."""
+def parse_events(raw: DataFrame, hierarchy: Hierarchy, max_future_skew_ms: int = 0) -> DataFrame:
+    """Kafka rows -> the narrow columns the stateful step needs; ``segments`` holds the grouping
+    key of every watched segment of the event (its leaf and every configured ancestor, see
+    :meth:`Hierarchy.spark_key`), an invalid row's is the DLQ key. :func:`explode_segments` makes
+    one row per event and segment."""
     e = F.col("e")
     parsed = raw.select(
         F.col("value"),
@@ -126,16 +169,21 @@ def parse_events(raw: DataFrame, segment_fields: list[str], max_future_skew_ms: 
             EVENT_SCHEMA,
             {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"},
         ).alias("e"),
-    ).withColumn("dlq_reason", dead_letter_reason(e, F.col("value"), F.col("record_ms"), max_future_skew_ms))
+    ).withColumn(
+        "dlq_reason",
+        dead_letter_reason(e, F.col("value"), F.col("record_ms"), max_future_skew_ms, hierarchy.dimensions),
+    )
     valid = F.col("dlq_reason").isNull()
-    key_cols = [
-        F.when(valid, e[f]).otherwise(F.lit(DLQ_KEY if i == 0 else "")).alias(f) for i, f in enumerate(segment_fields)
+    keys = [
+        F.concat_ws(KEY_SEPARATOR, F.lit(",".join(names)), *(dimension_column(e, n) for n in names))
+        for names in hierarchy.sets
     ]
+    key_col = F.when(valid, F.array(*keys)).otherwise(F.array(F.lit(DLQ_KEY))).alias("segments")
     type_code = F.lit(None).cast("int")
     for code, name in enumerate(EVENT_TYPES):
         type_code = F.when(e["event_type"] == name, F.lit(code)).otherwise(type_code)
     return parsed.select(
-        *key_cols,
+        key_col,
         F.when(valid, F.timestamp_millis(e["event_time_ms"])).alias("event_time"),
         F.when(valid, e["event_time_ms"]).alias("event_time_ms"),
         F.when(valid, type_code).alias("event_type"),
@@ -149,16 +197,32 @@ def parse_events(raw: DataFrame, segment_fields: list[str], max_future_skew_ms: 
     )
 
 
+def explode_segments(events: DataFrame) -> DataFrame:
+    """One row per event and watched segment (``segment``: the grouping key)."""
+    others = [c for c in events.columns if c != "segments"]
+    return events.select(F.explode("segments").alias("segment"), *others)
+
+
 def make_detect_fn(
-    segment_fields: list[str], window_ms: int, trace_samples: int, rules: RuleEngine
+    hierarchy: Hierarchy,
+    window_ms: int,
+    trace_samples: int,
+    rules: RuleEngine,
+    policy: TrackingPolicy | None = None,
 ) -> Callable[[tuple[Any, ...], Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
-    """The per-segment stateful step (runs in Python workers; pure logic lives in windowing/rules)."""
+    """The per-segment stateful step (runs in Python workers; pure logic lives in windowing,
+    tracking and rules). The key is the segment's :meth:`Hierarchy.spark_key`."""
+    policy = policy or TrackingPolicy()
 
     def detect(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
         from adwatch.contracts import encode as encode_record
+        from adwatch.contracts import segment_id
         from adwatch_detector import rules as rules_mod
-        from adwatch_detector import windowing
+        from adwatch_detector import tracking, windowing
         from adwatch_detector.evidence import BandPoint, band_point
+        from adwatch_detector.hierarchy import parent_segment_ids
 
         if key[0] == DLQ_KEY:
             for pdf in pdfs:
@@ -174,10 +238,13 @@ def make_detect_fn(
                         "src_offset": pdf["src_offset"],
                         "traceparents": [[] for _ in range(len(pdf))],
                         "count": None,
+                        "tracked": None,
                     },
                     columns=OUTPUT_COLUMNS,
                 )
             return
+        dims = hierarchy.dimensions_of_key(key[0])
+        segment = segment_id(dims)
         rules_bytes, windows_bytes = state.get if state.exists else (None, None)
         open_windows = windowing.OpenWindows.from_bytes(windows_bytes)
         late = 0
@@ -193,38 +260,55 @@ def make_detect_fn(
                 trace_samples,
             )
         watermark = state.getCurrentWatermarkMs()
-        closed = windowing.close_windows(open_windows, watermark, window_ms)
-        if windowing.open_silent_windows(open_windows, watermark, window_ms, rules.max_gap_fill):
-            closed += windowing.close_windows(open_windows, watermark, window_ms)
-        segment = "|".join(str(k) for k in key)
         rows: list[dict[str, Any]] = []
-        seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
-        if closed:
-            windows = [windowing.to_segment_window(s, window_ms, key[0], key[1], part) for s, part in closed]
-            samples = {s: part.traceparents for s, part in closed}
-            # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
-            now_ms = state.getCurrentProcessingTimeMs()
-            bands: list[BandPoint] = []  # each rule's expected value and band per window (for the dashboard)
-            seg_state, alerts = rules_mod.detect_windows(
-                seg_state, windows, rules, now_ms, lambda w, check: bands.append(band_point(segment, w, check))
-            )
-            # a window row's count says whether the segment's baseline is still warming up (1) or not (0)
-            warming = int(rules.warming_up(seg_state))
-            for w in windows:
-                row = _row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w))
-                rows.append({**row, "count": warming})
-            for b in bands:
-                rows.append(_row("band", segment, b.window_start_ms, b.window_end_ms, encode_record(b)))
-            for a in alerts:
-                row = _row("alert", segment, a.window_start_ms, a.window_end_ms, encode_record(a))
-                row["traceparents"] = samples.get(a.window_start_ms, [])
-                rows.append(row)
         if late:
             rows.append({**_row("late", segment, None, None, None), "count": late})
+        task = TaskContext.get()
+        context = tracking.decode_context(task.getLocalProperty(tracking.CONTEXT_PROPERTY) if task else None)
+        was_tracked = open_windows.tracked
+        closed, gap_fill = tracking.close_tracked(
+            open_windows, watermark, window_ms, policy, context.live_segments, rules.max_gap_fill
+        )
+        if not open_windows.windows and policy.idle(open_windows.last_event_ms, watermark):
+            state.remove()  # idle past segment_idle_seconds: evicted (it starts afresh if it returns)
+            rows.append({**_row("evicted", segment, None, None, None), "tracked": open_windows.tracked})
+            yield pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+            return
+        engine = rules.for_live_segments(context.live_segments)
+        seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
+        if was_tracked and not open_windows.tracked:
+            seg_state = rules_mod.SegmentState()  # rolled up: a return starts a fresh baseline
+        if closed and (open_windows.tracked or was_tracked):
+            windows = [windowing.to_segment_window(s, window_ms, dims, segment, part) for s, part in closed]
+            if open_windows.tracked:
+                if seg_state.last_window_ms < 0:
+                    prior = context.prior_for(parent_segment_ids(hierarchy, dims))
+                    if prior is not None:
+                        engine.seed(seg_state, prior)  # a young segment borrows its parent's CTR
+                samples = {s: part.traceparents for s, part in closed}
+                # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
+                now_ms = state.getCurrentProcessingTimeMs()
+                bands: list[BandPoint] = []  # each rule's expected value and band per window (for the dashboard)
+                seg_state, alerts = engine.detect(
+                    seg_state, windows, now_ms, lambda w, check: bands.append(band_point(segment, w, check))
+                )
+                for b in bands:
+                    rows.append(_row("band", segment, b.window_start_ms, b.window_end_ms, encode_record(b)))
+                for a in alerts:
+                    row = _row("alert", segment, a.window_start_ms, a.window_end_ms, encode_record(a))
+                    row["traceparents"] = samples.get(a.window_start_ms, [])
+                    rows.append(row)
+            # a window row's count says whether the segment's baseline is still warming up (1) or not (0)
+            warming = int(engine.warming_up(seg_state))
+            for w in windows:
+                row = _row("window", segment, w.window_start_ms, w.window_end_ms, encode_record(w))
+                rows.append({**row, "count": warming, "tracked": open_windows.tracked})
         state.update((seg_state.to_bytes(), open_windows.to_bytes()))
-        nxt = windowing.next_close_ms(open_windows, window_ms, rules.max_gap_fill)
-        if nxt is not None:
-            state.setTimeoutTimestamp(max(nxt - 1, watermark, 1))
+        nxt = windowing.next_close_ms(open_windows, window_ms, gap_fill)
+        idle_at = open_windows.last_event_ms + policy.idle_ms if open_windows.last_event_ms else None
+        wake = min(t for t in (nxt, idle_at) if t is not None) if (nxt or idle_at) else None
+        if wake is not None:
+            state.setTimeoutTimestamp(max(wake - 1, watermark, 1))
         if rows:
             yield pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
@@ -243,6 +327,7 @@ def _row(kind: str, segment: str, start: int | None, end: int | None, payload: b
         "src_offset": None,
         "traceparents": [],
         "count": None,
+        "tracked": None,
     }
 
 
@@ -258,22 +343,25 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         starting_offsets=settings.starting_offsets,
         max_offsets_per_trigger=settings.max_offsets_per_trigger,
     )
-    fields = settings.segment_fields
-    events = parse_events(raw, fields, settings.max_future_skew_seconds * 1000).observe(
+    hierarchy = settings.hierarchy
+    events = parse_events(raw, hierarchy, settings.max_future_skew_seconds * 1000).observe(
         "adwatch_input",
         F.count(F.lit(1)).alias("rows"),
         F.count("event_time_ms").alias("events"),
         F.max("event_time_ms").alias("max_event_time_ms"),
     )
     detect = make_detect_fn(
-        fields,
+        hierarchy,
         settings.window_seconds * 1000,
         settings.trace_samples,
         RuleEngine.build(load_rules(settings.rules_file)),
+        TrackingPolicy(
+            settings.min_segment_volume, settings.max_tracked_segments, settings.segment_idle_seconds * 1000
+        ),
     )
     return (
-        events.withWatermark("event_time", f"{settings.watermark_seconds} seconds")
-        .groupBy(*fields)
+        explode_segments(events.withWatermark("event_time", f"{settings.watermark_seconds} seconds"))
+        .groupBy("segment")
         .applyInPandasWithState(detect, OUTPUT_SCHEMA, STATE_SCHEMA, "append", GroupStateTimeout.EventTimeTimeout)
     )
 
@@ -320,4 +408,4 @@ def run_available(
     return query
 
 
-__all__ = ["build_query", "build_stream", "make_detect_fn", "parse_events", "run_available"]
+__all__ = ["build_query", "build_stream", "explode_segments", "make_detect_fn", "parse_events", "run_available"]

@@ -46,6 +46,19 @@ class DetectorMetrics:
         self.segments_warming = Gauge(
             p + "segments_warming", "Segments whose baseline is still warming up (no alerts yet)", registry=registry
         )
+        self.segments_tracked = Gauge(
+            p + "segments_tracked",
+            "Segments the rules track (the alert budget is spread over them)",
+            registry=registry,
+        )
+        self.segments_evicted_total = Counter(
+            p + "segments_evicted_total", "Segment states evicted after segment_idle_seconds", registry=registry
+        )
+        self.alerts_folded_total = Counter(
+            p + "alerts_folded_total",
+            "Child alerts folded into an ancestor's alert (stored, not published)",
+            registry=registry,
+        )
         self.freshness_seconds = Gauge(
             p + "freshness_seconds", "Wall clock minus the newest event time processed", registry=registry
         )

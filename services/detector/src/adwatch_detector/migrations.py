@@ -83,6 +83,20 @@ MIGRATIONS: tuple[Migration, ...] = (
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
         ],
     ),
+    Migration(
+        5,
+        "segments on any dimensions: a segment id and the dimension map; alerts' drill-down",
+        lambda t: [
+            *(
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+                for table in (t.metrics, t.alerts)
+                for column in ("segment_id String DEFAULT segment", "dimensions Map(String, String)")
+            ),
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS contributors String DEFAULT '[]'",
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS folded UInt32 DEFAULT 0",
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS parent_segment_id String DEFAULT ''",
+        ],
+    ),
 )
 
 

@@ -155,7 +155,7 @@ def drilldown(
             else:
                 history[w.segment_key].append(metric_value(w, alert.metric))
     fired = {
-        f"{a.country}|{a.ad_format}"
+        a.segment_id
         for a in alerts
         if a.status == "firing" and a.alert_type == alert.alert_type and abs(a.window_start_ms - at) <= 2 * window_ms
     }

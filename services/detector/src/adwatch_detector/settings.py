@@ -9,12 +9,11 @@ from pydantic_settings import SettingsConfigDict
 
 from adwatch.config import ServiceSettings
 from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS
+from adwatch.errors import ConfigError
+from adwatch_detector.hierarchy import Hierarchy
 
 SourceKind = Literal["auto", "kafka", "python"]
 StartingOffsets = Literal["earliest", "latest"]
-
-# AdEvent fields a segment may be keyed by (finer segments are a config change).
-SEGMENT_FIELDS: tuple[str, ...] = ("country", "ad_format", "app_id", "placement_id", "campaign_id")
 
 
 class DetectorSettings(ServiceSettings):
@@ -45,7 +44,25 @@ class DetectorSettings(ServiceSettings):
         None, description="Spark master (unset: Spark's own spark.master, e.g. from spark-submit, else local[2])"
     )
     shuffle_partitions: int = Field(4, gt=0, description="spark.sql.shuffle.partitions (state store partitions)")
-    segment_by: str = Field("country,ad_format", description="Comma-separated AdEvent fields keying a segment")
+    segment_sets: str = Field(
+        "country,ad_format",
+        description="Watched segment sets, ';'-separated, each a comma-separated list of dimensions ('*' is all "
+        "traffic), e.g. '*;country;country,ad_format;app_id;campaign_id'. A set's parents are the sets it "
+        "contains (drill-down); an unbounded field (user_hash, event_id) is refused",
+    )
+    min_segment_volume: float = Field(
+        0.0,
+        ge=0,
+        description="Events per window (smoothed) a segment needs to be tracked by the rules; below it a "
+        "segment only counts in its parents (the long tail is rolled up)",
+    )
+    max_tracked_segments: int = Field(
+        250_000, gt=0, description="Segments tracked by the rules at most; new segments past it are rolled up"
+    )
+    segment_idle_seconds: int = Field(
+        6 * 3600, gt=0, description="A segment with no event for this long (event time) is evicted from state"
+    )
+    drilldown_top: int = Field(5, ge=0, le=20, description="Child segments named in a parent's alert")
     trace_samples: int = Field(4, ge=0, le=64, description="Event traceparents kept per segment-window for links")
     redis_enabled: bool = True
     redis_key_prefix: str = "adwatch:segment:"
@@ -67,17 +84,15 @@ class DetectorSettings(ServiceSettings):
     def liveness_stall_seconds(self) -> float:
         return max(self.liveness_stall_triggers * self.trigger_seconds, 300.0)
 
-    @field_validator("segment_by")
+    @field_validator("segment_sets")
     @classmethod
-    def _known_fields(cls, value: str) -> str:
-        fields = [f.strip() for f in value.split(",") if f.strip()]
-        unknown = [f for f in fields if f not in SEGMENT_FIELDS]
-        if unknown or not fields:
-            raise ValueError(f"segment fields must be among {SEGMENT_FIELDS}, got {value!r}")
-        if fields[:2] != ["country", "ad_format"]:
-            raise ValueError("segments start with country,ad_format (finer fields may follow)")
-        return ",".join(fields)
+    def _bounded_sets(cls, value: str) -> str:
+        try:
+            Hierarchy.parse(value)  # refuses an unbounded or malformed dimension at start-up
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
-    def segment_fields(self) -> list[str]:
-        return self.segment_by.split(",")
+    def hierarchy(self) -> Hierarchy:
+        return Hierarchy.parse(self.segment_sets)

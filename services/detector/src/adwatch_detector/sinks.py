@@ -11,6 +11,7 @@ notifier's ledger does), which is the documented contract of the alerts topic.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,10 +29,12 @@ from adwatch.contracts import HEADER_SCHEMA_VERSION, SCHEMA_VERSION, Alert, Segm
 from adwatch.errors import AdwatchError
 from adwatch.kafka import dead_letter, make_producer
 from adwatch.storage import make_clickhouse, make_redis
+from adwatch_detector.drilldown import Folder
 from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.migrations import Tables, migrate
 from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.tracking import CONTEXT_PROPERTY, Census, encode_context
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class SinkError(AdwatchError):
 def window_row(segment: str, w: SegmentWindow, written_at_ms: int) -> dict[str, Any]:
     return {
         "segment": segment,
+        "segment_id": w.segment_id,
+        "dimensions": w.dimensions,
         "country": w.country,
         "ad_format": w.ad_format,
         "window_start_ms": w.window_start_ms,
@@ -62,10 +67,30 @@ def window_row(segment: str, w: SegmentWindow, written_at_ms: int) -> dict[str, 
 
 
 def redis_fields(w: SegmentWindow, updated_at_ms: int) -> dict[str, str]:
-    row = window_row(w.segment_key, w, updated_at_ms)
+    row = window_row(w.segment_id, w, updated_at_ms)
     row.pop("written_at_ms")
     row["updated_at_ms"] = updated_at_ms
+    row["dimensions"] = json.dumps(w.dimensions, sort_keys=True)
     return {k: str(v) for k, v in row.items()}
+
+
+def alert_row(alert: Alert, segment: str, trace_id: str) -> dict[str, Any]:
+    """An alert as a ClickHouse row (the drill-down as JSON text); :func:`alert_from_row` reads it back."""
+    row = msgspec.to_builtins(alert)
+    row["contributors"] = json.dumps(row["contributors"], separators=(",", ":"))
+    return {**row, "trace_id": trace_id, "segment": segment}
+
+
+ALERT_COLUMNS = tuple(f for f in Alert.__struct_fields__ if f != "schema_version")
+"""The ad_alerts columns that make an Alert (select them in this order for :func:`alert_from_row`)."""
+
+
+def alert_from_row(values: Sequence[Any]) -> Alert:
+    """An Alert from a row of :data:`ALERT_COLUMNS` (the inverse of :func:`alert_row`)."""
+    row = dict(zip(ALERT_COLUMNS, values, strict=True))
+    if isinstance(row.get("contributors"), str):
+        row["contributors"] = json.loads(row["contributors"] or "[]")
+    return msgspec.convert(row, Alert)
 
 
 def alert_span_attributes(alert: Alert, segment: str, topic: str) -> dict[str, Any]:
@@ -76,6 +101,8 @@ def alert_span_attributes(alert: Alert, segment: str, topic: str) -> dict[str, A
         telemetry.MESSAGING_DESTINATION: topic,
         telemetry.MESSAGING_KAFKA_KEY: alert.fingerprint,
         "adwatch.segment": segment,
+        "adwatch.segment.set": ",".join(sorted(alert.dimensions)) or "*",
+        "adwatch.alert.folded": alert.folded,
         "adwatch.window.start_ms": alert.window_start_ms,
         "adwatch.window.end_ms": alert.window_end_ms,
         "adwatch.rule": alert.alert_type,
@@ -150,6 +177,10 @@ class BatchWriter:
         self._delivery_errors: list[str] = []
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
         self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
+        hierarchy = settings.hierarchy
+        self.folder = Folder(hierarchy, settings.drilldown_top, horizon_ms=settings.segment_idle_seconds * 1000)
+        parent_sets = {frozenset(p) for parents in hierarchy.parent_sets.values() for p in parents}
+        self.census = Census(parent_sets, idle_ms=settings.segment_idle_seconds * 1000)
 
     @property
     def clickhouse(self) -> Any:
@@ -165,9 +196,16 @@ class BatchWriter:
 
     def __call__(self, batch: Any, batch_id: int) -> None:
         # Spark's query id: stable across restarts from one checkpoint, new for a new checkpoint
-        query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+        spark_context = batch.sparkSession.sparkContext
+        query_id = spark_context.getLocalProperty("sql.streaming.queryId")
         rows = [r.asDict() for r in batch.collect()]
         self.write_rows(rows, batch_id, query_id or self.settings.query_name)
+        # set on the query's thread, this reaches the next batches' tasks (see tracking.py)
+        spark_context.setLocalProperty(CONTEXT_PROPERTY, self.context_property())
+
+    def context_property(self) -> str:
+        """What the next batch's state step should know: live segments, parent priors."""
+        return encode_context(self.census.context())
 
     def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int, query_id: str = "local") -> None:
         """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked.
@@ -176,12 +214,24 @@ class BatchWriter:
         ClickHouse and adds nothing to the counters.
         """
         now_ms = int(time.time() * 1000)
-        windows = [(r["segment"], decode(r["payload"], SegmentWindow)) for r in rows if r["kind"] == "window"]
-        alerts = sorted(
+        window_rows = [(r, decode(r["payload"], SegmentWindow)) for r in rows if r["kind"] == "window"]
+        windows = [(r["segment"], w) for r, w in window_rows]
+        raised = sorted(
             ((r, decode(r["payload"], Alert)) for r in rows if r["kind"] == "alert"),
             key=lambda ra: (ra[1].window_start_ms, ra[1].fingerprint),
         )
         bands = [decode(r["payload"], BandPoint) for r in rows if r["kind"] == "band"]
+        self.census.observe((w, r.get("tracked") is not False) for r, w in window_rows)
+        evicted = [r["segment"] for r in rows if r["kind"] == "evicted"]
+        for segment in evicted:
+            self.census.forget(segment)
+        # one problem, one alert: children folded into their ancestors' alerts (drill-down)
+        row_of = {a.alert_id: r for r, a in raised}
+        published, folded = self.folder.fold(
+            [a for _, a in raised], bands, {w.segment_id: w.dimensions for _, w in windows}
+        )
+        alerts = [(row_of.get(a.alert_id, {"segment": a.segment_id}), a) for a in published]
+        stored = alerts + [(row_of.get(a.alert_id, {"segment": a.segment_id}), a) for a in folded]
         dead = [r for r in rows if r["kind"] == "dlq"]
         late = sum(int(r["count"] or 0) for r in rows if r["kind"] == "late")
         self._delivery_errors = []
@@ -201,7 +251,10 @@ class BatchWriter:
         self._flush()
         if not replay:
             self._count(windows, dead, late)
+            self.metrics.segments_evicted_total.inc(len(evicted))
+            self.metrics.alerts_folded_total.inc(len(folded))
             self._counted[query_id] = batch_id
+        self.metrics.segments_tracked.set(self.census.live_segments)
         for r in rows:
             if r["kind"] == "window" and r.get("count") is not None:
                 self._warming[r["segment"]] = bool(r["count"])
@@ -209,19 +262,12 @@ class BatchWriter:
             self.metrics.segments_warming.set(sum(self._warming.values()))
         if self.redis is not None and windows:
             self._write_redis(windows, now_ms)
-        if self.clickhouse is not None and (windows or alerts):
+        if self.clickhouse is not None and (windows or stored):
             for table, table_rows in (
                 (self.settings.metrics_table, [window_row(seg, w, now_ms) for seg, w in windows]),
                 (
                     self.settings.alerts_table,
-                    [
-                        {
-                            **msgspec.structs.asdict(a),
-                            "trace_id": trace_ids.get(a.alert_id, ""),
-                            "segment": r["segment"],
-                        }
-                        for r, a in alerts
-                    ],
+                    [alert_row(a, r["segment"], trace_ids.get(a.alert_id, "")) for r, a in stored],
                 ),
                 (
                     self.settings.bands_table,
@@ -231,8 +277,16 @@ class BatchWriter:
                 self.clickhouse.insert_json_rows(table, table_rows, dedup_token=f"{query_id}:{batch_id}:{table}")
         self.batches += 1
         if windows or alerts or dead:
-            counts = {"batch_id": batch_id, "windows": len(windows), "alerts": len(alerts), "dead_letters": len(dead)}
-            logger.info("batch %d: %d windows closed, %d alerts, %d dead letters", *counts.values(), extra=counts)
+            counts = {
+                "batch_id": batch_id,
+                "windows": len(windows),
+                "alerts": len(alerts),
+                "folded": len(folded),
+                "dead_letters": len(dead),
+            }
+            logger.info(
+                "batch %d: %d windows closed, %d alerts (+%d folded), %d dead letters", *counts.values(), extra=counts
+            )
 
     def _count(self, windows: Sequence[tuple[str, SegmentWindow]], dead: Sequence[dict[str, Any]], late: int) -> None:
         for r in dead:

@@ -51,6 +51,13 @@ def cusum_threshold(alpha: float) -> float:
     return math.log(1.0 / alpha)
 
 
+_TINY = 1e-300  # below it betainc/gammainc return subnormals that are noise (and break monotonicity)
+
+
+def _probability(value: float) -> float:
+    return 0.0 if value < _TINY else min(1.0, float(value))
+
+
 def binom_tail(x: float, n: float, p: float, side: Side, design: float = 1.0) -> float:
     """Binomial tail P(X <= x) or P(X >= x), X ~ Bin(n, p), at design effect ``design`` >= 1.
 
@@ -64,10 +71,10 @@ def binom_tail(x: float, n: float, p: float, side: Side, design: float = 1.0) ->
     if side == "lower":
         if xe >= ne:
             return 1.0
-        return float(min(1.0, max(0.0, special.betainc(ne - xe, xe + 1.0, 1.0 - p))))
+        return _probability(special.betainc(ne - xe, xe + 1.0, 1.0 - p))
     if xe <= 0.0:
         return 1.0
-    return float(min(1.0, max(0.0, special.betainc(xe, ne - xe + 1.0, p))))
+    return _probability(special.betainc(xe, ne - xe + 1.0, p))
 
 
 def poisson_tail(x: float, lam: float, side: Side, design: float = 1.0) -> float:
@@ -77,8 +84,8 @@ def poisson_tail(x: float, lam: float, side: Side, design: float = 1.0) -> float
     if side == "upper":
         if xe <= 0.0:
             return 1.0
-        return float(min(1.0, max(0.0, special.gammainc(xe, le))))
-    return float(min(1.0, max(0.0, special.gammaincc(xe + 1.0, le))))
+        return _probability(special.gammainc(xe, le))
+    return _probability(special.gammaincc(xe + 1.0, le))
 
 
 def bernoulli_llr(x: float, n: float, p0: float, p1: float) -> float:

@@ -29,12 +29,18 @@ class PartialWindow(msgspec.Struct, array_like=True):
 
 
 class OpenWindows(msgspec.Struct):
-    """A segment's open windows by start, the end of the last window it closed, and how many
-    windows in a row it has gone without any event (opened by :func:`open_silent_windows`)."""
+    """A segment's open windows by start, the end of the last window it closed, how many
+    windows in a row it has gone without any event (opened by :func:`open_silent_windows`), and
+    its tracking (see :mod:`adwatch_detector.tracking`): last event time, smoothed volume, windows
+    closed, whether the rules track it. Encoded as a map: a field added with a default reads old state."""
 
     windows: dict[int, PartialWindow] = {}
     closed_until_ms: int = 0
     silent_windows: int = 0
+    last_event_ms: int = 0
+    volume: float = 0.0
+    windows_closed: int = 0
+    tracked: bool = False
 
     def to_bytes(self) -> bytes:
         return msgspec.msgpack.encode(self)
@@ -63,6 +69,7 @@ def fold_events(
         return 0
     open_windows.silent_windows = 0
     times = np.asarray(event_time_ms, dtype=np.int64)
+    open_windows.last_event_ms = max(open_windows.last_event_ms, int(times.max()))
     starts = times - times % size_ms
     on_time = starts >= open_windows.closed_until_ms
     late = int((~on_time).sum())
@@ -133,12 +140,14 @@ def next_close_ms(open_windows: OpenWindows, size_ms: int, max_silent: int = 0) 
     return None
 
 
-def to_segment_window(start_ms: int, size_ms: int, country: str, ad_format: str, part: PartialWindow) -> SegmentWindow:
+def to_segment_window(
+    start_ms: int, size_ms: int, dimensions: dict[str, str], segment: str, part: PartialWindow
+) -> SegmentWindow:
     return SegmentWindow(
         window_start_ms=start_ms,
         window_end_ms=start_ms + size_ms,
-        country=country,
-        ad_format=ad_format,  # type: ignore[arg-type]
+        dimensions=dimensions,
+        segment_id=segment,
         impressions=part.counts[IMPRESSION],
         clicks=part.counts[CLICK],
         revenue_usd=round(part.revenue_usd, 9),

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from adwatch.config import load_or_exit
+from adwatch.contracts import segment_id
 from adwatch.service import Service, dispatch, service
+from adwatch_generator.catalog import top_values
 from adwatch_generator.metrics import GeneratorMetrics
 from adwatch_generator.runner import Outputs, choice_kind, open_outputs, run_backfill, run_drill, run_live
 from adwatch_generator.scenarios import (
@@ -39,7 +41,9 @@ PROG = "adwatch-generator"
 SCENARIO_HELP = (
     "inject an anomaly: TYPE[:SEGMENTS[:START[:DURATION[:MAGNITUDE]]]], repeatable. TYPE: "
     + ", ".join(SCENARIO_KINDS)
-    + ". SEGMENTS: US|banner,DE/native or US|* (default US|banner). START: offset from the run start "
+    + ". SEGMENTS: segment ids of any dimensions (campaign_id=cmp-0042, country=US, "
+    "ad_format=banner,app_id=com.adwatch.app0003; ';' between ids of several dimensions) or cells "
+    "US|banner,DE/native, US|* (default US|banner). START: offset from the run start "
     "(90s, 5m, -10m) or ISO time (default 0). DURATION: default 5m. MAGNITUDE: default per type. "
     "Example: --scenario 'ctr_drop:US|banner:2m:3m:0.4'"
 )
@@ -116,18 +120,24 @@ def drill_parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--scenario", action="append", default=[], metavar="SPEC", help=SCENARIO_HELP)
     drill.add_argument("--choice", help="non-interactive menu choice: 1-7 or a scenario type")
-    drill.add_argument("--segments", help="with --choice: segments (default US|banner)")
+    drill.add_argument("--segments", help="with --choice: segment ids or US|banner cells (default US|banner)")
     drill.add_argument("--duration", help="with --choice: duration (default 5m)")
     drill.add_argument("--magnitude", type=float, help="with --choice: magnitude (default per type)")
     return drill
 
 
 def segments_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog=f"{PROG} segments",
         parents=[_traffic_options()],
-        description="List the segments with their share, CTR and eCPM.",
+        description="List the cells (country x format) with their share, CTR and eCPM, or with --top the "
+        "biggest values of a dimension (segment ids to target).",
     )
+    parser.add_argument("--top", metavar="DIMENSION", help="app_id, campaign_id, placement_id, exchange, device_os")
+    parser.add_argument("--country", help="with --top: within this country's cells")
+    parser.add_argument("--ad-format", help="with --top: within this format's cells")
+    parser.add_argument("-n", type=int, default=10, help="with --top: how many (default 10)")
+    return parser
 
 
 def flag_overrides(ns: argparse.Namespace) -> dict[str, object]:
@@ -162,8 +172,22 @@ def drill(argv: list[str]) -> int:
 
 def segments(argv: list[str]) -> int:
     """``segments``: print the traffic model's segments (no service started)."""
-    ns = segments_parser().parse_args(argv)
-    return _print_segments(load_or_exit(GeneratorSettings, **flag_overrides(ns)))
+    parser = segments_parser()
+    ns = parser.parse_args(argv)
+    settings = load_or_exit(GeneratorSettings, **flag_overrides(ns))
+    if ns.top:
+        try:
+            top = top_values(ns.top, ns.n, country=ns.country, ad_format=ns.ad_format)
+        except ValueError as exc:
+            parser.error(f"--top: {exc}")
+        print(f"{'segment id':<48} {'share':>7} {'events/min':>11}")
+        for value, share in top:
+            scope = {k: v for k, v in (("country", ns.country), ("ad_format", ns.ad_format)) if v}
+            print(f"{segment_id({ns.top: value}):<48} {share:7.2%} {settings.effective_rate * share * 60:11,.1f}")
+        if scope:
+            print(f"(shares within {segment_id(scope)}; add those dimensions to an id to scope it)")
+        return 0
+    return _print_segments(settings)
 
 
 COMMANDS = {"live": live, "backfill": backfill, "drill": drill, "segments": segments}
@@ -301,8 +325,8 @@ def _backfill_range(parser: argparse.ArgumentParser, ns: argparse.Namespace, now
 
 def _print_segments(settings: GeneratorSettings) -> int:
     model = TrafficModel(seed=settings.seed, rate=settings.effective_rate)
-    print(f"{'segment':<22} {'share':>7} {'events/min':>11} {'CTR':>7} {'eCPM $':>8}")
+    print(f"{'segment':<36} {'share':>7} {'events/min':>11} {'CTR':>7} {'eCPM $':>8}")
     for seg in sorted(model.segments, key=lambda s: -s.share):
         per_min = settings.effective_rate * seg.share * 60
-        print(f"{seg.key:<22} {seg.share:7.2%} {per_min:11,.1f} {seg.ctr:7.2%} {seg.ecpm_usd:8.2f}")
+        print(f"{seg.key:<36} {seg.share:7.2%} {per_min:11,.1f} {seg.ctr:7.2%} {seg.ecpm_usd:8.2f}")
     return 0

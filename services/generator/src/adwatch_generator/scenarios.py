@@ -4,8 +4,12 @@ Text form (CLI ``--scenario``, drill): ``TYPE[:SEGMENTS[:START[:DURATION[:MAGNIT
 
 - TYPE: ``ctr_drop``, ``ctr_spike``, ``traffic_spike``, ``ecpm_drop``,
   ``click_flood_without_impressions``, ``traffic_drop`` (an outage; magnitude 0: dark) or ``clean``.
-- SEGMENTS: comma-separated ``US|banner`` or ``US/banner``; ``*`` wildcards (``US|*``,
-  ``*|native``, ``*``). Default ``US|banner`` (``*`` for ``clean``).
+- SEGMENTS: comma-separated segment ids of any dimensions, ``;`` between them when an id has
+  several dimensions (its own ``,``): ``campaign_id=cmp-0042``, ``app_id=com.adwatch.app0003``,
+  ``country=US``, ``ad_format=banner,app_id=com.adwatch.app0003``,
+  ``ad_format=banner,country=US``; or the country x format cells in the old spelling,
+  ``US|banner`` / ``US/banner`` with ``*`` wildcards (``US|*``, ``*|native``, ``*``: each
+  expands to the cells' ids). Default ``US|banner`` (``*``, every cell, for ``clean``).
 - START: offset from the run start (``0``, ``90s``, ``5m``, ``1h``) or an ISO time
   (``2025-01-01T10:00:00Z``). Default ``0``.
 - DURATION: ``90s``, ``5m``, ``1h`` (a bare number is seconds). Default ``5m``.
@@ -24,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
-from adwatch.contracts import TruthRecord
+from adwatch.contracts import TruthRecord, parse_segment_id, segment_id, segment_key
 from adwatch.errors import AdwatchError
-from adwatch_generator.catalog import SEGMENT_KEYS
+from adwatch_generator.catalog import SEGMENT_KEYS, SEGMENTS
+from adwatch_generator.inventory import DIMENSIONS, known_values
 
 ScenarioKind = Literal[
     "ctr_drop", "ctr_spike", "traffic_spike", "ecpm_drop", "click_flood_without_impressions", "traffic_drop", "clean"
@@ -51,7 +56,7 @@ EXPECTED_ALERT: dict[ScenarioKind, str | None] = {
     "traffic_drop": "traffic_drop",
     "clean": None,
 }
-DEFAULT_SEGMENTS = ("US|banner",)
+DEFAULT_SEGMENTS = (segment_key("US", "banner"),)
 DEFAULT_DURATION_MS = 5 * 60_000
 
 _DURATION_RE = re.compile(r"^\+?(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
@@ -136,26 +141,80 @@ def parse_time_ms(text: str, now_ms: int) -> int:
 
 
 def resolve_segments(text: str | Sequence[str], universe: Sequence[str] = SEGMENT_KEYS) -> tuple[str, ...]:
-    """``"US|banner,DE/native"``, ``"US|*"`` -> known segment keys, in catalogue order."""
-    items = [p.strip() for p in text.split(",")] if isinstance(text, str) else [p.strip() for p in text]
-    chosen: set[str] = set()
+    """Segment ids from ``"US|banner,DE/native"``, ``"US|*"`` (cells of ``universe``, in its order)
+    and ids of any dimensions (``campaign_id=cmp-0042``; ``;``-separated when one has several
+    dimensions), canonical (names sorted), each once, in the order given (cells first as listed).
+
+    Unknown dimensions, values the catalogue does not have, and cells outside ``universe`` are
+    refused: a scenario on nothing would inject nothing.
+    """
+    items = _split_segments(text)
+    cells: set[str] = set()
+    others: list[str] = []
     for item in items:
-        if not item:
-            continue
         if item == "*":
-            chosen.update(universe)
-            continue
-        parts = re.split(r"[|/]", item)
-        if len(parts) != 2:
-            raise ScenarioError(f"bad segment {item!r}: use COUNTRY|format, e.g. US|banner")
-        country, ad_format = parts[0].strip().upper(), parts[1].strip().lower()
-        matches = [
-            key for key in universe if country in ("*", key.split("|")[0]) and ad_format in ("*", key.split("|")[1])
-        ]
-        if not matches:
-            raise ScenarioError(f"unknown segment {item!r}; known: e.g. {', '.join(universe[:4])}, ...")
-        chosen.update(matches)
-    return tuple(key for key in universe if key in chosen)
+            cells.update(universe)
+        elif "=" in item:
+            sid = _segment(item)
+            if sid in universe:
+                cells.add(sid)
+            elif sid not in others:
+                others.append(sid)
+        else:
+            cells.update(_cells(item, universe))
+    return tuple(key for key in universe if key in cells) + tuple(others)
+
+
+def _split_segments(text: str | Sequence[str]) -> list[str]:
+    if not isinstance(text, str):
+        return [p.strip() for p in text if p.strip()]
+    if ";" in text:
+        return [p.strip() for p in text.split(";") if p.strip()]
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if any("=" in p for p in parts) and not all("=" in p for p in parts):
+        raise ScenarioError(f"bad segments {text!r}: separate segment ids with ';' when one has several dimensions")
+    if len(parts) > 1 and all("=" in p for p in parts) and len({p.partition("=")[0] for p in parts}) == len(parts):
+        # ``ad_format=banner,country=US`` is one segment (distinct names); ``campaign_id=a,campaign_id=b`` two
+        return [text.strip()]
+    return parts
+
+
+def _segment(item: str) -> str:
+    """The canonical id of ``name=value[,name=value...]``, checked against the catalogue."""
+    try:
+        dims = parse_segment_id(item)
+    except ValueError as exc:
+        raise ScenarioError(f"bad segment {item!r}: {exc}") from None
+    for name, value in dims.items():
+        if name not in DIMENSIONS:
+            raise ScenarioError(f"bad segment {item!r}: unknown dimension {name!r}; known: {', '.join(DIMENSIONS)}")
+        if value not in known_values(SEGMENTS, name):
+            raise ScenarioError(f"unknown segment {item!r}: no {name} {value!r} in the catalogue")
+    return segment_id(dims)
+
+
+def _cells(item: str, universe: Sequence[str]) -> list[str]:
+    parts = re.split(r"[|/]", item)
+    if len(parts) != 2:
+        raise ScenarioError(f"bad segment {item!r}: use COUNTRY|format (e.g. US|banner) or a segment id")
+    country, ad_format = parts[0].strip().upper(), parts[1].strip().lower()
+    matches = []
+    for key in universe:
+        dims = parse_segment_id(key)
+        if country in ("*", dims.get("country")) and ad_format in ("*", dims.get("ad_format")):
+            matches.append(key)
+    if not matches:
+        raise ScenarioError(f"unknown segment {item!r}; known: e.g. US|banner, DE/native, {', '.join(universe[:2])}")
+    return matches
+
+
+def segments_overlap(a: str, b: str) -> bool:
+    """Whether two segment ids can share events: no dimension they both name has two values."""
+    try:
+        da, db = parse_segment_id(a), parse_segment_id(b)
+    except ValueError:
+        return a == b
+    return all(db[name] == value for name, value in da.items() if name in db)
 
 
 def make_scenario(
@@ -167,7 +226,8 @@ def make_scenario(
     magnitude: float | None = None,
     universe: Sequence[str] = SEGMENT_KEYS,
 ) -> Scenario:
-    """A scenario with the defaults filled in (segments ``US|banner``, magnitude per type)."""
+    """A scenario with the defaults filled in (segments ``US|banner``, magnitude per type); segments
+    as in :func:`resolve_segments`."""
     if kind not in SCENARIO_KINDS:
         raise ScenarioError(f"unknown scenario type {kind!r}; choose one of {', '.join(SCENARIO_KINDS)}")
     scenario_kind: ScenarioKind = kind  # narrowed by the check above
@@ -232,7 +292,7 @@ def scenario_from_truth(record: TruthRecord) -> Scenario:
         raise ScenarioError(f"unknown scenario type {record.scenario!r} in truth record {record.scenario_id}")
     return Scenario(
         record.scenario,  # narrowed to a ScenarioKind by the check above
-        tuple(record.segments),
+        tuple(_canonical(sid) for sid in record.segments),
         record.start_ms,
         record.end_ms,
         record.magnitude,
@@ -246,7 +306,8 @@ def apply_control(
     """What truth-topic records mean for a running generator: (scenarios to upsert, corrections).
 
     A new or changed scenario is upserted unless it is already over. A ``clean`` record stops
-    the running scenarios on its segments at ``max(its start, now)``; those early ends are the
+    the running scenarios on segments that overlap its own (:func:`segments_overlap`: ``clean``
+    on ``country=US`` stops one on a campaign, which may run in the US) at ``max(its start, now)``; those early ends are the
     corrections, to be re-published (same ``scenario_id``; the latest record per id wins).
     Records that do not parse are skipped.
     """
@@ -262,9 +323,8 @@ def apply_control(
             if scenario.end_ms <= now_ms:
                 continue
             stop_at = max(scenario.start_ms, now_ms)
-            targets = set(scenario.segments)
             for other in list(known.values()):
-                if other.kind != "clean" and other.end_ms > stop_at and targets.intersection(other.segments):
+                if other.kind != "clean" and other.end_ms > stop_at and _overlap(scenario.segments, other.segments):
                     ended = other.ended_at(stop_at)
                     known[ended.scenario_id] = ended
                     updates.append(ended)
@@ -275,3 +335,15 @@ def apply_control(
         known[scenario.scenario_id] = scenario
         updates.append(scenario)
     return updates, corrections
+
+
+def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
+    return any(segments_overlap(x, y) for x in a for y in b)
+
+
+def _canonical(text: str) -> str:
+    """A segment id in today's spelling (a version-1 ``US|banner`` becomes ``ad_format=banner,country=US``)."""
+    try:
+        return segment_id(parse_segment_id(text))
+    except ValueError:
+        return text

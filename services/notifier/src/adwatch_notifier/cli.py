@@ -16,6 +16,7 @@ from adwatch.config import CommonSettings
 from adwatch.errors import AdwatchError
 from adwatch.service import Heartbeat, dispatch, service
 from adwatch_notifier.delivery import CHANNELS
+from adwatch_notifier.matchers import allow_dimensions
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.service import run
@@ -83,6 +84,7 @@ def silence_main(argv: list[str]) -> int:
 
             journal = KafkaJournal(svc.common.kafka_bootstrap, svc.settings.deliveries_topic)
             store = JournaledSilenceStore(redis_store, journal, time.time)
+        allow_dimensions(svc.settings.dimensions)
         return silence_command(args, store, time.time, sys.stdout)
 
 
@@ -152,6 +154,7 @@ def run_main(argv: list[str]) -> int:
     with service(lambda s: f"notifier-{s.channel}", NotifierSettings, overrides=overrides) as svc:
         try:
             check_channel_settings(svc.settings)
+            allow_dimensions(svc.settings.dimensions)
             table = load_routes(svc.settings.routes_file)
             check_route_targets(svc.settings, [r.target for r in table.routes if r.channel == svc.settings.channel])
         except AdwatchError as exc:

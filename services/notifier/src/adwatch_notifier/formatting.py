@@ -9,11 +9,13 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-from adwatch.contracts import Alert, alert_title, format_value
+from adwatch.contracts import Alert, Contributor, alert_title, describe_segment, format_value
 
 SEVERITY_EMOJI = {"low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 SEVERITY_COLOR = {"low": "#439FE0", "medium": "#DAA038", "high": "#E8740C", "critical": "#D00000"}
@@ -53,31 +55,64 @@ PD_EVENT_MAX = 512 * 1024  # Events API v2 refuses larger events
 PD_CLIENT = "adwatch"
 
 
+class _Fields(dict[str, object]):
+    """Template fields: a dimension the segment lacks is '' (as a label it lacks matches '')."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def url_value(text: str) -> str:
+    """One URL-encoded value (a dimension value is any text: ``&``, ``#``, ``/``, spaces...)."""
+    return quote(text, safe="")
+
+
+def link_fields(alert: Alert) -> dict[str, object]:
+    """What a link template may use, every text value URL-encoded: ``{segment}`` (the segment id),
+    ``{where}`` (``US banner app_id=com.x``), each dimension by name (``{app_id}``, ``{country}``;
+    '' when the segment lacks it), ``{grafana_vars}`` (``var-ad_format=banner&var-country=US``),
+    ``{alert_type}``, ``{fingerprint}``, ``{alert_id}``, ``{from_ms}``, ``{to_ms}``."""
+    fields: dict[str, object] = {name: url_value(value) for name, value in alert.dimensions.items()}
+    fields.update(
+        {
+            "country": url_value(alert.country),
+            "ad_format": url_value(alert.ad_format),
+            "segment": url_value(alert.segment_id),
+            "segment_id": url_value(alert.segment_id),
+            "where": url_value(alert.where),
+            "grafana_vars": "&".join(
+                f"var-{name}={url_value(value)}" for name, value in sorted(alert.dimensions.items())
+            ),
+            "alert_type": alert.alert_type,
+            "alert_id": alert.alert_id,
+            "fingerprint": url_value(alert.fingerprint),
+            "from_ms": alert.window_start_ms - 3_600_000,
+            "to_ms": alert.window_end_ms + 900_000,
+        }
+    )
+    return fields
+
+
 @dataclass(frozen=True)
 class Links:
     """Where an alert points: a dashboard view of its segment and time, and its type's runbook.
 
-    Templates use ``{country}``, ``{ad_format}``, ``{alert_type}``, ``{from_ms}``, ``{to_ms}``;
-    a template without placeholders is used as is (the dashboard's front page).
+    Templates use the fields of :func:`link_fields` (``{segment}``, ``{app_id}``, ``{country}``,
+    ``{grafana_vars}``, ``{alert_type}``, ``{from_ms}``, ``{to_ms}``...), URL-encoded; a dimension the
+    segment lacks is ''; a template without placeholders is used as is (the dashboard's front page).
     """
 
     dashboard: str = ""
     runbook: str = ""
 
     def for_alert(self, alert: Alert) -> list[tuple[str, str]]:
-        fields = {
-            "country": alert.country,
-            "ad_format": alert.ad_format,
-            "alert_type": alert.alert_type,
-            "from_ms": alert.window_start_ms - 3_600_000,
-            "to_ms": alert.window_end_ms + 900_000,
-        }
+        fields = _Fields(link_fields(alert))
         out: list[tuple[str, str]] = []
         for text, template in (("Dashboard", self.dashboard), ("Runbook", self.runbook)):
             if template:
                 try:
-                    out.append((text, template.format(**fields)))
-                except (KeyError, IndexError, ValueError):
+                    out.append((text, template.format_map(fields)))
+                except (KeyError, IndexError, ValueError, AttributeError):
                     out.append((text, template))
         return out
 
@@ -152,6 +187,119 @@ def mrkdwn(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_MRKDWN_FORMATTING = frozenset("*_~`")
+
+
+def mrkdwn_literal(text: object) -> str:
+    """A user's value (a dimension value: any text) shown as is in mrkdwn: escaped, inside inline
+    code, where Slack applies no ``*bold*``/``_italic_``/``~strike~``; a backtick, which would end the
+    code span, becomes ``ˋ`` (U+02CB)."""
+    return "`" + mrkdwn(str(text).replace("`", "\u02cb")) + "`"
+
+
+def mrkdwn_text(text: str, literals: Sequence[str] = ()) -> str:
+    """Text that holds user values (``literals``: a segment's ``where``) as mrkdwn: escaped, and each
+    literal carrying a formatting character shown as inline code (:func:`mrkdwn_literal`)."""
+    out = mrkdwn(text)
+    for literal in sorted({lit for lit in literals if _MRKDWN_FORMATTING & set(lit)}, key=len, reverse=True):
+        out = out.replace(mrkdwn(literal), mrkdwn_literal(literal))
+    return out
+
+
+# --- drill-down -----------------------------------------------------------------------------
+DRILLDOWN_TOP = 5
+"""Contributors listed per notification (the alert carries up to 20, largest share first)."""
+METRIC_NAMES = {"ctr": "CTR", "ecpm": "eCPM", "impressions": "impressions", "orphan_clicks": "orphan clicks"}
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def change_word(alert: Alert) -> str:
+    """``drop``, ``rise`` or ``change``: what the shares of contributors are shares of."""
+    return "drop" if alert.current < alert.expected else "rise" if alert.current > alert.expected else "change"
+
+
+def child_name(alert: Alert, child: Contributor) -> str:
+    """A contributor by the dimensions it adds to the alert's segment: ``app_id=com.example.game``
+    under ``US banner``, ``banner`` under all traffic (the whole segment when it adds none)."""
+    extra = {k: v for k, v in child.dimensions.items() if alert.dimensions.get(k) != v}
+    return describe_segment(extra or child.dimensions)
+
+
+def _child_change(child: Contributor) -> str:
+    return f" ({100.0 * (child.current - child.expected) / child.expected:+.0f}%)" if child.expected else ""
+
+
+def drilldown_headline(alert: Alert) -> str:
+    """The cause in one line, "" without contributors (and for a recovery):
+    ``US banner CTR -48%: 91% of the drop from app_id=com.example.game (CTR 3.10% -> 0.40%)``."""
+    if not alert.contributors or alert.status != "firing":
+        return ""
+    top, name = alert.contributors[0], metric_name(alert.metric)
+    values = f"{format_value(alert.metric, top.expected)} -> {format_value(alert.metric, top.current)}"
+    return (
+        f"{alert.where} {name} {alert.deviation_pct:+.0f}%: {top.share:.0%} of the {change_word(alert)} "
+        f"from {child_name(alert, top)} ({name} {values})"
+    )
+
+
+def contributor_text(alert: Alert, child: Contributor) -> str:
+    """``3.10% -> 0.40% (-87%) · 91% of the drop · volume 12,000 · alerting`` (without its name)."""
+    parts = [
+        f"{format_value(alert.metric, child.expected)} -> {format_value(alert.metric, child.current)}"
+        + _child_change(child),
+        f"{child.share:.0%} of the {change_word(alert)}",
+    ]
+    if child.volume:
+        parts.append(f"volume {child.volume:,}")
+    if child.alerting:
+        parts.append("alerting")
+    return " · ".join(parts)
+
+
+def folded_text(alert: Alert) -> str:
+    """``+3 child alerts folded`` ("" when none)."""
+    if not alert.folded:
+        return ""
+    return f"+{alert.folded} child alert{'s' if alert.folded != 1 else ''} folded"
+
+
+def drilldown_lines(alert: Alert, top: int = DRILLDOWN_TOP) -> list[tuple[str, str]]:
+    """The top ``top`` contributors as ``(name, values)`` (name '' for the trailing lines:
+    ``... and 4 more``, ``+3 child alerts folded``); empty when there is nothing to drill into."""
+    if alert.status != "firing":
+        return []
+    lines = [(child_name(alert, c), contributor_text(alert, c)) for c in alert.contributors[:top]]
+    if len(alert.contributors) > top:
+        lines.append(("", f"... and {len(alert.contributors) - top} more"))
+    if alert.folded:
+        lines.append(("", folded_text(alert)))
+    return lines
+
+
+def drilldown_plain(alert: Alert, top: int = DRILLDOWN_TOP) -> list[str]:
+    """:func:`drilldown_lines` as plain text lines: ``app_id=com.x: 3.10% -> 0.40% (-87%) · ...``."""
+    return [f"{name}: {values}" if name else values for name, values in drilldown_lines(alert, top)]
+
+
+def contributors_detail(alert: Alert) -> list[dict[str, Any]]:
+    """Every contributor, structured (PagerDuty ``custom_details``)."""
+    return [
+        {
+            "segment": child_name(alert, c),
+            "segment_id": c.segment_id,
+            "current": format_value(alert.metric, c.current),
+            "expected": format_value(alert.metric, c.expected),
+            "share": f"{c.share:.0%}",
+            "volume": c.volume,
+            "alerting": c.alerting,
+        }
+        for c in alert.contributors
+    ]
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -161,9 +309,14 @@ def utc(ms: int) -> str:
 
 
 def alert_link(template: str, alert: Alert) -> str:
-    """The link of one alert: ``{alert_id}`` and ``{fingerprint}`` in ADWATCH_GRAFANA_URL are filled in
-    (``make run`` links each alert to its chart: ``file://.../report.html#{alert_id}``)."""
-    return template.replace("{alert_id}", alert.alert_id).replace("{fingerprint}", alert.fingerprint)
+    """The link of one alert: ``{alert_id}``, ``{fingerprint}`` and ``{segment}`` (the segment id,
+    URL-encoded) in ADWATCH_GRAFANA_URL are filled in (``make run`` links each alert to its chart:
+    ``file://.../report.html#{alert_id}``)."""
+    return (
+        template.replace("{alert_id}", alert.alert_id)
+        .replace("{fingerprint}", alert.fingerprint)
+        .replace("{segment}", url_value(alert.segment_id))
+    )
 
 
 def window_text(alert: Alert) -> str:
@@ -173,27 +326,42 @@ def window_text(alert: Alert) -> str:
 
 
 def evidence(alert: Alert) -> dict[str, Any]:
-    """The facts behind an alert, human-formatted, shared by every channel."""
-    return {
+    """The facts behind an alert, human-formatted, shared by every channel.
+
+    ``segment`` is its dimensions for people (``US banner app_id=com.x``), ``segment_id`` the id;
+    ``country``/``ad_format`` are there when the segment has them; ``drilldown`` (the cause in one
+    line) and ``folded`` when the alert has contributors or folded children."""
+    facts: dict[str, Any] = {
         "status": alert.status,
         "alert_type": alert.alert_type,
         "severity": alert.severity,
-        "country": alert.country,
-        "ad_format": alert.ad_format,
-        "metric": alert.metric,
-        "current": format_value(alert.metric, alert.current),
-        "expected": format_value(alert.metric, alert.expected),
-        "band": f"{format_value(alert.metric, alert.band_low)} – {format_value(alert.metric, alert.band_high)}",
-        "change_pct": f"{alert.deviation_pct:+.1f}%",
-        "volume": alert.volume,
-        "p_value": f"{alert.p_value:.3g}",
-        "z_score": f"{alert.z_score:.2f}",
-        "window": window_text(alert),
-        "detected_at": utc(alert.detected_at_ms),
-        "alert_id": alert.alert_id,
-        "fingerprint": alert.fingerprint,
-        "rule_set": alert.rule_set,
+        "segment": alert.where,
+        "segment_id": alert.segment_id,
     }
+    facts.update({name: alert.dimensions[name] for name in ("country", "ad_format") if name in alert.dimensions})
+    facts.update(
+        {
+            "metric": alert.metric,
+            "current": format_value(alert.metric, alert.current),
+            "expected": format_value(alert.metric, alert.expected),
+            "band": f"{format_value(alert.metric, alert.band_low)} – {format_value(alert.metric, alert.band_high)}",
+            "change_pct": f"{alert.deviation_pct:+.1f}%",
+            "volume": alert.volume,
+            "p_value": f"{alert.p_value:.3g}",
+            "z_score": f"{alert.z_score:.2f}",
+            "window": window_text(alert),
+            "detected_at": utc(alert.detected_at_ms),
+            "alert_id": alert.alert_id,
+            "fingerprint": alert.fingerprint,
+            "rule_set": alert.rule_set,
+        }
+    )
+    headline = drilldown_headline(alert)
+    if headline:
+        facts["drilldown"] = headline
+    if alert.folded:
+        facts["folded"] = alert.folded
+    return facts
 
 
 # --- Slack ----------------------------------------------------------------------------------
@@ -202,9 +370,9 @@ def slack_message(alert: Alert, grafana_url: str = "", links: Links = Links()) -
     grafana_url = alert_link(grafana_url, alert)
     ev = {k: mrkdwn(v) for k, v in evidence(alert).items()}
     emoji = "✅" if alert.status == "resolved" else SEVERITY_EMOJI.get(alert.severity, "⚪")
+    segment = mrkdwn_literal(alert.where) if alert.dimensions else ev["segment"]
     fields = [
-        f"*Country*\n{ev['country']}",
-        f"*Ad format*\n{ev['ad_format']}",
+        f"*Segment*\n{segment}",
         f"*Metric*\n{ev['metric']}",
         f"*Severity*\n{emoji} {ev['severity']}",
         f"*Current value*\n{ev['current']}",
@@ -233,16 +401,36 @@ def slack_message(alert: Alert, grafana_url: str = "", links: Links = Links()) -
             ],
         },
     ]
+    drill = slack_drilldown(alert)
+    if drill is not None:
+        blocks.insert(2, drill)
     urls = links.for_alert(alert) or ([("Open the Grafana dashboard", grafana_url)] if grafana_url else [])
     if urls:
         text = " · ".join(f"<{_slack_url(url)}|{mrkdwn(name)}>" for name, url in urls)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_MAX)}})
     color = RESOLVED_COLOR if alert.status == "resolved" else SEVERITY_COLOR.get(alert.severity, "#808080")
+    headline = drilldown_headline(alert)
+    literals = [alert.where, *(child_name(alert, c) for c in alert.contributors[:1])]
+    text = mrkdwn_text(f"{alert.message} · {headline}" if headline else alert.message, literals)
     return {
-        "text": clip(alert.message, SECTION_MAX),
+        "text": clip(text, SECTION_MAX),
         "blocks": blocks[:BLOCKS_MAX],
-        "attachments": [{"color": color, "fallback": clip(alert.message, SECTION_MAX)}],
+        "attachments": [{"color": color, "fallback": clip(text, SECTION_MAX)}],
     }
+
+
+def slack_drilldown(alert: Alert, top: int = DRILLDOWN_TOP) -> dict[str, Any] | None:
+    """The drill-down section: the cause's headline, then the top contributors one a line, each
+    segment value as inline code (:func:`mrkdwn_literal`: a value cannot mention, link or format)."""
+    lines = drilldown_lines(alert, top)
+    if not lines:
+        return None
+    headline = drilldown_headline(alert)
+    first = alert.contributors[:1]
+    head = mrkdwn_text(headline, [alert.where, *(child_name(alert, c) for c in first)]) if headline else ""
+    rows = [f"• {mrkdwn_literal(name)}: {mrkdwn(values)}" if name else f"_{mrkdwn(values)}_" for name, values in lines]
+    text = "\n".join([f"*Drill-down* · {head}" if head else "*Drill-down*", *rows])
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_MAX)}}
 
 
 def slack_thread_note(message: dict[str, Any], line: str) -> dict[str, Any]:
@@ -283,24 +471,32 @@ def pagerduty_event(
     dedup_key = pagerduty_dedup_key(alert.fingerprint)
     if alert.status == "resolved":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+    headline = drilldown_headline(alert)
+    summary = f"{alert.message} · {headline}" if headline else alert.message
+    details = evidence(alert)
+    details["dimensions"] = dict(alert.dimensions)
+    if alert.contributors:
+        details["contributors"] = contributors_detail(alert)
     event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key,
         "payload": {
-            "summary": clip(alert.message, PD_SUMMARY_MAX),
-            "source": f"{alert.country}|{alert.ad_format}",
+            "summary": clip(summary, PD_SUMMARY_MAX),
+            "source": alert.segment_id,
             "severity": PAGERDUTY_SEVERITY.get(alert.severity, "warning"),
             "timestamp": datetime.fromtimestamp(alert.detected_at_ms / 1000, UTC).isoformat(),
-            "component": alert.ad_format,
-            "group": alert.country,
             "class": alert.alert_type,
-            "custom_details": evidence(alert),
+            "custom_details": details,
         },
         "client": PD_CLIENT,
     }
-    if len(alert.message) > PD_SUMMARY_MAX:  # a group's list of segments: whole in the details
-        event["payload"]["custom_details"]["message"] = alert.message
+    if alert.ad_format:
+        event["payload"]["component"] = clip(alert.ad_format, 255)
+    if alert.country:
+        event["payload"]["group"] = alert.country
+    if len(summary) > PD_SUMMARY_MAX:  # a group's list of segments, a long drill-down: whole in the details
+        details["message"] = alert.message
     line = thread_line(alert, thread)
     if line:
         event["payload"]["custom_details"]["episode"] = line
@@ -348,7 +544,7 @@ def email_subject(alert: Alert, reply: bool = False) -> str:
     if GROUP_KEY.match(alert.fingerprint):
         subject = f"[adwatch] group {alert.fingerprint.split(':', 1)[1]}"
     else:
-        subject = f"[adwatch] {alert_title(alert.alert_type)}: {alert.country} {alert.ad_format}"
+        subject = f"[adwatch] {alert_title(alert.alert_type)}: {clip(alert.where, 200)}"
     return f"Re: {subject}" if alert.status == "resolved" or reply else subject
 
 
@@ -356,6 +552,10 @@ def email_text(alert: Alert, grafana_url: str = "", thread: Thread | None = None
     grafana_url = alert_link(grafana_url, alert)
     line = thread_line(alert, thread)
     lines = ([line.capitalize(), ""] if line else []) + [alert.message, ""]
+    drill = drilldown_plain(alert)
+    headline = drilldown_headline(alert)
+    if drill:
+        lines += ([headline] if headline else []) + [f"  - {row}" for row in drill] + [""]
     lines += [f"{k:>12}: {v}" for k, v in evidence(alert).items()]
     if grafana_url:
         lines += ["", f"Dashboard: {grafana_url}"]
@@ -372,15 +572,37 @@ def email_html(alert: Alert, grafana_url: str = "", thread: Thread | None = None
         for k, v in evidence(alert).items()
     )
     link = f"<p><a href='{html.escape(grafana_url)}'>Open the Grafana dashboard</a></p>" if grafana_url else ""
+    drill = ""
+    lines = drilldown_lines(alert)
+    if lines:
+        headline = drilldown_headline(alert)
+        items = "".join(
+            f"<li><code>{html.escape(name)}</code>: {html.escape(values)}</li>"
+            if name
+            else f"<li><i>{html.escape(values)}</i></li>"
+            for name, values in lines
+        )
+        drill = (f"<p><b>{html.escape(headline)}</b></p>" if headline else "") + f"<ul>{items}</ul>"
     return (
         f"<html><body>{note}<h2 style='color:{color}'>{html.escape(alert.message)}</h2>"
-        f"<table>{rows}</table>{link}</body></html>"
+        f"{drill}<table>{rows}</table>{link}</body></html>"
     )
 
 
 # --- webhook and console ----------------------------------------------------------------------
 def webhook_body(alert: Alert, idempotency_key: str, raw: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1", "idempotency_key": idempotency_key, "message": alert.message, "alert": raw}
+    """The alert as the contract encodes it (``dimensions``, ``contributors``...), its message, and
+    for people: ``where`` (the segment), ``drilldown`` (the cause in one line, "" without contributors)
+    and ``drilldown_lines`` (the top contributors, ``+3 child alerts folded``)."""
+    return {
+        "version": "1",
+        "idempotency_key": idempotency_key,
+        "message": alert.message,
+        "where": alert.where,
+        "drilldown": drilldown_headline(alert),
+        "drilldown_lines": drilldown_plain(alert),
+        "alert": raw,
+    }
 
 
 def console_box(alert: Alert, link: str = "") -> str:
@@ -388,11 +610,15 @@ def console_box(alert: Alert, link: str = "") -> str:
     ev = evidence(alert)
     body = [
         alert.message,
-        f"{ev['severity']} {ev['alert_type']} · {ev['country']} {ev['ad_format']} · {ev['metric']}",
+        f"{ev['severity']} {ev['alert_type']} · {ev['segment']} · {ev['metric']}",
         f"current {ev['current']} · expected {ev['expected']} (band {ev['band']}) · {ev['change_pct']}",
         f"window {ev['window']} · volume {ev['volume']} · p={ev['p_value']} z={ev['z_score']}",
         f"id {ev['alert_id']}",
     ]
+    headline = drilldown_headline(alert)
+    if headline:
+        body.append(headline)
+    body += [f"  {row}" for row in drilldown_plain(alert)]
     if link:
         body.append(f"chart {alert_link(link, alert)}")
     width = max(len(line) for line in body)

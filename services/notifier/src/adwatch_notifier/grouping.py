@@ -8,7 +8,7 @@ unchanged. A notification lists every alert of the group; a flushed recovery lea
 group, an empty group is dropped. The notification is one :class:`Alert` per group
 (:func:`summary`) whose fingerprint is the group key, so each channel's own format applies:
 one Slack message (with a bot token: updated in place, each change and repeat a thread reply
-such as "+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing"; with a webhook a
+such as "+2 joined: US banner, DE native · 1 recovered: FR app_id=com.x · 5 firing"; with a webhook a
 new message starting with that line), one PagerDuty incident (``dedup_key`` = group key, resolved
 when every alert of the group is), one email thread (later mails answer the first).
 The group remembers its firing members and its first notification's time for those lines.
@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 import msgspec
 import redis
@@ -41,7 +42,7 @@ from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
 from adwatch.telemetry import extract_context
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
-from adwatch_notifier.formatting import Thread, duration_text
+from adwatch_notifier.formatting import Thread, child_name, duration_text
 from adwatch_notifier.ledger import LedgerUnavailableError, _guarded
 from adwatch_notifier.outcomes import DeadLetter, Defer
 from adwatch_notifier.retry import RetryPolicy, after_failure
@@ -63,8 +64,9 @@ class GroupSpec:
 
 
 def group_key(route_index: int, spec: GroupSpec, labels: Mapping[str, str]) -> str:
-    """``g<route>:<label>=<value>,...``: printable, no spaces (it is also the PagerDuty dedup_key)."""
-    parts = ",".join(f"{name}={labels.get(name, '')}" for name in spec.by)
+    """``g<route>:<label>=<value>,...``: printable ASCII, no spaces (it is also the PagerDuty
+    dedup_key): values are percent-encoded, as in a segment id (a dimension value is any text)."""
+    parts = ",".join(f"{name}={quote(labels.get(name, ''), safe='')}" for name in spec.by)
     return f"g{route_index}:{parts}"
 
 
@@ -329,8 +331,8 @@ def digest(alerts: Mapping[str, Alert]) -> str:
 def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
     """The group as one alert: fingerprint = group key, status firing while any member fires, top severity.
 
-    The message lists every member (segment, deviation; the type when they differ), clipped at
-    ``MESSAGE_MAX`` (about 150 segments).
+    The message lists every member (its segment's dimensions, deviation, the child alerts folded
+    into it; the type when they differ), clipped at ``MESSAGE_MAX`` (about 150 segments).
     """
     ordered = sorted(alerts, key=lambda a: (a.status != "firing", -SEVERITIES.index(a.severity), a.fingerprint))
     firing = [a for a in ordered if a.status == "firing"]
@@ -339,7 +341,8 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
     head = f"{len(firing)} firing, {len(ordered) - len(firing)} resolved in group {key.split(':', 1)[1]}: "
     one_type = len({a.alert_type for a in ordered}) == 1
     items = [
-        f"{'' if one_type else a.alert_type + ' '}{a.country}|{a.ad_format} {a.deviation_pct:+.0f}%"
+        f"{'' if one_type else a.alert_type + ' '}{segment_name(a)} {a.deviation_pct:+.0f}%"
+        + _cause(a)
         + ("" if a.status == "firing" else " ok")
         for a in ordered
     ]
@@ -362,7 +365,20 @@ def summary(key: str, alerts: Sequence[Alert], state_digest: str) -> Alert:
         window_end_ms=max(a.window_end_ms for a in ordered),
         detected_at_ms=max(a.detected_at_ms for a in ordered),
         message=text,
+        # one member: its drill-down is the group's; several: each line names its own cause
+        contributors=top.contributors if len(ordered) == 1 else [],
+        folded=top.folded if len(ordered) == 1 else 0,
     )
+
+
+def _cause(alert: Alert) -> str:
+    """`` (91% from app_id=com.x, +2 folded)``: a firing member's top contributor and folded children."""
+    if alert.status != "firing":
+        return ""
+    parts = [f"{c.share:.0%} from {child_name(alert, c)}" for c in alert.contributors[:1]]
+    if alert.folded:
+        parts.append(f"+{alert.folded} folded")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def change_line(
@@ -375,7 +391,7 @@ def change_line(
 ) -> str:
     """What changed since the group's last notification, in one line (a thread reply, a mail's first line).
 
-    ``+2 joined: US|banner, DE|native · 1 recovered: FR|video · 5 firing``; the same members at
+    ``+2 joined: US banner, DE native · 1 recovered: FR app_id=com.x · 5 firing``; the same members at
     another severity: ``severity changed · 5 firing, top high``; unchanged (a ``repeat``):
     ``still firing: 5 segments, for 1 h 5 min``; nothing left firing: ``all recovered after 40 min``.
     """
@@ -401,8 +417,14 @@ def change_line(
     return " · ".join([*parts, f"{len(firing)} firing"])
 
 
+def segment_name(alert: Alert) -> str:
+    """A member's segment in a group's lines: its dimensions for people (``US banner``,
+    ``US app_id=com.example.game``, ``all traffic``; see :func:`adwatch.contracts.describe_segment`)."""
+    return alert.where
+
+
 def _names(alerts: Sequence[Alert], shown: int = 8) -> str:
-    names = sorted(f"{a.country}|{a.ad_format}" for a in alerts)
+    names = sorted(segment_name(a) for a in alerts)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
 

@@ -12,10 +12,15 @@ Sources are recorded when seen, by every channel's consumer (each sees every ale
 Default rules (:data:`DEFAULT_RULES`, used unless the routes file has ``inhibit_rules:``):
 
 - a traffic alert (``alert_type=~traffic_.*``) on a segment mutes the CTR and eCPM alerts
-  (``alert_type=~ctr_.*|ecpm_.*``) of that segment (``equal: [country, ad_format]``): with the
+  (``alert_type=~ctr_.*|ecpm_.*``) of that segment (``equal: [segment]``, the segment id, so it
+  holds for a segment of any dimensions: ``US banner``, ``app_id=com.x``, all traffic): with the
   traffic itself anomalous, the ratios built on it are noise;
 - a ``critical`` alert mutes lower-severity alerts with the same fingerprint labels
-  (``equal: [alert_type, country, ad_format]``).
+  (``equal: [alert_type, segment]``).
+
+As in Alertmanager, a label that neither alert has is equal ('' on both sides): ``equal:
+[country, ad_format]`` puts every segment without those dimensions (``app_id=com.a``,
+``app_id=com.b``) in one group, so a rule about "the same segment" says ``segment``.
 """
 
 from __future__ import annotations
@@ -85,8 +90,8 @@ def source_may_follow(rule: InhibitRule, labels: Mapping[str, str]) -> bool:
 
 
 DEFAULT_RULES = (
-    inhibit_rule(["alert_type=~traffic_.*"], ["alert_type=~ctr_.*|ecpm_.*"], ["country", "ad_format"]),
-    inhibit_rule(["severity=critical"], ["severity=~low|medium|high"], ["alert_type", "country", "ad_format"]),
+    inhibit_rule(["alert_type=~traffic_.*"], ["alert_type=~ctr_.*|ecpm_.*"], ["segment"]),
+    inhibit_rule(["severity=critical"], ["severity=~low|medium|high"], ["alert_type", "segment"]),
 )
 
 

@@ -17,7 +17,13 @@ The same file may hold ``maintenance_windows:`` (recurring, UTC) and ``inhibit_r
     inhibit_rules:
       - source_matchers: ["alert_type=~traffic_.*"]
         target_matchers: ["alert_type=~ctr_.*|ecpm_.*"]
-        equal: [country, ad_format]
+        equal: [segment]         # the same segment, whatever its dimensions
+
+A route may also filter with ``matchers:`` (every one must match) over the alert's labels, every
+dimension of its segment included (``app_id=~com\\.example\\..*``, ``campaign_id=c-42``), and
+``group_by`` any label (``[alert_type, country]``: alerts of ``US banner`` and of
+``US app_id=com.x`` share a group). ``segments:`` lists segment ids (``ad_format=banner,country=US``,
+``app_id=com.x``, ``*``); the version-1 form ``US|banner`` is read as its id.
 """
 
 from __future__ import annotations
@@ -30,12 +36,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from adwatch.contracts import AdFormat, Alert, AlertStatus, AlertType, Severity, segment_key
+from adwatch.contracts import Alert, AlertStatus, AlertType, Severity
 from adwatch.errors import ConfigError
 from adwatch_notifier.delivery import Channel
 from adwatch_notifier.grouping import GroupSpec
 from adwatch_notifier.inhibit import DEFAULT_RULES, InhibitRule, inhibit_rule
-from adwatch_notifier.matchers import LABELS
+from adwatch_notifier.matchers import (
+    LABELS_MAX,
+    Matcher,
+    alert_labels,
+    all_match,
+    normalize_segment,
+    parse_matchers,
+    unknown_labels,
+)
 from adwatch_notifier.silences import MaintenanceWindow, maintenance_window, parse_duration
 
 # Default escalation: everything to Slack, high/critical also page, critical also mails.
@@ -83,6 +97,7 @@ class Route:
     segments: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
     group: GroupSpec | None = None  # Alertmanager's group_by and timers; None: one notification per alert
+    matchers: tuple[Matcher, ...] = ()  # over alert_labels (every dimension of the segment)
 
     def matches(self, alert: Alert, any_severity: bool = False) -> bool:
         checks = (
@@ -90,10 +105,12 @@ class Route:
             (frozenset() if any_severity else self.severities, alert.severity),
             (self.countries, alert.country),
             (self.ad_formats, alert.ad_format),
-            (self.segments, segment_key(alert.country, alert.ad_format)),
+            (self.segments, alert.segment_id),
             (self.statuses, alert.status),
         )
-        return all(not allowed or value in allowed for allowed, value in checks)
+        if not all(not allowed or value in allowed for allowed, value in checks):
+            return False
+        return not self.matchers or all_match(self.matchers, alert_labels(alert))
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,9 @@ def route(table: RoutingTable, alert: Alert, channel: str, notified_firing: bool
     return next((r for r in table.routes if r.channel == channel and r.matches(alert, any_severity)), None)
 
 
+_Matchers = list[Annotated[str, StringConstraints(min_length=3, max_length=1000)]]
+
+
 class RouteSpec(BaseModel):
     """One route as written in the file; unknown keys are errors (a typo must not match everything)."""
 
@@ -125,12 +145,15 @@ class RouteSpec(BaseModel):
     countries: tuple[Annotated[str, StringConstraints(min_length=1, max_length=16)], ...] = Field(
         (), max_length=_FILTER_MAX
     )
-    ad_formats: tuple[AdFormat, ...] = Field((), max_length=_FILTER_MAX)
-    segments: tuple[Annotated[str, StringConstraints(pattern=r"^[^|]+\|[^|]+$")], ...] = Field(
+    ad_formats: tuple[Annotated[str, StringConstraints(min_length=1, max_length=256)], ...] = Field(
+        (), max_length=_FILTER_MAX
+    )
+    segments: tuple[Annotated[str, StringConstraints(min_length=1, max_length=255)], ...] = Field(
         (), max_length=_FILTER_MAX
     )
     statuses: tuple[AlertStatus, ...] = Field((), max_length=_FILTER_MAX)
-    group_by: tuple[str, ...] = Field((), max_length=len(LABELS) + 1)
+    matchers: _Matchers = Field(default_factory=list, max_length=_FILTER_MAX)
+    group_by: tuple[str, ...] = Field((), max_length=LABELS_MAX)
     group_wait: str = "30s"
     group_interval: str = "5m"
     repeat_interval: str = "4h"
@@ -141,25 +164,29 @@ class RouteSpec(BaseModel):
         """``target: [a@x, b@y]`` is the comma-separated recipient list ``a@x,b@y``."""
         return ",".join(str(v) for v in value) if isinstance(value, list) else value
 
-    @field_validator(*_FILTERS, mode="before")
+    @field_validator(*_FILTERS, "matchers", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         """A single value stands for a one-element list (``severities: critical``)."""
         return [value] if isinstance(value, str) else value
 
+    @field_validator("segments")
+    @classmethod
+    def _segment_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each segment as its id (``US|banner`` and ``country=US,ad_format=banner`` are one segment)."""
+        return tuple(normalize_segment(v) for v in value)
+
     def to_route(self) -> Route:
         filters = {name: frozenset(getattr(self, name)) for name in _FILTERS}
         group = None
         if self.group_by:
-            unknown = sorted(set(self.group_by) - {*LABELS, "rule_set"})
+            unknown = unknown_labels(self.group_by)
             if unknown:
                 raise ConfigError(f"group_by: unknown labels {unknown}")
             timers = (parse_duration(t) for t in (self.group_wait, self.group_interval, self.repeat_interval))
             group = GroupSpec(tuple(self.group_by), *timers)
-        return Route(channel=self.channel, target=self.target, group=group, **filters)
-
-
-_Matchers = list[Annotated[str, StringConstraints(min_length=3, max_length=1000)]]
+        matchers = parse_matchers(self.matchers)
+        return Route(channel=self.channel, target=self.target, group=group, matchers=matchers, **filters)
 
 
 class MaintenanceSpec(BaseModel):
@@ -180,10 +207,10 @@ class InhibitSpec(BaseModel):
 
     source_matchers: _Matchers = Field(min_length=1, max_length=_FILTER_MAX)
     target_matchers: _Matchers = Field(min_length=1, max_length=_FILTER_MAX)
-    equal: list[str] = Field(default_factory=list, max_length=len(LABELS) + 1)
+    equal: list[str] = Field(default_factory=list, max_length=LABELS_MAX)
 
     def to_rule(self) -> InhibitRule:
-        unknown = sorted(set(self.equal) - {*LABELS, "rule_set"})
+        unknown = unknown_labels(self.equal)
         if unknown:
             raise ConfigError(f"inhibit rule: unknown equal labels {unknown}")
         return inhibit_rule(self.source_matchers, self.target_matchers, self.equal)

@@ -38,6 +38,7 @@ from adwatch_notifier.loop import (
     failure_counter,
     group_parker,
 )
+from adwatch_notifier.matchers import allow_dimensions
 from adwatch_notifier.metrics import NotifierMetrics
 from adwatch_notifier.routing import load_routes
 from adwatch_notifier.schedule import RetrySchedule
@@ -74,6 +75,7 @@ def run(
     common = common or load_settings(CommonSettings)
     metrics = metrics or NotifierMetrics(CollectorRegistry())
     check_channel_settings(settings)
+    allow_dimensions(settings.dimensions)
     table = load_routes(settings.routes_file)
     check_route_targets(settings, [r.target for r in table.routes if r.channel == settings.channel])
     channel = build_channel(settings, common.grafana_url, stream)

@@ -129,7 +129,17 @@ class NotifierSettings(ServiceSettings):
         "before its traffic alert; other alerts are not delayed; 0: no wait)",
     )
     dashboard_url_template: str = Field(
-        "", description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link, {country} {ad_format} {from_ms} {to_ms}"
+        "",
+        description="DASHBOARD_URL_TEMPLATE: per-alert dashboard link; {segment} (the segment id), any dimension "
+        "({country} {ad_format} {app_id}...; '' when the segment lacks it), {grafana_vars} (var-<name>=<value>&...), "
+        "{where}, {alert_type} {from_ms} {to_ms}; values URL-encoded",
+    )
+    dimensions: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="DIMENSIONS: JSON list of further dimension names that silences, routes, group_by and "
+        'inhibition may use as labels (["exchange", "device_os"] are known already, as are the events\' '
+        "country, ad_format, app_id, placement_id, campaign_id)",
     )
     runbook_url_template: str = Field("", description="RUNBOOK_URL_TEMPLATE: runbook link, {alert_type}")
 

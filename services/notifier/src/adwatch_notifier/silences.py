@@ -68,7 +68,7 @@ class Silence:
         try:
             data = json.loads(value)
             return Silence(
-                parse_matchers(data["matchers"]),
+                parse_matchers(data["matchers"], strict=False),  # as written: checked when created
                 float(data["starts_at"]),
                 float(data["ends_at"]),
                 str(data.get("created_by", "")),

@@ -51,7 +51,10 @@ SILENCE_S = 3600.0
 MAX_AGE_S = 300
 """Slack's replay window: requests signed longer ago (or ahead) than this are refused."""
 ACK_TTL_S = 7 * 24 * 3600
-_FINGERPRINT = re.compile(r"^[A-Za-z0-9_:|.\-]{1,256}$")
+_FINGERPRINT = re.compile(r"^[A-Za-z0-9_:|.\-=,%*+~]{1,256}$")
+"""``type:<segment id>`` (``ctr_drop:ad_format=banner,country=US``, ``ctr_drop:app_id=com%2Fx``,
+``ctr_drop:*``, a hashed ``ctr_drop:h:app_id+country:<hex>``) and version-1 ``ctr_drop:US|banner``;
+no quote or space, so ``fingerprint=<value>`` is one matcher as written."""
 _USER_ID = re.compile(r"^[A-Z0-9]{1,32}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _GROUP_KEY = re.compile(r"^g[0-9]+:")  # grouping.group_key: a group summary's fingerprint

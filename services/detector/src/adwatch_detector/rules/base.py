@@ -60,6 +60,15 @@ class Check:
     severity: Severity
 
 
+class SegmentPrior(msgspec.Struct, frozen=True, array_like=True):
+    """A parent segment's long-run CTR and eCPM (and impressions per window behind them): what a
+    young child segment starts from instead of the global prior."""
+
+    ctr: float
+    ecpm: float
+    impressions: float
+
+
 Lives = dict[str, Lifecycle]
 """A rule's lifecycles, keyed by alert type (one fingerprint per segment and alert type)."""
 
@@ -91,6 +100,9 @@ class BaseRule(ABC, Generic[S]):
         """Checks for one closed window (windows arrive in start order, zero-traffic ones included),
         then learn from it. ``lives`` may be read (e.g. do not learn while firing) and carries the
         rule's CUSUM evidence; the engine moves the firing/resolved state afterwards."""
+
+    def seed(self, state: S, prior: SegmentPrior) -> None:
+        """Start a new segment's baseline from its parent's (default: the rule's own prior)."""
 
     def windows_seen(self, state: S) -> int:
         """How many windows this rule's baseline has seen (0 if it keeps none): tells warm-up."""

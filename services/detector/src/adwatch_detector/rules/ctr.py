@@ -15,7 +15,7 @@ from pydantic import Field
 
 from adwatch.contracts import SegmentWindow
 from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior, SettingsSection
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import bernoulli_llr, binom_tail, halflife_decay, z_from_p
 
@@ -26,6 +26,9 @@ class CtrSettings(SettingsSection):
     prior_n: float = Field(default=20.0, gt=0, allow_inf_nan=False, description="impressions the prior weighs")
     rho_prior: float = Field(default=0.0005, ge=0, allow_inf_nan=False)
     rho_halflife: float = Field(default=480.0, gt=0, allow_inf_nan=False)
+    parent_prior_n: float = Field(
+        default=200.0, ge=0, allow_inf_nan=False, description="impressions a parent segment's CTR weighs as prior"
+    )
     max_effective_n: float = Field(default=200_000.0, gt=0, allow_inf_nan=False)
     min_expected_clicks: float = Field(
         default=5.0, ge=0, allow_inf_nan=False, description="one-window alarm needs this"
@@ -58,6 +61,10 @@ class Ctr(BaseRule[CtrState]):
         self.t = Thresholds.of(settings)
         self.decay = halflife_decay(self.own.halflife)
         self.rho_decay = halflife_decay(self.own.rho_halflife)
+
+    def seed(self, state: CtrState, prior: SegmentPrior) -> None:
+        if 0.0 < prior.ctr < 1.0 and state.imps == 0.0:
+            state.clicks, state.imps = prior.ctr * self.own.parent_prior_n, self.own.parent_prior_n
 
     def windows_seen(self, state: CtrState) -> int:
         return state.windows

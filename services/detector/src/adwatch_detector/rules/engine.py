@@ -21,7 +21,7 @@ from adwatch.contracts import (
     make_alert_id,
     make_fingerprint,
 )
-from adwatch_detector.rules.base import BaseRule, Check
+from adwatch_detector.rules.base import BaseRule, Check, SegmentPrior
 from adwatch_detector.rules.lifecycle import Lifecycle, step
 from adwatch_detector.rules.registry import RULE_SETS, RULES
 from adwatch_detector.rules.settings import RuleSettings
@@ -44,6 +44,26 @@ class RuleEngine:
         shared = settings.set_settings
         rules = tuple(RULES[rule_id](settings) for rule_id in RULE_SETS[settings.rule_set])
         return cls(settings, rules, shared.cooldown_windows * settings.window_ms, shared.max_gap_fill)
+
+    def for_live_segments(self, live_segments: int | None) -> RuleEngine:
+        """The engine whose alert budget is spread over ``live_segments`` tracked segments (the
+        count-aware set: ``tests_per_segment`` tests each, rounded up to a power of two so a few
+        engines serve every count); None: the configured ``expected_segments``."""
+        if live_segments is None or self.settings.rule_set != "default":
+            return self
+        tests = budget_tests(live_segments, self.settings.default.tests_per_segment)
+        key = (id(self.settings), tests)
+        engine = _BY_BUDGET.get(key)
+        if engine is None or engine.settings.default.expected_segments != tests:
+            if len(_BY_BUDGET) >= 64:
+                _BY_BUDGET.clear()
+            engine = _BY_BUDGET[key] = RuleEngine.build(self.settings.with_expected_segments(tests))
+        return engine
+
+    def seed(self, state: SegmentState, prior: SegmentPrior) -> None:
+        """Start a new segment's baselines from its parent's (rules that can use a prior do)."""
+        for rule in self.rules:
+            rule.seed(self.slot(state, rule).state, prior)
 
     def slot(self, state: SegmentState, rule: BaseRule[Any]) -> RuleSlot[Any]:
         """The rule's slot in ``state``, created (or completed with new alert types) on first use."""
@@ -111,7 +131,7 @@ class RuleEngine:
     def _alert(
         self, rule: BaseRule[Any], check: Check, status: AlertStatus, window: SegmentWindow, now_ms: int
     ) -> Alert:
-        fingerprint = make_fingerprint(check.alert_type, window.segment_key)
+        fingerprint = make_fingerprint(check.alert_type, window.segment_id)
         alert_id = make_alert_id(fingerprint, window.window_start_ms, status)
         if logger.isEnabledFor(logging.DEBUG):
             fields = {
@@ -119,7 +139,7 @@ class RuleEngine:
                 "alert_type": check.alert_type,
                 "status": status,
                 "alert_id": alert_id,
-                "segment": window.segment_key,
+                "segment": window.segment_id,
                 "window_start_ms": window.window_start_ms,
             }
             logger.debug("alert %s", status, extra=fields)
@@ -129,8 +149,8 @@ class RuleEngine:
             status=status,
             alert_type=check.alert_type,
             severity=check.severity,
-            country=window.country,
-            ad_format=window.ad_format,
+            dimensions=window.dimensions,
+            segment_id=window.segment_id,
             metric=check.metric,
             current=check.current,
             expected=check.expected,
@@ -143,9 +163,7 @@ class RuleEngine:
             window_start_ms=window.window_start_ms,
             window_end_ms=window.window_end_ms,
             detected_at_ms=now_ms,
-            message=format_message(
-                status, check.alert_type, window.country, window.ad_format, check.metric, check.current, check.expected
-            ),
+            message=format_message(status, check.alert_type, window.where, check.metric, check.current, check.expected),
             rule_set=self.settings.rule_set,
             rule=rule.id,
         )
@@ -155,8 +173,8 @@ def _zero_window(template: SegmentWindow, start_ms: int, window_ms: int) -> Segm
     return SegmentWindow(
         window_start_ms=start_ms,
         window_end_ms=start_ms + window_ms,
-        country=template.country,
-        ad_format=template.ad_format,
+        dimensions=template.dimensions,
+        segment_id=template.segment_id,
         impressions=0,
         clicks=0,
         revenue_usd=0.0,
@@ -164,6 +182,14 @@ def _zero_window(template: SegmentWindow, start_ms: int, window_ms: int) -> Segm
 
 
 _ENGINES: dict[int, RuleEngine] = {}
+_BY_BUDGET: dict[tuple[int, int], RuleEngine] = {}
+
+
+def budget_tests(live_segments: int, tests_per_segment: int) -> int:
+    """Tests per window the alert budget is spread over: live segments x tests each, rounded up
+    to a power of two (at least 16)."""
+    tests = max(16, live_segments * tests_per_segment)
+    return 1 << (tests - 1).bit_length()
 
 
 def engine_for(rules: RuleSettings | RuleEngine) -> RuleEngine:
@@ -184,6 +210,7 @@ def detect_windows(
     rules: RuleSettings | RuleEngine,
     now_ms: int,
     on_check: Callable[[SegmentWindow, Check], None] | None = None,
+    live_segments: int | None = None,
 ) -> tuple[SegmentState, list[Alert]]:
     """Feed closed windows of ONE segment (any order: sorted by start here) through the rules.
 
@@ -192,4 +219,4 @@ def detect_windows(
     the caller's processing time, written to ``detected_at_ms`` and used for nothing else.
     ``on_check`` sees every window's evidence (the backtest records expected values and bands with it).
     """
-    return engine_for(rules).detect(state, windows, now_ms, on_check)
+    return engine_for(rules).for_live_segments(live_segments).detect(state, windows, now_ms, on_check)

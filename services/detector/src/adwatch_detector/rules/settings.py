@@ -89,7 +89,12 @@ class CountAwareSettings(SettingsSection):
     z tests and CUSUMs), warm-up, baseline freezing and the evidence needed to resolve."""
 
     alert_budget_per_day: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    expected_segments: int = Field(default=256, gt=0, description="segment x metric tests per window")
+    expected_segments: int = Field(
+        default=256,
+        gt=0,
+        description="segment x metric tests per window, until the detector counts its live tracked segments",
+    )
+    tests_per_segment: int = Field(default=4, gt=0, description="tests per tracked segment and window (the budget)")
     cusum_budget_share: float = Field(default=0.5, ge=0, lt=1, description="budget share of the sequential alarms")
     warmup_windows: int = Field(default=10, ge=0)
     z_resolve: float = Field(default=2.0, ge=0, allow_inf_nan=False, description="band half-width, in sigmas")
@@ -202,6 +207,10 @@ class RuleSettings(SettingsSection):
         """The section shared by the rules of the running rule set."""
         section: CountAwareSettings | ClassicSettings = getattr(self, self.rule_set)
         return section
+
+    def with_expected_segments(self, tests: int) -> RuleSettings:
+        """These settings with the alert budget spread over ``tests`` tests per window."""
+        return self.model_copy(update={"default": self.default.model_copy(update={"expected_segments": tests})})
 
     @property
     def windows_per_day(self) -> float:

@@ -1,0 +1,175 @@
+"""Which segments the rules track, and what the driver tells the executors about all of them.
+
+Each event feeds every configured ancestor of its segment, so a segment that is not tracked
+loses nothing: its traffic still counts in its parents (the long tail is rolled up). A segment is
+tracked once its smoothed volume reaches ``min_volume`` events per window while fewer than
+``max_tracked`` are; it stops being tracked below half of that (hysteresis), and its state is
+evicted after ``idle_ms`` of event time without an event.
+
+What one segment's state step cannot see, the driver can: after each micro-batch it counts the
+live tracked segments (the alert budget divides by it) and keeps each parent segment's CTR and
+eCPM (a young child borrows them as its prior). :class:`Census` computes that from the batch's
+windows; :func:`encode_context` / :func:`decode_context` carry it to the next batch's tasks as a
+Spark local property (set in ``foreachBatch``, on the query's thread, it reaches the tasks of
+the following batches).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules.base import SegmentPrior
+from adwatch_detector.windowing import OpenWindows, PartialWindow, close_windows, open_silent_windows
+
+CONTEXT_PROPERTY = "adwatch.detector.context"
+_VOLUME_HALFLIFE_WINDOWS = 30.0
+
+
+@dataclass(frozen=True)
+class DetectorContext:
+    """Facts about all segments, from the driver: live tracked segments and parent priors."""
+
+    live_segments: int | None = None
+    priors: Mapping[str, SegmentPrior] = field(default_factory=dict)
+
+    def prior_for(self, parent_ids: Iterable[str]) -> SegmentPrior | None:
+        """The prior of the first parent that has one (parents in configured order)."""
+        return next((self.priors[p] for p in parent_ids if p in self.priors), None)
+
+
+def encode_context(context: DetectorContext) -> str:
+    priors = {sid: [p.ctr, p.ecpm, p.impressions] for sid, p in context.priors.items()}
+    return json.dumps({"live": context.live_segments, "priors": priors}, separators=(",", ":"))
+
+
+_decoded: tuple[str, DetectorContext] = ("", DetectorContext())
+
+
+def decode_context(text: str | None) -> DetectorContext:
+    """The context of a local property value (cached: every segment of a task reads the same)."""
+    global _decoded
+    if not text:
+        return DetectorContext()
+    if _decoded[0] == text:
+        return _decoded[1]
+    try:
+        data = json.loads(text)
+        priors = {sid: SegmentPrior(*map(float, v)) for sid, v in data.get("priors", {}).items()}
+        live = data.get("live")
+        context = DetectorContext(int(live) if live is not None else None, priors)
+    except (ValueError, TypeError, AttributeError):
+        context = DetectorContext()
+    _decoded = (text, context)
+    return context
+
+
+@dataclass(frozen=True)
+class TrackingPolicy:
+    """When a segment is tracked by the rules, and when its state is evicted."""
+
+    min_volume: float = 0.0
+    max_tracked: int = 250_000
+    idle_ms: int = 6 * 3600 * 1000
+
+    def update(
+        self, tracked: bool, volume: float, windows_seen: int, events: int, live: int | None
+    ) -> tuple[bool, float]:
+        """After one closed window with ``events``: (tracked now, the new smoothed volume).
+
+        The volume is a running mean over the first windows, then an EWMA (half-life 30 windows),
+        so a new segment's first window decides as much as it can. Admission waits while ``live``
+        (the driver's count, one batch old) is at the cap.
+        """
+        weight = max(1.0 / (windows_seen + 1), 1.0 - math.pow(0.5, 1.0 / _VOLUME_HALFLIFE_WINDOWS))
+        volume = volume + weight * (events - volume)
+        if tracked:
+            return volume >= 0.5 * self.min_volume, volume
+        room = live is None or live < self.max_tracked
+        return room and volume >= self.min_volume, volume
+
+    def idle(self, last_event_ms: int, watermark_ms: int) -> bool:
+        return last_event_ms > 0 and watermark_ms - last_event_ms >= self.idle_ms
+
+
+def close_tracked(
+    open_windows: OpenWindows,
+    watermark_ms: int,
+    window_ms: int,
+    policy: TrackingPolicy,
+    live_segments: int | None,
+    max_gap_fill: int,
+) -> tuple[list[tuple[int, PartialWindow]], int]:
+    """Close the windows the watermark passed, moving the segment's tracking with each, then (a
+    tracked segment only: the long tail gets none) open and close the silent minutes after them.
+    Returns the closed windows by start and the silent-window bound that applied."""
+
+    def close() -> list[tuple[int, PartialWindow]]:
+        done = close_windows(open_windows, watermark_ms, window_ms)
+        for _, part in done:
+            open_windows.tracked, open_windows.volume = policy.update(
+                open_windows.tracked, open_windows.volume, open_windows.windows_closed, sum(part.counts), live_segments
+            )
+            open_windows.windows_closed += 1
+        return done
+
+    closed = close()
+    gap_fill = max_gap_fill if open_windows.tracked else 0
+    if open_silent_windows(open_windows, watermark_ms, window_ms, gap_fill):
+        closed += close()
+    return closed, gap_fill
+
+
+class Census:
+    """The driver's view of every segment: which are tracked (by their last window) and each
+    parent segment's decayed CTR/eCPM totals. Bounded: a segment unseen for ``idle_ms`` of
+    window time is forgotten; at most ``max_priors`` parents (the largest) are sent."""
+
+    def __init__(self, parent_sets: set[frozenset[str]] | None = None, idle_ms: int = 6 * 3600 * 1000) -> None:
+        self.parent_sets = parent_sets  # the dimension sets whose segments are someone's parent (None: all)
+        self.idle_ms = idle_ms
+        self.max_priors = 5000
+        self._tracked: dict[str, int] = {}  # segment id -> end of its last tracked window
+        self._totals: dict[str, list[float]] = {}  # parent id -> [impressions, clicks, revenue], decayed
+        self._decay = math.pow(0.5, 1.0 / 120.0)  # two hours of one-minute windows
+
+    def observe(self, windows: Iterable[tuple[SegmentWindow, bool]]) -> None:
+        """Take one batch's closed windows, each with whether its segment is tracked."""
+        latest = 0
+        for w, tracked in windows:
+            latest = max(latest, w.window_end_ms)
+            if tracked:
+                self._tracked[w.segment_id] = w.window_end_ms
+            else:
+                self._tracked.pop(w.segment_id, None)
+            if self.parent_sets is None or frozenset(w.dimensions) in self.parent_sets:
+                t = self._totals.setdefault(w.segment_id, [0.0, 0.0, 0.0])
+                t[0] = self._decay * t[0] + w.impressions
+                t[1] = self._decay * t[1] + w.clicks - w.orphan_clicks
+                t[2] = self._decay * t[2] + w.revenue_usd
+        if latest:
+            horizon = latest - self.idle_ms
+            stale = [sid for sid, end in self._tracked.items() if end < horizon]
+            for sid in stale:
+                del self._tracked[sid]
+
+    def forget(self, segment: str) -> None:
+        """A segment evicted from state (idle): no longer live, no longer anyone's prior."""
+        self._tracked.pop(segment, None)
+        self._totals.pop(segment, None)
+
+    @property
+    def live_segments(self) -> int:
+        return len(self._tracked)
+
+    def context(self) -> DetectorContext:
+        ranked = sorted(self._totals.items(), key=lambda kv: -kv[1][0])[: self.max_priors]
+        priors = {
+            sid: SegmentPrior(clicks / imps, 1000.0 * rev / imps, imps * (1.0 - self._decay))
+            for sid, (imps, clicks, rev) in ranked
+            if imps > 0
+        }
+        return DetectorContext(self.live_segments or None, priors)
