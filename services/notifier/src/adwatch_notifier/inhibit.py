@@ -32,7 +32,7 @@ from typing import Protocol
 
 import redis
 
-from adwatch.contracts import ALERT_TYPES
+from adwatch.contracts import ALERT_TYPES, segment_id
 from adwatch_notifier.ledger import _guarded
 from adwatch_notifier.matchers import Matcher, all_match, parse_matchers
 
@@ -64,8 +64,17 @@ def inhibit_rule(source: Sequence[str], target: Sequence[str], equal: Sequence[s
     return InhibitRule(parse_matchers(source), parse_matchers(target), tuple(equal))
 
 
-FINGERPRINT_LABELS = frozenset({"alert_type", "country", "ad_format"})
-"""What an alert's fingerprint (its Kafka key) is made of (``adwatch.contracts.make_fingerprint``)."""
+def fixes_fingerprint(equal: Sequence[str], labels: Mapping[str, str]) -> bool:
+    """Whether alerts equal on ``equal`` to these labels have their fingerprint (their Kafka key,
+    ``adwatch.contracts.make_fingerprint``): the alert type and the segment (named, or by every one of its dimensions, e.g. ``country`` and ``ad_format``)."""
+    names = set(equal)
+    if "alert_type" not in names:
+        return False
+    if "segment" in names:
+        return True
+    segment = labels.get("segment", "")
+    dims = [n for n in names if n != "alert_type"]
+    return bool(dims) and segment_id({n: labels.get(n, "") for n in dims if labels.get(n)}) == segment
 
 
 def source_types(rule: InhibitRule) -> tuple[str, ...]:
@@ -81,7 +90,7 @@ def source_may_follow(rule: InhibitRule, labels: Mapping[str, str]) -> bool:
     key, so it is on the same partition and consumed in order (the default ``critical`` rule). Not
     when no alert type of the contract can be a source with the target's ``equal`` labels.
     """
-    if not rule.is_target(labels) or set(rule.equal) >= FINGERPRINT_LABELS:
+    if not rule.is_target(labels) or fixes_fingerprint(rule.equal, labels):
         return False
     types = source_types(rule)
     if "alert_type" in rule.equal:
