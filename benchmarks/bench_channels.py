@@ -10,11 +10,17 @@ Each figure beside a reference measured in the same run (machines differ 2-3x: r
   from the broker (consumer-group join included): publish -> last notification, grouped
   (``group_wait: 2s``, default rate limits) vs one by one (rate limits off: with Slack's one message
   per second per channel it could not end before 199 s).
-- *failing*: Slack (incoming webhook) answers 500 for one alert for the whole run (it is retried
-  in the background: 1 s, 2 s, 4 s... backoff); publish -> received p50/p99 of the ``--others``
-  other alerts published after it at ``--rate``/s, vs the same run without the failing alert.
+- *failing*: Slack (incoming webhook, one message per alert) answers 500 for one alert for the whole
+  run (it is retried in the background: 1 s, 2 s, 4 s... backoff); publish -> received p50/p99 of
+  the ``--others`` other alerts published after it at ``--rate``/s, vs the same run without it
+  (``INHIBIT_WAIT_SECONDS=0``: these CTR alerts would otherwise all wait 3 s for a traffic alert).
+- *hanging*: the same, but Slack accepts the one alert's request and answers it only ``--hang``
+  seconds later (under ``REQUEST_TIMEOUT_SECONDS``, so no timeout fires): the send waits on a
+  delivery worker; with ``DELIVERY_WORKERS=1`` (one send at a time, as when sends ran on the poll
+  thread) the others wait behind it, which is the comparison printed beside it.
 
-Run: ``.venv/bin/python benchmarks/bench_channels.py [--alerts 300] [--rounds 3] [--others 100]`` (under 2 min).
+Run: ``.venv/bin/python benchmarks/bench_channels.py [--alerts 300] [--rounds 3] [--others 100]``
+(``--skip rate,storm`` or ``--skip failing``: each part under 2 min).
 Uses the embedded broker and Redis on 127.0.0.1; stops them at the end.
 """
 
@@ -34,9 +40,9 @@ from adwatch.config import CommonSettings
 from adwatch.contracts import AD_FORMATS, Alert, encode, format_message, make_alert_id, make_fingerprint, segment_key
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch.storage import make_redis
-from adwatch_dev.fakes import FakePagerDuty, FakeSlack, SmtpSink
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
 from adwatch_dev.infra import EmbeddedInfra
-from adwatch_dev.testing import poll_until, unique
+from adwatch_dev.testing import PER_ALERT_ROUTES, poll_until, unique
 from adwatch_notifier import NotifierSettings, run
 from adwatch_notifier.channels import build_channel
 from adwatch_notifier.grouping import GroupFlusher, RedisGroupStore
@@ -202,15 +208,43 @@ def storm_time(
     return max(at for at, _ in got) - started, len(got)
 
 
-# --- failing: one alert's outage, the others' latency ----------------------------------------------
-def latencies(common: CommonSettings, others: int, rate: float, failing: bool) -> tuple[float, float, int]:
+# --- failing / hanging: one alert's outage, the others' latency --------------------------------------
+class HangingSlack(FakeSlack):
+    """Answers the requests that name ``picked`` only ``hang_s`` later (accepted, then held)."""
+
+    picked, hang_s = "", 0.0
+
+    def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        answer = super()._respond(req)
+        if self.picked and self.picked in req.body.decode():
+            time.sleep(self.hang_s)
+        return answer
+
+
+def latencies(
+    common: CommonSettings, others: int, rate: float, mode: str, routes: str, hang_s: float = 0.0, workers: int = 4
+) -> tuple[float, float, int]:
+    """publish -> received p50, p99 (ms) of ``others`` alerts after one that ``mode`` ("none", "failing",
+    "hanging") makes fail or hang; and how many of its attempts failed."""
     bad = alert(0, "ctr_drop", 400, 0)  # AK banner
-    with FakeSlack() as slack:
-        if failing:
-            slack.fail_when = lambda req: 500 if f"{bad.country} {bad.ad_format}" in req.body.decode() else None
+    name = f"{bad.country} {bad.ad_format}"
+    with HangingSlack() as slack:
+        if mode == "failing":
+            slack.fail_when = lambda req: 500 if name in req.body.decode() else None
+        if mode == "hanging":
+            slack.picked, slack.hang_s = name, hang_s
         topic = unique("bench-alerts")
         ensure_topics(common.kafka_bootstrap, {topic: 1})
-        s = settings("slack", topic, "", slack_webhook_url=slack.webhook_url, slack_min_interval_ms=0)
+        s = settings(
+            "slack",
+            topic,
+            routes,
+            slack_webhook_url=slack.webhook_url,
+            slack_min_interval_ms=0,
+            request_timeout_seconds=max(10.0, hang_s + 2),
+            delivery_workers=workers,
+            inhibit_wait_seconds=0,  # CTR alerts would wait 3 s for a traffic alert: not what is measured here
+        )
         producer = make_producer(common.kafka_bootstrap, **{"linger.ms": 0})
         stop = threading.Event()
         worker = threading.Thread(target=run, args=(s, stop), kwargs={"common": common})
@@ -241,7 +275,7 @@ def latencies(common: CommonSettings, others: int, rate: float, failing: bool) -
 
         poll_until(all_arrived, "every other alert received", timeout_s=60)
         stop.set()
-        worker.join(30)
+        worker.join(30 + hang_s)
         failed = sum(1 for r in slack.requests if not r.ok)
     lat = [(arrived[k] - sent[k]) * 1000 for k in sent]
     lat.sort()
@@ -254,6 +288,7 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=100, help="other alerts in the failing measure")
     parser.add_argument("--rate", type=float, default=20.0, help="alerts/s in the failing measure")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the rate and failing measures (median)")
+    parser.add_argument("--hang", type=float, default=8.0, help="seconds the hanging alert's request is held")
     parser.add_argument("--skip", default="", help="comma-separated: rate,storm,failing")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
@@ -305,19 +340,31 @@ def main() -> None:
                         f"grouped {n2} notifications, last after {t2:.1f} s (ratio {t2 / t1:.2f})"
                     )
         if "failing" not in skip:
-            runs: dict[bool, list[tuple[float, float, int]]] = {False: [], True: []}
+            per_alert = tmp / "per-alert-routes.yaml"  # the built-in routes group Slack: one message per alert here
+            per_alert.write_text(PER_ALERT_ROUTES)
+            cases = {
+                "none": {"mode": "none"},
+                "failing": {"mode": "failing"},
+                "hanging": {"mode": "hanging", "hang_s": args.hang},
+                "hanging, 1 worker": {"mode": "hanging", "hang_s": args.hang, "workers": 1},
+            }
+            runs: dict[str, list[tuple[float, float, int]]] = {case: [] for case in cases}
             for _ in range(args.rounds):  # alternately, median of each side
-                for failing in (False, True):
-                    runs[failing].append(latencies(common, args.others, args.rate, failing))
-            (b50, b99), (f50, f99) = (
-                tuple(statistics.median(r[i] for r in runs[side]) for i in (0, 1)) for side in (False, True)
-            )
-            failed = sum(r[2] for r in runs[True])
+                for case, kwargs in cases.items():
+                    runs[case].append(latencies(common, args.others, args.rate, routes=str(per_alert), **kwargs))
+            med = {case: tuple(statistics.median(r[i] for r in rs) for i in (0, 1)) for case, rs in runs.items()}
+            b50, b99 = med["none"]
             print(
-                f"failing: {args.others} others at {args.rate:g}/s, publish->received p50 {f50:.0f} ms p99 {f99:.0f} ms "
-                f"with one alert failing ({failed} failed attempts in {args.rounds} runs) vs p50 {b50:.0f} ms "
-                f"p99 {b99:.0f} ms without (ratio p50 {f50 / b50:.2f}, p99 {f99 / b99:.2f}; median of {args.rounds})"
+                f"reference: {args.others} others at {args.rate:g}/s, publish->received p50 {b50:.0f} ms p99 {b99:.0f} ms "
+                f"with nothing failing (median of {args.rounds})"
             )
+            for case in ("failing", "hanging", "hanging, 1 worker"):
+                p50, p99 = med[case]
+                failed = sum(r[2] for r in runs[case])
+                print(
+                    f"{case}: p50 {p50:.0f} ms p99 {p99:.0f} ms (ratio p50 {p50 / b50:.2f}, p99 {p99 / b99:.2f}; "
+                    f"{failed} failed attempts in {args.rounds} runs)"
+                )
     finally:
         infra.stop()
 

@@ -86,6 +86,7 @@ def settings(topic: str, prefix: str, routes: str = "") -> NotifierSettings:
         routes_file=routes,
         cooldown_seconds=0,
         max_alert_age_seconds=0,
+        inhibit_wait_seconds=0,  # a wait, not a cost: each CTR alert would sit 3 s waiting for a traffic alert
     )
 
 

@@ -20,7 +20,7 @@ from adwatch.contracts import Alert, encode, format_message, make_alert_id, make
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch_dev.fakes import FakeSlack, FakeWebhook
 from adwatch_dev.infra import EmbeddedInfra
-from adwatch_dev.testing import unique
+from adwatch_dev.testing import PER_ALERT_ROUTES, unique
 from adwatch_notifier import Delivered, NotifierSettings, run
 
 T0 = 1_767_225_600_000
@@ -52,6 +52,10 @@ def alert(i: int) -> Alert:
     )
 
 
+ROUTES = Path(tempfile.mkdtemp(prefix="bench-notifier-routes-")) / "per-alert.yaml"
+ROUTES.write_text(PER_ALERT_ROUTES)  # the built-in routes group Slack: one message per alert is measured here
+
+
 def settings(channel: str, topic: str, **extra: object) -> NotifierSettings:
     return NotifierSettings(
         channel=channel,  # type: ignore[arg-type]
@@ -61,6 +65,9 @@ def settings(channel: str, topic: str, **extra: object) -> NotifierSettings:
         redis_prefix=unique("bench"),
         cooldown_seconds=0,
         slack_min_interval_ms=0,
+        routes_file=str(ROUTES),
+        inhibit_wait_seconds=0,  # the CTR alerts would wait 3 s each for a traffic alert
+        max_alert_age_seconds=0,  # the alerts are dated 2026-01-01
         **extra,  # type: ignore[arg-type]
     )
 

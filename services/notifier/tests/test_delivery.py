@@ -11,13 +11,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from adwatch.contracts import Alert, encode
-from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook
+from adwatch.service import Heartbeat
+from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook, RecordedRequest
 from adwatch_dev.testing import unique
 from adwatch_notifier import DeadLetter, Delivered, Suppressed, run
 from adwatch_notifier.replay import Selection, choose
@@ -146,7 +148,9 @@ def test_slack_outage_does_not_delay_pagerduty(harness: Any, alert_factory: Call
         highs = [alert_factory(country=c, severity="high") for c in ("US", "DE", "FR")]
         harness.publish(low, *highs)
         got = pd.wait_for(3, timeout_s=60, accepted=True)
-        assert [r.json()["payload"]["group"] for r in got] == ["US", "DE", "FR"]
+        # every high alert, no low one; in any order: alerts of different fingerprints are sent concurrently
+        # (DELIVERY_WORKERS), only one fingerprint's records keep their order (test_loop, test_workers)
+        assert sorted(r.json()["payload"]["group"] for r in got) == ["DE", "FR", "US"]
         slack.wait_for(1, timeout_s=30)  # the Slack consumer is running (it may start after PagerDuty's)
         assert not slack.accepted  # ... and still stuck on its first alert
         harness.stop_all()
@@ -179,6 +183,101 @@ def test_slack_500_on_one_alert_while_others_flow(harness: Any, alert_factory: C
         stop.set()
     assert len(got) == 4 and max(delays) < 1.5, delays
     assert all(b"US banner" not in r.body for r in got)
+
+
+class HangingSlack(FakeSlack):
+    """A Slack that accepts US's request and answers it only ``hang_s`` later (a wedged provider)."""
+
+    hang_s = 6.0
+    answered_hung_at = 0.0
+
+    def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        answer = super()._respond(req)
+        if b"US banner" in req.body:
+            time.sleep(self.hang_s)
+            self.answered_hung_at = time.time()
+        return answer
+
+
+def test_hanging_provider_delays_no_other_alert(harness: Any, alert_factory: Callable[..., Alert]) -> None:
+    """Issue 15: Slack holds one alert's request for 6 s (under the 10 s request timeout): the other alerts of
+    the channel are delivered within a second or so each, before the hung one is answered; it is then
+    delivered once, and the loop kept beating /healthz."""
+    heartbeat = Heartbeat()
+    with HangingSlack() as slack:
+        settings = harness.settings("slack", slack_webhook_url=slack.webhook_url, request_timeout_seconds=10)
+        stop = harness.start(settings, heartbeat=heartbeat)
+        harness.publish(alert_factory(country="US"))
+        slack.wait_for(1, timeout_s=60)  # US is in the provider's hands, hanging
+        hung_since = time.time()
+        others = [alert_factory(country=c) for c in ("DE", "FR", "GB", "IT")]
+        delays = []
+        for alert in others:
+            published = time.time()
+            harness.publish(alert)
+            got = slack.wait_for(1 + len(delays) + 1, timeout_s=30)
+            delays.append(got[-1].at - published)
+        silence_during_hang = heartbeat.silence_s()
+        done_at = time.time()
+        deadline = time.time() + 30
+        while not slack.answered_hung_at and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        harness.stop_all()
+    assert max(delays) < 1.5, delays
+    assert done_at < slack.answered_hung_at, "the others waited for the hung request"
+    assert done_at - hung_since < slack.hang_s
+    assert silence_during_hang < 1.0
+    bodies = [r.body for r in slack.requests]
+    assert len(bodies) == 5 and sum(b"US banner" in b for b in bodies) == 1  # sent once, not retried
+    [stats] = harness.results
+    assert stats.outcomes == {Delivered(): 5}
+
+
+class HangingWebhook(FakeWebhook):
+    """A webhook that answers the ``alert_type=ctr_drop`` group's request only ``hang_s`` later."""
+
+    hang_s = 6.0
+    answered_hung_at = 0.0
+
+    def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        answer = super()._respond(req)
+        if b"alert_type=ctr_drop" in req.body:
+            time.sleep(self.hang_s)
+            self.answered_hung_at = time.time()
+        return answer
+
+
+def test_hanging_group_send_delays_no_other_group(
+    harness: Any, alert_factory: Callable[..., Alert], tmp_path: Path
+) -> None:
+    """The group flusher sends each group on its own worker: one group's hanging request holds neither
+    the loop (heartbeat) nor another group, which is sent group_wait after its first alert."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {channel: webhook, group_by: [alert_type], group_wait: 1s}\n")
+    heartbeat = Heartbeat()
+    with HangingWebhook() as hook:
+        settings = harness.settings(
+            "webhook", webhook_url=hook.url + "/hook", routes_file=str(routes), request_timeout_seconds=10
+        )
+        harness.start(settings, heartbeat=heartbeat)
+        harness.publish(alert_factory(country="US", alert_type="ctr_drop"))
+        hook.wait_for(1, timeout_s=60)  # the ctr_drop group's request, hanging
+        published = time.time()
+        harness.publish(alert_factory(country="DE", alert_type="ecpm_drop"))
+        got = hook.wait_for(2, timeout_s=30)
+        other_at = got[-1].at
+        silence_during_hang = heartbeat.silence_s()
+        deadline = time.time() + 30
+        while not hook.answered_hung_at and time.time() < deadline:
+            time.sleep(0.05)
+        harness.stop_all()
+    assert b"alert_type=ecpm_drop" in got[-1].body
+    assert other_at < hook.answered_hung_at, "the other group waited for the hung one"
+    assert other_at - published < 1 + 2.0  # group_wait, and a little
+    assert silence_during_hang < 1.0
+    assert sum(b"alert_type=ctr_drop" in r.body for r in hook.requests) == 1  # sent once
 
 
 def test_dead_letter_keeps_bytes_and_trace_then_replay_delivers(

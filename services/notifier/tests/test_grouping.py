@@ -423,7 +423,7 @@ def test_grouped_pagerduty_is_one_incident_per_group() -> None:
         group_life(build_channel(settings))
         events = [r.json() for r in pd.requests]
     assert [e["event_action"] for e in events] == ["trigger"] * 4 + ["resolve"]
-    assert {e["dedup_key"] for e in events} == {"g0:alert_type=ctr_drop"}
+    assert {e["dedup_key"] for e in events} == {"group:g0:alert_type=ctr_drop"}  # namespaced: never an alert's key
     assert events[1]["payload"]["custom_details"]["episode"] == "+1 joined: DE banner · 2 firing"
 
 
@@ -472,3 +472,12 @@ US = make_alert(country="US").fingerprint
 )
 def test_change_line(before: list[str], alerts: list[Alert], repeat: bool, line: str) -> None:
     assert change_line({a.fingerprint: a for a in alerts}, before, 0, 600_000, repeat) == line
+
+
+def test_a_group_key_is_printable_ascii_whatever_the_dimension_values() -> None:
+    """It is the group alert's fingerprint and PagerDuty dedup_key: spaces and non-ASCII are encoded."""
+    from adwatch_notifier.grouping import group_key
+
+    key = group_key(0, GroupSpec(by=("app_id", "country")), {"app_id": "Jeu de l’été", "country": "FR"})
+    assert key == "g0:app_id=Jeu%20de%20l%E2%80%99%C3%A9t%C3%A9,country=FR"
+    assert all(0x21 <= ord(ch) <= 0x7E for ch in key)

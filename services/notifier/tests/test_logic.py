@@ -16,14 +16,18 @@ from adwatch_notifier.delivery import classify_smtp, parse_retry_after
 from adwatch_notifier.formatting import (
     FIELDS_MAX,
     HEADER_MAX,
+    PD_DEDUP_MAX,
     PD_EVENT_MAX,
     PD_SUMMARY_MAX,
     Links,
     event_size,
+    pagerduty_dedup_key,
     pagerduty_event,
+    reserved_fingerprint,
     slack_message,
     trim_event,
 )
+from adwatch_notifier.grouping import summary
 from adwatch_notifier.retry import RetryPolicy, backoff_delay, next_delay
 from adwatch_notifier.settings import check_route_targets
 
@@ -338,3 +342,33 @@ def test_start_up_refuses_routes_the_settings_cannot_reach(
     with pytest.raises(ConfigError, match=names):
         check_route_targets(NotifierSettings(**settings), targets)  # type: ignore[arg-type]
     check_route_targets(NotifierSettings(**settings), ["#ads"] if settings["channel"] == "slack" else [""])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "key"),
+    [
+        pytest.param("ctr_drop:US|banner", "ctr_drop:US|banner", id="alert"),
+        pytest.param("g0:alert_type=ctr_drop", "group:g0:alert_type=ctr_drop", id="group"),
+        pytest.param("g12:country=US,ad_format=banner", "group:g12:country=US,ad_format=banner", id="group-two-labels"),
+    ],
+)
+def test_pagerduty_dedup_key_puts_groups_in_their_own_namespace(fingerprint: str, key: str) -> None:
+    """A group's incident key is ``group:<key>``; no alert's fingerprint may take that shape (decode parks it)."""
+    assert pagerduty_dedup_key(fingerprint) == key
+    assert reserved_fingerprint(fingerprint) == fingerprint.startswith("g")
+    assert reserved_fingerprint("group:ctr_drop:US|banner")
+
+
+def test_long_group_dedup_keys_stay_distinct_and_within_pagerduty_limit() -> None:
+    head = "g0:rule_set=" + "x" * 300
+    one, two = pagerduty_dedup_key(head + "a"), pagerduty_dedup_key(head + "b")
+    assert len(one) == len(two) == PD_DEDUP_MAX and one != two and one.startswith("group:g0:")
+
+
+def test_grouped_pagerduty_event_never_shares_an_alerts_dedup_key(alert_factory: Callable[..., Alert]) -> None:
+    """The group notification for ``alert_type=ctr_drop`` and an alert of that type on any segment: two incidents."""
+    alert = alert_factory()
+    group = summary("g0:alert_type=ctr_drop", [alert], "d")
+    assert pagerduty_event(group, "rk")["dedup_key"] == "group:g0:alert_type=ctr_drop"
+    assert pagerduty_event(alert, "rk")["dedup_key"] == alert.fingerprint
+    assert not pagerduty_event(alert, "rk")["dedup_key"].startswith("group:")

@@ -11,7 +11,7 @@ import pytest
 from adwatch.contracts import Alert
 from adwatch.errors import ConfigError
 from adwatch_notifier.cli import silence_command, silence_parser
-from adwatch_notifier.inhibit import DEFAULT_RULES, MemoryInhibitStore, inhibit_rule
+from adwatch_notifier.inhibit import DEFAULT_RULES, InhibitRule, MemoryInhibitStore, inhibit_rule, source_may_follow
 from adwatch_notifier.matchers import alert_labels, parse_matcher
 from adwatch_notifier.outcomes import Continue, Defer, StageResult, Suppressed
 from adwatch_notifier.routing import parse_routes
@@ -236,7 +236,8 @@ def test_target_waits_for_a_source_that_arrives_after_it() -> None:
     ctr, other = envelope(US_CTR), envelope(CTR_DE)
     assert stage(ctr) == Defer(3, "inhibit_wait") and stage(other) == Defer(3, "inhibit_wait")
     clock.s += 1
-    assert stage(envelope(TRAFFIC_US)) == Defer(3, "inhibit_wait")  # recorded at once, though it waits itself
+    # recorded at once; sent at once: no rule can mute a traffic alert with a source that follows it
+    assert stage(envelope(TRAFFIC_US)) == Continue()
     assert stage(ctr) == Suppressed("inhibited")
     assert stage(other) == Defer(2, "inhibit_wait")  # the rest of its wait, not a new one
     clock.s += 2
@@ -324,3 +325,50 @@ def test_silence_cli_refuses(argv: list[str]) -> None:
 def silence_main(argv: list[str], store: Any, now: Any, out: Any) -> int:
     """The ``silence`` command on a memory store (the CLI builds the Redis one)."""
     return silence_command(silence_parser().parse_args(argv), store, now, out)
+
+
+@pytest.mark.parametrize(
+    ("alert", "waits"),
+    [
+        pytest.param(US_CTR, True, id="ctr-waits-for-traffic"),
+        pytest.param(ECPM_US, True, id="ecpm-waits-for-traffic"),
+        pytest.param(TRAFFIC_US, False, id="traffic-high-only-the-critical-rule"),
+        pytest.param(CRIT_US, True, id="critical-ctr-still-a-traffic-target"),
+        pytest.param(make_alert(alert_type="traffic_drop", severity="critical"), False, id="critical-traffic"),
+        pytest.param(make_alert(alert_type="click_without_impression", severity="medium"), False, id="other-type"),
+    ],
+)
+def test_only_targets_whose_source_could_follow_wait(alert: Alert, waits: bool) -> None:
+    """The wait delays only what a later source on another key could mute: the default rules' CTR/eCPM alerts.
+
+    The ``critical`` rule's ``equal`` labels are the whole fingerprint: its source has the target's key and
+    came first, so waiting could not change the outcome (before: every non-critical alert waited 3 s)."""
+    clock = FakeClock()
+    stage = InhibitStage(MemoryInhibitStore(), DEFAULT_RULES, source_ttl_s=900, now=clock, wait_s=3, monotonic=clock)
+    assert stage(envelope(alert)) == (Defer(3, "inhibit_wait") if waits else Continue())
+
+
+@pytest.mark.parametrize(
+    ("rule", "alert", "follows"),
+    [
+        pytest.param(DEFAULT_RULES[0], US_CTR, True, id="traffic-source-other-key"),
+        pytest.param(DEFAULT_RULES[1], US_CTR, False, id="critical-source-same-key"),
+        pytest.param(
+            inhibit_rule(["alert_type=~nothing_.*"], ["alert_type=~ctr_.*"], ["country"]), US_CTR, False, id="no-type"
+        ),
+        pytest.param(
+            inhibit_rule(["severity=critical"], ["severity=high"], ["alert_type", "country"]),
+            US_CTR,
+            True,
+            id="same-type-other-format",
+        ),
+        pytest.param(
+            inhibit_rule(["alert_type=traffic_drop"], ["alert_type=~ctr_.*"], ["alert_type"]),
+            US_CTR,
+            False,
+            id="equal-type-excludes-source",
+        ),
+    ],
+)
+def test_source_may_follow(rule: InhibitRule, alert: Alert, follows: bool) -> None:
+    assert source_may_follow(rule, alert_labels(alert)) is follows

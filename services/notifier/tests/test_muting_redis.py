@@ -200,9 +200,9 @@ def test_storm_of_200_alerts_grouped_on_broker_and_redis(
         time.sleep(1.0)
         assert len(hook.requests) <= 6 and len(pd.requests) <= 6, (len(hook.requests), len(pd.requests))
         assert {r.json()["dedup_key"] for r in pd.requests} == {
-            "g1:alert_type=ctr_drop",
-            "g1:alert_type=ecpm_drop",
-        }  # route 1
+            "group:g1:alert_type=ctr_drop",
+            "group:g1:alert_type=ecpm_drop",
+        }  # route 1, in the group namespace
         print(f"storm of 200 -> {len(hook.requests)} webhook, {len(pd.requests)} PagerDuty requests in {elapsed:.1f}s")
 
 

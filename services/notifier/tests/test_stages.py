@@ -570,3 +570,11 @@ def test_decode_clips_over_long_free_text(fields: dict[str, str], clipped: tuple
     assert len(alert.message) <= 4096 and len(alert.rule_set) <= 255
     if "message" in clipped:
         assert alert.message.endswith("…[clipped]") and len(alert.message) == 4096
+
+
+@pytest.mark.parametrize("fingerprint", ["g0:alert_type=ctr_drop", "group:ctr_drop:US|banner"])
+def test_decode_parks_an_alert_in_the_group_namespace(fingerprint: str) -> None:
+    """An alert whose fingerprint looks like a group's would share its PagerDuty incident: parked as a contract error."""
+    alert = msgspec.structs.replace(make_alert(), fingerprint=fingerprint)
+    result = DecodeStage()(Envelope(encode(alert)))
+    assert isinstance(result, DeadLetter) and result.reason == "contract" and "group namespace" in result.detail

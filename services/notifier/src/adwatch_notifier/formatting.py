@@ -28,6 +28,28 @@ PD_SUMMARY_MAX, PD_DEDUP_MAX = 1024, 255
 
 
 GROUP_KEY = re.compile(r"^g\d+:")  # a group's notification (grouping.group_key) is named by its group
+GROUP_DEDUP_PREFIX = "group:"
+"""A group's PagerDuty ``dedup_key`` is ``group:<group key>``: no alert's fingerprint starts so
+(``decode`` parks one that would look like a group's, :func:`reserved_fingerprint`), so a group's
+incident and a single alert's can never share a key."""
+
+
+def reserved_fingerprint(fingerprint: str) -> bool:
+    """A fingerprint an alert may not carry: a group key's shape, or the group dedup namespace."""
+    return bool(GROUP_KEY.match(fingerprint)) or fingerprint.startswith(GROUP_DEDUP_PREFIX)
+
+
+def pagerduty_dedup_key(fingerprint: str) -> str:
+    """``group:<key>`` for a group's notification, the fingerprint for an alert; at most 255 characters.
+
+    A group key too long for PagerDuty keeps its head and ends with a hash of the whole, so two long
+    keys with one prefix stay two incidents.
+    """
+    key = GROUP_DEDUP_PREFIX + fingerprint if GROUP_KEY.match(fingerprint) else fingerprint
+    if len(key) <= PD_DEDUP_MAX:
+        return key
+    return f"{key[: PD_DEDUP_MAX - 17]}~{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
 
 PD_EVENT_MAX = 512 * 1024  # Events API v2 refuses larger events
 PD_CLIENT = "adwatch"
@@ -437,7 +459,7 @@ def _slack_url(url: str) -> str:
 def pagerduty_event(
     alert: Alert, routing_key: str, grafana_url: str = "", links: Links = Links(), thread: Thread | None = None
 ) -> dict[str, Any]:
-    """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint.
+    """Events API v2 body: trigger for firing, resolve for resolved, dedup_key = fingerprint (a group: ``group:<key>``).
 
     An escalation is a new ``trigger`` with the same ``dedup_key`` (PagerDuty appends it to the
     open alert's log as a trigger entry, at the new severity; no second incident), its
@@ -446,7 +468,7 @@ def pagerduty_event(
     (``custom_details`` values are clipped, then dropped) so PagerDuty never refuses it for size.
     """
     grafana_url = alert_link(grafana_url, alert)
-    dedup_key = alert.fingerprint[:PD_DEDUP_MAX]
+    dedup_key = pagerduty_dedup_key(alert.fingerprint)
     if alert.status == "resolved":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
     headline = drilldown_headline(alert)

@@ -28,13 +28,18 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 import msgspec
 import redis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
+from adwatch.telemetry import extract_context
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
 from adwatch_notifier.formatting import Thread, child_name, duration_text
@@ -43,6 +48,7 @@ from adwatch_notifier.outcomes import DeadLetter, Defer
 from adwatch_notifier.retry import RetryPolicy, after_failure
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 MESSAGE_MAX = 4000
 
@@ -58,8 +64,9 @@ class GroupSpec:
 
 
 def group_key(route_index: int, spec: GroupSpec, labels: Mapping[str, str]) -> str:
-    """``g<route>:<label>=<value>,...``: printable, no spaces (it is also the PagerDuty dedup_key)."""
-    parts = ",".join(f"{name}={labels.get(name, '')}" for name in spec.by)
+    """``g<route>:<label>=<value>,...``: printable ASCII, no spaces (it is also the PagerDuty
+    dedup_key): values are percent-encoded, as in a segment id (a dimension value is any text)."""
+    parts = ",".join(f"{name}={quote(labels.get(name, ''), safe='')}" for name in spec.by)
     return f"g{route_index}:{parts}"
 
 
@@ -78,11 +85,12 @@ class GroupState:
     ref: str | None = None
     members: tuple[str, ...] = ()  # the fingerprints firing at the last flush
     since_ms: int = 0  # the group's first notification (notifier clock)
+    traces: dict[str, str] | None = None  # fingerprint -> the traceparent of the member's latest record
 
 
 class GroupStore(Protocol):
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        """Put the alert's latest state in the group; a new group is due at ``due_ms``."""
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        """Put the alert's latest state (and its record's ``traceparent``) in the group; a new group is due at ``due_ms``."""
         ...
 
     def has(self, key: str, fingerprint: str) -> bool: ...
@@ -123,10 +131,14 @@ class MemoryGroupStore:
         self.schedule: dict[str, int] = {}
         self.locks: dict[str, str] = {}
 
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        state = self.groups.setdefault(key, GroupState(target, {}))
-        assert state.alerts is not None
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        state = self.groups.setdefault(key, GroupState(target, {}, traces={}))
+        assert state.alerts is not None and state.traces is not None
         state.alerts[fingerprint] = alert
+        if trace:
+            state.traces[fingerprint] = trace
+        else:
+            state.traces.pop(fingerprint, None)
         self.schedule.setdefault(key, due_ms)
 
     def has(self, key: str, fingerprint: str) -> bool:
@@ -155,6 +167,7 @@ class MemoryGroupStore:
             state.ref,
             state.members,
             state.since_ms,
+            dict(state.traces or {}),
         )
 
     def flushed(
@@ -173,6 +186,7 @@ class MemoryGroupStore:
         for fp, value in gone.items():
             if alerts.get(fp) == value:
                 del alerts[fp]
+                (state.traces or {}).pop(fp, None)
         state.last_flush_ms, state.digest, state.ref = at_ms, digest, ref
         state.members, state.since_ms = tuple(members), state.since_ms or at_ms
         if not alerts:
@@ -191,14 +205,18 @@ class MemoryGroupStore:
 
 _FORGET = """
 for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
 end
 return redis.call('HLEN', KEYS[1])
 """
 
 
 class RedisGroupStore:
-    """``…:group:<channel>:<key>`` hash of alerts, ``…:groupmeta:<channel>:<key>`` hash, ``…:groups:<channel>`` due zset."""
+    """``…:group:<channel>:<key>`` hash of alerts, ``…:groupmeta:<channel>:<key>`` hash, ``…:groups:<channel>`` due zset;
+    ``…:grouptrace:<channel>:<key>``: each member's traceparent (the group notification's span links)."""
 
     def __init__(self, client: redis.Redis, prefix: str, channel: str, ttl_s: int = 7 * 24 * 3600) -> None:
         self.r, self.base, self.ttl_s = client, f"{prefix}:{{kind}}:{channel}", ttl_s
@@ -209,10 +227,15 @@ class RedisGroupStore:
         return f"{self.base.format(kind=kind)}:{key}"
 
     @_guarded
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
         pipe = self.r.pipeline()
         pipe.hset(self._k("group", key), fingerprint, alert)
         pipe.expire(self._k("group", key), self.ttl_s)
+        if trace:
+            pipe.hset(self._k("grouptrace", key), fingerprint, trace)
+            pipe.expire(self._k("grouptrace", key), self.ttl_s)
+        else:
+            pipe.hdel(self._k("grouptrace", key), fingerprint)
         pipe.hsetnx(self._k("groupmeta", key), "target", target)
         pipe.expire(self._k("groupmeta", key), self.ttl_s)
         pipe.zadd(self.schedule_key, {key: due_ms}, nx=True)
@@ -241,6 +264,7 @@ class RedisGroupStore:
     def load(self, key: str) -> GroupState:
         alerts: dict[bytes, bytes] = self.r.hgetall(self._k("group", key))  # type: ignore[assignment]
         meta: dict[bytes, bytes] = self.r.hgetall(self._k("groupmeta", key))  # type: ignore[assignment]
+        traces: dict[bytes, bytes] = self.r.hgetall(self._k("grouptrace", key))  # type: ignore[assignment]
         return GroupState(
             meta.get(b"target", b"").decode(),
             {k.decode(): v for k, v in alerts.items()},
@@ -249,6 +273,7 @@ class RedisGroupStore:
             meta[b"ref"].decode() if b"ref" in meta else None,
             tuple(meta.get(b"members", b"").decode().split()),
             int(meta.get(b"since", b"0")),
+            {k.decode(): v.decode("utf-8", "replace") for k, v in traces.items()},
         )
 
     @_guarded
@@ -266,9 +291,9 @@ class RedisGroupStore:
         args: list[str | bytes] = []
         for fp, value in gone.items():
             args += [fp, value]
-        left = int(self._forget(keys=[self._k("group", key)], args=args)) if args else 1
+        left = int(self._forget(keys=[self._k("group", key), self._k("grouptrace", key)], args=args)) if args else 1
         if left == 0:
-            self.r.delete(self._k("groupmeta", key))
+            self.r.delete(self._k("groupmeta", key), self._k("grouptrace", key))
             self.r.zrem(self.schedule_key, key)
             return
         meta: dict[str, str] = {"last": str(at_ms), "digest": digest, "members": " ".join(members)}
@@ -292,7 +317,7 @@ class RedisGroupStore:
     @_guarded
     def drop(self, key: str) -> None:
         pipe = self.r.pipeline()
-        pipe.delete(self._k("group", key), self._k("groupmeta", key))
+        pipe.delete(self._k("group", key), self._k("groupmeta", key), self._k("grouptrace", key))
         pipe.zrem(self.schedule_key, key)
         pipe.execute()
 
@@ -463,8 +488,10 @@ class GroupFlusher:
         on_suppressed: Callable[[str], None] = lambda _reason: None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        pool: Executor | None = None,
     ) -> None:
         self.store, self.channel, self.specs, self.owner, self.now = store, channel, specs, owner, now
+        self.pool, self._busy = pool, set[str]()
         self.lease_ms, self.on_sent, self.on_failure = int(lease_s * 1000), on_sent, on_failure
         self.on_deferred, self.slots, self.policy = on_deferred, slots, policy or RetryPolicy()
         self.park, self.monotonic, self.rand = park, monotonic, rand
@@ -472,19 +499,53 @@ class GroupFlusher:
         self._retries: dict[str, _Retry] = {}
 
     def tick(self, limit: int = 20) -> FlushResult:
+        """Flush the due groups: here, or each on a ``pool`` worker (then the result counts nothing).
+
+        With a pool a group whose provider hangs holds one worker: the run loop and the other
+        groups go on; a group still being sent is not started again.
+        """
         result = FlushResult()
-        for key in self.store.due(int(self.now() * 1000), limit):
-            if not self.store.claim(key, self.owner, self.lease_ms):
+        for key in self.store.due(int(self.now() * 1000), limit + len(self._busy)):
+            if key in self._busy or not self.store.claim(key, self.owner, self.lease_ms):
                 continue
+            if self.pool is None:
+                self._flush_claimed(key, result)
+                continue
+            self._busy.add(key)
             try:
-                self._flush(key, result)
-            except LedgerUnavailableError:
-                raise  # Redis does not answer: the whole tick again later
-            except Exception as exc:
-                self._poisoned(key, exc, result)
-            finally:
+                self.pool.submit(self._flush_on_worker, key)
+            except RuntimeError:  # the pool is shut down: the run is ending
+                self._busy.discard(key)
                 self.store.release(key, self.owner)
         return result
+
+    def _flush_claimed(self, key: str, result: FlushResult) -> None:
+        try:
+            self._flush(key, result)
+        except LedgerUnavailableError:
+            raise  # Redis does not answer: the whole tick again later
+        except Exception as exc:
+            self._poisoned(key, exc, result)
+        finally:
+            self.store.release(key, self.owner)
+
+    def _flush_on_worker(self, key: str) -> None:
+        try:
+            self._flush_claimed(key, FlushResult())
+        except LedgerUnavailableError as exc:
+            logger.warning("group flush deferred: %s", exc, extra={"group": key})
+        except Exception:
+            logger.exception("group flush failed", extra={"group": key})
+        finally:
+            self._busy.discard(key)
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        """The run ends: groups being sent get ``timeout_s`` to finish; no new one starts."""
+        deadline = time.monotonic() + timeout_s
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _flush(self, key: str, result: FlushResult) -> None:
         now_ms = int(self.now() * 1000)
@@ -531,7 +592,18 @@ class GroupFlusher:
         gone = {fp: (state.alerts or {})[fp] for fp, a in alerts.items() if a.status == "resolved"}
         members = sorted(fp for fp, a in alerts.items() if a.status == "firing")
         try:
-            delivery = self.channel.send(notification, target, ref, payload)
+            with tracer.start_as_current_span(
+                f"{self.channel.name} group send",
+                context=otel_context.Context(),  # its own trace, linked to each member's
+                kind=trace.SpanKind.CLIENT,
+                links=member_links(state.traces or {}, alerts),
+                attributes={
+                    "adwatch.group": key,
+                    "adwatch.group.alerts": len(alerts),
+                    "adwatch.attempt": retry.attempts,
+                },
+            ):
+                delivery = self.channel.send(notification, target, ref, payload)
         except DeliveryError as err:
             self.on_failure(err)
             result.failed += 1
@@ -609,6 +681,23 @@ class GroupFlusher:
             self.store.reschedule(key, int(self.now() * 1000) + PARK_RETRY_MS)
             return False
         return True
+
+
+def member_links(traces: Mapping[str, str], alerts: Mapping[str, Alert]) -> list[trace.Link]:
+    """A span link to the trace of each member in the notification (by its record's ``traceparent``).
+
+    The group's notification is sent outside any one alert's trace; the links let each alert's
+    trace lead to it, and it to them. Members without a (valid) traceparent are left out.
+    """
+    links = []
+    for fingerprint in sorted(alerts):
+        parent = traces.get(fingerprint)
+        if not parent:
+            continue
+        context = trace.get_current_span(extract_context([("traceparent", parent)])).get_span_context()
+        if context.is_valid:
+            links.append(trace.Link(context, {"adwatch.fingerprint": fingerprint}))
+    return links
 
 
 def _scrub(text: str) -> str:

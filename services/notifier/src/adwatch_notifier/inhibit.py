@@ -32,6 +32,7 @@ from typing import Protocol
 
 import redis
 
+from adwatch.contracts import ALERT_TYPES, segment_id
 from adwatch_notifier.ledger import _guarded
 from adwatch_notifier.matchers import Matcher, all_match, parse_matchers
 
@@ -61,6 +62,40 @@ class InhibitRule:
 
 def inhibit_rule(source: Sequence[str], target: Sequence[str], equal: Sequence[str]) -> InhibitRule:
     return InhibitRule(parse_matchers(source), parse_matchers(target), tuple(equal))
+
+
+def fixes_fingerprint(equal: Sequence[str], labels: Mapping[str, str]) -> bool:
+    """Whether alerts equal on ``equal`` to these labels have their fingerprint (their Kafka key,
+    ``adwatch.contracts.make_fingerprint``): the alert type and the segment (named, or by every one of its dimensions, e.g. ``country`` and ``ad_format``)."""
+    names = set(equal)
+    if "alert_type" not in names:
+        return False
+    if "segment" in names:
+        return True
+    segment = labels.get("segment", "")
+    dims = [n for n in names if n != "alert_type"]
+    return bool(dims) and segment_id({n: labels.get(n, "") for n in dims if labels.get(n)}) == segment
+
+
+def source_types(rule: InhibitRule) -> tuple[str, ...]:
+    """The alert types a source of ``rule`` can have: the contract's types its ``alert_type`` matchers accept."""
+    checks = [m for m in rule.source if m.name == "alert_type"]
+    return tuple(t for t in ALERT_TYPES if all(m.matches({"alert_type": t}) for m in checks))
+
+
+def source_may_follow(rule: InhibitRule, labels: Mapping[str, str]) -> bool:
+    """Could a source of ``rule`` for this target still arrive *after* it? Only then is it worth waiting.
+
+    Not when the ``equal`` labels fix the whole fingerprint: a source then has the target's Kafka
+    key, so it is on the same partition and consumed in order (the default ``critical`` rule). Not
+    when no alert type of the contract can be a source with the target's ``equal`` labels.
+    """
+    if not rule.is_target(labels) or fixes_fingerprint(rule.equal, labels):
+        return False
+    types = source_types(rule)
+    if "alert_type" in rule.equal:
+        types = tuple(t for t in types if t == labels.get("alert_type"))
+    return bool(types)
 
 
 DEFAULT_RULES = (

@@ -52,6 +52,7 @@ severity floor and expires with the idempotency TTL.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +95,7 @@ class GroupMemberRecord(msgspec.Struct, frozen=True, tag="member"):
     target: str
     alert: str  # the alert's JSON (the buffer keeps the latest state of each member)
     written_at_ms: int = 0
+    traceparent: str = ""  # the member record's trace (the group notification links it)
 
 
 class GroupFlushRecord(msgspec.Struct, frozen=True, tag="group"):
@@ -165,6 +167,7 @@ class KafkaJournal:
         self.errors: list[str] = []
         self.producer = make_producer(bootstrap, on_delivery=self._on_delivery, **{"linger.ms": 0})
         self.closed = False
+        self._lock = threading.Lock()  # delivery workers write concurrently: one record and its flush at a time
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -172,10 +175,11 @@ class KafkaJournal:
 
     def write(self, key: bytes, value: bytes | None) -> None:
         """Produce and wait for the acknowledgement (``value=None``: a tombstone)."""
-        self.producer.produce(self.topic, value=value, key=key)
-        if self.producer.flush(self.write_timeout_s) > 0 or self.errors:
-            errors, self.errors[:] = list(self.errors), []
-            raise JournalError(f"journal record not acknowledged: {errors or 'timeout'}")
+        with self._lock:
+            self.producer.produce(self.topic, value=value, key=key)
+            if self.producer.flush(self.write_timeout_s) > 0 or self.errors:
+                errors, self.errors[:] = list(self.errors), []
+                raise JournalError(f"journal record not acknowledged: {errors or 'timeout'}")
 
     def read(self, channel: str) -> dict[str, Record | None]:
         """Key after ``<channel>|`` -> the channel's last record (None: a tombstone), from the beginning to the end.
@@ -249,6 +253,7 @@ class JournaledLedger:
         self.inner, self.journal, self.channel, self.ttl_s = inner, journal, channel, ttl_s
         self.metrics, self.now, self.groups, self.silences = metrics, now, groups, silences
         self.marker = inner.key("journal", "marker")
+        self._restoring = threading.Lock()
 
     # --- the Ledger protocol -----------------------------------------------------------------
     def get(self, kind: KeyKind, name: str) -> str | None:
@@ -313,9 +318,18 @@ class JournaledLedger:
         self.inner.r.set(self.marker, str(int(self.now() * 1000)))
 
     def ensure_restored(self) -> bool:
-        """Restore the channel's open episodes when Redis lost them (no marker); True when it ran."""
+        """Restore the channel's open episodes when Redis lost them (no marker); True when it ran.
+
+        One restore at a time (delivery workers miss together after a flush): the others find the marker.
+        """
         if self._marked():
             return False
+        with self._restoring:
+            if self._marked():
+                return False
+            return self._restore_now()
+
+    def _restore_now(self) -> bool:
         try:
             records = self.journal.read(self.channel)
         except Exception as exc:
@@ -385,6 +399,10 @@ class JournaledLedger:
         buffer = groups._k("group", record.group)
         written = int(self.inner.r.hsetnx(buffer, record.fingerprint, record.alert))
         self.inner.r.expire(buffer, groups.ttl_s)
+        if record.traceparent:
+            traces = groups._k("grouptrace", record.group)
+            self.inner.r.hsetnx(traces, record.fingerprint, record.traceparent)
+            self.inner.r.expire(traces, groups.ttl_s)
         self.inner.r.hsetnx(meta, "target", record.target)
         self.inner.r.expire(meta, groups.ttl_s)
         self.inner.r.zadd(groups.schedule_key, {record.group: now_ms}, nx=True)
@@ -397,10 +415,10 @@ class JournaledGroupStore:
     def __init__(self, inner: RedisGroupStore, ledger: JournaledLedger) -> None:
         self.inner, self.ledger, self.channel = inner, ledger, ledger.channel
 
-    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int) -> None:
-        self.inner.add(key, target, fingerprint, alert, due_ms)
+    def add(self, key: str, target: str, fingerprint: str, alert: bytes, due_ms: int, trace: str = "") -> None:
+        self.inner.add(key, target, fingerprint, alert, due_ms, trace)
         now_ms = int(self.ledger.now() * 1000)
-        record = GroupMemberRecord(key, fingerprint, target, alert.decode("utf-8", "replace"), now_ms)
+        record = GroupMemberRecord(key, fingerprint, target, alert.decode("utf-8", "replace"), now_ms, trace)
         self.ledger.journal_key(member_key(self.channel, key, fingerprint), msgspec.json.encode(record))
 
     def has(self, key: str, fingerprint: str) -> bool:

@@ -58,13 +58,16 @@ from adwatch_notifier.outcomes import (
 )
 from adwatch_notifier.schedule import RetrySchedule
 from adwatch_notifier.stages import Clock, Envelope, Stage
+from adwatch_notifier.workers import DeliveryWorkers
 
+INFLIGHT_POLL_S = 0.005  # while workers send: wait this long for a result, then poll this long
 UNAVAILABLE_BACKOFF_S = (0.5, 30.0)  # first and longest wait while Redis or the DLQ does not answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 DELIVERED = Delivered()
+CONTINUE = Continue()
 
 
 class DeadLetterError(Exception):
@@ -85,13 +88,14 @@ class KafkaDeadLetters:
         self.errors: list[str] = []
         self.producer = make_producer(bootstrap, on_delivery=self._on_delivery)
         self.closed = False
+        self._lock = threading.Lock()  # delivery workers park concurrently: one write and its flush at a time
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
             self.errors.append(str(err))
 
     def write(self, env: Envelope, stage: StageId, letter: DeadLetter, channel: str) -> None:
-        with tracer.start_as_current_span(f"send {self.dlq_topic}", kind=trace.SpanKind.PRODUCER) as span:
+        with self._lock, tracer.start_as_current_span(f"send {self.dlq_topic}", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("adwatch.dlq.reason", letter.reason)
             dead_letter(
                 self.producer,
@@ -121,14 +125,18 @@ class KafkaDeadLetters:
             self.producer.close()
 
 
-def run_chain(stages: Sequence[Stage], env: Envelope) -> tuple[Outcome, StageId | None]:
+def run_chain(
+    stages: Sequence[Stage], env: Envelope, stop_at: int | None = None
+) -> tuple[Outcome | Continue, StageId | None]:
     """Run the stages in order (from ``env.resume_at``) until one does not say continue.
 
     That stage's id comes back too. An exception is classified here, never raised: the ledger
     not answering is a :class:`Defer` (retry later, no commit); anything else parks the record
     with the exception's type (its text may hold a URL, so only a clipped, URL-free part).
+    ``stop_at``: run only the stages before that index; ``Continue`` when all of them continued.
     """
-    for index in range(env.resume_at, len(stages)):
+    end = len(stages) if stop_at is None else stop_at
+    for index in range(env.resume_at, end):
         stage = stages[index]
         try:
             result = stage(env)
@@ -144,7 +152,15 @@ def run_chain(stages: Sequence[Stage], env: Envelope) -> tuple[Outcome, StageId 
             return result, stage.id
         if not isinstance(result, Continue):
             return result, stage.id
+    if end < len(stages):
+        env.resume_at = end
+        return CONTINUE, None
     return DELIVERED, None
+
+
+def first_remote(stages: Sequence[Stage]) -> int:
+    """The index of the first stage that talks to the provider (``deliver``): where a worker takes over."""
+    return next((i for i, stage in enumerate(stages) if stage.id == "deliver"), len(stages))
 
 
 def unavailable_delay(env: Envelope) -> float:
@@ -194,11 +210,33 @@ class RecordProcessor:
         self.dead_letters, self.metrics = dead_letters, metrics
         self.wall_clock, self.monotonic = wall_clock, monotonic
 
+    def prepare(self, env: Envelope) -> Outcome | None:
+        """The stages before ``deliver``, on the loop thread in offset order; None: ready for a worker.
+
+        Decode, lifecycle, inhibition, silences, grouping, routing, render and dedup read and write
+        the shared state (an inhibiting source recorded, a group joined) in the order of the records,
+        as a single thread would; only the send, which may take seconds, runs elsewhere.
+        """
+        if env.pending_letter is not None:  # its dead letter waits for the broker: a worker writes it
+            return None
+        split = first_remote(self.stages)
+        if env.resume_at >= split:
+            return None
+        outcome, stage = run_chain(self.stages, env, stop_at=split)
+        if isinstance(outcome, Continue):
+            return None
+        return self._act(env, outcome, stage)
+
     def __call__(self, env: Envelope) -> Outcome:
         if env.pending_letter is not None:  # decided before; only its dead letter was not acknowledged
             parked_at, letter = env.pending_letter
             return self._park(env, parked_at, letter, {"channel": self.channel, "stage": parked_at})
         outcome, stage = run_chain(self.stages, env)
+        assert not isinstance(outcome, Continue)
+        return self._act(env, outcome, stage)
+
+    def _act(self, env: Envelope, outcome: Outcome, stage: StageId | None) -> Outcome:
+        """Metrics, claims and dead letters for the outcome ``stage`` gave: the one place they happen."""
         if env.clipped and not env.clipped_counted:  # decode runs once per record: counted once
             env.clipped_counted = True
             for name in env.clipped:
@@ -307,6 +345,8 @@ def consume(
     poll_s: float = 0.2,
     tick: Callable[[], object] | None = None,
     tick_s: float = 0.25,
+    workers: int = 0,
+    drain_s: float = 10.0,
 ) -> None:
     """Subscribe, poll, process, commit; until ``stop`` is set or ``max_messages`` records are decided.
 
@@ -315,6 +355,12 @@ def consume(
     the offsets of each partition are committed up to its lowest undecided record. A
     :class:`Stop` outcome, the end of the run, or a revoked partition leaves the undecided
     records uncommitted (redelivered later; what was sent meanwhile is skipped as duplicate).
+
+    ``workers`` > 0: the stages before ``deliver`` run here, in offset order
+    (:meth:`RecordProcessor.prepare`), the rest of each pass on one of that many
+    :class:`DeliveryWorkers` threads: a provider that hangs holds one worker while the loop polls,
+    commits and prepares other records (0: the whole chain here, as the fake-clock tests drive it).
+    At the end of the run the records in flight get ``drain_s`` to finish and be decided.
     """
     channel, metrics = process.channel, process.metrics
     schedule = schedule or RetrySchedule()
@@ -337,7 +383,10 @@ def consume(
 
     def forget(partitions: set[int] | None) -> None:
         for env in schedule.drop(partitions):
-            release(process.ledger, env)
+            if pool is None or not pool.is_inflight(env):  # a worker still uses its claims: see stale results
+                release(process.ledger, env)
+        if pool is not None:
+            pool.disown(partitions)
         metrics.held_records.labels(channel).set(schedule.undecided)
 
     def on_revoke(_consumer: Any, revoked: list[TopicPartition]) -> None:
@@ -348,11 +397,11 @@ def consume(
 
     consumer.subscribe([topic], on_revoke=on_revoke)
 
-    def settle(env: Envelope) -> bool:
-        """Process ``env`` once; False when the run must stop (nothing committed)."""
+    def open_span(env: Envelope) -> trace.Span:
+        """The span of one pass of ``env``, begun on the loop thread, ended where the pass ends."""
         # The first pass is the record's one "process" span; a deferred record's later passes are
         # "retry" spans in the same trace, so each attempt shows without faking a second delivery.
-        with tracer.start_as_current_span(
+        return tracer.start_span(
             f"retry {topic}" if env.deferrals else f"process {topic}",
             context=extract_context(env.headers),
             kind=trace.SpanKind.CONSUMER,
@@ -367,9 +416,39 @@ def consume(
                 "adwatch.channel": channel,
                 "adwatch.deferrals": env.deferrals,
             },
-        ) as span:
+        )
+
+    def send(env: Envelope, span: trace.Span) -> Outcome:
+        """The rest of the pass from ``deliver`` on, in its span (a worker thread)."""
+        with trace.use_span(span, end_on_exit=True):
             outcome = process(env)
             span.set_attribute("adwatch.outcome", outcome.label)
+        return outcome
+
+    pool = DeliveryWorkers(workers, f"deliver-{channel}") if workers > 0 else None
+
+    def settle(env: Envelope) -> bool:
+        """One pass of ``env``: here up to ``deliver``, then on a worker (or all here without workers).
+
+        False when the run must stop (nothing committed).
+        """
+        span = open_span(env)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                outcome = process(env) if pool is None else process.prepare(env)
+        except BaseException:
+            span.end()
+            raise
+        if outcome is None:  # ready to send: a worker takes it on
+            assert pool is not None
+            pool.submit(env, lambda: send(env, span))
+            return True
+        span.set_attribute("adwatch.outcome", outcome.label)
+        span.end()
+        return decide(env, outcome)
+
+    def decide(env: Envelope, outcome: Outcome) -> bool:
+        """Act on a record's outcome (loop thread only): hold it for later, or decide and commit it."""
         if isinstance(outcome, Stop):
             return False
         if isinstance(outcome, Defer):
@@ -386,6 +465,27 @@ def consume(
             schedule.hold(following, monotonic())  # its key is free: due now
         _update_lag(consumer, topic, env, lags, metrics, channel)
         return True
+
+    def collect(wait_s: float = 0.0) -> bool:
+        """Decide what the workers finished; False when the run must stop."""
+        if pool is None:
+            return True
+        finished = pool.done(wait_s)
+        for env, result in pool.stale:  # its partition was revoked while it ran: nothing to decide
+            if isinstance(result, Defer):
+                release(process.ledger, env)
+        pool.stale.clear()
+        for env, result in finished:
+            if isinstance(result, BaseException):
+                raise result
+            if not decide(env, result):
+                return False
+        return True
+
+    def room() -> bool:
+        """May another record start? Not once the records decided and in flight reach ``max_messages``."""
+        inflight = pool.inflight if pool is not None else 0
+        return max_messages is None or stats.processed + inflight < max_messages
 
     ticked = [monotonic()]
 
@@ -405,7 +505,9 @@ def consume(
             if heartbeat is not None:
                 heartbeat.beat()  # /healthz: the loop goes round (a wedged send or poll stops it)
             run_tick()
-            while (due := schedule.pop_due(monotonic())) is not None:
+            if not collect():
+                return
+            while room() and (due := schedule.pop_due(monotonic())) is not None:
                 if not settle(due):
                     return
                 if stop.is_set() or (max_messages is not None and stats.processed >= max_messages):
@@ -417,8 +519,17 @@ def consume(
             elif paused and not schedule.full:
                 consumer.resume(paused)
                 paused = []
+            if not room():  # the rest of the run is in flight: wait for it, poll nothing more
+                if not collect(poll_s):
+                    return
+                continue
             next_due = schedule.next_due()
             timeout = poll_s if next_due is None else min(poll_s, max(0.0, next_due - monotonic()))
+            if pool is not None and pool.inflight:
+                # wake on a worker's result (its key's next record may start), then a short poll
+                if not collect(INFLIGHT_POLL_S):
+                    return
+                timeout = min(timeout, INFLIGHT_POLL_S)
             msg = consumer.poll(timeout)
             if msg is None:
                 continue
@@ -439,7 +550,24 @@ def consume(
             if schedule.admit(env) and not settle(env):
                 return
     finally:
+        if pool is not None:
+            _finish_inflight(pool, decide, drain_s)
         forget(None)  # undecided records stay uncommitted: claims released, redelivered later
+
+
+def _finish_inflight(pool: DeliveryWorkers, decide: Callable[[Envelope, Outcome], bool], drain_s: float) -> None:
+    """The run ends: let the sends under way finish (up to ``drain_s``) and commit what they decided.
+
+    A send still under way after that keeps its ``inflight`` claim: the next owner sees it in doubt.
+    """
+    try:
+        for env, result in pool.drain(drain_s):
+            if not isinstance(result, BaseException):
+                decide(env, result)
+    except Exception:
+        logger.exception("records in flight at the end of the run not decided")
+    finally:
+        pool.close()
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from confluent_kafka.admin import AdminClient
@@ -140,6 +141,7 @@ def run(
             park=group_parker(dead_letters, metrics, channel.name),
             muted=SilenceStage(silences, table.maintenance, now=now, refresh_s=settings.silence_refresh_seconds).muted,
             on_suppressed=lambda reason: metrics.suppressed.labels(channel.name, reason).inc(),
+            pool=ThreadPoolExecutor(settings.delivery_workers, thread_name_prefix=f"group-{channel.name}"),
         )
     process = RecordProcessor(stages, channel.name, ledger, dead_letters, metrics)
     consumer = make_consumer(common.kafka_bootstrap, group)
@@ -160,8 +162,12 @@ def run(
             schedule=RetrySchedule(settings.max_held_records),
             heartbeat=heartbeat,
             tick=flusher.tick if flusher is not None else None,
+            workers=settings.delivery_workers,
+            drain_s=settings.request_timeout_seconds,
         )
     finally:
+        if flusher is not None:
+            flusher.close(settings.request_timeout_seconds)  # a group send under way finishes first
         for action in (consumer.close, dead_letters.close, channel.close, *([journal.close] if journal else [])):
             try:
                 action()

@@ -96,6 +96,13 @@ class NotifierSettings(ServiceSettings):
     retry_initial_seconds: float = Field(1.0, gt=0, description="RETRY_INITIAL_SECONDS: first backoff")
     retry_max_seconds: float = Field(60.0, gt=0, description="RETRY_MAX_SECONDS: backoff cap")
     request_timeout_seconds: float = Field(10.0, gt=0, description="REQUEST_TIMEOUT_SECONDS: per attempt")
+    delivery_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="DELIVERY_WORKERS: records sent at once per channel, off the poll thread "
+        "(a provider that hangs holds one, the others flow)",
+    )
     liveness_stall_seconds: float = Field(
         120.0,
         gt=0,
@@ -117,8 +124,9 @@ class NotifierSettings(ServiceSettings):
         3.0,
         ge=0,
         le=60,
-        description="INHIBIT_WAIT_SECONDS: an inhibition target with no firing source waits this long for one "
-        "(the detector writes a window's CTR/eCPM alerts before its traffic alert; 0: no wait)",
+        description="INHIBIT_WAIT_SECONDS: an inhibition target with no firing source waits this long for one, "
+        "when a source could still follow it on another key (the detector writes a window's CTR/eCPM alerts "
+        "before its traffic alert; other alerts are not delayed; 0: no wait)",
     )
     dashboard_url_template: str = Field(
         "",

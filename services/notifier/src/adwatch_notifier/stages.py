@@ -32,9 +32,9 @@ from adwatch.contracts import SEVERITIES, Alert, ContractError, decode, encode
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.dedup import SENT, claim_value, cooldown_decision, cooldown_value, idempotency_decision
 from adwatch_notifier.delivery import Delivery, DeliveryError
-from adwatch_notifier.formatting import Thread
+from adwatch_notifier.formatting import Thread, reserved_fingerprint
 from adwatch_notifier.grouping import GroupStore, group_key
-from adwatch_notifier.inhibit import InhibitRule, InhibitStore
+from adwatch_notifier.inhibit import InhibitRule, InhibitStore, source_may_follow
 from adwatch_notifier.ledger import Ledger
 from adwatch_notifier.matchers import alert_labels
 from adwatch_notifier.outcomes import (
@@ -258,6 +258,8 @@ class DecodeStage:
             env.alert, env.clipped = decode_alert(env.value)
         except ContractError as exc:
             return DeadLetter("contract", f"ContractError: {_clip(str(exc), 500)}")
+        if reserved_fingerprint(env.alert.fingerprint):  # it would share a group's PagerDuty incident
+            return DeadLetter("contract", "ContractError: fingerprint in the reserved group namespace")
         if env.clipped:
             logger.warning(
                 "clipped over-long fields: alert_id=%s fields=%s",
@@ -333,7 +335,10 @@ class InhibitStage:
     A target with no firing source yet is held ``wait_s`` (``INHIBIT_WAIT_SECONDS``, a
     :class:`Defer` the loop keeps polling through) and checked again: the detector writes a
     window's CTR/eCPM alerts before its traffic alert, keyed to other partitions, so the source
-    of an outage arrives just after the first alerts it mutes.
+    of an outage arrives just after the first alerts it mutes. Only a target whose source could
+    still follow it waits (:func:`~adwatch_notifier.inhibit.source_may_follow`): with the default
+    rules, CTR and eCPM alerts; a traffic or a critical alert, or one the ``critical`` rule alone
+    targets (its source has the same fingerprint, so it came first), is sent at once.
     """
 
     id: ClassVar[StageId] = "inhibit"
@@ -382,7 +387,7 @@ class InhibitStage:
                     extra={"alert_id": alert.alert_id, "stage": self.id, "inhibited_by": sources[0], "rule": rule.id},
                 )
                 return Suppressed("inhibited")
-        if self.wait_s > 0:
+        if self.wait_s > 0 and any(source_may_follow(rule, labels) for rule in targeted):
             if env.inhibit_until is None:
                 env.inhibit_until = self.monotonic() + self.wait_s
             left = env.inhibit_until - self.monotonic()
@@ -481,7 +486,8 @@ class GroupStage:
             return Suppressed("never_notified")
         due_ms = int((self.now() + chosen.group.wait_s) * 1000)
         value = encode(alert) if env.clipped else env.value  # a clipped alert is buffered clipped
-        self.store.add(key, chosen.target or self.channel.default_target, alert.fingerprint, value, due_ms)
+        target = chosen.target or self.channel.default_target
+        self.store.add(key, target, alert.fingerprint, value, due_ms, env.header("traceparent") or "")
         return Grouped()
 
 

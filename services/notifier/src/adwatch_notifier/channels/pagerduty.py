@@ -2,7 +2,8 @@
 
 An escalation is one more ``trigger`` with the same ``dedup_key`` (and routing key: the episode's
 target), so PagerDuty appends it to the open alert at the new severity instead of opening a second
-incident; a group's key is its ``dedup_key`` (one incident per group).
+incident; a group's ``dedup_key`` is ``group:<group key>`` (one incident per group, in a namespace no
+alert's fingerprint can enter: :func:`~adwatch_notifier.formatting.pagerduty_dedup_key`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class PagerDutyChannel:
         except httpx.HTTPError as exc:
             raise transport_error(exc) from None
         if resp.status_code == 202:
-            return Delivery(self.name, name, str(_json(resp).get("dedup_key") or alert.fingerprint))
+            return Delivery(
+                self.name, name, str(_json(resp).get("dedup_key") or event.get("dedup_key") or alert.fingerprint)
+            )
         raise http_error(
             resp.status_code, clip(str(_json(resp).get("message", "")), 80), resp.headers.get("Retry-After")
         )
