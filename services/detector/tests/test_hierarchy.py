@@ -248,3 +248,42 @@ def test_a_parent_firing_after_the_child_that_explains_it_folds_into_the_childs_
     published, folded = folder.fold([_alert({}, start=later)], bands, {"country=DE": de, "country=US": us})
     assert published == [] and [(a.segment_id, a.parent_segment_id) for a in folded] == [("*", "country=DE")]
     assert folded[0].contributors[0].segment_id == "country=DE"  # its own drill-down, kept for the record
+
+
+def test_a_young_segment_borrows_its_parents_ctr_and_price_and_does_not_page_for_differing() -> None:
+    """A small app starts from its country's CTR and eCPM instead of the global prior; its own, lower,
+    price then takes over without an eCPM page."""
+    import math
+
+    import numpy as np
+
+    from adwatch.contracts import SegmentWindow
+    from adwatch_detector.rules.base import SegmentPrior
+    from adwatch_detector.rules.ctr import CtrState
+    from adwatch_detector.rules.ecpm import EcpmState
+    from adwatch_detector.rules.state import SegmentState
+
+    engine = RuleEngine.build(RuleSettings())
+    state = SegmentState()
+    engine.seed(state, SegmentPrior(ctr=0.04, ecpm=4.0, impressions=5000))
+    ctr, ecpm = state.rules["ctr"].state, state.rules["ecpm_drop"].state
+    assert isinstance(ctr, CtrState) and ctr.clicks / ctr.imps == pytest.approx(0.04)
+    assert isinstance(ecpm, EcpmState) and ecpm.mu == pytest.approx(math.log(4.0))
+    rng = np.random.default_rng(4)
+    windows = []
+    for i in range(120):
+        n = int(rng.poisson(60))
+        windows.append(
+            SegmentWindow(
+                window_start_ms=W0 + i * 60_000,
+                window_end_ms=W0 + (i + 1) * 60_000,
+                dimensions={"app_id": "com.small"},
+                impressions=n,
+                clicks=int(rng.binomial(n, 0.04)),
+                revenue_usd=float(rng.lognormal(math.log(2.0 / 1000), 0.4, n).sum()),
+            )
+        )
+    first = engine.detect(state, windows[:1], 0)[0].rules["ecpm_drop"].state
+    assert isinstance(first, EcpmState) and math.log(2.0) < first.mu < math.log(4.0)  # blended, prior first
+    _, alerts = engine.detect(state, windows[1:], 0)
+    assert [a for a in alerts if a.alert_type == "ecpm_drop"] == []

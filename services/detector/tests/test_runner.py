@@ -91,3 +91,12 @@ def test_run_rejects_unknown_options(argv: list[str], capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2 and "adwatch-detector run" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_state_schema_fails_with_what_to_do() -> None:
+    """A version-1 checkpoint (grouped by country, ad_format) is refused by Spark; the log says how to upgrade."""
+    from adwatch_detector.runner import failure_hint
+
+    hint = failure_hint("[STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE] Provided key schema does not match existing state key")
+    assert hint is not None and "ADWATCH_DETECTOR_CHECKPOINT_DIR" in hint
+    assert failure_hint("Connection refused") is None

@@ -298,7 +298,7 @@ def make_detect_fn(
                 if seg_state.last_window_ms < 0:
                     prior = context.prior_for(parent_segment_ids(hierarchy, dims))
                     if prior is not None:
-                        engine.seed(seg_state, prior)  # a young segment borrows its parent's CTR
+                        engine.seed(seg_state, prior)  # a young segment borrows its parent's CTR and eCPM
                 samples = {s: part.traceparents for s, part in closed}
                 # processing time from Spark (the rules never read a clock): stamped as detected_at_ms
                 now_ms = state.getCurrentProcessingTimeMs()

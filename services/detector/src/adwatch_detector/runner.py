@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from adwatch_detector.rules.state import UPGRADE
+from adwatch_detector.settings import DetectorSettings
+
 if TYPE_CHECKING:
     from adwatch.service import Service
-    from adwatch_detector.settings import DetectorSettings
 
 logger = logging.getLogger("adwatch_detector")
 
@@ -83,6 +85,21 @@ class StreamingQuery(Protocol):
     def stop(self) -> None: ...
 
 
+_SCHEMA_ERRORS = (
+    "STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE",
+    "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE",
+    "StateSchemaNotCompatible",
+)
+
+
+def failure_hint(message: str) -> str | None:
+    """What to do about a failure the checkpoint causes: Spark refuses state written under another
+    state schema (a version-1 checkpoint grouped by country and ad_format; segments are one key now)."""
+    if any(code in message for code in _SCHEMA_ERRORS):
+        return "the checkpoint holds state of another detector version (docs/segments.md). " + UPGRADE
+    return None
+
+
 def wait_then_stop(
     query: StreamingQuery,
     stop: threading.Event,
@@ -101,7 +118,8 @@ def wait_then_stop(
         if query.awaitTermination(1):
             exc = query.exception()
             if exc is not None:
-                logger.error("query failed: %s", exc, extra={"error": str(exc)})
+                hint = failure_hint(str(exc))
+                logger.error("query failed: %s%s", exc, f" -- {hint}" if hint else "", extra={"error": str(exc)})
                 code = 1
             break
     if query.isActive:

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from adwatch.contracts import SegmentWindow
 from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior, SettingsSection
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import gauss_llr, halflife_decay, norm_sf
 
@@ -26,6 +26,9 @@ class EcpmDropSettings(SettingsSection):
     min_impressions: int = Field(default=20, ge=0, description="one-window alarm needs this")
     drop_ratio: float = Field(default=0.6, gt=0, allow_inf_nan=False, description="CUSUM design alternative")
     drop_min_ratio: float = Field(default=0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
+    parent_prior_n: int = Field(
+        default=200, ge=0, description="impressions a parent segment's eCPM weighs in a new segment's first price"
+    )
 
 
 class EcpmState(msgspec.Struct, array_like=True):
@@ -33,6 +36,7 @@ class EcpmState(msgspec.Struct, array_like=True):
     scale: float = 1.0  # fitted variance scale
     windows: int = 0  # windows learnt from
     frozen: int = 0
+    prior_n: int = 0  # impressions behind a parent's price seeded into mu (until the first window)
 
 
 class EcpmDrop(BaseRule[EcpmState]):
@@ -48,6 +52,10 @@ class EcpmDrop(BaseRule[EcpmState]):
         self.var_decay = halflife_decay(self.own.var_halflife)
         self.log_drop = math.log(self.own.drop_ratio)
 
+    def seed(self, state: EcpmState, prior: SegmentPrior) -> None:
+        if prior.ecpm > 0 and state.windows == 0:
+            state.mu, state.prior_n = math.log(prior.ecpm), self.own.parent_prior_n
+
     def windows_seen(self, state: EcpmState) -> int:
         return state.windows
 
@@ -59,8 +67,10 @@ class EcpmDrop(BaseRule[EcpmState]):
         ecpm = window.ecpm
         life = lives["ecpm_drop"]
         if state.windows == 0:
-            if ecpm > 0:
-                state.mu, state.windows = math.log(ecpm), 1
+            if ecpm > 0:  # the first price, blended with the parent's when seeded (a small segment's is noisy)
+                w = float(state.prior_n)
+                state.mu = (w * state.mu + n * math.log(ecpm)) / (w + n)
+                state.windows, state.prior_n = 1, 0
             return []
         expected = math.exp(state.mu)
         y = math.log(max(ecpm, 0.01 * expected) / expected)

@@ -98,10 +98,15 @@ def _unreadable(data: bytes, why: str) -> str:
         pass
     found = f"state_version {version}" if isinstance(version, int) else "unknown bytes"
     return (
-        f"checkpointed segment state is {found}, this detector reads state_version {STATE_VERSION} ({why}). "
-        "To upgrade: stop the detector, point ADWATCH_DETECTOR_CHECKPOINT_DIR at a new, empty directory "
-        "(keep the old one to roll back) and start it; the query then reads from "
-        "ADWATCH_DETECTOR_STARTING_OFFSETS (default earliest: the retained topic replays, alert ids are "
-        "deterministic so the notifier drops repeats) and the baselines warm up again. "
-        "Or run the detector version that wrote the checkpoint."
+        f"checkpointed segment state is {found}, this detector reads state_version {STATE_VERSION} ({why}). " + UPGRADE
     )
+
+
+UPGRADE = (
+    "To upgrade: stop the detector, point ADWATCH_DETECTOR_CHECKPOINT_DIR at a new, empty directory "
+    "(keep the old one to roll back) and start it; the query then reads from "
+    "ADWATCH_DETECTOR_STARTING_OFFSETS (default earliest: the retained topic replays, alert ids are "
+    "deterministic so the notifier drops repeats) and the baselines warm up again. "
+    "Or run the detector version that wrote the checkpoint."
+)
+"""What to do with a checkpoint this detector cannot read (its state bytes, or Spark's state schema)."""
