@@ -190,7 +190,7 @@ def storm_time(
         producer.produce(topic, encode(a), key=a.fingerprint.encode())
     producer.flush(30)
     worker.start()
-    names = [f" {a.country}|{a.ad_format} " for a in alerts]
+    names = [a.where for a in alerts]  # each member by its segment in the group messages
 
     def done() -> bool:
         got = see()

@@ -51,7 +51,7 @@ class Incident:
 
     @property
     def segment(self) -> str:
-        return f"{self.first.country}|{self.first.ad_format}"
+        return self.first.segment_id
 
 
 def incidents(alerts: Sequence[Alert]) -> list[Incident]:
