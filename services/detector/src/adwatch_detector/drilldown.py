@@ -88,15 +88,14 @@ class Folder:
         them is published: the top-most, unless a single breaching child explains most of its
         change (then that child, and so on down), with the rest folded into it.
         """
-        if alerts:
-            self._forget_before(max(a.window_start_ms for a in alerts) - self.horizon_ms)
-        by_window: dict[tuple[int, str], list[BandPoint]] = defaultdict(list)
-        for b in bands:
-            by_window[(b.window_start_ms, b.alert_type)].append(b)
+        if not alerts:
+            return [], []
+        self._forget_before(max(a.window_start_ms for a in alerts) - self.horizon_ms)
         firing = [a for a in alerts if a.status == "firing"]
+        children_of = self._children_by_parent(bands, dimensions, {(a.window_start_ms, a.alert_type) for a in firing})
         decided: dict[str, tuple[Alert, bool]] = {}  # alert id -> (alert as decided, published)
         for group in self._problems(firing):
-            self._decide(group, by_window, dimensions, decided)
+            self._decide(group, children_of, dimensions, decided)
         published: list[Alert] = []
         folded: list[Alert] = []
         released: list[Alert] = []
@@ -112,6 +111,21 @@ class Folder:
                 released.extend(self._release(alert.fingerprint))
             (published if publish else folded).append(alert)
         return published + released, folded
+
+    def _children_by_parent(
+        self,
+        bands: Sequence[BandPoint],
+        dimensions: Mapping[str, dict[str, str]],
+        alerting: set[tuple[int, str]],
+    ) -> dict[tuple[int, str, str], list[BandPoint]]:
+        """The band points of the windows and types that alert, under each of their parents' segment
+        ids: a parent's children are one lookup (a batch holds every segment's points)."""
+        out: dict[tuple[int, str, str], list[BandPoint]] = defaultdict(list)
+        for b in bands:
+            if (b.window_start_ms, b.alert_type) in alerting and b.segment in dimensions:
+                for parent in self.hierarchy.parents(dimensions[b.segment]):
+                    out[(b.window_start_ms, b.alert_type, segment_id(parent))].append(b)
+        return out
 
     def _problems(self, firing: Sequence[Alert]) -> list[list[Alert]]:
         """Firing alerts grouped into problems: same window and type, linked through the hierarchy."""
@@ -142,7 +156,7 @@ class Folder:
     def _decide(
         self,
         group: list[Alert],
-        by_window: Mapping[tuple[int, str], list[BandPoint]],
+        children_of: Mapping[tuple[int, str, str], list[BandPoint]],
         dimensions: Mapping[str, dict[str, str]],
         decided: dict[str, tuple[Alert, bool]],
     ) -> None:
@@ -151,7 +165,7 @@ class Folder:
         ancestor = self._active_ancestor(head)
         if ancestor is not None:
             for a in group:
-                self._fold(a, ancestor, decided, self._contributors(a, by_window, dimensions, alerting))
+                self._fold(a, ancestor, decided, self._contributors(a, children_of, dimensions, alerting))
             return
         chosen = head
         while True:
@@ -163,16 +177,16 @@ class Folder:
             if len(breaching) != 1:
                 break
             (child,) = breaching
-            found = self._contributors(chosen, by_window, dimensions, {child.segment_id})
+            found = self._contributors(chosen, children_of, dimensions, {child.segment_id})
             share = next((c.share for c in found if c.segment_id == child.segment_id), 0.0)
             if share < DELEGATE_SHARE:
                 break
             if self._active.get(child.fingerprint) is child:  # paged already: the whole group is its problem
                 for a in group:
-                    self._fold(a, child, decided, self._contributors(a, by_window, dimensions, alerting))
+                    self._fold(a, child, decided, self._contributors(a, children_of, dimensions, alerting))
                 return
             chosen = child
-        found = self._contributors(chosen, by_window, dimensions, alerting)
+        found = self._contributors(chosen, children_of, dimensions, alerting)
         others = [a for a in group if a is not chosen]
         chosen = msgspec.structs.replace(
             chosen,
@@ -183,7 +197,7 @@ class Folder:
         self._active[chosen.fingerprint] = chosen
         decided[chosen.alert_id] = (chosen, True)
         for a in others:
-            self._fold(a, chosen, decided, self._contributors(a, by_window, dimensions, alerting))
+            self._fold(a, chosen, decided, self._contributors(a, children_of, dimensions, alerting))
 
     def _active_children(self, alert: Alert) -> list[Alert]:
         """Published, still firing alerts of the same type on the alert's direct children."""
@@ -208,16 +222,11 @@ class Folder:
     def _contributors(
         self,
         alert: Alert,
-        by_window: Mapping[tuple[int, str], list[BandPoint]],
+        children_of: Mapping[tuple[int, str, str], list[BandPoint]],
         dimensions: Mapping[str, dict[str, str]],
         alerting: set[str],
     ) -> list[Contributor]:
-        points = by_window.get((alert.window_start_ms, alert.alert_type), [])
-        children = [
-            b
-            for b in points
-            if b.segment in dimensions and self.hierarchy.is_child_of(dimensions[b.segment], alert.dimensions)
-        ]
+        children = children_of.get((alert.window_start_ms, alert.alert_type, alert.segment_id), [])
         return contributors(alert, children, dimensions, alerting, self.top) if children else []
 
     def _active_ancestor(self, alert: Alert) -> Alert | None:

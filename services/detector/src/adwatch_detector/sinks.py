@@ -227,9 +227,8 @@ class BatchWriter:
             self.census.forget(segment)
         # one problem, one alert: children folded into their ancestors' alerts (drill-down)
         row_of = {a.alert_id: r for r, a in raised}
-        published, folded = self.folder.fold(
-            [a for _, a in raised], bands, {w.segment_id: w.dimensions for _, w in windows}
-        )
+        dimensions = {w.segment_id: w.dimensions for _, w in windows} if raised else {}
+        published, folded = self.folder.fold([a for _, a in raised], bands, dimensions)
         alerts = [(row_of.get(a.alert_id, {"segment": a.segment_id}), a) for a in published]
         stored = alerts + [(row_of.get(a.alert_id, {"segment": a.segment_id}), a) for a in folded]
         dead = [r for r in rows if r["kind"] == "dlq"]
