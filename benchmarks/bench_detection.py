@@ -10,21 +10,13 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
 
 from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows
+from adwatch_dev.measure import rss_mb
 from adwatch_dev.simulate import sample_counts, to_windows
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,27 +17,10 @@ import numpy as np
 
 from adwatch.contracts import Alert, SegmentWindow
 from adwatch_detector.rules import RuleSettings, SegmentState, detect_windows
+from adwatch_dev.simulate import orphan_trickle, orphan_windows
 
 MIN = 60_000
 RULES = RuleSettings()
-
-
-def windows(orphans: np.ndarray, rng: np.random.Generator) -> list[SegmentWindow]:
-    n = rng.poisson(600.0, len(orphans))
-    k = rng.binomial(n, 0.02)
-    return [
-        SegmentWindow(
-            window_start_ms=i * MIN,
-            window_end_ms=(i + 1) * MIN,
-            country="US",
-            ad_format="banner",
-            impressions=int(n[i]),
-            clicks=int(k[i] + orphans[i]),
-            revenue_usd=float(n[i]) * 0.002,
-            orphan_clicks=int(orphans[i]),
-        )
-        for i in range(len(orphans))
-    ]
 
 
 def firing(ws: list[SegmentWindow], batch: int = 30) -> list[Alert]:
@@ -51,10 +34,8 @@ def firing(ws: list[SegmentWindow], batch: int = 30) -> list[Alert]:
 
 
 def trickles(rng: np.random.Generator, minutes: int) -> dict[str, np.ndarray]:
-    t = np.arange(minutes)
-    wandering = 3.0 + 5.0 * (0.5 - 0.5 * np.cos(2 * np.pi * t / 1440))
     return {
-        "wandering 3-8/min": rng.poisson(np.clip(wandering + rng.normal(0, 0.8, minutes), 3, 8)),
+        "wandering 3-8/min": orphan_trickle(rng, minutes),
         "bursty mean 5/min (CV 0.7)": rng.poisson(rng.gamma(2.0, 2.5, minutes)),
         "none": np.zeros(minutes, dtype=int),
     }
@@ -68,7 +49,7 @@ def main() -> None:
     for day in range(args.days):
         rng = np.random.default_rng(1000 + day)
         for name, orphans in trickles(rng, 1440).items():
-            false[name] += len(firing(windows(orphans, rng)))
+            false[name] += len(firing(orphan_windows(orphans, rng)))
     print(f"false alerts over {args.days} segment-days each:")
     for name, count in false.items():
         print(f"  {name:28s} {count:4d}  ({count / args.days:.3f}/segment-day)")
@@ -78,7 +59,7 @@ def main() -> None:
         for run in range(args.days):
             rng = np.random.default_rng(5000 + run)
             orphans = np.concatenate([rng.poisson(base, 240), rng.poisson(flood, 30), rng.poisson(base, 30)])
-            alerts = firing(windows(orphans, rng), batch=1)
+            alerts = firing(orphan_windows(orphans, rng), batch=1)
             if alerts:
                 delays.append(alerts[0].window_start_ms // MIN - 240)
                 severities[alerts[0].severity] += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import sys
 import time
 import tracemalloc
@@ -33,18 +32,11 @@ import numpy as np
 from adwatch.contracts import SegmentWindow, segment_id
 from adwatch_detector.rules import RuleEngine, RuleSettings, SegmentState
 from adwatch_detector.windowing import OpenWindows, PartialWindow
+from adwatch_dev.measure import rss_mb
 from adwatch_dev.simulate import sample_counts, to_windows
 
 MIN = 60_000
 FORMATS = ("banner", "interstitial", "rewarded_video", "native")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def dims_of(i: int) -> dict[str, str]:

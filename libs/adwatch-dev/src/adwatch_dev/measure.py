@@ -16,6 +16,7 @@ produce traffic, so both live here rather than in the generator image:
 from __future__ import annotations
 
 import itertools
+import resource
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -137,3 +138,15 @@ def segment_minute_totals(
 def decoded(batches: Iterable[EventBatch]) -> list[AdEvent]:
     """The events of encoded batches as records, in batch order (slow; for tests and examples)."""
     return [decode(value, AdEvent) for batch in batches for value in batch.values]
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (the peak where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -97,3 +97,34 @@ def diurnal(minutes: np.ndarray, amplitude: float = 0.5, peak_hour: float = 20.0
     hours = minutes / 60.0
     shape: np.ndarray = 1.0 + amplitude * np.cos(2 * np.pi * (hours - peak_hour) / 24.0)
     return shape
+
+
+def orphan_windows(
+    orphans: np.ndarray, rng: np.random.Generator, imps: float = 600.0, ctr: float = 0.02
+) -> list[SegmentWindow]:
+    """US banner windows of steady traffic (Poisson impressions, binomial clicks) plus the given
+    orphan clicks per minute: what the orphan-click rule's tests and benchmark feed it."""
+    n = rng.poisson(imps, len(orphans))
+    k = rng.binomial(n, ctr)
+    return [
+        SegmentWindow(
+            window_start_ms=i * MINUTE_MS,
+            window_end_ms=(i + 1) * MINUTE_MS,
+            country="US",
+            ad_format="banner",
+            impressions=int(n[i]),
+            clicks=int(k[i] + orphans[i]),
+            revenue_usd=float(n[i]) * 0.002,
+            orphan_clicks=int(orphans[i]),
+        )
+        for i in range(len(orphans))
+    ]
+
+
+def orphan_trickle(rng: np.random.Generator, minutes: int, low: float = 3.0, high: float = 8.0) -> np.ndarray:
+    """``low``-``high`` orphan clicks a minute (tracking loss): the rate wanders within the day and
+    minute by minute."""
+    t = np.arange(minutes)
+    daily = low + (high - low) * (0.5 - 0.5 * np.cos(2 * np.pi * t / 1440))
+    counts: np.ndarray = rng.poisson(np.clip(daily + rng.normal(0.0, 0.8, minutes), low, high))
+    return counts

@@ -15,6 +15,7 @@ from adwatch_detector.rules import RULES, RuleSettings, SegmentState, detect_win
 from adwatch_detector.rules.lifecycle import Lifecycle
 from adwatch_detector.rules.orphan import OrphanClicks, OrphanState
 from adwatch_detector.rules.state import STATE_VERSION
+from adwatch_dev.simulate import orphan_trickle, orphan_windows
 
 MIN = 60_000
 DEFAULT = RuleSettings()
@@ -23,22 +24,7 @@ ORPHAN = "click_without_impression"
 
 def windows(orphans: np.ndarray, imps: float = 600.0, ctr: float = 0.02, seed: int = 1) -> list[SegmentWindow]:
     """Steady traffic with the given orphan clicks per minute (Poisson impressions, binomial clicks)."""
-    rng = np.random.default_rng(seed)
-    n = rng.poisson(imps, len(orphans))
-    k = rng.binomial(n, ctr)
-    return [
-        SegmentWindow(
-            window_start_ms=i * MIN,
-            window_end_ms=(i + 1) * MIN,
-            country="US",
-            ad_format="banner",
-            impressions=int(n[i]),
-            clicks=int(k[i] + orphans[i]),
-            revenue_usd=float(n[i]) * 0.002,
-            orphan_clicks=int(orphans[i]),
-        )
-        for i in range(len(orphans))
-    ]
+    return orphan_windows(orphans, np.random.default_rng(seed), imps, ctr)
 
 
 def run(ws: list[SegmentWindow], rules: RuleSettings = DEFAULT, batch: int = 5) -> list[Alert]:
@@ -54,9 +40,7 @@ def run(ws: list[SegmentWindow], rules: RuleSettings = DEFAULT, batch: int = 5) 
 
 def trickle(rng: np.random.Generator, minutes: int, low: float = 3.0, high: float = 8.0) -> np.ndarray:
     """3-8 orphan clicks a minute: the rate wanders within the day and minute by minute."""
-    t = np.arange(minutes)
-    daily = low + (high - low) * (0.5 - 0.5 * np.cos(2 * np.pi * t / 1440))
-    return rng.poisson(np.clip(daily + rng.normal(0.0, 0.8, minutes), low, high))
+    return orphan_trickle(rng, minutes, low, high)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
