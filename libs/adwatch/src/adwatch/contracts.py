@@ -54,10 +54,23 @@ HEADER_SCHEMA_VERSION = "adwatch-schema-version"
 # --- closed vocabularies -------------------------------------------------------------------
 EventType = Literal["impression", "click", "request", "conversion"]
 AdFormat = Literal["banner", "interstitial", "rewarded_video", "native"]
-AlertType = Literal["ctr_drop", "ctr_spike", "traffic_spike", "traffic_drop", "ecpm_drop", "click_without_impression"]
+AlertType = Literal[
+    "ctr_drop",
+    "ctr_spike",
+    "traffic_spike",
+    "traffic_drop",
+    "ecpm_drop",
+    "click_without_impression",
+    "value_anomaly",
+    "no_data",
+    "partition_lagging",
+]
 AlertStatus = Literal["firing", "resolved"]
+Resolution = Literal["recovered", "new_normal", "superseded"]
+"""How an episode ended: back inside its pre-incident band, a lasting shift accepted as the new
+baseline, or (stream level) replaced by another alert."""
 Severity = Literal["low", "medium", "high", "critical"]
-Metric = Literal["ctr", "impressions", "ecpm", "orphan_clicks"]
+Metric = Literal["ctr", "impressions", "ecpm", "orphan_clicks", "value", "events", "lag_seconds"]
 
 AD_FORMATS: tuple[AdFormat, ...] = ("banner", "interstitial", "rewarded_video", "native")
 EVENT_TYPES: tuple[EventType, ...] = ("impression", "click", "request", "conversion")
@@ -68,7 +81,12 @@ ALERT_TYPES: tuple[AlertType, ...] = (
     "traffic_drop",
     "ecpm_drop",
     "click_without_impression",
+    "value_anomaly",
+    "no_data",
+    "partition_lagging",
 )
+STREAM_ALERT_TYPES: tuple[AlertType, ...] = ("no_data", "partition_lagging")
+"""Alert types about the input stream itself (segment ``*``), raised by the job's driver, not by a rule."""
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
@@ -178,6 +196,9 @@ class SegmentWindow(_Segmented, frozen=True, kw_only=True):
     revenue_usd: NonNegative
     orphan_clicks: Count = 0
     event_counts: dict[str, int] = {}
+    value: float | None = None
+    """A gauge reading for a segment fed by a value stream (eCPM, CPC, latency series that come
+    without counts; one series per segment, e.g. ``metric=latency_ms``): the ``value`` rule's input."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -236,6 +257,13 @@ class Alert(_Segmented, frozen=True, kw_only=True):
     """Set on an alert folded into another's (one problem, one alert): that alert's segment id,
     usually the parent's (a parent explained by one child is folded into the child). Such alerts
     are stored, not published."""
+    previous_severity: Severity | None = None
+    """Set on a re-emitted firing alert whose severity rose during the episode (an escalation)."""
+    resolution: Resolution | None = None
+    """Set on a resolved alert: how the episode ended."""
+    duration_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Set on a resolved alert: from the first firing window's start to this window's start. Its
+    ``severity`` is then the episode's peak, not the last window's."""
     schema_version: int = SCHEMA_VERSION
 
 
@@ -360,6 +388,9 @@ _TITLES: dict[str, str] = {
     "traffic_drop": "Traffic drop",
     "ecpm_drop": "eCPM drop",
     "click_without_impression": "Clicks without impressions",
+    "value_anomaly": "Value anomaly",
+    "no_data": "No data",
+    "partition_lagging": "Partition lagging",
 }
 
 
@@ -368,6 +399,10 @@ def format_value(metric: str, value: float) -> str:
         return f"{value * 100:.2f}%"
     if metric == "ecpm":
         return f"${value:.2f}"
+    if metric == "value":
+        return f"{value:,.4g}"
+    if metric == "lag_seconds":
+        return f"{value:,.0f} s"
     return f"{value:,.0f}"
 
 
