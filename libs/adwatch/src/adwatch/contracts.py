@@ -410,15 +410,32 @@ def alert_title(alert_type: str) -> str:
     return _TITLES.get(alert_type, alert_type.replace("_", " ").capitalize())
 
 
-def format_message(status: str, alert_type: str, where: str, metric: str, current: float, expected: float) -> str:
+def format_message(
+    status: str,
+    alert_type: str,
+    where: str,
+    metric: str,
+    current: float,
+    expected: float,
+    *,
+    resolution: str | None = None,
+    previous_severity: str | None = None,
+    severity: str | None = None,
+) -> str:
     """The message users know: ``🚨 CTR drop! US banner: 5.00% -> 2.00% (-60.0%)``.
 
-    ``where`` is the segment for people (:func:`describe_segment`)."""
+    ``where`` is the segment for people (:func:`describe_segment`). An escalation says so
+    (``⬆️ ... escalated medium -> high``); a level accepted as the new normal is not "resolved"
+    as if it had recovered (``🔁 New normal: ...``)."""
     title = alert_title(alert_type)
     cur, exp = format_value(metric, current), format_value(metric, expected)
+    if status == "resolved" and resolution == "new_normal":
+        return f"🔁 New normal accepted: {title} {where}: stays at {cur} (was {exp}); baseline re-learnt"
     if status == "resolved":
         return f"✅ Resolved: {title} {where}: back to {cur} (expected {exp})"
     change = f" ({deviation_pct(current, expected):+.1f}%)" if expected else ""
+    if previous_severity and severity:
+        return f"⬆️ {title} escalated {previous_severity} -> {severity}! {where}: {exp} -> {cur}{change}"
     return f"🚨 {title}! {where}: {exp} -> {cur}{change}"
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules import season
 from adwatch_detector.rules.base import SegmentPrior
 from adwatch_detector.windowing import OpenWindows, PartialWindow, close_windows, open_silent_windows
 
@@ -42,7 +43,7 @@ class DetectorContext:
 
 
 def encode_context(context: DetectorContext) -> str:
-    priors = {sid: [p.ctr, p.ecpm, p.impressions] for sid, p in context.priors.items()}
+    priors = {sid: [p.ctr, p.ecpm, p.impressions, *p.season] for sid, p in context.priors.items()}
     return json.dumps({"live": context.live_segments, "priors": priors}, separators=(",", ":"))
 
 
@@ -58,7 +59,10 @@ def decode_context(text: str | None) -> DetectorContext:
         return _decoded[1]
     try:
         data = json.loads(text)
-        priors = {sid: SegmentPrior(*map(float, v)) for sid, v in data.get("priors", {}).items()}
+        priors = {
+            sid: SegmentPrior(float(v[0]), float(v[1]), float(v[2]), tuple(int(f) for f in v[3:27]))
+            for sid, v in data.get("priors", {}).items()
+        }
         live = data.get("live")
         context = DetectorContext(int(live) if live is not None else None, priors)
     except (ValueError, TypeError, AttributeError):
@@ -123,6 +127,33 @@ def close_tracked(
     return closed, gap_fill
 
 
+class ParentProfile:
+    """A parent's hour-of-day profile, learnt by the driver from its closed windows as the traffic
+    rule learns a segment's (the same functions: rules/season.py), one day before it is shared."""
+
+    __slots__ = ("daily", "season", "seen", "window_ms")
+
+    def __init__(self) -> None:
+        self.daily = 0.0
+        self.season: list[int] = list(season.FLAT)
+        self.seen = 0
+        self.window_ms = 0
+
+    def observe(self, w: SegmentWindow) -> None:
+        self.window_ms = w.window_end_ms - w.window_start_ms
+        if season.is_weekend(w.window_start_ms):
+            return  # the weekday shape is what a child borrows (it learns its own weekend)
+        self.seen += 1
+        rate = max(1.0 / self.seen, 1.0 / (24 * 60))
+        self.daily += rate * (w.impressions - self.daily)
+        if self.daily > 0:
+            per_hour = season.HOUR_MS / max(self.window_ms, 1)
+            season.learn(self.season, w.impressions / self.daily, w.window_start_ms, max(0.01, 1.0 / per_hour))
+
+    def ready(self) -> bool:
+        return self.window_ms > 0 and self.seen * self.window_ms >= season.DAY_MS
+
+
 class Census:
     """The driver's view of every segment: which are tracked (by their last window) and each
     parent segment's decayed CTR/eCPM totals. Bounded: a segment unseen for ``idle_ms`` of
@@ -132,9 +163,11 @@ class Census:
         self.parent_sets = parent_sets  # the dimension sets whose segments are someone's parent (None: all)
         self.idle_ms = idle_ms
         self.max_priors = 5000
+        self.max_seasons = 500
         self._tracked: dict[str, int] = {}  # segment id -> end of its last tracked window
         self._totals: dict[str, list[float]] = {}  # parent id -> [impressions, clicks, revenue], decayed
         self._decay = math.pow(0.5, 1.0 / 120.0)  # two hours of one-minute windows
+        self._profiles: dict[str, ParentProfile] = {}  # parent id -> its hour-of-day profile, learnt here
 
     def observe(self, windows: Iterable[tuple[SegmentWindow, bool]]) -> None:
         """Take one batch's closed windows, each with whether its segment is tracked."""
@@ -150,6 +183,10 @@ class Census:
                 t[0] = self._decay * t[0] + w.impressions
                 t[1] = self._decay * t[1] + w.clicks - w.orphan_clicks
                 t[2] = self._decay * t[2] + w.revenue_usd
+                profile = self._profiles.get(w.segment_id)
+                if profile is None:
+                    profile = self._profiles[w.segment_id] = ParentProfile()
+                profile.observe(w)
         if latest:
             horizon = latest - self.idle_ms
             stale = [sid for sid, end in self._tracked.items() if end < horizon]
@@ -160,6 +197,14 @@ class Census:
         """A segment evicted from state (idle): no longer live, no longer anyone's prior."""
         self._tracked.pop(segment, None)
         self._totals.pop(segment, None)
+        self._profiles.pop(segment, None)
+
+    def _season_of(self, segment: str, rank: int) -> tuple[int, ...]:
+        """The parent's learnt profile: only for the largest parents (the context goes with every task)."""
+        profile = self._profiles.get(segment)
+        if profile is None or rank >= self.max_seasons or not profile.ready():
+            return ()
+        return tuple(profile.season)
 
     @property
     def live_segments(self) -> int:
@@ -168,8 +213,10 @@ class Census:
     def context(self) -> DetectorContext:
         ranked = sorted(self._totals.items(), key=lambda kv: -kv[1][0])[: self.max_priors]
         priors = {
-            sid: SegmentPrior(clicks / imps, 1000.0 * rev / imps, imps * (1.0 - self._decay))
-            for sid, (imps, clicks, rev) in ranked
+            sid: SegmentPrior(
+                clicks / imps, 1000.0 * rev / imps, imps * (1.0 - self._decay), self._season_of(sid, rank)
+            )
+            for rank, (sid, (imps, clicks, rev)) in enumerate(ranked)
             if imps > 0
         }
         return DetectorContext(self.live_segments or None, priors)

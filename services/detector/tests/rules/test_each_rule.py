@@ -140,7 +140,7 @@ def test_first_windows_set_the_traffic_level() -> None:
 
 def test_traffic_silence_decays_the_level() -> None:
     s = TrafficState(**WARM_TRAFFIC)
-    RULES["traffic"](DEFAULTS).on_silence(s, 10)
+    RULES["traffic"](DEFAULTS).on_silence(s, 10, 0)
     assert s.level == pytest.approx(600.0 * 0.85**10) and s.trend == 0.0
 
 

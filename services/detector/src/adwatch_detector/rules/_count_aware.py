@@ -1,9 +1,13 @@
-"""What the count-aware rules (traffic_spike, ctr, ecpm_drop) share: thresholds and the verdict.
+"""What the count-aware rules (traffic, ctr, ecpm_drop, orphans) share: thresholds and the verdict.
 
 Per window and metric a rule computes a baseline *before* the update, a tail p-value at the
 window's volume and a log-likelihood ratio; :func:`judge` turns them into a :class:`Check` from a
 one-window alarm at the budget's z and a CUSUM for evidence that builds up over windows. Baselines
 do not learn from anomalous windows or while their alert fires (up to ``max_freeze_windows``).
+While an episode fires, the rule measures each window against the episode's anchor (its baseline
+when the episode started): recovery means back to *that*, not to a baseline that learnt the shift.
+With persistence (``confirm_windows`` > 1) one window's LLR is capped so that no single window
+can carry the CUSUM over its threshold alone.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydantic import Field, model_validator
+
 from adwatch.contracts import AlertType, Metric, Severity, deviation_pct
-from adwatch_detector.rules.base import Check
-from adwatch_detector.rules.lifecycle import Lifecycle
+from adwatch_detector.rules.base import Check, SettingsSection
+from adwatch_detector.rules.lifecycle import Lifecycle, Policy
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import cusum_step, z_from_p
 
@@ -27,22 +33,53 @@ class Thresholds:
     cusum_h: float
     z_resolve: float
     z_freeze: float
-    resolve_evidence: float
     warmup_windows: int
     max_freeze_windows: int
+    z_extreme: float  # a one-window surprise this large (and large in size) needs no confirmation
+    llr_cap: float  # one window's most CUSUM evidence (inf without persistence)
 
     @classmethod
-    def of(cls, settings: RuleSettings) -> Thresholds:
+    def of(cls, settings: RuleSettings, confirm_windows: int = 1) -> Thresholds:
         d = settings.default
+        h = settings.cusum_h
         return cls(
             settings.z_threshold,
-            settings.cusum_h,
+            h,
             d.z_resolve,
             d.z_freeze,
-            d.resolve_evidence,
             d.warmup_windows,
             d.max_freeze_windows,
+            settings.z_threshold + d.extreme_z_margin,
+            h / (confirm_windows - 0.5) if confirm_windows > 1 else math.inf,
         )
+
+
+class Persistence(SettingsSection):
+    """Per rule: how many breaching windows of the last few confirm an alert (a size-extreme
+    one-window surprise fires at once)."""
+
+    confirm_windows: int = Field(default=1, ge=1, le=16, description="breaching windows that confirm an alert...")
+    confirm_of: int = Field(default=1, ge=1, le=16, description="...among the last this many")
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> Persistence:
+        if self.confirm_windows > self.confirm_of:
+            raise ValueError(f"confirm_windows ({self.confirm_windows}) > confirm_of ({self.confirm_of})")
+        return self
+
+
+def policy(settings: RuleSettings, own: Persistence) -> Policy:
+    """The lifecycle policy of a count-aware rule: the set's resolve/new-normal, the rule's persistence."""
+    d = settings.default
+    return Policy(
+        resolve_windows=settings.resolve_windows,
+        cooldown_ms=d.cooldown_windows * settings.window_ms,
+        confirm_windows=own.confirm_windows,
+        confirm_of=own.confirm_of,
+        new_normal_windows=d.new_normal_windows,
+        equivalence_margin=d.equivalence_margin,
+        pool_evidence=(d.z_resolve / d.equivalence_margin) ** 2 if d.equivalence_margin > 0 else 0.0,
+    )
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 us per object, per window
@@ -68,17 +105,34 @@ def severity(z: float, cusum: float, dev_pct: float, t: Thresholds) -> Severity:
     return "low"
 
 
-def advance(life: Lifecycle, llr: float, warm: bool) -> None:
-    """CUSUM for the shift and a reverse CUSUM (evidence of recovery) used while firing."""
-    life.cusum = cusum_step(life.cusum, llr) if warm and not life.firing else 0.0
-    life.recovery = cusum_step(life.recovery, -llr) if life.firing else 0.0
+def advance(life: Lifecycle, llr: float, warm: bool, t: Thresholds) -> None:
+    """The CUSUM for the shift, while not firing (one window adds at most ``t.llr_cap``)."""
+    life.cusum = cusum_step(life.cusum, min(llr, t.llr_cap)) if warm and not life.firing else 0.0
 
 
-def judge(reading: Reading, life: Lifecycle, z: float, p: float, gate: bool, practical: bool, t: Thresholds) -> Check:
-    """Turn the window's z and the CUSUM into a Check (breach / in band / recovered).
+def anchored(life: Lifecycle, baseline: float) -> float:
+    """The baseline a window is measured against: the episode's anchor while it fires, else the rule's."""
+    return life.anchor if life.firing and life.anchor >= 0.0 else baseline
+
+
+def judge(
+    reading: Reading,
+    life: Lifecycle,
+    z: float,
+    p: float,
+    gate: bool,
+    practical: bool,
+    t: Thresholds,
+    extreme_size: bool = False,
+    baseline: float = -1.0,
+    evidence: float = math.inf,
+) -> Check:
+    """Turn the window's z and the CUSUM into a Check (breach / in band / extreme).
 
     ``gate``: the window has the volume to carry a one-window alarm; ``practical``: the change is
-    big enough to matter (never page on a statistically sure but tiny shift).
+    big enough to matter (never page on a statistically sure but tiny shift); ``extreme_size``: the
+    change is large enough that, at ``t.z_extreme``, it needs no confirming window; ``baseline``:
+    the rule's baseline parameter (the episode's anchor if it fires now).
     """
     seq = life.cusum >= t.cusum_h
     breach = practical and ((gate and z >= t.z_threshold) or seq)
@@ -96,8 +150,11 @@ def judge(reading: Reading, life: Lifecycle, z: float, p: float, gate: bool, pra
         z_score=z_from_p(p_report),
         breach=breach,
         in_band=z < t.z_resolve,
-        recovered=life.recovery >= t.resolve_evidence,
+        recovered=True,  # the lifecycle's equivalence test decides (lifecycle.py)
         severity=severity(z, life.cusum, dev, t),
+        extreme=breach and gate and extreme_size and z >= t.z_extreme,
+        baseline=baseline,
+        evidence=evidence,
     )
 
 

@@ -9,6 +9,7 @@ it saw (:class:`Check`). Adding a rule = one module + one line in registry.py.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, cast
@@ -17,7 +18,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict
 
 from adwatch.contracts import AlertType, Metric, SegmentWindow, Severity
-from adwatch_detector.rules.lifecycle import Lifecycle
+from adwatch_detector.rules.lifecycle import Lifecycle, Policy
 
 if TYPE_CHECKING:
     from adwatch_detector.rules.settings import RuleSettings
@@ -42,7 +43,10 @@ class Check:
     """Evidence of one alert type on one window of one segment.
 
     ``breach``: the rule would fire on this window; ``in_band``: the metric is inside its band
-    (counts towards resolving); ``recovered``: enough evidence that the shift is over.
+    (counts towards resolving); ``recovered``: enough evidence that the shift is over; ``extreme``:
+    a breach so large that it fires without waiting for confirmation (persistence); ``baseline``:
+    the rule's baseline parameter before this window (frozen as the episode's anchor when it fires;
+    < 0: the rule keeps none). While an episode fires, a rule measures against its anchor.
     """
 
     alert_type: AlertType
@@ -58,15 +62,22 @@ class Check:
     in_band: bool
     recovered: bool
     severity: Severity
+    extreme: bool = False
+    baseline: float = -1.0
+    evidence: float = math.inf
+    """Expected events behind the window's value (impressions, clicks): how much a pooled
+    recovery test learns from it; inf: the rule judges recovery window by window."""
 
 
 class SegmentPrior(msgspec.Struct, frozen=True, array_like=True):
-    """A parent segment's long-run CTR and eCPM (and impressions per window behind them): what a
-    young child segment starts from instead of the global prior."""
+    """A parent segment's long-run CTR and eCPM (and impressions per window behind them), and its
+    hour-of-day traffic profile once learnt (rules/season.py; empty: none): what a young child
+    segment starts from instead of the global prior. Children of one country share its daily shape."""
 
     ctr: float
     ecpm: float
     impressions: float
+    season: tuple[int, ...] = ()
 
 
 Lives = dict[str, Lifecycle]
@@ -101,6 +112,14 @@ class BaseRule(ABC, Generic[S]):
         then learn from it. ``lives`` may be read (e.g. do not learn while firing) and carries the
         rule's CUSUM evidence; the engine moves the firing/resolved state afterwards."""
 
+    def policy(self) -> Policy:
+        """How this rule's alerts fire and resolve (default: the rule set's resolve and cooldown)."""
+        shared = self.settings.set_settings
+        return Policy(
+            resolve_windows=self.settings.resolve_windows,
+            cooldown_ms=shared.cooldown_windows * self.settings.window_ms,
+        )
+
     def seed(self, state: S, prior: SegmentPrior) -> None:
         """Start a new segment's baseline from its parent's (default: the rule's own prior)."""
 
@@ -108,5 +127,6 @@ class BaseRule(ABC, Generic[S]):
         """How many windows this rule's baseline has seen (0 if it keeps none): tells warm-up."""
         return 0
 
-    def on_silence(self, state: S, skipped_windows: int) -> None:
-        """A segment was silent for longer than the gap the engine replays: age the baseline in bulk."""
+    def on_silence(self, state: S, skipped_windows: int, first_skipped_ms: int) -> None:
+        """A segment was silent for longer than the gap the engine replays (``skipped_windows`` from
+        ``first_skipped_ms`` on): age the baseline in bulk."""

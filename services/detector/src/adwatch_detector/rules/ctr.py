@@ -14,13 +14,23 @@ import msgspec
 from pydantic import Field
 
 from adwatch.contracts import SegmentWindow
-from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior, SettingsSection
+from adwatch_detector.rules._count_aware import (
+    Persistence,
+    Reading,
+    Thresholds,
+    advance,
+    anchored,
+    frozen,
+    judge,
+    policy,
+)
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior
+from adwatch_detector.rules.lifecycle import Policy
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import bernoulli_llr, binom_tail, halflife_decay, z_from_p
 
 
-class CtrSettings(SettingsSection):
+class CtrSettings(Persistence):
     halflife: float = Field(default=60.0, gt=0, allow_inf_nan=False, description="baseline half-life, windows")
     prior: float = Field(default=0.01, gt=0, le=1, description="CTR before any history")
     prior_n: float = Field(default=20.0, gt=0, allow_inf_nan=False, description="impressions the prior weighs")
@@ -38,6 +48,12 @@ class CtrSettings(SettingsSection):
     spike_ratio: float = Field(default=2.5, gt=0, allow_inf_nan=False, description="CUSUM design alternative (spike)")
     drop_min_ratio: float = Field(default=0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
     spike_min_ratio: float = Field(default=1.3, gt=0, allow_inf_nan=False, description="never page on a smaller spike")
+    drop_extreme_ratio: float = Field(
+        default=0.3, ge=0, lt=1, allow_inf_nan=False, description="with persistence: fires at once below this"
+    )
+    spike_extreme_ratio: float = Field(
+        default=3.0, gt=1, allow_inf_nan=False, description="with persistence: fires at once above this"
+    )
 
 
 class CtrState(msgspec.Struct, array_like=True):
@@ -58,13 +74,21 @@ class Ctr(BaseRule[CtrState]):
     def __init__(self, settings: RuleSettings) -> None:
         super().__init__(settings)
         self.own = settings.section(self.id, CtrSettings)
-        self.t = Thresholds.of(settings)
+        self.t = Thresholds.of(settings, self.own.confirm_windows)
         self.decay = halflife_decay(self.own.halflife)
         self.rho_decay = halflife_decay(self.own.rho_halflife)
 
     def seed(self, state: CtrState, prior: SegmentPrior) -> None:
         if 0.0 < prior.ctr < 1.0 and state.imps == 0.0:
             state.clicks, state.imps = prior.ctr * self.own.parent_prior_n, self.own.parent_prior_n
+
+    def policy(self) -> Policy:
+        return policy(self.settings, self.own)
+
+    def band(self, p: float, n: float, design: float) -> tuple[float, float]:
+        """The CTR band at z_resolve around ``p`` for ``n`` impressions."""
+        sd = math.sqrt(p * (1.0 - p) * design / n)
+        return max(0.0, p - self.t.z_resolve * sd), min(1.0, p + self.t.z_resolve * sd)
 
     def windows_seen(self, state: CtrState) -> int:
         return state.windows
@@ -85,35 +109,41 @@ class Ctr(BaseRule[CtrState]):
         m_eff = min(state.imps + s.prior_n, (1.0 - rho) / rho, s.max_effective_n)
         design = 1.0 + (n - 1.0) * rho + n / m_eff
         warm = state.windows >= t.warmup_windows
-        p_low, p_up = binom_tail(x, n, p0, "lower", design), binom_tail(x, n, p0, "upper", design)
-        z_drop, z_spike = z_from_p(p_low), z_from_p(p_up)
-        advance(drop, bernoulli_llr(x, n, p0, p0 * s.drop_ratio) / design, warm)
-        advance(spike, bernoulli_llr(x, n, p0, min(p0 * s.spike_ratio, 0.999)) / design, warm)
-        gate = warm and n >= s.min_impressions and n * p0 >= s.min_expected_clicks
         ctr = x / n
-        sd = math.sqrt(p0 * (1.0 - p0) * design / n)
-        low, high = max(0.0, p0 - t.z_resolve * sd), min(1.0, p0 + t.z_resolve * sd)
+        pd, ps = anchored(drop, p0), anchored(spike, p0)  # the episode's anchor while it fires
+        p_low, p_up = binom_tail(x, n, pd, "lower", design), binom_tail(x, n, ps, "upper", design)
+        z_drop, z_spike = z_from_p(p_low), z_from_p(p_up)
+        advance(drop, bernoulli_llr(x, n, pd, pd * s.drop_ratio) / design, warm, t)
+        advance(spike, bernoulli_llr(x, n, ps, min(ps * s.spike_ratio, 0.999)) / design, warm, t)
         checks = [
             judge(
-                Reading("ctr_drop", "ctr", ctr, p0, low, high, window.impressions),
+                Reading("ctr_drop", "ctr", ctr, pd, *self.band(pd, n, design), window.impressions),
                 drop,
                 z_drop,
                 p_low,
-                gate,
-                warm and ctr <= s.drop_min_ratio * p0,
+                warm and n >= s.min_impressions and n * pd >= s.min_expected_clicks,
+                warm and ctr <= s.drop_min_ratio * pd,
                 t,
+                ctr <= s.drop_extreme_ratio * pd,
+                pd,
+                n * pd / ((1.0 - pd) * design),
             ),
             judge(
-                Reading("ctr_spike", "ctr", ctr, p0, low, high, window.impressions),
+                Reading("ctr_spike", "ctr", ctr, ps, *self.band(ps, n, design), window.impressions),
                 spike,
                 z_spike,
                 p_up,
-                gate,
-                warm and ctr >= s.spike_min_ratio * p0,
+                warm and n >= s.min_impressions and n * ps >= s.min_expected_clicks,
+                warm and ctr >= s.spike_min_ratio * ps,
                 t,
+                ctr >= s.spike_extreme_ratio * ps,
+                ps,
+                n * ps / ((1.0 - ps) * design),
             ),
         ]
-        anomalous = max(z_drop, z_spike) > t.z_freeze
+        anomalous = (z_drop > t.z_freeze and ctr <= s.drop_min_ratio * p0) or (
+            z_spike > t.z_freeze and ctr >= s.spike_min_ratio * p0
+        )
         if frozen((drop, spike), anomalous, state.frozen, warm, t):
             state.frozen += 1
         else:

@@ -12,13 +12,23 @@ import msgspec
 from pydantic import Field
 
 from adwatch.contracts import SegmentWindow
-from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior, SettingsSection
+from adwatch_detector.rules._count_aware import (
+    Persistence,
+    Reading,
+    Thresholds,
+    advance,
+    anchored,
+    frozen,
+    judge,
+    policy,
+)
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior
+from adwatch_detector.rules.lifecycle import Policy
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import gauss_llr, halflife_decay, norm_sf
 
 
-class EcpmDropSettings(SettingsSection):
+class EcpmDropSettings(Persistence):
     alpha: float = Field(default=0.05, gt=0, le=1, description="EWMA weight of the log-scale baseline")
     sigma1_sq: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="per-impression log-price variance")
     tau_sq: float = Field(default=0.005, ge=0, allow_inf_nan=False, description="window-to-window variance")
@@ -28,6 +38,9 @@ class EcpmDropSettings(SettingsSection):
     drop_min_ratio: float = Field(default=0.8, gt=0, allow_inf_nan=False, description="never page on a smaller drop")
     parent_prior_n: int = Field(
         default=200, ge=0, description="impressions a parent segment's eCPM weighs in a new segment's first price"
+    )
+    drop_extreme_ratio: float = Field(
+        default=0.3, ge=0, lt=1, allow_inf_nan=False, description="with persistence: fires at once below this"
     )
 
 
@@ -48,13 +61,16 @@ class EcpmDrop(BaseRule[EcpmState]):
     def __init__(self, settings: RuleSettings) -> None:
         super().__init__(settings)
         self.own = settings.section(self.id, EcpmDropSettings)
-        self.t = Thresholds.of(settings)
+        self.t = Thresholds.of(settings, self.own.confirm_windows)
         self.var_decay = halflife_decay(self.own.var_halflife)
         self.log_drop = math.log(self.own.drop_ratio)
 
     def seed(self, state: EcpmState, prior: SegmentPrior) -> None:
         if prior.ecpm > 0 and state.windows == 0:
             state.mu, state.prior_n = math.log(prior.ecpm), self.own.parent_prior_n
+
+    def policy(self) -> Policy:
+        return policy(self.settings, self.own)
 
     def windows_seen(self, state: EcpmState) -> int:
         return state.windows
@@ -72,7 +88,8 @@ class EcpmDrop(BaseRule[EcpmState]):
                 state.mu = (w * state.mu + n * math.log(ecpm)) / (w + n)
                 state.windows, state.prior_n = 1, 0
             return []
-        expected = math.exp(state.mu)
+        mu = anchored(life, state.mu)  # the episode's anchor while it fires
+        expected = math.exp(mu)
         y = math.log(max(ecpm, 0.01 * expected) / expected)
         shape = s.sigma1_sq / n + s.tau_sq
         a = s.alpha
@@ -80,7 +97,7 @@ class EcpmDrop(BaseRule[EcpmState]):
         z = -y / math.sqrt(var)
         p = norm_sf(z)
         warm = state.windows >= t.warmup_windows
-        advance(life, gauss_llr(y, self.log_drop, var), warm)
+        advance(life, gauss_llr(y, self.log_drop, var), warm, t)
         half = t.z_resolve * math.sqrt(var)
         reading = Reading(
             "ecpm_drop",
@@ -92,12 +109,25 @@ class EcpmDrop(BaseRule[EcpmState]):
             window.impressions,
         )
         check = judge(
-            reading, life, z, p, warm and n >= s.min_impressions, warm and ecpm <= s.drop_min_ratio * expected, t
+            reading,
+            life,
+            z,
+            p,
+            warm and n >= s.min_impressions,
+            warm and ecpm <= s.drop_min_ratio * expected,
+            t,
+            ecpm <= s.drop_extreme_ratio * expected,
+            mu,
+            1.0 / var,  # the pooled ratio's information (var of the log price ratio)
         )
-        anomalous = abs(z) > t.z_freeze
+        # a whale bid's spike teaches the baseline no more than a drop does
+        anomalous = abs(z) > t.z_freeze and abs(y) >= -math.log(s.drop_min_ratio)
         if frozen((life,), anomalous, state.frozen, warm, t):
             state.frozen += 1
         else:
+            if mu != state.mu:  # firing: learn against the own baseline, not the anchor
+                own = math.exp(state.mu)
+                y = math.log(max(ecpm, 0.01 * own) / own)
             state.mu += a * y
             state.windows += 1
             state.frozen = 0

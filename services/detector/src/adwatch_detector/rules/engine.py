@@ -14,7 +14,6 @@ from typing import Any
 
 from adwatch.contracts import (
     Alert,
-    AlertStatus,
     SegmentWindow,
     deviation_pct,
     format_message,
@@ -22,7 +21,7 @@ from adwatch.contracts import (
     make_fingerprint,
 )
 from adwatch_detector.rules.base import BaseRule, Check, SegmentPrior
-from adwatch_detector.rules.lifecycle import Lifecycle, step
+from adwatch_detector.rules.lifecycle import Lifecycle, Policy, Transition, step
 from adwatch_detector.rules.registry import RULE_SETS, RULES
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.rules.state import RuleSlot, SegmentState
@@ -36,14 +35,13 @@ class RuleEngine:
 
     settings: RuleSettings
     rules: tuple[BaseRule[Any], ...]
-    cooldown_ms: int
+    policies: dict[str, Policy]  # rule id -> how its alerts fire and resolve
     max_gap_fill: int
 
     @classmethod
     def build(cls, settings: RuleSettings) -> RuleEngine:
-        shared = settings.set_settings
         rules = tuple(RULES[rule_id](settings) for rule_id in RULE_SETS[settings.rule_set])
-        return cls(settings, rules, shared.cooldown_windows * settings.window_ms, shared.max_gap_fill)
+        return cls(settings, rules, {rule.id: rule.policy() for rule in rules}, settings.set_settings.max_gap_fill)
 
     def for_live_segments(self, live_segments: int | None) -> RuleEngine:
         """The engine whose alert budget is spread over ``live_segments`` tracked segments (the
@@ -93,7 +91,7 @@ class RuleEngine:
     ) -> tuple[SegmentState, list[Alert]]:
         state = state if state is not None else SegmentState()
         slots = [(rule, self.slot(state, rule)) for rule in self.rules]
-        resolve_windows = self.settings.resolve_windows
+        policies = self.policies
         alerts: list[Alert] = []
         for window in sorted(windows, key=lambda w: w.window_start_ms):
             if window.window_start_ms <= state.last_window_ms:
@@ -101,12 +99,13 @@ class RuleEngine:
             for current in self._with_gaps(state, slots, window):
                 start = current.window_start_ms
                 for rule, slot in slots:
+                    policy = policies[rule.id]
                     for check in rule.evaluate(slot.state, slot.lives, current):
                         if on_check is not None:
                             on_check(current, check)
-                        status = step(slot.lives[check.alert_type], check, start, self.cooldown_ms, resolve_windows)
-                        if status is not None:
-                            alerts.append(self._alert(rule, check, status, current, now_ms))
+                        transition = step(slot.lives[check.alert_type], check, start, policy)
+                        if transition is not None:
+                            alerts.append(self._alert(rule, check, transition, current, now_ms))
                 state.last_window_ms = start
         return state, alerts
 
@@ -122,15 +121,17 @@ class RuleEngine:
             return [window]
         if missing > self.max_gap_fill:
             # a long silence: age the baselines in bulk instead of replaying every minute
+            skipped = missing - self.max_gap_fill
             for rule, slot in slots:
-                rule.on_silence(slot.state, missing - self.max_gap_fill)
+                rule.on_silence(slot.state, skipped, state.last_window_ms + step_ms)
             missing = self.max_gap_fill
         first = window.window_start_ms - missing * step_ms
         return [*(_zero_window(window, first + k * step_ms, step_ms) for k in range(missing)), window]
 
     def _alert(
-        self, rule: BaseRule[Any], check: Check, status: AlertStatus, window: SegmentWindow, now_ms: int
+        self, rule: BaseRule[Any], check: Check, transition: Transition, window: SegmentWindow, now_ms: int
     ) -> Alert:
+        status = transition.status
         fingerprint = make_fingerprint(check.alert_type, window.segment_id)
         alert_id = make_alert_id(fingerprint, window.window_start_ms, status)
         if logger.isEnabledFor(logging.DEBUG):
@@ -148,7 +149,7 @@ class RuleEngine:
             fingerprint=fingerprint,
             status=status,
             alert_type=check.alert_type,
-            severity=check.severity,
+            severity=transition.severity,
             dimensions=window.dimensions,
             segment_id=window.segment_id,
             metric=check.metric,
@@ -163,9 +164,22 @@ class RuleEngine:
             window_start_ms=window.window_start_ms,
             window_end_ms=window.window_end_ms,
             detected_at_ms=now_ms,
-            message=format_message(status, check.alert_type, window.where, check.metric, check.current, check.expected),
+            message=format_message(
+                status,
+                check.alert_type,
+                window.where,
+                check.metric,
+                check.current,
+                check.expected,
+                resolution=transition.resolution,
+                previous_severity=transition.previous_severity,
+                severity=transition.severity,
+            ),
             rule_set=self.settings.rule_set,
             rule=rule.id,
+            previous_severity=transition.previous_severity,
+            resolution=transition.resolution,
+            duration_ms=transition.duration_ms,
         )
 
 

@@ -24,21 +24,33 @@ from pydantic import Field
 from scipy import special
 
 from adwatch.contracts import SegmentWindow, Severity
-from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch_detector.rules._count_aware import (
+    Persistence,
+    Reading,
+    Thresholds,
+    advance,
+    anchored,
+    frozen,
+    judge,
+    policy,
+)
+from adwatch_detector.rules.base import BaseRule, Check, Lives
+from adwatch_detector.rules.lifecycle import Policy
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_from_p
 
 _TINY = 1e-300
 
 
-class OrphanClicksSettings(SettingsSection):
+class OrphanClicksSettings(Persistence):
     # the classic set: a fixed tolerance, no baseline
     abs_tolerance: int = Field(default=2, ge=0, description="classic set: orphan clicks always tolerated per window")
     frac_tolerance: float = Field(
         default=0.02, ge=0, le=1, description="classic set: ...plus this share of the window's clicks"
     )
     # the default set: against the segment's own baseline
+    confirm_windows: int = Field(default=2, ge=1, le=16, description="breaching windows that confirm an alert...")
+    confirm_of: int = Field(default=3, ge=1, le=16, description="...among the last this many (high: at once)")
     warmup_windows: int | None = Field(
         default=5,
         ge=0,
@@ -106,8 +118,8 @@ class OrphanClicks(BaseRule[OrphanState]):
     def __init__(self, settings: RuleSettings) -> None:
         super().__init__(settings)
         self.own = settings.section(self.id, OrphanClicksSettings)
-        self.t = Thresholds.of(settings)
         self.baseline = settings.rule_set != "classic"
+        self.t = Thresholds.of(settings, self.own.confirm_windows if self.baseline else 1)
         self.decay = halflife_decay(self.own.halflife)
         self.warmup = self.t.warmup_windows if self.own.warmup_windows is None else self.own.warmup_windows
 
@@ -115,10 +127,13 @@ class OrphanClicks(BaseRule[OrphanState]):
         """The decayed count of windows behind ``state.orphans_m`` (each learnt window adds one)."""
         return (1.0 - self.decay ** min(state.windows, 1_000_000)) / (1.0 - self.decay)
 
+    def policy(self) -> Policy:
+        return policy(self.settings, self.own) if self.baseline else super().policy()
+
     def windows_seen(self, state: OrphanState) -> int:
         return state.windows if self.baseline else 0
 
-    def on_silence(self, state: OrphanState, skipped_windows: int) -> None:
+    def on_silence(self, state: OrphanState, skipped_windows: int, first_skipped_ms: int) -> None:
         if self.baseline:  # silent minutes had no orphan clicks either
             keep = self.decay ** min(skipped_windows, 1_000_000)
             state.orphans_m, state.squares_m = round(keep * state.orphans_m), round(keep * state.squares_m)
@@ -156,7 +171,8 @@ class OrphanClicks(BaseRule[OrphanState]):
         life = lives["click_without_impression"]
         seen = self.weight(state)
         weight = seen + s.prior_windows
-        lam = max((state.orphans_m / 1000.0 + s.prior_rate * s.prior_windows) / weight, 1e-3)
+        own_lam = max((state.orphans_m / 1000.0 + s.prior_rate * s.prior_windows) / weight, 1e-3)
+        lam = anchored(life, own_lam)  # the episode's anchor while it fires
         phi = self.dispersion(state, seen)
         warm = state.windows >= self.warmup
         # the baseline's own error (about lam / weight) is one more share of the dispersion
@@ -167,7 +183,7 @@ class OrphanClicks(BaseRule[OrphanState]):
         # the alternative is a multiple of the baseline but at least min_excess above it: evidence
         # of recovery from a flood on a near-zero baseline builds in windows, not in hundreds
         alt = max(s.spike_ratio * lam, lam + s.min_excess)
-        advance(life, poisson_llr(x, lam, alt / lam) / design, warm)
+        advance(life, poisson_llr(x, lam, alt / lam) / design, warm, t)
         sd = math.sqrt(lam * design)
         practical = warm and x - lam >= s.min_excess and x >= s.min_ratio * lam
         check = judge(
@@ -186,13 +202,18 @@ class OrphanClicks(BaseRule[OrphanState]):
             warm,
             practical,
             t,
+            self.severity(x, lam) in ("high", "critical"),
+            own_lam,
         )
         check.severity = self.severity(x, lam)
+        check.recovered = x - lam < s.min_excess  # a rare-event count is back when its excess is gone
         anomalous = z > t.z_freeze
         if frozen((life,), anomalous, state.frozen, warm, t):
             state.frozen += 1
         else:
-            cap = lam + 5.0 * math.sqrt(lam * (1.0 + phi * lam)) + 1.0  # one burst does not make a dispersion
+            cap = (
+                own_lam + 5.0 * math.sqrt(own_lam * (1.0 + phi * own_lam)) + 1.0
+            )  # one burst does not make a dispersion
             state.orphans_m = round(self.decay * state.orphans_m + 1000.0 * x)
             state.squares_m = round(self.decay * state.squares_m + 1000.0 * min(x, cap) ** 2)
             state.frozen = 0

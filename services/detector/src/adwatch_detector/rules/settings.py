@@ -83,6 +83,10 @@ LEGACY_FLAT_KEYS: dict[str, str] = {
 }
 
 
+RETIRED_KEYS: frozenset[str] = frozenset({"resolve_evidence"})
+"""``default`` keys a file may still carry that no longer do anything (read, ignored, warned about)."""
+
+
 class CountAwareSettings(SettingsSection):
     """Shared by the count-aware rules of the ``default`` set: thresholds from the alert budget
     (alpha = alert_budget_per_day / (expected_segments x windows per day), split between one-window
@@ -98,11 +102,32 @@ class CountAwareSettings(SettingsSection):
     cusum_budget_share: float = Field(default=0.5, ge=0, lt=1, description="budget share of the sequential alarms")
     warmup_windows: int = Field(default=10, ge=0)
     z_resolve: float = Field(default=2.0, ge=0, allow_inf_nan=False, description="band half-width, in sigmas")
-    resolve_evidence: float = Field(default=3.0, ge=0, allow_inf_nan=False, description="LLR for 'back to normal'")
+    extreme_z_margin: float = Field(
+        default=2.0, ge=0, allow_inf_nan=False, description="z above the threshold that fires without confirmation"
+    )
+    equivalence_margin: float = Field(
+        default=0.2, ge=0, allow_inf_nan=False, description="resolve only within this share of the episode's anchor"
+    )
+    new_normal_windows: int = Field(
+        default=240, ge=0, description="firing this long: accept the level as the new normal (0: never)"
+    )
     z_freeze: float = Field(default=3.0, ge=0, allow_inf_nan=False, description="a window beyond |z| does not update")
     max_freeze_windows: int = Field(default=60, gt=0, description="...unless frozen this long (a level shift)")
     cooldown_windows: int = Field(default=0, ge=0, description="after a resolve, no new firing for this long")
     max_gap_fill: int = Field(default=60, ge=0, description="silent minutes replayed as zero windows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        """``resolve_evidence`` (round 1: the LLR for 'back to normal') is read and ignored, with a warning."""
+        if isinstance(data, Mapping) and RETIRED_KEYS & set(data):
+            logger.warning(
+                "rules: default.resolve_evidence is no longer used: an alert resolves when its metric is back "
+                "within default.equivalence_margin of the baseline frozen when it fired (remove the key)",
+                extra={"retired_keys": ["resolve_evidence"]},
+            )
+            data = {k: v for k, v in data.items() if k not in RETIRED_KEYS}
+        return data
 
 
 class ClassicSettings(SettingsSection):

@@ -1,9 +1,13 @@
-"""``traffic``: impressions against a damped-Holt forecast with negative-binomial variance.
+"""``traffic``: impressions against a seasonal damped-Holt forecast with negative-binomial variance.
 
 Counts wobble more than Poisson: the variance is lam (1 + phi lam) with phi fitted on history.
-Both tails alert: ``traffic_spike`` (bots, floods) and ``traffic_drop`` (an outage, a broken tag,
-lost supply). Runs on every window, zero-traffic ones included (a silent minute is information
-for a count; the job emits empty windows for a tracked segment that goes dark).
+The forecast is level x hour-of-day factor (rules/season.py: weekday and weekend profiles learnt
+online, or a parent's while the segment is young), so nightly troughs, dark nights and the morning
+return are expected, not alerts. Both tails alert: ``traffic_spike`` (bots, floods) and
+``traffic_drop`` (an outage, a broken tag, lost supply). Persistence: a spike or drop needs two
+breaching windows of three unless it is extreme (a flood, a blackout), so one-minute bursts that
+return at once do not page. Runs on every window, zero-traffic ones included (a silent minute is
+information for a count; the job emits empty windows for a tracked segment that goes dark).
 """
 
 from __future__ import annotations
@@ -13,14 +17,25 @@ import math
 import msgspec
 from pydantic import Field
 
-from adwatch.contracts import SegmentWindow
-from adwatch_detector.rules._count_aware import Reading, Thresholds, advance, frozen, judge
-from adwatch_detector.rules.base import BaseRule, Check, Lives, SettingsSection
+from adwatch.contracts import AlertType, SegmentWindow
+from adwatch_detector.rules import season
+from adwatch_detector.rules._count_aware import (
+    Persistence,
+    Reading,
+    Thresholds,
+    advance,
+    anchored,
+    frozen,
+    judge,
+    policy,
+)
+from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior
+from adwatch_detector.rules.lifecycle import Lifecycle, Policy
 from adwatch_detector.rules.settings import RuleSettings
 from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_from_p
 
 
-class TrafficSettings(SettingsSection):
+class TrafficSettings(Persistence):
     alpha: float = Field(default=0.15, gt=0, le=1, description="level smoothing")
     beta: float = Field(default=0.05, ge=0, le=1, description="trend smoothing (times alpha)")
     damping: float = Field(default=0.95, gt=0, le=1, description="trend damping per window")
@@ -33,6 +48,22 @@ class TrafficSettings(SettingsSection):
     drop_max_ratio: float = Field(
         default=0.5, gt=0, lt=1, allow_inf_nan=False, description="never page on a drop to more than this share"
     )
+    confirm_windows: int = Field(default=2, ge=1, le=16, description="breaching windows that confirm an alert...")
+    confirm_of: int = Field(default=3, ge=1, le=16, description="...among the last this many")
+    spike_extreme_ratio: float = Field(
+        default=2.5, gt=1, allow_inf_nan=False, description="a spike this large fires without confirmation"
+    )
+    drop_extreme_ratio: float = Field(
+        default=0.05, ge=0, lt=1, allow_inf_nan=False, description="a drop to this share fires without confirmation"
+    )
+    seasonal: bool = Field(default=True, description="expect hour-of-day (weekday, weekend) profiles")
+    season_halflife_days: float = Field(default=3.0, gt=0, allow_inf_nan=False, description="profile memory")
+    season_ready_hours: float = Field(
+        default=24.0, ge=0, allow_inf_nan=False, description="learn this long before expecting the profile"
+    )
+    daily_halflife_hours: float = Field(
+        default=12.0, gt=0, allow_inf_nan=False, description="the mean the profile is learnt against"
+    )
 
 
 class TrafficState(msgspec.Struct, array_like=True):
@@ -42,6 +73,10 @@ class TrafficState(msgspec.Struct, array_like=True):
     phi_num: float = 0.0  # NB dispersion phi = phi_num / phi_den
     phi_den: float = 0.0
     frozen: int = 0  # windows the baseline has been held still
+    daily: float = 0.0  # slow deseasonalized mean (about a day): what the profile is learnt against
+    season: list[int] = msgspec.field(default_factory=list)  # weekday hour-of-day profile (season.py)
+    weekend: list[int] = msgspec.field(default_factory=list)  # weekend profile (empty: none yet)
+    season_windows: int = 0  # windows the profile has learnt from (or the parent's, when seeded)
 
 
 class Traffic(BaseRule[TrafficState]):
@@ -52,16 +87,60 @@ class Traffic(BaseRule[TrafficState]):
 
     def __init__(self, settings: RuleSettings) -> None:
         super().__init__(settings)
-        self.own = settings.section(self.id, TrafficSettings)
-        self.t = Thresholds.of(settings)
-        self.var_decay = halflife_decay(self.own.var_halflife)
+        self.own = s = settings.section(self.id, TrafficSettings)
+        self.t = Thresholds.of(settings, s.confirm_windows)
+        self.var_decay = halflife_decay(s.var_halflife)
+        self.window_ms = settings.window_ms
+        per_hour = season.HOUR_MS / settings.window_ms
+        self.windows_per_day = round(24 * per_hour)
+        self.per_hour = per_hour
+        self.season_rate = 1.0 - halflife_decay(per_hour * 24.0 * s.season_halflife_days)
+        self.daily_rate = 1.0 - halflife_decay(per_hour * s.daily_halflife_hours)
+        self.ready = round(per_hour * s.season_ready_hours)
 
-    def on_silence(self, state: TrafficState, skipped_windows: int) -> None:
-        state.level *= (1.0 - self.own.alpha) ** min(skipped_windows, 10_000)
+    def policy(self) -> Policy:
+        return policy(self.settings, self.own)
+
+    def seed(self, state: TrafficState, prior: SegmentPrior) -> None:
+        if self.own.seasonal and prior.season and not state.season:
+            state.season, state.season_windows = list(prior.season), self.ready
+
+    def on_silence(self, state: TrafficState, skipped_windows: int, first_skipped_ms: int) -> None:
+        """Age the level by the traffic the profile expected in the silence (a dark night: none),
+        and teach the profile the silent hours."""
+        span = min(skipped_windows, self.windows_per_day)
+        expected_share = 0.0
+        for k in range(span):
+            ms = first_skipped_ms + k * self.window_ms
+            f = self.factor(state, ms)
+            expected_share += f
+            self.learn_season(state, 0.0, ms)
+        expected_share += (skipped_windows - span) * (expected_share / span if span else 1.0)
+        state.level *= (1.0 - self.own.alpha) ** min(expected_share, 10_000.0)
         state.trend = 0.0
 
     def windows_seen(self, state: TrafficState) -> int:
         return state.windows
+
+    def factor(self, state: TrafficState, ms: int) -> float:
+        """The expected share of the segment's mean at ``ms`` (1.0 until a profile is ready)."""
+        if not self.own.seasonal or state.season_windows < self.ready:
+            return 1.0
+        weekend = season.is_weekend(ms) and bool(state.weekend)
+        return season.factor(state.weekend if weekend else state.season, ms)
+
+    def learn_season(self, state: TrafficState, x: float, ms: int) -> None:
+        if not self.own.seasonal or state.daily <= 0.0:
+            return
+        if not state.season:
+            state.season = list(season.FLAT)
+        weekend = season.is_weekend(ms)
+        if weekend and not state.weekend:
+            state.weekend = list(state.season)
+        days = state.season_windows // max(self.windows_per_day, 1)
+        rate = max(self.season_rate, 1.0 / (self.per_hour * (days + 1)))
+        season.learn(state.weekend if weekend else state.season, x / state.daily, ms, rate)
+        state.season_windows += 1
 
     def evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
         try:
@@ -72,60 +151,83 @@ class Traffic(BaseRule[TrafficState]):
     def _evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
         s, t = self.own, self.t
         x = float(window.impressions)
+        ms = window.window_start_ms
         spike, drop = lives["traffic_spike"], lives["traffic_drop"]
         a, damp = s.alpha, s.damping
+        f = self.factor(state, ms)
         if state.windows <= 1:
             # The first window of a new stream is usually partial (it started mid-window): the
             # second, first complete one, sets the level again.
-            state.level, state.trend = x, 0.0
+            state.level, state.trend = x / max(f, season.FLOOR), 0.0
+            state.daily = state.level
             w0 = 5.0 * max(x, 1.0) ** 2
             state.phi_num, state.phi_den = s.phi_prior * w0, w0
             return []
-        raw = state.level + damp * state.trend
-        lam = max(raw, 0.05)
+        raw = state.level + damp * state.trend  # deseasonalized forecast
+        lam = max(raw * f, 0.05)
         phi = max(0.0, state.phi_num / state.phi_den) if state.phi_den > 0 else s.phi_prior
         warm = state.windows >= t.warmup_windows
-        design = (1.0 + phi * lam) * (1.0 + a / (2.0 - a)) * (1.0 + 2.0 / state.windows)
-        p_up = poisson_tail(x, lam, "upper", design)
-        p_low = poisson_tail(x, lam, "lower", design)
-        z_up, z_low = z_from_p(p_up), z_from_p(p_low)
-        advance(spike, poisson_llr(x, lam, s.spike_ratio) / design, warm)
-        advance(drop, poisson_llr(x, lam, s.drop_ratio) / design, warm)
-        sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
-        band = (max(0.0, lam - t.z_resolve * sd), lam + t.z_resolve * sd)
-        gate = warm and lam >= s.min_expected_count
+        inflate = (1.0 + a / (2.0 - a)) * (1.0 + 2.0 / state.windows)
         checks = [
-            judge(
-                Reading("traffic_spike", "impressions", x, lam, *band, window.impressions),
-                spike,
-                z_up,
-                p_up,
-                gate,
-                warm and x >= s.min_ratio * lam,
-                t,
-            ),
-            judge(
-                Reading("traffic_drop", "impressions", x, lam, *band, window.impressions),
-                drop,
-                z_low,
-                p_low,
-                gate,
-                warm and x <= s.drop_max_ratio * lam,
-                t,
-            ),
+            self._check("traffic_spike", spike, x, raw, f, phi, inflate, warm, window),
+            self._check("traffic_drop", drop, x, raw, f, phi, inflate, warm, window),
         ]
-        anomalous = max(z_up, z_low) > t.z_freeze
+        up, low = checks
+        anomalous = (up.z_score > t.z_freeze and x >= s.min_ratio * up.expected) or (
+            low.z_score > t.z_freeze and x <= s.drop_max_ratio * low.expected
+        )
         if frozen((spike, drop), anomalous, state.frozen, warm, t):
             state.level, state.trend = max(0.0, raw), damp * state.trend
             state.frozen += 1
-        else:
-            e = x - raw
-            state.level = max(0.0, raw + a * e)
-            state.trend = damp * state.trend + a * s.beta * e
-            state.frozen = 0
-            if not anomalous:
-                cap = 5.0 * math.sqrt(lam * (1.0 + phi * lam))
-                e = max(-cap, min(cap, e))
-                state.phi_num = self.var_decay * state.phi_num + (e * e - lam)
-                state.phi_den = self.var_decay * state.phi_den + lam * lam
+            return checks
+        weight = min(1.0, f / 0.5)  # a trough's few counts say little about the day's level
+        xd = x / max(f, season.FLOOR)
+        e = xd - raw
+        state.level = max(0.0, raw + a * weight * e)
+        state.trend = damp * state.trend + a * s.beta * weight * e
+        state.frozen = 0
+        state.daily += max(self.daily_rate, 1.0 / state.windows) * weight * (xd - state.daily)
+        if not anomalous and not spike.firing and not drop.firing:
+            if warm:
+                self.learn_season(state, x, ms)
+            cap = 5.0 * math.sqrt(lam * (1.0 + phi * lam))
+            er = max(-cap, min(cap, x - lam))
+            state.phi_num = self.var_decay * state.phi_num + (er * er - lam)
+            state.phi_den = self.var_decay * state.phi_den + lam * lam
+        if ms % season.DAY_MS < self.window_ms and state.season:
+            mean = season.normalize(state.season, state.weekend)
+            state.level, state.trend, state.daily = state.level * mean, state.trend * mean, state.daily * mean
         return checks
+
+    def _check(
+        self,
+        alert_type: AlertType,
+        life: Lifecycle,
+        x: float,
+        raw: float,
+        f: float,
+        phi: float,
+        inflate: float,
+        warm: bool,
+        window: SegmentWindow,
+    ) -> Check:
+        """One tail's verdict, measured against the episode's anchor while it fires."""
+        s, t = self.own, self.t
+        base = anchored(life, raw)
+        lam = max(base * f, 0.05)
+        design = (1.0 + phi * lam) * inflate
+        sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
+        band = (max(0.0, lam - t.z_resolve * sd), lam + t.z_resolve * sd)
+        gate = warm and lam >= s.min_expected_count
+        if alert_type == "traffic_spike":
+            p = poisson_tail(x, lam, "upper", design)
+            advance(life, poisson_llr(x, lam, s.spike_ratio) / design, warm, t)
+            practical, extreme = x >= s.min_ratio * lam, x >= s.spike_extreme_ratio * lam
+            reading = Reading("traffic_spike", "impressions", x, lam, *band, window.impressions)
+        else:
+            p = poisson_tail(x, lam, "lower", design)
+            advance(life, poisson_llr(x, lam, s.drop_ratio) / design, warm, t)
+            practical, extreme = x <= s.drop_max_ratio * lam, x <= s.drop_extreme_ratio * lam
+            reading = Reading("traffic_drop", "impressions", x, lam, *band, window.impressions)
+        evidence = lam / design  # the pooled ratio's information: var(x / lam) = design / lam
+        return judge(reading, life, z_from_p(p), p, gate, warm and practical, t, extreme, base, evidence)
