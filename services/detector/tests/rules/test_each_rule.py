@@ -138,10 +138,24 @@ def test_first_windows_set_the_traffic_level() -> None:
     assert (s.windows, s.level) == (2, 600.0)
 
 
-def test_traffic_silence_decays_the_level() -> None:
+def test_an_unexpected_long_silence_restarts_the_level_an_expected_one_keeps_it() -> None:
+    """600 impressions a minute gone for 100 minutes nobody expected: nothing to forecast from, the
+    next window restarts the level (and the rule warms up again instead of paging on the return).
+    A silence in quarter-hours that were dark last time, at a low hour, keeps it."""
+    from adwatch_detector.rules import season
+
+    rule = RULES["traffic"](DEFAULTS)
     s = TrafficState(**WARM_TRAFFIC)
-    RULES["traffic"](DEFAULTS).on_silence(s, 10, 0)
-    assert s.level == pytest.approx(600.0 * 0.85**10) and s.trend == 0.0
+    rule.on_silence(s, 100, 0)
+    assert (s.windows, s.level, s.trend) == (1, 600.0, 0.0)
+    night = list(season.FLAT)
+    night[2:5] = [1000, 1000, 1000]  # 02:00-05:00 at a tenth of the day's mean
+    dark = b""
+    for q in range(8, 20):  # 02:00-05:00 were dark last time
+        dark = season.mark(dark, q, True)
+    s = TrafficState(**WARM_TRAFFIC, season=night, season_since_ms=0, dark=dark)  # learnt for 10 days
+    rule.on_silence(s, 120, 10 * season.DAY_MS + 2 * season.HOUR_MS)
+    assert (s.windows, s.level) == (100, 600.0)
 
 
 WARM_CTR = dict(clicks=0.02 * 50_000, imps=50_000.0, rho_num=1e-5, rho_den=1.0, frozen=0, windows=100)  # rho 1e-5

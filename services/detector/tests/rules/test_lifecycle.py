@@ -120,8 +120,9 @@ def test_in_band_windows_that_pool_to_a_shifted_level_do_not_resolve() -> None:
     life = Lifecycle(firing=True, fired_ms=0, episode=Episode(anchor=10.0))
     for k in range(1, 30):
         assert step(life, check(False, True, current=6.0, expected=10.0), k * MIN, policy) is None
-    back = [step(life, check(False, True, current=10.0, expected=10.0), k * MIN, policy) for k in range(30, 34)]
-    assert [t.status if t else None for t in back].count("resolved") == 1
+    back = [step(life, check(False, True, current=10.0, expected=10.0), k * MIN, policy) for k in range(30, 60)]
+    ends = [k for k, t in enumerate(back) if t is not None]
+    assert len(ends) == 1 and back[ends[0]].status == "resolved", "resolves once the shifted windows fade from the pool"
 
 
 def test_a_shift_that_lasts_is_accepted_as_the_new_normal() -> None:
@@ -139,14 +140,19 @@ def test_a_shift_that_lasts_is_accepted_as_the_new_normal() -> None:
 
 
 def test_a_sparse_pool_waits_for_evidence_before_it_resolves() -> None:
-    """Three in-band windows of a sparse segment (5 expected events in all) say nothing about a
-    20% margin: the pool grows until it carries the evidence (or max_pool_windows)."""
+    """Three in-band windows of a sparse segment (5 expected events each) say nothing about a
+    20% margin: the pool grows until it carries the evidence (here: max_pool_windows first)."""
     policy = Policy(resolve_windows=3, equivalence_margin=0.2, pool_evidence=100.0, max_pool_windows=30)
     life = Lifecycle(firing=True, fired_ms=0, episode=Episode(anchor=10.0))
     ends = [
-        step(life, check(False, True, current=10.0, expected=10.0, evidence=5.0), k * MIN, policy) for k in range(1, 25)
+        step(life, check(False, True, current=10.0, expected=10.0, evidence=5.0), k * MIN, policy) for k in range(1, 40)
     ]
-    assert [k for k, t in enumerate(ends, 1) if t is not None] == [20], "100 expected events: 20 windows"
+    assert [k for k, t in enumerate(ends, 1) if t is not None] == [30]
+    life = Lifecycle(firing=True, fired_ms=0, episode=Episode(anchor=10.0))
+    ends = [
+        step(life, check(False, True, current=10.0, expected=10.0, evidence=50.0), k * MIN, policy) for k in range(1, 9)
+    ]
+    assert [k for k, t in enumerate(ends, 1) if t is not None] == [3], "50 events a window: resolve_windows"
 
 
 def test_a_quiet_lifecycle_is_a_few_bytes() -> None:

@@ -60,6 +60,9 @@ class Persistence(SettingsSection):
 
     confirm_windows: int = Field(default=1, ge=1, le=16, description="breaching windows that confirm an alert...")
     confirm_of: int = Field(default=1, ge=1, le=16, description="...among the last this many")
+    equivalence_margin: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="this rule's recovery margin (None: the set's)"
+    )
 
     @model_validator(mode="after")
     def _k_of_n(self) -> Persistence:
@@ -71,14 +74,15 @@ class Persistence(SettingsSection):
 def policy(settings: RuleSettings, own: Persistence) -> Policy:
     """The lifecycle policy of a count-aware rule: the set's resolve/new-normal, the rule's persistence."""
     d = settings.default
+    margin = d.equivalence_margin if own.equivalence_margin is None else own.equivalence_margin
     return Policy(
         resolve_windows=settings.resolve_windows,
         cooldown_ms=d.cooldown_windows * settings.window_ms,
         confirm_windows=own.confirm_windows,
         confirm_of=own.confirm_of,
         new_normal_windows=d.new_normal_windows,
-        equivalence_margin=d.equivalence_margin,
-        pool_evidence=(d.z_resolve / d.equivalence_margin) ** 2 if d.equivalence_margin > 0 else 0.0,
+        equivalence_margin=margin,
+        pool_evidence=(d.z_resolve / margin) ** 2 if margin > 0 else 0.0,
     )
 
 
@@ -105,9 +109,16 @@ def severity(z: float, cusum: float, dev_pct: float, t: Thresholds) -> Severity:
     return "low"
 
 
-def advance(life: Lifecycle, llr: float, warm: bool, t: Thresholds) -> None:
-    """The CUSUM for the shift, while not firing (one window adds at most ``t.llr_cap``)."""
-    life.cusum = cusum_step(life.cusum, min(llr, t.llr_cap)) if warm and not life.firing else 0.0
+def advance(life: Lifecycle, llr: float, warm: bool, t: Thresholds, baseline: float = -1.0) -> None:
+    """The CUSUM for the shift, while not firing (one window adds at most ``t.llr_cap``), and the
+    baseline when it last started to build up: a sparse segment's CUSUM takes many windows, in
+    which the baseline learns part of the shift; the episode is anchored before them."""
+    if not warm or life.firing:
+        life.cusum = 0.0
+        return
+    if life.cusum <= 0.0:
+        life.onset = baseline
+    life.cusum = cusum_step(life.cusum, min(llr, t.llr_cap))
 
 
 def anchored(life: Lifecycle, baseline: float) -> float:
@@ -153,7 +164,7 @@ def judge(
         recovered=True,  # the lifecycle's equivalence test decides (lifecycle.py)
         severity=severity(z, life.cusum, dev, t),
         extreme=breach and gate and extreme_size and z >= t.z_extreme,
-        baseline=baseline,
+        baseline=life.onset if seq and life.onset >= 0.0 and not life.firing else baseline,
         evidence=evidence,
     )
 

@@ -127,6 +127,10 @@ class BaseRule(ABC, Generic[S]):
         """How many windows this rule's baseline has seen (0 if it keeps none): tells warm-up."""
         return 0
 
+    def on_recovered(self, state: S, alert_type: AlertType, anchor: float) -> None:
+        """An episode resolved as recovered, measured against ``anchor``: a rule whose baseline
+        learnt the shift after max_freeze_windows may return it to the anchor (default: keep it)."""
+
     def on_silence(self, state: S, skipped_windows: int, first_skipped_ms: int) -> None:
         """A segment was silent for longer than the gap the engine replays (``skipped_windows`` from
         ``first_skipped_ms`` on): age the baseline in bulk."""

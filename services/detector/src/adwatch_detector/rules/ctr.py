@@ -113,8 +113,8 @@ class Ctr(BaseRule[CtrState]):
         pd, ps = anchored(drop, p0), anchored(spike, p0)  # the episode's anchor while it fires
         p_low, p_up = binom_tail(x, n, pd, "lower", design), binom_tail(x, n, ps, "upper", design)
         z_drop, z_spike = z_from_p(p_low), z_from_p(p_up)
-        advance(drop, bernoulli_llr(x, n, pd, pd * s.drop_ratio) / design, warm, t)
-        advance(spike, bernoulli_llr(x, n, ps, min(ps * s.spike_ratio, 0.999)) / design, warm, t)
+        advance(drop, bernoulli_llr(x, n, pd, pd * s.drop_ratio) / design, warm, t, pd)
+        advance(spike, bernoulli_llr(x, n, ps, min(ps * s.spike_ratio, 0.999)) / design, warm, t, ps)
         checks = [
             judge(
                 Reading("ctr_drop", "ctr", ctr, pd, *self.band(pd, n, design), window.impressions),

@@ -97,7 +97,7 @@ class EcpmDrop(BaseRule[EcpmState]):
         z = -y / math.sqrt(var)
         p = norm_sf(z)
         warm = state.windows >= t.warmup_windows
-        advance(life, gauss_llr(y, self.log_drop, var), warm, t)
+        advance(life, gauss_llr(y, self.log_drop, var), warm, t, mu)
         half = t.z_resolve * math.sqrt(var)
         reading = Reading(
             "ecpm_drop",

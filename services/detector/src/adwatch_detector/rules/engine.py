@@ -96,7 +96,15 @@ class RuleEngine:
         for window in sorted(windows, key=lambda w: w.window_start_ms):
             if window.window_start_ms <= state.last_window_ms:
                 continue
-            for current in self._with_gaps(state, slots, window):
+            replay, skipped = self._gap(state, window)
+            for current in (*replay, window):
+                if current is window and skipped:
+                    # a long silence: the first max_gap_fill minutes were replayed (an outage shows
+                    # where it starts); age the baselines over the rest in bulk
+                    for rule, slot in slots:
+                        rule.on_silence(
+                            slot.state, skipped, current.window_start_ms - skipped * self.settings.window_ms
+                        )
                 start = current.window_start_ms
                 for rule, slot in slots:
                     policy = policies[rule.id]
@@ -105,28 +113,24 @@ class RuleEngine:
                             on_check(current, check)
                         transition = step(slot.lives[check.alert_type], check, start, policy)
                         if transition is not None:
+                            if transition.resolution == "recovered" and transition.anchor >= 0.0:
+                                rule.on_recovered(slot.state, check.alert_type, transition.anchor)
                             alerts.append(self._alert(rule, check, transition, current, now_ms))
                 state.last_window_ms = start
         return state, alerts
 
-    def _with_gaps(
-        self, state: SegmentState, slots: list[tuple[BaseRule[Any], RuleSlot[Any]]], window: SegmentWindow
-    ) -> list[SegmentWindow]:
-        """The window, preceded by zero-traffic windows for the minutes the segment had no events."""
+    def _gap(self, state: SegmentState, window: SegmentWindow) -> tuple[list[SegmentWindow], int]:
+        """Zero-traffic windows for the first minutes the segment had no events before ``window``
+        (at most max_gap_fill), and how many silent minutes after them are not replayed."""
         step_ms = self.settings.window_ms
         if state.last_window_ms < 0:
-            return [window]
+            return [], 0
         missing = (window.window_start_ms - state.last_window_ms) // step_ms - 1
         if missing <= 0:
-            return [window]
-        if missing > self.max_gap_fill:
-            # a long silence: age the baselines in bulk instead of replaying every minute
-            skipped = missing - self.max_gap_fill
-            for rule, slot in slots:
-                rule.on_silence(slot.state, skipped, state.last_window_ms + step_ms)
-            missing = self.max_gap_fill
-        first = window.window_start_ms - missing * step_ms
-        return [*(_zero_window(window, first + k * step_ms, step_ms) for k in range(missing)), window]
+            return [], 0
+        replayed = min(missing, self.max_gap_fill)
+        first = state.last_window_ms + step_ms
+        return [_zero_window(window, first + k * step_ms, step_ms) for k in range(replayed)], missing - replayed
 
     def _alert(
         self, rule: BaseRule[Any], check: Check, transition: Transition, window: SegmentWindow, now_ms: int

@@ -41,12 +41,15 @@ class Episode(msgspec.Struct, array_like=True):
     band_expected: float = 0.0
     band_evidence: float = 0.0  # ...and of the expected counts behind them
 
-    def pool(self, check: Check | None) -> None:
-        """Start the in-band pool afresh (with ``check``'s window, or empty)."""
+    def pool(self, check: Check | None, keep: float = 0.0) -> None:
+        """Add ``check``'s window to the in-band pool, older windows weighing ``keep`` per window
+        (a sliding pool of about max_pool_windows: the episode's own windows fade out); None: empty it."""
         if check is None:
             self.band_current = self.band_expected = self.band_evidence = 0.0
-        else:
-            self.band_current, self.band_expected, self.band_evidence = check.current, check.expected, check.evidence
+            return
+        self.band_current = keep * self.band_current + check.current
+        self.band_expected = keep * self.band_expected + check.expected
+        self.band_evidence = keep * self.band_evidence + check.evidence
 
 
 class Lifecycle(msgspec.Struct, array_like=True):
@@ -64,6 +67,7 @@ class Lifecycle(msgspec.Struct, array_like=True):
     resolved_ms: int = -1
     recent: int = 0  # bit i: the window i windows ago breached (persistence)
     episode: Episode | None = None  # while firing
+    onset: float = -1.0  # the rule's baseline when the CUSUM last started from zero
 
     @property
     def anchor(self) -> float:
@@ -93,6 +97,7 @@ class Transition:
     previous_severity: Severity | None = None
     resolution: Resolution | None = None
     duration_ms: int = 0
+    anchor: float = -1.0  # a resolve: the episode's anchor (the rule's baseline it was measured against)
 
 
 def step(life: Lifecycle, check: Check, window_start_ms: int, policy: Policy) -> Transition | None:
@@ -113,19 +118,12 @@ def step(life: Lifecycle, check: Check, window_start_ms: int, policy: Policy) ->
     life.firing_windows += 1
     if check.in_band and check.recovered:
         life.in_band += 1
-        episode.band_current += check.current
-        episode.band_expected += check.expected
-        episode.band_evidence += check.evidence
+        episode.pool(check, 1.0 - 1.0 / policy.max_pool_windows)
+        if life.in_band >= policy.resolve_windows and _equivalent(life.in_band, episode, policy):
+            return _resolve(life, episode, window_start_ms, "recovered")
     else:
         life.in_band = 0
         episode.pool(None)
-    if life.in_band >= policy.resolve_windows:
-        verdict = _equivalence(life.in_band, episode, policy)
-        if verdict is True:
-            return _resolve(life, episode, window_start_ms, "recovered")
-        if verdict is False:  # in band window by window, not together: pool afresh from this window on
-            life.in_band = 1
-            episode.pool(check)
     if policy.new_normal_windows and life.firing_windows >= policy.new_normal_windows:
         return _resolve(life, episode, window_start_ms, "new_normal")
     if check.breach and rank > episode.severity:
@@ -135,15 +133,15 @@ def step(life: Lifecycle, check: Check, window_start_ms: int, policy: Policy) ->
     return None
 
 
-def _equivalence(windows: int, episode: Episode, policy: Policy) -> bool | None:
-    """Whether the in-band run's pooled value is within the margin of the anchored expectation
-    (both ways); None: not enough evidence yet to tell. Rules whose windows carry unbounded
-    evidence (a rare-event count judged by its excess) and a zero margin need no pool."""
+def _equivalent(windows: int, episode: Episode, policy: Policy) -> bool:
+    """Whether the in-band pool is within the margin of the anchored expectation (both ways), once
+    it carries the evidence to say so (or max_pool_windows of it: a sparse segment). Rules whose
+    windows carry unbounded evidence (a rare-event count judged by its excess) need no pool."""
     margin = policy.equivalence_margin
     if margin <= 0.0 or episode.band_evidence == math.inf:
         return True
     if episode.band_evidence < policy.pool_evidence and windows < policy.max_pool_windows:
-        return None
+        return False
     if episode.band_expected <= 0.0:
         return episode.band_current <= 0.0
     ratio = episode.band_current / episode.band_expected
@@ -155,4 +153,6 @@ def _resolve(life: Lifecycle, episode: Episode, window_start_ms: int, resolution
     life.firing, life.resolved_ms, life.in_band, life.firing_windows = False, window_start_ms, 0, 0
     life.cusum = life.recovery = 0.0
     life.recent, life.episode = 0, None
-    return Transition("resolved", SEVERITIES[episode.peak], resolution=resolution, duration_ms=duration)
+    return Transition(
+        "resolved", SEVERITIES[episode.peak], resolution=resolution, duration_ms=duration, anchor=episode.anchor
+    )

@@ -183,7 +183,7 @@ class OrphanClicks(BaseRule[OrphanState]):
         # the alternative is a multiple of the baseline but at least min_excess above it: evidence
         # of recovery from a flood on a near-zero baseline builds in windows, not in hundreds
         alt = max(s.spike_ratio * lam, lam + s.min_excess)
-        advance(life, poisson_llr(x, lam, alt / lam) / design, warm, t)
+        advance(life, poisson_llr(x, lam, alt / lam) / design, warm, t, own_lam)
         sd = math.sqrt(lam * design)
         practical = warm and x - lam >= s.min_excess and x >= s.min_ratio * lam
         check = judge(

@@ -1,5 +1,10 @@
 """Hour-of-day profiles, weekday and weekend: what share of its daily mean a segment sees at a time.
 
+And dark quarter-hours: an hour profile cannot show a campaign's schedule that stops at 23:30 sharp,
+so each quarter-hour of the day remembers whether it was silent the last time it was seen (a
+96-bit map); a silent window in a quarter that was dark before, at an hour the profile already
+calls low, is expected rather than an outage.
+
 A profile is 24 multiplicative factors, one per UTC hour, in units of 1/10,000 (ints: msgpack stores
 one in 1-3 bytes, a float in 9, and the profile is per segment), read with linear interpolation
 between hour centres so the expectation has no step on the hour. It is learnt online as the ratio of
@@ -11,6 +16,8 @@ expectations near zero instead of "drops", and the morning return an expected ra
 
 from __future__ import annotations
 
+QUARTER_MS = 900_000
+QUARTERS = 96
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 UNIT = 10_000.0
@@ -58,3 +65,24 @@ def normalize(profile: list[int], others: list[int]) -> float:
         for i, v in enumerate(p):
             p[i] = round(v / mean)
     return mean
+
+
+def quarter_of(ms: int) -> int:
+    """The quarter-hour of the day of ``ms`` (0..95)."""
+    return int(ms % DAY_MS) // QUARTER_MS
+
+
+def is_dark(dark: bytes, ms: int) -> bool:
+    """Whether the quarter-hour of ``ms`` was silent the last time it was seen."""
+    q = quarter_of(ms)
+    return len(dark) == QUARTERS // 8 and bool(dark[q >> 3] >> (q & 7) & 1)
+
+
+def mark(dark: bytes, quarter: int, silent: bool) -> bytes:
+    """``dark`` with the bit of ``quarter`` (0..95) set to ``silent``."""
+    bits = bytearray(dark) if len(dark) == QUARTERS // 8 else bytearray(QUARTERS // 8)
+    if silent:
+        bits[quarter >> 3] |= 1 << (quarter & 7)
+    else:
+        bits[quarter >> 3] &= ~(1 << (quarter & 7)) & 0xFF
+    return bytes(bits)
