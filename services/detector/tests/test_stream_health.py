@@ -185,6 +185,9 @@ def test_a_progress_report_becomes_a_reading_its_dropped_rows_put_down_to_the_pa
         0: PartitionBatch(20, 1_796_418_020_000, 0),
         1: PartitionBatch(20, 1_796_417_500_000, 9),
     }
+    # Spark drops by the previous batch's watermark: partition 1's oldest event was not behind that one
+    earlier = reading_from_progress(progress, rows_per_event=2, late_before_ms=1_796_417_000_000)
+    assert earlier.partitions[1].late == 0
 
 
 def test_an_idle_progress_report_reads_as_an_empty_batch() -> None:

@@ -69,7 +69,7 @@ class BatchReading:
     """One micro-batch as the driver saw it (from its StreamingQueryProgress)."""
 
     at_ms: int
-    """Processing time of the batch (its progress timestamp)."""
+    """Processing time at the end of the batch (its progress timestamp plus its duration)."""
     records: int
     """Kafka records read (valid or not): any record means the topic is not silent."""
     watermark_ms: int = 0
@@ -98,8 +98,8 @@ class StreamHealth:
     def observe(self, batch: BatchReading) -> list[Alert]:
         """One finished micro-batch: the alerts it fires or resolves (stream alerts first)."""
         alerts: list[Alert] = []
-        if self.last_data_ms is None or batch.records > 0:
-            self.last_data_ms = batch.at_ms  # the silence is timed from the first batch on
+        if self.last_data_ms is None or batch.records > 0:  # the silence is timed from the first batch on
+            self.last_data_ms = max(self.last_data_ms or 0, batch.at_ms)
         if batch.records > 0 and self.no_data is not None:
             alerts.append(self._no_data_alert("resolved", batch.at_ms, self.no_data))
             self.no_data = None
@@ -239,16 +239,20 @@ PARTITIONS_OBSERVATION = "adwatch_partitions"
 """The name of the job's per-partition observed metrics: ``events_<p>``, ``max_<p>``, ``min_<p>``."""
 
 
-def reading_from_progress(progress: Mapping[str, Any], rows_per_event: int = 1) -> BatchReading:
+def reading_from_progress(
+    progress: Mapping[str, Any], rows_per_event: int = 1, late_before_ms: int | None = None
+) -> BatchReading:
     """One StreamingQueryProgress (its JSON dict, observed metrics as dicts) -> a :class:`BatchReading`.
 
     The watermark drops rows of the stateful step (one per event and watched segment set:
     ``rows_per_event``), after the observation; they are put down to the partitions whose oldest
-    event of the batch is behind the batch's watermark, in proportion to their events (exact when
-    one partition lags, as is usual).
+    event of the batch is behind ``late_before_ms``, in proportion to their events (exact when one
+    partition lags, as is usual). Spark drops late rows by the *previous* batch's watermark (the
+    current one only evicts state), so that is what the caller passes; None: this batch's.
     """
     observed = (progress.get("observedMetrics") or {}).get(PARTITIONS_OBSERVATION) or {}
     watermark = _epoch_ms((progress.get("eventTime") or {}).get("watermark"))
+    cutoff = watermark if late_before_ms is None else late_before_ms
     events: dict[int, int] = {}
     newest: dict[int, int | None] = {}
     behind: list[int] = []
@@ -261,7 +265,7 @@ def reading_from_progress(progress: Mapping[str, Any], rows_per_event: int = 1) 
             events[p] = int(value)
         elif kind == "max" and value is not None:
             newest[p] = int(value)
-        elif kind == "min" and value is not None and watermark > 0 and int(value) < watermark:
+        elif kind == "min" and value is not None and cutoff > 0 and int(value) < cutoff:
             behind.append(p)
     ops = progress.get("stateOperators") or []
     dropped = sum(int(op.get("numRowsDroppedByWatermark", 0) or 0) for op in ops) // max(1, rows_per_event)
@@ -269,8 +273,9 @@ def reading_from_progress(progress: Mapping[str, Any], rows_per_event: int = 1) 
     parts = {
         p: PartitionBatch(events.get(p, 0), newest.get(p), late.get(p, 0)) for p in sorted({*events, *newest, *late})
     }
+    took_ms = int((progress.get("durationMs") or {}).get("triggerExecution") or 0)
     return BatchReading(
-        at_ms=_epoch_ms(progress.get("timestamp")),
+        at_ms=_epoch_ms(progress.get("timestamp")) + took_ms,
         records=int(progress.get("numInputRows") or 0),
         watermark_ms=watermark,
         partitions=parts,

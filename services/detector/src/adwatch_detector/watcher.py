@@ -59,6 +59,7 @@ class StreamWatcher:
         self.interval_s = interval_s
         self.clock = clock
         self._seen = ""  # timestamp of the newest progress fed to the state machine
+        self._watermark_ms: int | None = None  # of the last batch fed: the next one drops rows behind it
         self._pending: list[Alert] = []  # fired or resolved, not yet acknowledged by the broker
 
     @classmethod
@@ -86,7 +87,9 @@ class StreamWatcher:
     def poll(self) -> list[Alert]:
         """Feed the new progress reports and the clock; publish; the alerts published."""
         for progress in self._new_progress():
-            reading = reading_from_progress(progress, self.rows_per_event)
+            reading = reading_from_progress(progress, self.rows_per_event, self._watermark_ms)
+            if reading.records:  # an idle report repeats the watermark of the batch to come
+                self._watermark_ms = reading.watermark_ms
             self._pending += self.health.observe(reading)
             for p, part in reading.partitions.items():
                 if part.late:
@@ -111,7 +114,9 @@ class StreamWatcher:
     def _new_progress(self) -> list[dict[str, Any]]:
         fresh = []
         for progress in self.query.recentProgress or []:
-            data = progress_dict(progress) if not isinstance(progress, dict) else progress
+            data = (
+                progress if type(progress) is dict else progress_dict(progress)
+            )  # a StreamingQueryProgress is a dict too
             stamp = str(data.get("timestamp") or "")
             if stamp > self._seen:
                 fresh.append(data)
