@@ -56,9 +56,10 @@ def run_query(svc: Service[DetectorSettings]) -> int:
     svc.alive_when(heartbeat, settings.liveness_stall_seconds, f"query {settings.query_name}")
     writer = BatchWriter(settings, common, metrics)
     watching = threading.Event()
+    watcher: threading.Thread | None = None
     try:
         query = build_query(spark, settings, common, writer)
-        StreamWatcher.build(query, settings, writer, metrics).start(watching)  # no_data, partition_lagging
+        watcher = StreamWatcher.build(query, settings, writer, metrics).start(watching)  # no_data, partition_lagging
         svc.ready_when(lambda: bool(query.isActive))
         logger.info(
             "query %s started (checkpoint %s)",
@@ -69,6 +70,8 @@ def run_query(svc: Service[DetectorSettings]) -> int:
         return wait_then_stop(query, svc.stop, settings.flush_timeout_seconds)
     finally:
         watching.set()
+        if watcher is not None:
+            watcher.join(settings.flush_timeout_seconds)  # its last publish done before the producer closes
         writer.close()
         spark.stop()
 

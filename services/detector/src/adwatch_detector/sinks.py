@@ -376,6 +376,10 @@ class BatchWriter:
         The producer is closed, not left to the garbage collector: Spark keeps a reference to
         this writer (foreachBatch), and a live producer reconnects to a stopped broker forever.
         """
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
