@@ -149,6 +149,23 @@ def test_late_events_keep_a_partition_lagging_and_are_counted() -> None:
     assert summary(health.observe(batch(30, p0=100, p1=100))) == [("partition_lagging", "resolved", "partition=1")]
 
 
+@pytest.mark.parametrize(
+    ("late", "expected"),
+    [
+        pytest.param(80, [("partition_lagging", "firing", "partition=1")], id="most-dropped-fires"),
+        pytest.param(3, [], id="a-few-stragglers-do-not"),
+    ],
+)
+def test_a_partition_mostly_dropped_as_late_fires_though_within_the_lag_threshold(
+    late: int, expected: list[tuple[str, str, str]]
+) -> None:
+    """30 s behind (under the 60 s threshold) but past the few seconds of watermark: its events are lost."""
+    health = StreamHealth(SETTINGS)
+    health.observe(batch(0, p0=0, p1=0))
+    parts = {0: PartitionBatch(100, T0 + 100 * S), 1: PartitionBatch(100, T0 + 70 * S, late=late)}
+    assert summary(health.observe(BatchReading(T0 + 10 * S, 200, partitions=parts))) == expected
+
+
 def test_a_zero_threshold_turns_a_check_off() -> None:
     off = StreamHealthSettings(no_data_ms=0, partition_lag_ms=0)
     assert run([batch(0, p0=0, p1=0), batch(10, p0=1000, p1=0), 10_000], off) == []

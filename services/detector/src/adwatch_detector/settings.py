@@ -98,7 +98,8 @@ class DetectorSettings(ServiceSettings):
         ge=0,
         description="A partition_lagging alert (high) fires when a partition's newest event time trails the "
         "newest partition's by more than this (its events fall behind the watermark and are dropped as "
-        "late); it resolves back within half of it (0: off)",
+        "late), or when most of its events in a batch were dropped as late; it resolves back within half "
+        "of it, dropping none (0: off)",
     )
 
     @property

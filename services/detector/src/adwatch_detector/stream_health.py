@@ -15,8 +15,8 @@ the same inputs mint the same ids.
   processing time; the episode starts when the last record was read, and resolves on the next one.
 - ``partition_lagging`` (high, segment ``partition=<n>``, dimensions ``{"partition": "<n>"}``): the
   newest event time read from a partition trails the newest of any partition by more than
-  ``partition_lag_ms`` (its events fall behind the global watermark and are dropped as late);
-  it resolves once the partition is back within half of that (hysteresis: no flapping at the edge).
+  ``partition_lag_ms`` (its events fall behind the global watermark and are dropped as late), or
+  most of its events in a batch were dropped as late (:data:`LATE_SHARE`); it resolves once the partition is back within half of that (hysteresis: no flapping at the edge).
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ from adwatch.contracts import (
 
 RULE_ID = "stream"
 """The ``rule`` of a stream alert (metric labels, logs): the driver raised it, not a rule."""
+LATE_SHARE = 0.5
+MIN_LATE_EVENTS = 10
+"""A batch in which a partition had at least half its events, and at least 10, dropped as late
+fires ``partition_lagging`` whatever its lag (the watermark is seconds; the lag threshold a minute)."""
 NO_DATA_SEVERITY: Severity = "critical"
 LAGGING_SEVERITY: Severity = "high"
 
@@ -108,7 +112,7 @@ class StreamHealth:
                 self.newest_ms[p] = max(self.newest_ms.get(p, part.max_event_ms), part.max_event_ms)
             if part.late:
                 self.late_total[p] = self.late_total.get(p, 0) + part.late
-        alerts += self._check_lag(batch.at_ms, {p: part.late for p, part in batch.partitions.items()})
+        alerts += self._check_lag(batch.at_ms, batch.partitions)
         alerts += self.tick(batch.at_ms)
         return alerts
 
@@ -144,14 +148,15 @@ class StreamHealth:
         return {p: (lead - t) / 1000.0 for p, t in sorted(self.newest_ms.items())}
 
     # --- logic ----------------------------------------------------------------------------
-    def _check_lag(self, now_ms: int, late: Mapping[int, int]) -> list[Alert]:
+    def _check_lag(self, now_ms: int, parts: Mapping[int, PartitionBatch]) -> list[Alert]:
         limit = self.settings.partition_lag_ms
         if limit <= 0:
             return []
         alerts: list[Alert] = []
+        late = {p: part.late for p, part in parts.items()}
         for p, lag_s in self.lag_seconds().items():
             episode = self.lagging.get(p)
-            if episode is None and lag_s * 1000 > limit:
+            if episode is None and (lag_s * 1000 > limit or _mostly_late(parts.get(p))):
                 episode = self.lagging[p] = _Episode(now_ms, lag_s)
                 alerts.append(self._lag_alert("firing", now_ms, p, episode, lag_s, late.get(p, 0)))
             elif episode is not None:
@@ -233,6 +238,12 @@ class StreamHealth:
             resolution="recovered" if resolved else None,
             duration_ms=max(0, now_ms - episode.started_ms) if resolved else 0,
         )
+
+
+def _mostly_late(part: PartitionBatch | None) -> bool:
+    """Most of a partition's events of the batch dropped as late (and not a straggler or two): it
+    lags behind the watermark even while within ``partition_lag_ms`` of the others."""
+    return part is not None and part.late >= max(MIN_LATE_EVENTS, LATE_SHARE * part.events)
 
 
 PARTITIONS_OBSERVATION = "adwatch_partitions"
