@@ -51,6 +51,7 @@ def test_a_silent_topic_fires_no_data_once_then_resolves_once_when_records_flow_
     assert summary(alerts) == [("no_data", "firing", "*"), ("no_data", "resolved", "*")]
     firing, resolved = alerts
     assert (firing.severity, firing.metric, firing.dimensions, firing.rule) == ("critical", "events", {}, "stream")
+    assert (firing.current, firing.expected) == (0, 100), "no record, where the last batch read 100"
     assert firing.window_start_ms == T0, "the episode starts with the silence, at the last record read"
     assert firing.detected_at_ms == T0 + 121 * S
     assert "no record read for 121 s" in firing.message and "ad-events" in firing.message

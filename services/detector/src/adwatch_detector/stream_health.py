@@ -92,6 +92,8 @@ class StreamHealth:
 
     settings: StreamHealthSettings
     last_data_ms: int | None = None
+    last_records: int = 0
+    """Records of the last batch that read any: what a batch looked like before a silence."""
     newest_ms: dict[int, int] = field(default_factory=dict)
     """The newest event time read from each partition."""
     late_total: dict[int, int] = field(default_factory=dict)
@@ -105,8 +107,10 @@ class StreamHealth:
         if self.last_data_ms is None or batch.records > 0:  # the silence is timed from the first batch on
             self.last_data_ms = max(self.last_data_ms or 0, batch.at_ms)
         if batch.records > 0 and self.no_data is not None:
-            alerts.append(self._no_data_alert("resolved", batch.at_ms, self.no_data))
+            alerts.append(self._no_data_alert("resolved", batch.at_ms, self.no_data, batch.records))
             self.no_data = None
+        if batch.records > 0:
+            self.last_records = batch.records
         for p, part in batch.partitions.items():
             if part.max_event_ms is not None:
                 self.newest_ms[p] = max(self.newest_ms.get(p, part.max_event_ms), part.max_event_ms)
@@ -166,7 +170,7 @@ class StreamHealth:
                     del self.lagging[p]
         return alerts
 
-    def _no_data_alert(self, status: str, now_ms: int, episode: _Episode) -> Alert:
+    def _no_data_alert(self, status: str, now_ms: int, episode: _Episode, records: int = 0) -> Alert:
         limit_s = self.settings.no_data_ms / 1000.0
         silent_s = (now_ms - episode.started_ms) / 1000.0
         topic = self.settings.topic
@@ -176,7 +180,7 @@ class StreamHealth:
             message = f"✅ Resolved: No data {topic}: records flow again after {silent_s:,.0f} s of silence"
         return self._alert(
             "no_data", status, GLOBAL_SEGMENT_ID, {}, episode, now_ms, NO_DATA_SEVERITY,
-            metric="events", current=0.0 if status == "firing" else 1.0, expected=1.0, message=message,
+            metric="events", current=float(records), expected=float(self.last_records), message=message,
         )  # fmt: skip
 
     def _lag_alert(self, status: str, now_ms: int, partition: int, episode: _Episode, lag_s: float, late: int) -> Alert:
