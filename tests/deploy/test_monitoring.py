@@ -257,6 +257,28 @@ PIPELINE_CASES = [
         "35m",
         [],
     ),
+    (  # the input stopped for 10 minutes and more: a ticket (the detector's no_data paged already)
+        "AdwatchInputSilent",
+        {f"adwatch_detector_input_idle_seconds{{{NS}}}": "0+60x30"},
+        "20m",
+        [{}],
+    ),
+    ("AdwatchInputSilent", {f"adwatch_detector_input_idle_seconds{{{NS}}}": "2x30"}, "20m", []),
+    (  # partition 3 runs 10 minutes behind, partition 0 keeps up: a ticket naming partition 3
+        "AdwatchPartitionLagging",
+        {
+            f'adwatch_detector_partition_lag_seconds{{{NS},partition="3"}}': "600x30",
+            f'adwatch_detector_partition_lag_seconds{{{NS},partition="0"}}': "0x30",
+        },
+        "20m",
+        [{"partition": "3"}],
+    ),
+    (  # behind for 5 minutes only: not yet a ticket
+        "AdwatchPartitionLagging",
+        {f'adwatch_detector_partition_lag_seconds{{{NS},partition="3"}}': "0x15 600x5 0x10"},
+        "20m",
+        [],
+    ),
     # all-features: maxTracked 250000, threshold 0.9 -> 225000 for 30 minutes
     ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "230000x60"}, "45m", [{}]),
     ("AdwatchSegmentsNearCap", {f"adwatch_detector_segments_tracked{{{NS}}}": "200000x60"}, "45m", []),

@@ -18,6 +18,7 @@ from adwatch_detector.kafka_source import (
     plan_partitions,
     read_kafka_stream,
     read_range,
+    topic_partitions,
 )
 
 
@@ -77,6 +78,14 @@ def test_watermarks_come_from_the_fetch_and_reads_stop_at_the_planned_end(
     offsets = [o for b in batches for o in b.column("offset").to_pylist()]
     assert offsets == list(range(100, 350))
     assert batches[0].column("headers").to_pylist()[0] == [{"key": "h", "value": b"x"}]
+
+
+def test_topic_partitions_counts_them_and_a_missing_topic_has_none(
+    kafka: str, topic_factory: Callable[..., str]
+) -> None:
+    """The job's per-partition observation has one slot per partition the topic has at start-up."""
+    assert topic_partitions(kafka, topic_factory("src", 3)) == 3
+    assert topic_partitions(kafka, "no-such-topic-" + topic_factory("src")[-8:], timeout_s=5) == 0
 
 
 @pytest.mark.spark

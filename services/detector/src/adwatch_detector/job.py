@@ -34,7 +34,7 @@ from pyspark.sql.types import (
 from adwatch.config import CommonSettings
 from adwatch.contracts import EVENT_DIMENSIONS, EVENT_TYPES, HEADER_TRACEPARENT, MAX_DIMENSION_VALUE, AdEvent
 from adwatch_detector.hierarchy import KEY_SEPARATOR, Hierarchy
-from adwatch_detector.kafka_source import read_kafka_stream
+from adwatch_detector.kafka_source import read_kafka_stream, topic_partitions
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.tracking import TrackingPolicy
 
@@ -345,6 +345,22 @@ def _row(kind: str, segment: str, start: int | None, end: int | None, payload: b
     }
 
 
+MAX_OBSERVED_PARTITIONS = 256
+
+
+def observe_partitions(events: DataFrame, partitions: int) -> DataFrame:
+    """Per input partition, each batch: its valid events and their newest and oldest event time
+    (:data:`~adwatch_detector.stream_health.PARTITIONS_OBSERVATION`; the driver's stream health
+    reads them off the query's progress). One slot per partition the topic had at start-up."""
+    from adwatch_detector.stream_health import PARTITIONS_OBSERVATION
+
+    aggs: list[Column] = []
+    for p in range(min(max(partitions, 1), MAX_OBSERVED_PARTITIONS)):
+        t = F.when(F.col("src_partition") == p, F.col("event_time_ms"))
+        aggs += [F.count(t).alias(f"events_{p}"), F.max(t).alias(f"max_{p}"), F.min(t).alias(f"min_{p}")]
+    return events.observe(PARTITIONS_OBSERVATION, *aggs)
+
+
 def build_stream(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
     """Source -> parse -> watermark -> stateful detection: the rows ``foreachBatch`` writes out."""
     from adwatch_detector.rules import RuleEngine, load_rules
@@ -366,6 +382,8 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         F.count("event_time_ms").alias("events"),
         F.max("event_time_ms").alias("max_event_time_ms"),
     )
+    if settings.partition_lag_seconds > 0:
+        events = observe_partitions(events, topic_partitions(common.kafka_bootstrap, settings.input_topic))
     detect = make_detect_fn(
         hierarchy,
         settings.window_seconds * 1000,

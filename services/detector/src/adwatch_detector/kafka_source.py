@@ -145,6 +145,18 @@ def fetch_watermarks(
         consumer.close()
 
 
+def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> int:
+    """How many partitions ``topic`` has now (0 when it does not exist yet)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(_consumer_conf(bootstrap))
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        return len(meta.partitions) if meta is not None and meta.error is None else 0
+    finally:
+        consumer.close()
+
+
 def read_range(
     bootstrap: str, rng: KafkaPartitionRange, batch_rows: int = 20_000, stall_timeout_s: float = 60.0
 ) -> Iterator[pa.RecordBatch]:

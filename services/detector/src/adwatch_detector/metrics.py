@@ -88,6 +88,23 @@ class DetectorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.input_idle_seconds = Gauge(
+            p + "input_idle_seconds",
+            "Processing time since the last record was read from the input topic (no_data past no_data_seconds)",
+            registry=registry,
+        )
+        self.partition_lag_seconds = Gauge(
+            p + "partition_lag_seconds",
+            "How far a partition's newest event time trails the newest partition's (partition_lagging)",
+            ["partition"],
+            registry=registry,
+        )
+        self.partition_late_events_total = Counter(
+            p + "partition_late_events_total",
+            "Events of a partition dropped behind the watermark, by input partition",
+            ["partition"],
+            registry=registry,
+        )
         self._last_batch_start: float | None = None
 
     def observe_progress(self, progress: dict[str, Any], now_s: float | None = None) -> None:
@@ -170,7 +187,7 @@ class ProgressListener(StreamingQueryListener):
             return
         self.on_progress()
         try:
-            self.metrics.observe_progress(_progress_dict(progress))
+            self.metrics.observe_progress(progress_dict(progress))
         except Exception:  # a metrics bug must never stop the query
             logger.exception("could not record query progress")
 
@@ -187,7 +204,7 @@ class ProgressListener(StreamingQueryListener):
             )
 
 
-def _progress_dict(progress: Any) -> dict[str, Any]:
+def progress_dict(progress: Any) -> dict[str, Any]:
     """StreamingQueryProgress -> the JSON dict shape, observed metrics as plain dicts."""
     import json
 

@@ -39,6 +39,7 @@ def run_query(svc: Service[DetectorSettings]) -> int:
     from adwatch_detector.metrics import DetectorMetrics, ProgressListener
     from adwatch_detector.sinks import BatchWriter
     from adwatch_detector.spark import build_spark
+    from adwatch_detector.watcher import StreamWatcher
 
     settings, common = svc.settings, svc.common
     metrics = svc.metrics(DetectorMetrics)
@@ -54,8 +55,11 @@ def run_query(svc: Service[DetectorSettings]) -> int:
     spark.streams.addListener(ProgressListener(metrics, settings.query_name, on_progress=heartbeat.beat))
     svc.alive_when(heartbeat, settings.liveness_stall_seconds, f"query {settings.query_name}")
     writer = BatchWriter(settings, common, metrics)
+    watching = threading.Event()
+    watcher: threading.Thread | None = None
     try:
         query = build_query(spark, settings, common, writer)
+        watcher = StreamWatcher.build(query, settings, writer, metrics).start(watching)  # no_data, partition_lagging
         svc.ready_when(lambda: bool(query.isActive))
         logger.info(
             "query %s started (checkpoint %s)",
@@ -65,6 +69,9 @@ def run_query(svc: Service[DetectorSettings]) -> int:
         )
         return wait_then_stop(query, svc.stop, settings.flush_timeout_seconds)
     finally:
+        watching.set()
+        if watcher is not None:
+            watcher.join(settings.flush_timeout_seconds)  # its last publish done before the producer closes
         writer.close()
         spark.stop()
 

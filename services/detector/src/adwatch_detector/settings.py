@@ -87,6 +87,21 @@ class DetectorSettings(ServiceSettings):
         "5 minutes (a wedged query: the kubelet restarts the driver, which resumes from its checkpoint)",
     )
 
+    no_data_seconds: int = Field(
+        120,
+        ge=0,
+        description="A no_data alert (critical) fires when no record was read on the input topic for this long "
+        "in processing time, the watermark frozen or not; it resolves on the next record (0: off)",
+    )
+    partition_lag_seconds: int = Field(
+        60,
+        ge=0,
+        description="A partition_lagging alert (high) fires when a partition's newest event time trails the "
+        "newest partition's by more than this (its events fall behind the watermark and are dropped as "
+        "late), or when most of its events in a batch were dropped as late; it resolves back within half "
+        "of it, dropping none (0: off)",
+    )
+
     @property
     def liveness_stall_seconds(self) -> float:
         return max(self.liveness_stall_triggers * self.trigger_seconds, 300.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -175,6 +176,7 @@ class BatchWriter:
         self._clickhouse: Any = None
         self.batches = 0
         self._delivery_errors: list[str] = []
+        self._lock = threading.RLock()
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
         self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
         hierarchy = settings.hierarchy
@@ -207,12 +209,35 @@ class BatchWriter:
         """What the next batch's state step should know: live segments, parent priors."""
         return encode_context(self.census.context())
 
+    def publish_stream_alerts(self, alerts: Sequence[Alert]) -> None:
+        """The driver's stream alerts (``no_data``, ``partition_lagging``: segment-less, raised
+        between or after batches by :mod:`adwatch_detector.watcher`), to the alerts topic and the
+        alerts history like a rule's; raise :class:`SinkError` unless all were acked."""
+        if not alerts:
+            return
+        with self._lock:
+            self._delivery_errors = []
+            trace_ids = {a.alert_id: self._send_alert(a, a.segment_id, None, False) for a in alerts}
+            self._flush()
+            if self.clickhouse is not None:
+                token = "stream:" + ",".join(a.alert_id for a in alerts)
+                rows = [alert_row(a, a.segment_id, trace_ids[a.alert_id]) for a in alerts]
+                self.clickhouse.insert_json_rows(self.settings.alerts_table, rows, dedup_token=token)
+        for a in alerts:
+            logger.warning(
+                "%s", a.message, extra={"alert_id": a.alert_id, "alert_type": a.alert_type, "status": a.status}
+            )
+
     def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int, query_id: str = "local") -> None:
         """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked.
 
         ``(query_id, batch_id)`` names the batch: a replay of it inserts nothing new into
         ClickHouse and adds nothing to the counters.
         """
+        with self._lock:  # the stream watcher publishes from its own thread
+            self._write_rows(rows, batch_id, query_id)
+
+    def _write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int, query_id: str) -> None:
         now_ms = int(time.time() * 1000)
         window_rows = [(r, decode(r["payload"], SegmentWindow)) for r in rows if r["kind"] == "window"]
         windows = [(r["segment"], w) for r, w in window_rows]
@@ -351,6 +376,10 @@ class BatchWriter:
         The producer is closed, not left to the garbage collector: Spark keeps a reference to
         this writer (foreachBatch), and a live producer reconnects to a stopped broker forever.
         """
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
