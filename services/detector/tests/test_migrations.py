@@ -47,3 +47,42 @@ def test_an_alerts_table_of_round_one_gains_the_rule_column(tmp_path: Path) -> N
         ("after", "ctr"),
         ("before", ""),
     ]
+
+
+def test_an_episode_reads_back_from_the_alerts_history(tmp_path: Path) -> None:
+    """An escalation's previous severity and a resolve's resolution and duration survive the
+    round trip through ad_alerts (written by sinks.alert_row, read by sinks.alert_from_row)."""
+    from adwatch.contracts import Alert
+    from adwatch_detector.sinks import ALERT_COLUMNS, alert_from_row, alert_row
+
+    ch = make_clickhouse(f"chdb://{tmp_path / 'ch'}")
+    ch.command(alerts_ddl(TABLES.alerts))  # a store of before the episode columns
+    migrate(ch, TABLES)
+    common = dict(
+        fingerprint="traffic_drop:country=DE",
+        alert_type="traffic_drop",
+        dimensions={"country": "DE"},
+        metric="impressions",
+        current=100.0,
+        expected=1000.0,
+        band_low=900.0,
+        band_high=1100.0,
+        deviation_pct=-90.0,
+        volume=100,
+        p_value=1e-9,
+        z_score=6.0,
+        window_start_ms=60_000,
+        window_end_ms=120_000,
+        detected_at_ms=130_000,
+        message="m",
+    )
+    alerts = [
+        Alert(alert_id="a1", status="firing", severity="high", previous_severity="medium", **common),
+        Alert(
+            alert_id="a2", status="resolved", severity="high", resolution="new_normal", duration_ms=14_400_000, **common
+        ),
+        Alert(alert_id="a3", status="firing", severity="low", **common),
+    ]
+    ch.insert_json_rows(TABLES.alerts, [alert_row(a, a.segment_id, "") for a in alerts])
+    rows = ch.query(f"SELECT {', '.join(ALERT_COLUMNS)} FROM {TABLES.alerts} FINAL ORDER BY alert_id")
+    assert [alert_from_row(r) for r in rows] == alerts

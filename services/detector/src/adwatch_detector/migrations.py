@@ -97,6 +97,15 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
             f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS parent_segment_id String DEFAULT ''",
         ],
     ),
+    Migration(
+        6,
+        "honest lifecycles: an escalation's previous severity, how and after how long an episode ended",
+        lambda t: [
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS previous_severity Nullable(String)",
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS resolution Nullable(String)",
+            f"ALTER TABLE {t.alerts} ADD COLUMN IF NOT EXISTS duration_ms Int64 DEFAULT 0",
+        ],
+    ),
 )
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from adwatch.contracts import Alert, SegmentWindow
-from adwatch_detector.rules import RuleSettings, detect_windows
-from adwatch_detector.rules import season
+from adwatch_detector.rules import RuleSettings, detect_windows, season
 from adwatch_detector.rules.base import SegmentPrior
 from adwatch_detector.rules.state import SegmentState
 
