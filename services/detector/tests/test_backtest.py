@@ -251,3 +251,41 @@ def test_backtest_reads_dimension_maps_from_the_migrated_clickhouse_table(tmp_pa
     windows = clickhouse_windows(url, "ad_metrics", None, Hierarchy.parse("country;app_id,country"))
     assert sorted({seg for seg, _ in windows}) == ["app_id=com.example.game,country=US", "country=US"]
     assert all(w.impressions == 1000 for _, w in windows)
+
+
+def test_the_backtest_shows_an_outage_and_a_lasting_shift_with_their_lifecycle_states(tmp_path: Path) -> None:
+    """Two segments over six hours: DE goes dark for 20 minutes and comes back (a traffic drop that
+    recovers), FR settles at 40% of its traffic (a drop accepted as the new normal after 4 h)."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    windows = []
+    for i in range(360):
+        for country, imps in (("DE", 800.0), ("FR", 600.0)):
+            if country == "DE" and 120 <= i < 140:
+                lam = imps * 0.02
+            elif country == "FR" and i >= 60:
+                lam = imps * 0.4
+            else:
+                lam = imps
+            n = int(rng.poisson(lam))
+            windows.append(
+                SegmentWindow(
+                    window_start_ms=i * MIN,
+                    window_end_ms=(i + 1) * MIN,
+                    country=country,
+                    ad_format="banner",
+                    impressions=n,
+                    clicks=int(rng.binomial(n, 0.02)),
+                    revenue_usd=n * 0.002,
+                )
+            )
+    out = io.StringIO()
+    assert main(["--input", write_jsonl(tmp_path / "w.jsonl", windows)], out) == 0
+    text = out.getvalue()
+    de = [line for line in text.splitlines() if "traffic_drop" in line and "DE banner" in line]
+    fr = [line for line in text.splitlines() if "traffic_drop" in line and "FR banner" in line]
+    assert any(" fired " in line for line in de) and any("recovered after 2" in line for line in de), de
+    assert any("new normal after 4 h" in line and "🔁 New normal accepted" in line for line in fr), fr
+    assert "published by alert type and lifecycle:" in text
+    assert "  traffic_drop: 2 fired, 1 recovered, 1 new normal" in text

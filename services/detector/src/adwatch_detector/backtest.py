@@ -310,18 +310,51 @@ def _state(alert: Alert) -> str:
     return "published"
 
 
+def lifecycle_state(alert: Alert) -> str:
+    """Where the alert stands in its episode: ``fired``, ``escalated low->high``, ``recovered after
+    23 min``, ``new normal after 4 h``."""
+    if alert.status == "firing":
+        return f"escalated {alert.previous_severity}->{alert.severity}" if alert.previous_severity else "fired"
+    how = "new normal" if alert.resolution == "new_normal" else (alert.resolution or "resolved")
+    return f"{how} after {_duration(alert.duration_ms)}" if alert.duration_ms else how
+
+
+def _duration(ms: int) -> str:
+    minutes = ms // 60_000
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def lifecycle_summary(alerts: Sequence[Alert]) -> list[str]:
+    """Per alert type: how many episodes fired, escalated, recovered, became the new normal."""
+    tally: dict[str, dict[str, int]] = {}
+    for a in alerts:
+        state = lifecycle_state(a).split(" after ")[0].split(" ")[0]
+        counts = tally.setdefault(a.alert_type, {})
+        counts[state] = counts.get(state, 0) + 1
+    order = ("fired", "escalated", "recovered", "new", "resolved")
+    names = {"new": "new normal"}
+    return [
+        f"  {alert_type}: " + ", ".join(f"{counts[k]} {names.get(k, k)}" for k in order if k in counts)
+        for alert_type, counts in sorted(tally.items())
+    ]
+
+
 def format_table(alerts: Sequence[Alert], folded: Sequence[Alert] = ()) -> str:
-    """Published alerts (and, when given, the folded ones, marked) by window; the counts last."""
+    """Published alerts (and, when given, the folded ones, marked) by window; the counts last, with
+    each alert type's lifecycle states."""
     rows = sorted([*alerts, *folded], key=lambda a: (a.window_start_ms, len(a.dimensions), a.fingerprint, a.status))
     header = (
         f"{'window_start_ms':>15}  {'status':<8} {'severity':<8} {'alert_type':<24} {'where':<30} {'z':>6}  "
-        f"{'state':<40} message"
+        f"{'lifecycle':<26} {'state':<40} message"
     )
     lines = [header]
     for a in rows:
         lines.append(
             f"{a.window_start_ms:>15}  {a.status:<8} {a.severity:<8} {a.alert_type:<24} "
-            f"{a.where:<30} {a.z_score:>6.1f}  {_state(a):<40} {a.message}"
+            f"{a.where:<30} {a.z_score:>6.1f}  {lifecycle_state(a):<26} {_state(a):<40} {a.message}"
         )
         for c in a.contributors:
             lines.append(
@@ -334,6 +367,8 @@ def format_table(alerts: Sequence[Alert], folded: Sequence[Alert] = ()) -> str:
         f"{firing} firing, {len(alerts) - firing} resolved published; "
         f"{n_folded} firing folded into a parent's alert ({len(folded) - n_folded} resolved)"
     )
+    if alerts:
+        lines += ["published by alert type and lifecycle:", *lifecycle_summary(alerts)]
     return "\n".join(lines)
 
 
