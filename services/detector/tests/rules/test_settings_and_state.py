@@ -195,3 +195,24 @@ def test_a_renamed_rule_keeps_its_state_and_its_rules_file_section(tmp_path: Pat
     path = tmp_path / "rules.yaml"
     path.write_text("rules:\n  traffic_spike:\n    spike_ratio: 3.0\n")
     assert load_rules(str(path)).rules["traffic"].spike_ratio == 3.0
+
+
+def test_a_checkpoint_written_before_seasons_and_episodes_still_reads() -> None:
+    """Fields were appended (a traffic profile, an episode per lifecycle): state bytes of before
+    decode with their defaults, and an alert firing then is still firing, to resolve honestly."""
+    import msgspec
+
+    from adwatch_detector.rules.lifecycle import Lifecycle
+    from adwatch_detector.rules.state import STATE_VERSION, SegmentState
+
+    old_traffic = [100, 600.0, 0.0, 0.64, 100.0, 0]  # windows, level, trend, phi_num, phi_den, frozen
+    old_life = [True, 0.0, 0.0, 0, 5, 60_000, -1]  # firing since window 1, no episode yet
+    quiet = [False, 0.0, 0.0, 0, 0, -1, -1]
+    data = msgspec.msgpack.encode(
+        [STATE_VERSION, 120_000, {"traffic": [old_traffic, {"traffic_spike": quiet, "traffic_drop": old_life}]}]
+    )
+    state = SegmentState.from_bytes(data)
+    slot = state.rules["traffic"]
+    assert slot.state.level == 600.0 and slot.state.season == [] and slot.state.dark == b""
+    drop = slot.lives["traffic_drop"]
+    assert isinstance(drop, Lifecycle) and drop.firing and drop.episode is None and drop.anchor == -1.0
