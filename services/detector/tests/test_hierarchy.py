@@ -287,3 +287,46 @@ def test_a_young_segment_borrows_its_parents_ctr_and_price_and_does_not_page_for
     assert isinstance(first, EcpmState) and math.log(2.0) < first.mu < math.log(4.0)  # blended, prior first
     _, alerts = engine.detect(state, windows[1:], 0)
     assert [a for a in alerts if a.alert_type == "ecpm_drop"] == []
+
+
+def test_a_stalled_input_leaves_its_silence_unknown_to_every_segment() -> None:
+    """No batch for longer than no_data_seconds: the event time since the newest closed window is
+    unknown, and a segment's empty windows in it are neither replayed as zero traffic nor aged over
+    (one no_data page, not a traffic_drop per segment); the same gap otherwise is an outage."""
+    from adwatch.contracts import SegmentWindow
+    from adwatch_detector.rules.engine import engine_for
+    from adwatch_detector.tracking import stall_span, stalled_silence
+    from adwatch_detector.windowing import PartialWindow
+
+    minute = 60_000
+    assert stall_span(None, 500_000, 120_000, 60 * minute) is None  # the first batch
+    assert stall_span(400_000, 500_000, 120_000, 60 * minute) is None  # batches 100 s apart
+    assert stall_span(100_000, 500_000, 120_000, 0) is None  # nothing closed yet
+    assert stall_span(100_000, 500_000, 0, 60 * minute) is None  # no_data off
+    assert stall_span(100_000, 500_000, 120_000, 60 * minute) == (60 * minute, 60 * minute)  # a backfill
+    assert stall_span(0, 90 * minute, 120_000, 60 * minute) == (60 * minute, 90 * minute)  # live
+    context = DetectorContext(7, {}, (60 * minute, 90 * minute))
+    assert decode_context(encode_context(context)) == context
+    assert stalled_silence(61 * minute, PartialWindow(), minute, (60 * minute, 90 * minute))
+    assert not stalled_silence(61 * minute, PartialWindow(counts=[1, 0, 0, 0]), minute, (60 * minute, 90 * minute))
+    assert not stalled_silence(95 * minute, PartialWindow(), minute, (60 * minute, 90 * minute))
+
+    def window(i: int, imps: int) -> SegmentWindow:
+        return SegmentWindow(
+            window_start_ms=i * minute,
+            window_end_ms=(i + 1) * minute,
+            dimensions={"country": "DE"},
+            impressions=imps,
+            clicks=imps // 50,
+            revenue_usd=imps * 0.002,
+        )
+
+    engine = engine_for(RuleSettings())
+    before = [window(i, 1000 + (i % 3) * 10) for i in range(60)]
+    after = [window(i, 1000) for i in range(90, 95)]
+    _, alerts = engine.detect(None, [*before, *after], 0)
+    assert [a.alert_type for a in alerts if a.status == "firing"] == ["traffic_drop"], "30 silent minutes: an outage"
+    state, alerts = engine.detect(None, before, 0)
+    level = state.rules["traffic"].state.level
+    state, alerts = engine.detect(state, after, 0, unknown=(60 * minute, 90 * minute))
+    assert alerts == [] and state.rules["traffic"].state.level == pytest.approx(level, rel=0.05)

@@ -48,8 +48,10 @@ def _history(common_url: str, table: str, alert_type: str) -> list[tuple[str, st
 def test_a_topic_that_goes_silent_pages_no_data_once_within_bounded_time_and_resolves_when_records_return(
     spark, kafka: str, redis_url: str, topic_factory: Callable[..., str], produce_events, tmp_path: Path
 ) -> None:
+    """...and the stall's empty minutes are nobody's outage: US banner, warm after 14 minutes, pages
+    no traffic_drop for the ten minutes the whole input was silent (one no_data page, not one per segment)."""
     topics = {"in": topic_factory("ad-events", 2), "alerts": topic_factory("alerts"), "dlq": topic_factory("dlq")}
-    produce_events(topics["in"], synth_events([SegmentTraffic("US", "banner", 40, 0.02)], 3))
+    produce_events(topics["in"], synth_events([SegmentTraffic("US", "banner", 40, 0.02)], 14))
     settings, common = make_settings(
         tmp_path, kafka, redis_url, topics, no_data_seconds=4, trigger_seconds=0.5, partition_lag_seconds=0
     )
@@ -69,13 +71,22 @@ def test_a_topic_that_goes_silent_pages_no_data_once_within_bounded_time_and_res
         assert 4000 < firing.detected_at_ms - firing.window_start_ms < 20_000, "paged within a bounded time"
         assert metrics.input_idle_seconds._value.get() > 4
         produce_events(
-            topics["in"], synth_events([SegmentTraffic("US", "banner", 40, 0.02)], 1, T0_MS + 10 * MINUTE_MS)
+            topics["in"], synth_events([SegmentTraffic("US", "banner", 40, 0.02)], 3, T0_MS + 24 * MINUTE_MS)
         )
         poll_until(lambda: len(_stream_alerts(reader)) > 1, "the no_data resolve", timeout_s=60)
         assert _stream_alerts(reader) == [("no_data", "firing", "*"), ("no_data", "resolved", "*")]
         resolved = [a for a in reader.decoded(Alert) if a.alert_type == "no_data"][-1]
         assert (resolved.resolution, resolved.window_start_ms) == ("recovered", firing.window_start_ms)
         assert resolved.duration_ms > 4000
+        poll_until(
+            lambda: writer.census.latest_end_ms >= T0_MS + 25 * MINUTE_MS, "windows after the stall", timeout_s=60
+        )
+        traffic = [
+            (a.alert_type, a.status, (a.window_start_ms - T0_MS) // MINUTE_MS, a.current, a.expected)
+            for a in reader.decoded(Alert)
+            if a.alert_type.startswith("traffic")
+        ]
+        assert traffic == []
         stop.set()
         thread.join(10)
     finally:

@@ -292,6 +292,10 @@ def make_detect_fn(
         seg_state = rules_mod.SegmentState.from_bytes(rules_bytes)
         if was_tracked and not open_windows.tracked:
             seg_state = rules_mod.SegmentState()  # rolled up: a return starts a fresh baseline
+        if context.stalled is not None:  # a stalled input's empty windows are nobody's outage
+            closed = [
+                (s, part) for s, part in closed if not tracking.stalled_silence(s, part, window_ms, context.stalled)
+            ]
         if closed and (open_windows.tracked or was_tracked):
             windows = [windowing.to_segment_window(s, window_ms, dims, segment, part) for s, part in closed]
             if open_windows.tracked:
@@ -304,7 +308,11 @@ def make_detect_fn(
                 now_ms = state.getCurrentProcessingTimeMs()
                 bands: list[BandPoint] = []  # each rule's expected value and band per window (for the dashboard)
                 seg_state, alerts = engine.detect(
-                    seg_state, windows, now_ms, lambda w, check: bands.append(band_point(segment, w, check))
+                    seg_state,
+                    windows,
+                    now_ms,
+                    lambda w, check: bands.append(band_point(segment, w, check)),
+                    unknown=context.stalled,
                 )
                 for b in bands:
                     rows.append(_row("band", segment, b.window_start_ms, b.window_end_ms, encode_record(b)))

@@ -35,7 +35,7 @@ from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.migrations import Tables, migrate
 from adwatch_detector.settings import DetectorSettings
-from adwatch_detector.tracking import CONTEXT_PROPERTY, Census, encode_context
+from adwatch_detector.tracking import CONTEXT_PROPERTY, Census, encode_context, stall_span
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class BatchWriter:
         self._lock = threading.RLock()
         self._warming: dict[str, bool] = {}  # segment -> baseline still warming up (from its last window)
         self._counted: dict[str, int] = {}  # query id -> last batch id counted in the metrics
+        self._last_batch_ms: int | None = None  # wall clock of the last batch (stall detection)
+        self._stall: tuple[int, int] | None = None  # event time the input left unknown, until closed past
         hierarchy = settings.hierarchy
         self.folder = Folder(hierarchy, settings.drilldown_top, horizon_ms=settings.segment_idle_seconds * 1000)
         parent_sets = {frozenset(p) for parents in hierarchy.parent_sets.values() for p in parents}
@@ -200,14 +202,37 @@ class BatchWriter:
         # Spark's query id: stable across restarts from one checkpoint, new for a new checkpoint
         spark_context = batch.sparkSession.sparkContext
         query_id = spark_context.getLocalProperty("sql.streaming.queryId")
+        stalled = self.input_stall(int(time.time() * 1000))
+        if stalled is not None:  # this batch's tasks must know before they replay the silence
+            self._stall = stalled
+            spark_context.setLocalProperty(CONTEXT_PROPERTY, self.context_property(stalled))
         rows = [r.asDict() for r in batch.collect()]
         self.write_rows(rows, batch_id, query_id or self.settings.query_name)
+        # the watermark moves a batch behind the events: the stall stays known until windows after
+        # its start have closed
+        if self._stall is not None and self.census.latest_end_ms > self._stall[0]:
+            self._stall = None
         # set on the query's thread, this reaches the next batches' tasks (see tracking.py)
-        spark_context.setLocalProperty(CONTEXT_PROPERTY, self.context_property())
+        spark_context.setLocalProperty(CONTEXT_PROPERTY, self.context_property(self._stall))
 
-    def context_property(self) -> str:
-        """What the next batch's state step should know: live segments, parent priors."""
-        return encode_context(self.census.context())
+    def context_property(self, stalled: tuple[int, int] | None = None) -> str:
+        """What the next batch's state step should know: live segments, parent priors (and a stall)."""
+        return encode_context(self.census.context(stalled))
+
+    def input_stall(self, now_ms: int) -> tuple[int, int] | None:
+        """The event time the input left unknown if it was silent past no_data_seconds before this
+        batch (:func:`stall_span`): empty windows in it are a stalled stream's, not each segment's
+        outage (``no_data`` pages it once)."""
+        last, self._last_batch_ms = self._last_batch_ms, now_ms
+        span = stall_span(last, now_ms, self.settings.no_data_seconds * 1000, self.census.latest_end_ms)
+        if span is not None and last is not None:
+            logger.info(
+                "input stalled %.0f s: empty windows from %d are the stall's, not segments' outages",
+                (now_ms - last) / 1000,
+                span[0],
+                extra={"stalled_from_ms": span[0], "stalled_to_ms": span[1]},
+            )
+        return span
 
     def publish_stream_alerts(self, alerts: Sequence[Alert]) -> None:
         """The driver's stream alerts (``no_data``, ``partition_lagging``: segment-less, raised

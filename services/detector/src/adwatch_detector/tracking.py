@@ -32,10 +32,13 @@ _VOLUME_HALFLIFE_WINDOWS = 30.0
 
 @dataclass(frozen=True)
 class DetectorContext:
-    """Facts about all segments, from the driver: live tracked segments and parent priors."""
+    """Facts about all segments, from the driver: live tracked segments, parent priors, and the
+    time the whole input was silent before this batch (``stalled``: [from, to) in epoch ms, when
+    it lasted past no_data_seconds), whose empty windows say nothing about any one segment."""
 
     live_segments: int | None = None
     priors: Mapping[str, SegmentPrior] = field(default_factory=dict)
+    stalled: tuple[int, int] | None = None
 
     def prior_for(self, parent_ids: Iterable[str]) -> SegmentPrior | None:
         """The prior of the first parent that has one (parents in configured order)."""
@@ -44,7 +47,10 @@ class DetectorContext:
 
 def encode_context(context: DetectorContext) -> str:
     priors = {sid: [p.ctr, p.ecpm, p.impressions, *p.season] for sid, p in context.priors.items()}
-    return json.dumps({"live": context.live_segments, "priors": priors}, separators=(",", ":"))
+    data: dict[str, object] = {"live": context.live_segments, "priors": priors}
+    if context.stalled is not None:
+        data["stalled"] = list(context.stalled)
+    return json.dumps(data, separators=(",", ":"))
 
 
 _decoded: tuple[str, DetectorContext] = ("", DetectorContext())
@@ -64,11 +70,30 @@ def decode_context(text: str | None) -> DetectorContext:
             for sid, v in data.get("priors", {}).items()
         }
         live = data.get("live")
-        context = DetectorContext(int(live) if live is not None else None, priors)
+        stalled = data.get("stalled")
+        context = DetectorContext(
+            int(live) if live is not None else None,
+            priors,
+            (int(stalled[0]), int(stalled[1])) if stalled else None,
+        )
     except (ValueError, TypeError, AttributeError):
         context = DetectorContext()
     _decoded = (text, context)
     return context
+
+
+def stall_span(last_batch_ms: int | None, now_ms: int, limit_ms: int, latest_end_ms: int) -> tuple[int, int] | None:
+    """The event time a stalled input left unknown, when no batch ran for longer than ``limit_ms``
+    of wall clock before this one: from the end of the newest window closed before the silence
+    to now (a live stream's event time; a backfill's is all behind it). None: no stall."""
+    if last_batch_ms is None or limit_ms <= 0 or now_ms - last_batch_ms <= limit_ms or latest_end_ms <= 0:
+        return None
+    return latest_end_ms, max(now_ms, latest_end_ms)
+
+
+def stalled_silence(start_ms: int, part: PartialWindow, window_ms: int, stalled: tuple[int, int]) -> bool:
+    """An empty window inside the span the whole input was silent (nobody's outage)."""
+    return not any(part.counts) and stalled[0] <= start_ms and start_ms + window_ms <= stalled[1]
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,7 @@ class Census:
         self._totals: dict[str, list[float]] = {}  # parent id -> [impressions, clicks, revenue], decayed
         self._decay = math.pow(0.5, 1.0 / 120.0)  # two hours of one-minute windows
         self._profiles: dict[str, ParentProfile] = {}  # parent id -> its hour-of-day profile, learnt here
+        self.latest_end_ms = 0  # the end of the newest window closed so far (event time)
 
     def observe(self, windows: Iterable[tuple[SegmentWindow, bool]]) -> None:
         """Take one batch's closed windows, each with whether its segment is tracked."""
@@ -188,6 +214,7 @@ class Census:
                     profile = self._profiles[w.segment_id] = ParentProfile()
                 profile.observe(w)
         if latest:
+            self.latest_end_ms = max(self.latest_end_ms, latest)
             horizon = latest - self.idle_ms
             stale = [sid for sid, end in self._tracked.items() if end < horizon]
             for sid in stale:
@@ -210,7 +237,7 @@ class Census:
     def live_segments(self) -> int:
         return len(self._tracked)
 
-    def context(self) -> DetectorContext:
+    def context(self, stalled: tuple[int, int] | None = None) -> DetectorContext:
         ranked = sorted(self._totals.items(), key=lambda kv: -kv[1][0])[: self.max_priors]
         priors = {
             sid: SegmentPrior(
@@ -219,4 +246,4 @@ class Census:
             for rank, (sid, (imps, clicks, rev)) in enumerate(ranked)
             if imps > 0
         }
-        return DetectorContext(self.live_segments or None, priors)
+        return DetectorContext(self.live_segments or None, priors, stalled)

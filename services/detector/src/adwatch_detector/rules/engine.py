@@ -88,7 +88,10 @@ class RuleEngine:
         windows: Sequence[SegmentWindow],
         now_ms: int,
         on_check: Callable[[SegmentWindow, Check], None] | None = None,
+        unknown: tuple[int, int] | None = None,
     ) -> tuple[SegmentState, list[Alert]]:
+        """``unknown``: [from, to) in which silent minutes say nothing (the whole input stalled):
+        they are not replayed as zero traffic nor aged over, as if the segment had not been watched."""
         state = state if state is not None else SegmentState()
         slots = [(rule, self.slot(state, rule)) for rule in self.rules]
         policies = self.policies
@@ -96,7 +99,7 @@ class RuleEngine:
         for window in sorted(windows, key=lambda w: w.window_start_ms):
             if window.window_start_ms <= state.last_window_ms:
                 continue
-            replay, skipped = self._gap(state, window)
+            replay, skipped = self._gap(state, window, unknown)
             for current in (*replay, window):
                 if current is window and skipped:
                     # a long silence: the first max_gap_fill minutes were replayed (an outage shows
@@ -119,17 +122,23 @@ class RuleEngine:
                 state.last_window_ms = start
         return state, alerts
 
-    def _gap(self, state: SegmentState, window: SegmentWindow) -> tuple[list[SegmentWindow], int]:
+    def _gap(
+        self, state: SegmentState, window: SegmentWindow, unknown: tuple[int, int] | None = None
+    ) -> tuple[list[SegmentWindow], int]:
         """Zero-traffic windows for the first minutes the segment had no events before ``window``
-        (at most max_gap_fill), and how many silent minutes after them are not replayed."""
+        (at most max_gap_fill, none inside ``unknown``), and how many silent minutes after them
+        are aged over in bulk."""
         step_ms = self.settings.window_ms
         if state.last_window_ms < 0:
             return [], 0
-        missing = (window.window_start_ms - state.last_window_ms) // step_ms - 1
+        first = state.last_window_ms + step_ms
+        if unknown is not None and first < unknown[1] and unknown[0] < window.window_start_ms:
+            first = max(first, min(unknown[1], window.window_start_ms))  # resume the gap after the stall
+            first -= (first - (state.last_window_ms + step_ms)) % step_ms  # on the window grid
+        missing = (window.window_start_ms - first) // step_ms
         if missing <= 0:
             return [], 0
         replayed = min(missing, self.max_gap_fill)
-        first = state.last_window_ms + step_ms
         return [_zero_window(window, first + k * step_ms, step_ms) for k in range(replayed)], missing - replayed
 
     def _alert(
