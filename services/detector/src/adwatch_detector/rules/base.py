@@ -86,6 +86,9 @@ class BaseRule(ABC, Generic[S]):
     alert_types: ClassVar[tuple[AlertType, ...]]
     settings_model: ClassVar[type[SettingsSection]] = NoSettings
     state_type: ClassVar[type[msgspec.Struct]] = NoState
+    lazy: ClassVar[bool] = False
+    """The rule reads only some windows (:meth:`reads`): its slot in a segment's state is made on
+    the first window it reads, so segments it never reads carry no bytes of it."""
 
     def __init__(self, settings: RuleSettings) -> None:
         self.settings = settings
@@ -100,6 +103,10 @@ class BaseRule(ABC, Generic[S]):
         """Checks for one closed window (windows arrive in start order, zero-traffic ones included),
         then learn from it. ``lives`` may be read (e.g. do not learn while firing) and carries the
         rule's CUSUM evidence; the engine moves the firing/resolved state afterwards."""
+
+    def reads(self, window: SegmentWindow) -> bool:
+        """Whether :meth:`evaluate` would look at this window (a lazy rule's slot waits for one)."""
+        return True
 
     def seed(self, state: S, prior: SegmentPrior) -> None:
         """Start a new segment's baseline from its parent's (default: the rule's own prior)."""

@@ -63,7 +63,8 @@ class RuleEngine:
     def seed(self, state: SegmentState, prior: SegmentPrior) -> None:
         """Start a new segment's baselines from its parent's (rules that can use a prior do)."""
         for rule in self.rules:
-            rule.seed(self.slot(state, rule).state, prior)
+            if not rule.lazy:
+                rule.seed(self.slot(state, rule).state, prior)
 
     def slot(self, state: SegmentState, rule: BaseRule[Any]) -> RuleSlot[Any]:
         """The rule's slot in ``state``, created (or completed with new alert types) on first use."""
@@ -92,7 +93,9 @@ class RuleEngine:
         on_check: Callable[[SegmentWindow, Check], None] | None = None,
     ) -> tuple[SegmentState, list[Alert]]:
         state = state if state is not None else SegmentState()
-        slots = [(rule, self.slot(state, rule)) for rule in self.rules]
+        slots: list[tuple[BaseRule[Any], RuleSlot[Any] | None]] = [
+            (rule, self.slot(state, rule) if not rule.lazy or rule.id in state.rules else None) for rule in self.rules
+        ]
         resolve_windows = self.settings.resolve_windows
         alerts: list[Alert] = []
         for window in sorted(windows, key=lambda w: w.window_start_ms):
@@ -100,7 +103,12 @@ class RuleEngine:
                 continue
             for current in self._with_gaps(state, slots, window):
                 start = current.window_start_ms
-                for rule, slot in slots:
+                for k, (rule, slot) in enumerate(slots):
+                    if slot is None:  # a lazy rule that has not read a window of this segment yet
+                        if not rule.reads(current):
+                            continue
+                        slot = self.slot(state, rule)
+                        slots[k] = (rule, slot)
                     for check in rule.evaluate(slot.state, slot.lives, current):
                         if on_check is not None:
                             on_check(current, check)
@@ -111,7 +119,7 @@ class RuleEngine:
         return state, alerts
 
     def _with_gaps(
-        self, state: SegmentState, slots: list[tuple[BaseRule[Any], RuleSlot[Any]]], window: SegmentWindow
+        self, state: SegmentState, slots: list[tuple[BaseRule[Any], RuleSlot[Any] | None]], window: SegmentWindow
     ) -> list[SegmentWindow]:
         """The window, preceded by zero-traffic windows for the minutes the segment had no events."""
         step_ms = self.settings.window_ms
@@ -123,7 +131,8 @@ class RuleEngine:
         if missing > self.max_gap_fill:
             # a long silence: age the baselines in bulk instead of replaying every minute
             for rule, slot in slots:
-                rule.on_silence(slot.state, missing - self.max_gap_fill)
+                if slot is not None:
+                    rule.on_silence(slot.state, missing - self.max_gap_fill)
             missing = self.max_gap_fill
         first = window.window_start_ms - missing * step_ms
         return [*(_zero_window(window, first + k * step_ms, step_ms) for k in range(missing)), window]
