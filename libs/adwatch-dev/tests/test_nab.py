@@ -1,18 +1,17 @@
-"""The NAB scorer on hand-made cases, and the univariate detector's pieces and causality."""
+"""The NAB scorer on hand-made cases, and the production rules' scores of a series (benchmarks/nab.py)."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from adwatch_dev.nab import PROFILES, file_rows, file_score, probation, sweep
-from adwatch_dev.univariate import (
-    UnivariateSettings,
-    combine,
-    novel_transitions,
-    score_series,
-    surprise_scores,
-)
+from adwatch_detector.rules import RuleEngine, RuleSettings
+from adwatch_dev.nab import PROFILES, file_rows, file_score, probation, rule_scores, sweep, value_windows
 
 N = 1000
 WINDOWS = [(300, 339), (700, 719)]
@@ -60,66 +59,62 @@ def test_fp_just_after_a_window_is_almost_free() -> None:
     assert 2.0 - 0.11 * 0.1 < raw < 2.0
 
 
-def test_univariate_score_is_causal_and_bounded() -> None:
-    rng = np.random.default_rng(1)
-    values = rng.normal(10, 1, 600)
-    values[400] = 30
-    full = score_series(values)
-    prefix = score_series(values[:450])
-    assert np.array_equal(full[:450], prefix)
+STEP = 300_000
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "nab.py"
+
+
+def series(n: int, spike_at: int, seed: int = 2) -> np.ndarray:
+    """A noisy daily cycle (5-minute readings) with one spike."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    values = 50.0 + 10.0 * np.sin(2 * math.pi * i / 288) + rng.normal(0.0, 1.0, n)
+    values[spike_at] += 40.0
+    return values
+
+
+def scores_of(values: np.ndarray, chunk: int = 1) -> np.ndarray:
+    windows = value_windows("synthetic.csv", [i * STEP for i in range(len(values))], values.tolist(), 60_000)
+    return rule_scores(windows, RuleEngine.build(RuleSettings()), chunk=chunk)
+
+
+def test_rule_scores_are_causal_bounded_and_rank_the_spike_first() -> None:
+    values = series(1200, spike_at=900)
+    full = scores_of(values)
     assert ((full >= 0) & (full <= 1)).all()
-    assert full[400] == full.max() and full[400] > 5 * np.median(full[100:])
+    assert int(np.argmax(full[300:])) + 300 == 900  # the spike outranks every other row after warm-up
+    assert full[901:905].max() == 0.0  # the alert fires on the spike: no second page right after
+    assert np.array_equal(scores_of(values[:950])[:950], full[:950])  # a row's score uses rows before it only
+    assert np.array_equal(scores_of(values, chunk=97), full)  # micro-batch size does not matter
 
 
-def test_novel_transitions_flag_each_new_bin_to_bin_step_once() -> None:
-    cycle = [0.0, 1.0, 2.0, 3.0]
-    values = np.array(cycle * 5 + [0.0, 3.0] + cycle * 2)  # 0 -> 3 is a step never seen before
-    novel = novel_transitions(values, bins=4)
-    assert novel[1:4].all() and novel[4]  # the first cycle and its wrap-around 3 -> 0 are new
-    assert not novel[5:20].any()  # a repeated pattern is never novel
-    assert novel[21] and not novel[22:].any()  # 0 -> 3 once; 3 -> 0 was already seen
+def test_the_benchmark_scores_a_tiny_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/nab.py end to end on two synthetic files: the spike's window is found."""
+    data = tmp_path / "data" / "synthetic"
+    data.mkdir(parents=True)
+    labels = {}
+    stamps = pd_stamps(1200)
+    for k, name in enumerate(("a.csv", "b.csv")):
+        values = series(1200, spike_at=900, seed=k)
+        (data / name).write_text(
+            "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, values, strict=True))
+        )
+        labels[f"synthetic/{name}"] = [[stamps[880], stamps[940]]]
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    spec = importlib.util.spec_from_file_location("nab_benchmark", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out"
+    argv = ["--data", str(tmp_path / "data"), "--labels", str(tmp_path / "labels.json"), "--out", str(out)]
+    assert bench.main([*argv, "--profiles", str(tmp_path / "none.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "files 2  rows 2400  windows 2" in printed and "rules [" in printed and "value]" in printed
+    standard = next(line for line in printed.splitlines() if line.startswith("standard"))
+    assert float(standard.split()[-1]) > 90.0
+    assert (out / "synthetic" / "a.csv").read_text().startswith("timestamp,value,anomaly_score")
 
 
-def test_novel_transitions_rebin_history_when_the_range_widens() -> None:
-    values = np.array([0.0, 1.0] * 10 + [10.0, 0.0, 1.0])
-    novel = novel_transitions(values, bins=2)
-    # on the widened grid 0 and 1 share a bin, so 0 -> 1 is the old step "bin 0 -> bin 0"
-    assert novel[20] and novel[21] and not novel[22]
+def pd_stamps(n: int) -> list[str]:
+    import pandas as pd
 
-
-def test_combine_silences_rows_after_an_alarm() -> None:
-    cfg = UnivariateSettings(refractory=3, surprise_weight=0.25, alarm_vote=0.5)
-    vote = np.array([0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
-    surprise = np.full(8, 0.4)
-    out = combine(vote, surprise, cfg)
-    # row 1 alarms; rows 2-4 are silent and row 2's alarm extends the silence to row 5
-    assert out.tolist() == pytest.approx([0.1, 0.85, 0.0, 0.0, 0.0, 0.0, 0.1, 0.85])
-
-
-def test_surprise_ranks_a_spike_above_plain_noise() -> None:
-    rng = np.random.default_rng(3)
-    values = rng.normal(100, 5, 800)
-    values[600] = 160
-    s = surprise_scores(values)
-    assert ((s >= 0) & (s <= 1)).all()
-    assert s[600] == s.max() and s[600] > 10 * np.median(s[100:])
-
-
-def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError):
-        UnivariateSettings(bin_counts=())
-    with pytest.raises(ValueError):
-        UnivariateSettings(surprise_weight=1.0)
-    with pytest.raises(ValueError):
-        score_series([1.0, float("nan")])
-    assert score_series([]).shape == (0,)
-
-
-def test_score_is_deterministic_and_a_level_shift_alarms_once() -> None:
-    rng = np.random.default_rng(5)
-    values = np.concatenate([rng.normal(10, 1, 500), rng.normal(25, 1, 200)])
-    a, b = score_series(values), score_series(values)
-    assert np.array_equal(a, b)
-    top = a[100:].max()
-    assert a[500] == top  # the first row of the shift scores highest ...
-    assert (a[501:521] == 0).all()  # ... and the refractory period keeps the rows after it quiet
+    return [str(t) for t in pd.date_range("2024-01-01", periods=n, freq="5min")]

@@ -2,7 +2,8 @@
 
 Per row a weighted score (scaled sigmoid of the position relative to the windows), one threshold per
 profile swept over every distinct anomaly score of the corpus (plus 1.1 = detect nothing), and the
-normalised score 100 (raw - raw_null) / (raw_perfect - raw_null).
+normalised score 100 (raw - raw_null) / (raw_perfect - raw_null). :func:`value_windows` and
+:func:`rule_scores` feed a series through the detector's production rules (the ``value`` rule).
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from adwatch.contracts import SegmentWindow
+from adwatch_detector.rules import Check, RuleEngine, SegmentState, detect_windows
+from adwatch_detector.rules.lifecycle import Lifecycle
+from adwatch_detector.rules.value import Value
+from adwatch_detector.stats import Z_CAP
 
 TANH_25 = math.tanh(2.5)
 
@@ -122,3 +129,53 @@ def file_score(rows: FileRows, windows_in_file: Sequence[int], threshold: float,
         hits = detected & (rows.in_window == w)
         total += float(rows.tp_part[hits].max() * profile.tp) if hits.any() else -profile.fn
     return total
+
+
+def value_windows(
+    series: str, stamps_ms: Sequence[int], values: Sequence[float], window_ms: int
+) -> list[SegmentWindow]:
+    """A NAB series as the windows of one value-stream segment (no counts: ``value`` is the reading)."""
+    dims = {"metric": "nab", "series": series[:256]}
+    return [
+        SegmentWindow(
+            window_start_ms=int(t),
+            window_end_ms=int(t) + window_ms,
+            dimensions=dims,
+            impressions=0,
+            clicks=0,
+            revenue_usd=0.0,
+            value=float(v),
+        )
+        for t, v in zip(stamps_ms, values, strict=True)
+    ]
+
+
+def rule_scores(windows: Sequence[SegmentWindow], engine: RuleEngine, chunk: int = 1) -> np.ndarray:
+    """One anomaly score per window from the production rules, causally (row by row).
+
+    The score of a row is its ``value_anomaly`` check's z (``Check.z_score``, the one-window or
+    the CUSUM evidence, whichever is stronger) / Z_CAP, in [0, 1]; 0 where the service could not
+    page (the alert already fires, or cools down after a resolve: one incident, one page, while NAB
+    counts every flagged row as a detection) and on rows the rule does not judge (its first). ``chunk`` windows go through the engine per call, as a
+    micro-batch would: the scores do not depend on it.
+    """
+    rule = next(r for r in engine.rules if isinstance(r, Value))
+    out = np.zeros(len(windows))
+    index = {w.window_start_ms: i for i, w in enumerate(windows)}
+    state = SegmentState()
+
+    def on_check(window: SegmentWindow, check: Check) -> None:
+        if check.alert_type != "value_anomaly":
+            return
+        life = state.rules[rule.id].lives["value_anomaly"]
+        if rule.may_page(life, window.window_start_ms) and _cooled(life, window.window_start_ms, engine.policies[rule.id].cooldown_ms):
+            out[index[window.window_start_ms]] = min(1.0, max(0.0, check.z_score) / Z_CAP)
+
+    for start in range(0, len(windows), chunk):
+        detect_windows(state, windows[start : start + chunk], engine, 0, on_check=on_check)
+    return out
+
+
+def _cooled(life: Lifecycle, start_ms: int, cooldown_ms: int) -> bool:
+    """The rule set's own cooldown (the lifecycle's; 0 by default) is over."""
+    return life.resolved_ms < 0 or start_ms - life.resolved_ms >= cooldown_ms

@@ -146,7 +146,8 @@ def test_state_is_a_mapping_keyed_by_rule_id() -> None:
     state, _ = detect_windows(None, _windows(), RuleSettings(), 0)
     version, last, slots = msgspec.msgpack.decode(state.to_bytes())
     assert (version, last) == (STATE_VERSION, 29 * 60_000)
-    assert list(slots) == list(RULE_SETS["default"])
+    # a count segment carries no slot of the lazy value rule (it never read a value window)
+    assert list(slots) == [i for i in RULE_SETS["default"] if not RULES[i].lazy] and "value" not in slots
     assert set(slots["ctr"][1]) == {"ctr_drop", "ctr_spike"}, "lifecycles keyed by alert type within the rule"
 
 

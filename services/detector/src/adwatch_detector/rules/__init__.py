@@ -1,6 +1,6 @@
 """Detection rules: pure Python over window aggregates plus per-segment state (no Spark, no clock).
 
-Layout: ``base.py`` (the rule protocol, :class:`Check`), one module per rule (``orphan``, ``traffic``,
+Layout: ``base.py`` (the rule protocol, :class:`Check`), one module per rule (``orphan``, ``traffic``, ``value``,
 ``ctr``, ``ecpm``, ``classic_*``), ``registry.py`` (rules by id, rule sets), ``lifecycle.py``
 (firing/resolved), ``settings.py`` (rules.yaml), ``state.py`` (per-segment state bytes),
 ``engine.py`` (:func:`detect_windows`).

@@ -97,6 +97,9 @@ class BaseRule(ABC, Generic[S]):
     alert_types: ClassVar[tuple[AlertType, ...]]
     settings_model: ClassVar[type[SettingsSection]] = NoSettings
     state_type: ClassVar[type[msgspec.Struct]] = NoState
+    lazy: ClassVar[bool] = False
+    """The rule reads only some windows (:meth:`reads`): its slot in a segment's state is made on
+    the first window it reads, so segments it never reads carry no bytes of it."""
 
     def __init__(self, settings: RuleSettings) -> None:
         self.settings = settings
@@ -119,6 +122,10 @@ class BaseRule(ABC, Generic[S]):
             resolve_windows=self.settings.resolve_windows,
             cooldown_ms=shared.cooldown_windows * self.settings.window_ms,
         )
+
+    def reads(self, window: SegmentWindow) -> bool:
+        """Whether :meth:`evaluate` would look at this window (a lazy rule's slot waits for one)."""
+        return True
 
     def seed(self, state: S, prior: SegmentPrior) -> None:
         """Start a new segment's baseline from its parent's (default: the rule's own prior)."""

@@ -61,7 +61,8 @@ class RuleEngine:
     def seed(self, state: SegmentState, prior: SegmentPrior) -> None:
         """Start a new segment's baselines from its parent's (rules that can use a prior do)."""
         for rule in self.rules:
-            rule.seed(self.slot(state, rule).state, prior)
+            if not rule.lazy:
+                rule.seed(self.slot(state, rule).state, prior)
 
     def slot(self, state: SegmentState, rule: BaseRule[Any]) -> RuleSlot[Any]:
         """The rule's slot in ``state``, created (or completed with new alert types) on first use."""
@@ -93,7 +94,9 @@ class RuleEngine:
         """``unknown``: [from, to) in which silent minutes say nothing (the whole input stalled):
         they are not replayed as zero traffic nor aged over, as if the segment had not been watched."""
         state = state if state is not None else SegmentState()
-        slots = [(rule, self.slot(state, rule)) for rule in self.rules]
+        slots: list[tuple[BaseRule[Any], RuleSlot[Any] | None]] = [
+            (rule, self.slot(state, rule) if not rule.lazy or rule.id in state.rules else None) for rule in self.rules
+        ]
         policies = self.policies
         alerts: list[Alert] = []
         for window in sorted(windows, key=lambda w: w.window_start_ms):
@@ -105,11 +108,17 @@ class RuleEngine:
                     # a long silence: the first max_gap_fill minutes were replayed (an outage shows
                     # where it starts); age the baselines over the rest in bulk
                     for rule, slot in slots:
-                        rule.on_silence(
-                            slot.state, skipped, current.window_start_ms - skipped * self.settings.window_ms
-                        )
+                        if slot is not None:
+                            rule.on_silence(
+                                slot.state, skipped, current.window_start_ms - skipped * self.settings.window_ms
+                            )
                 start = current.window_start_ms
-                for rule, slot in slots:
+                for k, (rule, slot) in enumerate(slots):
+                    if slot is None:  # a lazy rule that has not read a window of this segment yet
+                        if not rule.reads(current):
+                            continue
+                        slot = self.slot(state, rule)
+                        slots[k] = (rule, slot)
                     policy = policies[rule.id]
                     for check in rule.evaluate(slot.state, slot.lives, current):
                         if on_check is not None:

@@ -18,9 +18,10 @@ from adwatch_detector.rules.ctr import Ctr
 from adwatch_detector.rules.ecpm import EcpmDrop
 from adwatch_detector.rules.orphan import OrphanClicks
 from adwatch_detector.rules.traffic import Traffic
+from adwatch_detector.rules.value import Value
 
 RULES: dict[str, type[BaseRule[Any]]] = {
-    rule.id: rule for rule in (OrphanClicks, Traffic, Ctr, EcpmDrop, ClassicCtr, ClassicTraffic, ClassicEcpmDrop)
+    rule.id: rule for rule in (OrphanClicks, Traffic, Ctr, EcpmDrop, Value, ClassicCtr, ClassicTraffic, ClassicEcpmDrop)
 }
 
 # Old id -> new id: checkpointed state and rules files written under the old id keep working.
@@ -28,9 +29,11 @@ RENAMED_RULES: dict[str, str] = {"traffic_spike": "traffic", "classic_traffic_sp
 
 # Rule set -> rule ids in evaluation order (= the order of their alerts within a window). The set's
 # shared settings are the rules.yaml section of the same name (RuleSettings.default / .classic).
+# ``value`` (gauge streams) runs in both: the tutorial has no fixed-ratio rule for a value stream,
+# and a segment fed by one must be watched whichever set runs (it skips count windows).
 RULE_SETS: dict[str, tuple[str, ...]] = {
-    "default": ("click_without_impression", "traffic", "ctr", "ecpm_drop"),
-    "classic": ("click_without_impression", "classic_ctr", "classic_traffic", "classic_ecpm_drop"),
+    "default": ("click_without_impression", "traffic", "ctr", "ecpm_drop", "value"),
+    "classic": ("click_without_impression", "classic_ctr", "classic_traffic", "classic_ecpm_drop", "value"),
 }
 
 
