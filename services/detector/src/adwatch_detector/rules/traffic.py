@@ -56,6 +56,12 @@ class TrafficSettings(Persistence):
     drop_extreme_ratio: float = Field(
         default=0.05, ge=0, lt=1, allow_inf_nan=False, description="a drop to this share fires without confirmation"
     )
+    extreme_min_expected: float = Field(
+        default=100.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="...on a segment expecting this many a window (a small app's one-minute SDK flush is no flood)",
+    )
     equivalence_margin: float | None = Field(
         default=0.35,
         ge=0,
@@ -270,15 +276,16 @@ class Traffic(BaseRule[TrafficState]):
         sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
         band = (max(0.0, lam - t.z_resolve * sd), lam + t.z_resolve * sd)
         gate = warm and lam >= s.min_expected_count
+        big = lam >= s.extreme_min_expected  # only a big segment's one window can be a flood for sure
         if alert_type == "traffic_spike":
             p = poisson_tail(x, lam, "upper", design)
             advance(life, poisson_llr(x, lam, s.spike_ratio) / design, warm, t, base)
-            practical, extreme = x >= s.min_ratio * lam, x >= s.spike_extreme_ratio * lam
+            practical, extreme = x >= s.min_ratio * lam, big and x >= s.spike_extreme_ratio * lam
             reading = Reading("traffic_spike", "impressions", x, lam, *band, window.impressions)
         else:
             p = poisson_tail(x, lam, "lower", design)
             advance(life, poisson_llr(x, lam, s.drop_ratio) / design, warm, t, base)
-            practical, extreme = x <= s.drop_max_ratio * lam, x <= s.drop_extreme_ratio * lam
+            practical, extreme = x <= s.drop_max_ratio * lam, big and x <= s.drop_extreme_ratio * lam
             reading = Reading("traffic_drop", "impressions", x, lam, *band, window.impressions)
         evidence = lam / design  # the pooled ratio's information: var(x / lam) = design / lam
         return judge(reading, life, z_from_p(p), p, gate, warm and practical, t, extreme, base, evidence)
