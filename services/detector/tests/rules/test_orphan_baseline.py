@@ -7,6 +7,8 @@ broken tracker. Pure and fast: synthetic windows through the rule engine, no Spa
 from __future__ import annotations
 
 import msgspec
+import math
+
 import numpy as np
 import pytest
 
@@ -194,3 +196,30 @@ def test_the_classic_set_keeps_the_stateless_tolerance() -> None:
     (check,) = rule.evaluate(OrphanState(), {ORPHAN: Lifecycle()}, windows(np.array([3]))[0])
     assert (check.breach, check.severity, check.band_high) == (True, "critical", pytest.approx(2 + 0.02 * check.volume))
     assert rule.windows_seen(OrphanState(windows=50)) == 0, "no baseline to warm up"
+
+
+def test_a_trickle_that_follows_the_daily_cycle_of_clicks_never_pages() -> None:
+    """Tracking loss is a share of the clicks (1% here): with clicks 30 a minute at night and 2,000
+    at the evening peak, the orphans' expectation follows the window's clicks, not their daily mean."""
+    from adwatch.contracts import SegmentWindow
+    from adwatch_detector.rules import detect_windows
+
+    rng = np.random.default_rng(11)
+    out = []
+    for k in range(3 * 1440):
+        h = (k % 1440) / 60
+        clicks = int(rng.poisson(30 + 1970 * math.exp(-(((h - 20.0) / 2.5) ** 2))))
+        orphans = int(rng.poisson(0.01 * clicks))
+        out.append(
+            SegmentWindow(
+                window_start_ms=k * MIN,
+                window_end_ms=(k + 1) * MIN,
+                dimensions={"country": "US"},
+                impressions=clicks * 40,
+                clicks=clicks + orphans,
+                orphan_clicks=orphans,
+                revenue_usd=clicks * 0.08,
+            )
+        )
+    _, alerts = detect_windows(None, out, DEFAULT, 0)
+    assert [a for a in alerts if a.alert_type == ORPHAN] == []

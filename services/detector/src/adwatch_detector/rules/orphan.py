@@ -82,6 +82,9 @@ class OrphanClicksSettings(Persistence):
     critical_excess: float = Field(
         default=100.0, ge=0, allow_inf_nan=False, description="...or this many above (a flood)"
     )
+    click_smoothing: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, description="clicks added to both sides of the click-volume scale"
+    )
 
 
 def nb_upper_tail(x: float, lam: float, phi: float) -> float:
@@ -107,6 +110,7 @@ class OrphanState(msgspec.Struct, array_like=True):
     squares_m: int = 0  # decayed squared orphan clicks per window, thousandths
     frozen: int = 0  # windows the baseline has been held still
     windows: int = 0  # windows learnt from (silent ones included)
+    clicks_m: int = 0  # decayed attributed clicks per window, thousandths (tracking loss is a share of them)
 
 
 class OrphanClicks(BaseRule[OrphanState]):
@@ -137,6 +141,7 @@ class OrphanClicks(BaseRule[OrphanState]):
         if self.baseline:  # silent minutes had no orphan clicks either
             keep = self.decay ** min(skipped_windows, 1_000_000)
             state.orphans_m, state.squares_m = round(keep * state.orphans_m), round(keep * state.squares_m)
+            state.clicks_m = round(keep * state.clicks_m)
             state.windows += skipped_windows
 
     def evaluate(self, state: OrphanState, lives: Lives, window: SegmentWindow) -> list[Check]:
@@ -171,8 +176,16 @@ class OrphanClicks(BaseRule[OrphanState]):
         life = lives["click_without_impression"]
         seen = self.weight(state)
         weight = seen + s.prior_windows
-        own_lam = max((state.orphans_m / 1000.0 + s.prior_rate * s.prior_windows) / weight, 1e-3)
-        lam = anchored(life, own_lam)  # the episode's anchor while it fires
+        attributed = float(max(0, window.clicks - int(x)))
+        # tracking loss is a share of the clicks: the per-window rate scaled by this window's clicks
+        # against the usual (a daily cycle of clicks is one of orphans), smoothed for small counts
+        k = s.click_smoothing
+        usual = state.clicks_m / 1000.0 / max(seen, 1.0)
+        # (no clicks learnt yet, or state of before the scale: the per-window rate as it is)
+        scale = min(5.0, max(0.2, (attributed + k) / (usual + k))) if state.clicks_m > 0 else 1.0
+        rate = max((state.orphans_m / 1000.0 + s.prior_rate * s.prior_windows) / weight, 1e-3)  # per usual window
+        own_lam = rate * scale
+        lam = anchored(life, rate) * scale  # the episode's anchor while it fires
         phi = self.dispersion(state, seen)
         warm = state.windows >= self.warmup
         # the baseline's own error (about lam / weight) is one more share of the dispersion
@@ -183,7 +196,7 @@ class OrphanClicks(BaseRule[OrphanState]):
         # the alternative is a multiple of the baseline but at least min_excess above it: evidence
         # of recovery from a flood on a near-zero baseline builds in windows, not in hundreds
         alt = max(s.spike_ratio * lam, lam + s.min_excess)
-        advance(life, poisson_llr(x, lam, alt / lam) / design, warm, t, own_lam)
+        advance(life, poisson_llr(x, lam, alt / lam) / design, warm, t, rate)
         sd = math.sqrt(lam * design)
         practical = warm and x - lam >= s.min_excess and x >= s.min_ratio * lam
         check = judge(
@@ -203,7 +216,7 @@ class OrphanClicks(BaseRule[OrphanState]):
             practical,
             t,
             self.severity(x, lam) in ("high", "critical"),
-            own_lam,
+            rate,
         )
         check.severity = self.severity(x, lam)
         check.recovered = x - lam < s.min_excess  # a rare-event count is back when its excess is gone
@@ -215,6 +228,7 @@ class OrphanClicks(BaseRule[OrphanState]):
                 own_lam + 5.0 * math.sqrt(own_lam * (1.0 + phi * own_lam)) + 1.0
             )  # one burst does not make a dispersion
             state.orphans_m = round(self.decay * state.orphans_m + 1000.0 * x)
+            state.clicks_m = round(self.decay * state.clicks_m + 1000.0 * attributed)
             state.squares_m = round(self.decay * state.squares_m + 1000.0 * min(x, cap) ** 2)
             state.frozen = 0
             state.windows += 1
