@@ -6,9 +6,9 @@ broken tracker. Pure and fast: synthetic windows through the rule engine, no Spa
 
 from __future__ import annotations
 
-import msgspec
 import math
 
+import msgspec
 import numpy as np
 import pytest
 
