@@ -39,6 +39,9 @@ precision, time to detect (median, p90) and to resolve, the outage lines, and th
 the world feature behind them (bursts, dark nights, ramps, weekend, holiday, whales...); then the
 generator's world in the same run as the reference (unless ``--no-reference``), and one summary
 line per world: ``world=b segments=<n> false_per_day=<x> recall=<x> precision=<x> ...``.
+``--world b`` without ``--segments``: the plain mode on world b's 52 country x format cells (apps
+summed, 80 events/s, 1-minute windows, both rule sets; false alerts from a clean run). A negative
+time to resolve means the alert resolved before the anomaly ended.
 """
 
 from __future__ import annotations
@@ -465,12 +468,16 @@ def plan_injected_b(world: WorldB, days: int, rng: np.random.Generator) -> list[
         ("country", {"country": country}),
         ("app across countries", {"app_id": "app001"}),
     ]
-    plan = _plan(targets, days, rng)
-    # the outage of the issue on the top segment at a busy hour (local 15:00 of the third day), the
-    # plan's anomalies sharing its traffic within 90 minutes of it dropped
-    target = targets[2][1]
+    return _with_outage(_plan(targets, days, rng), world, days)
+
+
+def _with_outage(plan: list[Injected], world: WorldB, days: int) -> list[Injected]:
+    """The issue's outage on the top segment at a busy hour (local 15:00 of the third day) added, the
+    plan's anomalies sharing its traffic within 90 minutes of it dropped."""
+    top = world.cells[world.ranked()[0]]
+    target = {"country": top.country, "ad_format": top.ad_format}
     day = min(2, days - 1)
-    start = START_MS + day * DAY + int((15.0 - cell[top].market.utc_offset_h) % 24 * 3_600_000)
+    start = START_MS + day * DAY + int((15.0 - top.market.utc_offset_h) % 24 * 3_600_000)
     outage = Injected(
         "traffic_drop", 0.1, "outage (the top country x format, local 15:00)", target, start, start + 30 * MIN
     )
@@ -503,10 +510,13 @@ def _near_after(change: np.ndarray, before: int, after: int) -> np.ndarray:
     return out
 
 
-def simulate_segments_b(world: WorldB, injected: list[Injected], seed: int, window_minutes: int = 1) -> SegmentSim:
+def simulate_segments_b(
+    world: WorldB, injected: list[Injected], seed: int, window_minutes: int = 1, cells_only: bool = False
+) -> SegmentSim:
     """World b's leaves (country x format x app) with the anomalies applied to their expectation,
     sampled per leaf-minute, summed to windows, rolled up to every parent; plus, per segment and
-    window, how much of its traffic a world feature touches (bursts, whales, dark edges...)."""
+    window, how much of its traffic a world feature touches (bursts, whales, dark edges...).
+    ``cells_only``: the country x format cells alone (their apps summed), as the plain mode tracks."""
     rng = np.random.default_rng(seed)
     k, apps = window_minutes, world.apps
     n_win = world.minutes // k
@@ -526,14 +536,14 @@ def simulate_segments_b(world: WorldB, injected: list[Injected], seed: int, wind
             col = (sc.start_ms - START_MS) // MIN
             h = [a for a in range(apps) if _consistent(sc.target, leaves[r * apps + a])]
             flood_clicks[j] += float((e.impressions[h, col] * e.ctr[h, col]).sum())
-    shape = (n_leaves, n_win)
+    shape = (n_cells if cells_only else n_leaves, n_win)
     out = {name: np.zeros(shape, dtype=np.int32) for name in ("imps", "clicks", "orphans")}
     revenue = np.zeros(shape)
     exp_imps = np.zeros(shape, dtype=np.float32)
     exp_clicks = np.zeros_like(exp_imps)
     feats = {name: np.zeros(shape, dtype=np.float32) for name in WORLD_B_FEATURES}
     for r in range(n_cells):
-        sl = slice(r * apps, (r + 1) * apps)
+        sl = slice(r, r + 1) if cells_only else slice(r * apps, (r + 1) * apps)
         e = world.cell(r)
         n, ctr, ecpm, orph = e.impressions.copy(), e.ctr.copy(), e.ecpm.copy(), e.orphans.copy()
         for j, sc in enumerate(injected):
@@ -554,10 +564,15 @@ def simulate_segments_b(world: WorldB, injected: list[Injected], seed: int, wind
                 orph[h, c0:c1] += (max(6.0, sc.magnitude * normal) * mine / normal)[:, None]
         ctr = np.clip(ctr, 0.0, 1.0)
         i, c, v, o, whale = world.sample(rng, r, n, ctr, ecpm, orph)
-        out["imps"][sl], out["clicks"][sl], out["orphans"][sl] = (_per_window(x, n_win, k) for x in (i, c + o, o))
-        revenue[sl] = _per_window(v, n_win, k)
-        exp_imps[sl] = _per_window(n, n_win, k)
-        exp_clicks[sl] = _per_window(n * ctr, n_win, k)
+
+        def win(a: np.ndarray, shape: tuple[int, ...] = e.smooth.shape) -> np.ndarray:
+            w = _per_window(np.broadcast_to(a, shape), n_win, k)
+            return w.sum(axis=0, keepdims=True) if cells_only else w
+
+        out["imps"][sl], out["clicks"][sl], out["orphans"][sl] = (win(x) for x in (i, c + o, o))
+        revenue[sl] = win(v)
+        exp_imps[sl] = win(n)
+        exp_clicks[sl] = win(n * ctr)
         lit = e.smooth  # (0 while dark)
         switch = np.zeros_like(e.dark)
         switch[:, 1:] = e.dark[:, 1:] != e.dark[:, :-1]
@@ -575,7 +590,21 @@ def simulate_segments_b(world: WorldB, injected: list[Injected], seed: int, wind
             "weekend_edge": np.where(_near_after(wk, 0, 60), lit, 0.0),
         }
         for name, a in per_min.items():
-            feats[name][sl] = _per_window(np.broadcast_to(a, e.smooth.shape), n_win, k)
+            feats[name][sl] = win(a)
+    if cells_only:
+        cells = [{"country": c.country, "ad_format": c.ad_format} for c in world.cells]
+        return SegmentSim(
+            dims=cells,
+            ids=[segment_id(d) for d in cells],
+            imps=out["imps"],
+            clicks=out["clicks"],
+            revenue=revenue,
+            orphans=out["orphans"],
+            expected_imps=exp_imps,
+            expected_clicks=exp_clicks,
+            window_ms=k * MIN,
+            features=feats,
+        )
     dims, ids, stack = _roll_up(leaves)
     return SegmentSim(
         dims=dims,
@@ -589,6 +618,73 @@ def simulate_segments_b(world: WorldB, injected: list[Injected], seed: int, wind
         window_ms=k * MIN,
         features={name: stack(a) for name, a in feats.items()},
     )
+
+
+def run_plain_b(args: argparse.Namespace) -> int:
+    """The plain mode on world b: its 52 country x format cells (apps summed) at ``--rate`` (80)
+    events/s, 1-minute windows, both rule sets; false alerts from a clean run (by the world feature
+    behind them), recall/precision/time to detect and resolve by type from a run with every type x
+    magnitude on a top, a mid and three smaller cells, plus the outage on the top cell."""
+    global _SIM
+    t0 = time.perf_counter()
+    wb = WorldB(seed=args.seed, rate=args.rate, start_ms=START_MS, days=args.days)
+    ranked = wb.ranked()
+    targets = [
+        (
+            f"cell #{i + 1}{' (top)' if i == 0 else ''}",
+            {"country": wb.cells[r].country, "ad_format": wb.cells[r].ad_format},
+        )
+        for i, r in ((i, ranked[i]) for i in (0, 3, 10, 25, 45))
+    ]
+    rng = np.random.default_rng(args.seed)
+    injected = _with_outage(_plan(targets, args.days, rng), wb, args.days)
+    clean = simulate_segments_b(wb, [], args.seed + 1, 1, cells_only=True)
+    dirty = simulate_segments_b(wb, injected, args.seed + 2, 1, cells_only=True)
+    n_windows = int(((clean.imps > 0) | (clean.clicks > 0)).sum())
+    print(
+        f"[plain world=b] simulated {args.days} days x {len(clean.ids)} country x format cells of world b at "
+        f"{args.rate:g} events/s: {n_windows:,} non-empty clean windows, {len(injected)} injected anomalies "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    index = {sid: i for i, sid in enumerate(clean.ids)}
+    summary: dict[str, str] = {}
+    for rules in (RuleSettings(), RuleSettings(rule_set="classic")):
+        tag = f"[plain world=b {rules.rule_set}]"
+        runs = []
+        for sim in (clean, dirty):
+            _SIM = sim
+            alerts: list[Alert] = []
+            for row in range(len(sim.ids)):
+                _, new = detect_windows(None, _windows_of(row), rules, 0)
+                alerts += new
+            alerts.sort(key=lambda a: (a.window_start_ms, a.fingerprint, a.status))
+            runs.append(alerts)
+        false_clean = [a for a in runs[0] if a.status == "firing"]
+        _PUBLISHED[:] = runs[1]
+        q = score_segments(runs[1], [], injected, dirty, index, args.days, len(dirty.ids), n_windows, runs[1])
+        q.false_alerts = false_clean
+        caught_c = [k for k, v in q.carriable.items() if v and q.caught[k]]
+        n_c = sum(q.carriable.values())
+        print(
+            f"{tag} clean run: {len(false_clean)} false alerts = {len(false_clean) / args.days:.2f}/day over "
+            f"{len(clean.ids)} cells; injected: recall {sum(q.caught.values()) / len(q.caught):.0%} of {len(q.caught)}, "
+            f"carriable {n_c}: {len(caught_c) / max(n_c, 1):.0%}; precision {q.precision:.0%}"
+        )
+        by_type = _report_by_type(tag, q, injected, runs[1], dirty, args.days)
+        _SIM = clean
+        _diagnose(tag, q, [], clean, index, args.days)
+        if rules.rule_set == "default":
+            summary = {
+                "world": "b",
+                "mode": "plain",
+                "segments": str(len(clean.ids)),
+                "false_per_day": f"{len(false_clean) / args.days:.2f}",
+                "recall": f"{len(caught_c) / max(n_c, 1):.3f}",
+                "precision": f"{q.precision:.3f}",
+                **by_type,
+            }
+    print(" ".join(f"{k}={v}" for k, v in summary.items()) + f" seconds={time.perf_counter() - t0:.0f}")
+    return 0
 
 
 _PUBLISHED: list[Alert] = []  # the last segment run's published alerts (for the per-type precision)
@@ -1159,6 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rate = args.rate or 2000.0
         return run_segment_mode(args)
     args.rate = args.rate or 80.0
+    if args.world == "b":
+        return run_plain_b(args)
     model = TrafficModel(seed=args.seed, rate=args.rate)
     rng = np.random.default_rng(args.seed)
     scenarios = make_scenarios(args.days, rng)
