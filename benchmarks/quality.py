@@ -777,8 +777,8 @@ def run_segment_mode(args: argparse.Namespace) -> int:
     if args.world == "generator":
         _segment_world(args, "generator")
         return 0
-    b = _segment_world(args, "b")
-    ref = _segment_world(args, "generator", anchor=False) if args.reference else {}
+    b = _segment_world(args, "b", anchor=False)
+    ref = _segment_world(args, "generator") if args.reference else {}
     for summary in (b, ref):
         if summary:
             print(" ".join(f"{k}={v}" for k, v in summary.items()))
