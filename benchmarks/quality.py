@@ -939,6 +939,13 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
+def _firing_at(alerts: list[Alert], sid: str, alert_type: str, t_ms: int) -> Alert | None:
+    """The alert of this segment and type already firing when a window starting at ``t_ms`` comes
+    (its last event before then is a firing one), if any: no new alert of it can fire then."""
+    before = [a for a in alerts if a.segment_id == sid and a.alert_type == alert_type and a.window_start_ms < t_ms]
+    return before[-1] if before and before[-1].status == "firing" else None
+
+
 def _report_by_type(
     tag: str, q: SegQuality, injected: list[Injected], alerts: list[Alert], sim: SegmentSim, days: int
 ) -> dict[str, str]:
@@ -965,7 +972,7 @@ def _report_by_type(
     )
     print(
         f"{tag}   {'type':<26} {'false/day':>9} {'recall':>12} {'in 3 win':>8} {'by end':>7} {'precision':>10} "
-        f"{'ttd med':>7} {'ttd p90':>7} {'ttr med':>7}"
+        f"{'ttd med':>7} {'ttd p90':>7} {'ttr med':>7}  missed (masked: an alert of the type already firing)"
     )
     out: dict[str, str] = {}
     for t in ALERT_TYPES:
@@ -985,11 +992,13 @@ def _report_by_type(
                 ttr.append((min(after) - sc.end_ms) / size)
         prec = explained_of[t] / published_of[t] if published_of[t] else float("nan")
         rec = len(caught) / len(keys) if keys else float("nan")
+        missed = [sc for sc in mine if q.carriable[_sc_key(sc)] and not q.caught[_sc_key(sc)]]
+        masked = sum(_firing_at(alerts, sc.target_id, t, sc.start_ms // size * size) is not None for sc in missed)
         print(
             f"{tag}   {t:<26} {len(firing_of[t]) / days:>9.2f} {f'{rec:.0%} ({len(caught)}/{len(keys)})':>12} "
             f"{f'{in3}/{len(keys)}':>8} {f'{by_end}/{len(keys)}':>7} "
             f"{f'{prec:.0%} of {published_of[t]}' if published_of[t] else '-':>10} {_pct(ttd, 50):>7.1f} "
-            f"{_pct(ttd, 90):>7.1f} {_pct(ttr, 50):>7.1f}"
+            f"{_pct(ttd, 90):>7.1f} {_pct(ttr, 50):>7.1f}  {len(missed)} ({masked})"
         )
         out[f"{t}_false_per_day"] = f"{len(firing_of[t]) / days:.2f}"
         out[f"{t}_recall"] = f"{rec:.3f}"
@@ -999,13 +1008,7 @@ def _report_by_type(
         if sc.kind == "traffic_drop" and sc.magnitude == 0.1 and "top" in sc.level:
             key = _sc_key(sc)
             got = q.ttd.get(key)
-            lo = sc.start_ms // size * size
-            before = [
-                a
-                for a in alerts
-                if a.segment_id == sc.target_id and a.alert_type == "traffic_drop" and a.window_start_ms < lo
-            ]
-            masked = bool(before) and before[-1].status == "firing"
+            firing = _firing_at(alerts, sc.target_id, "traffic_drop", sc.start_ms // size * size)
             print(
                 f"{tag} outage (traffic to 10 % for 30 min) on {sc.target_id} [{sc.level}], minute "
                 f"{(sc.start_ms - START_MS) // MIN:,}: "
@@ -1018,8 +1021,8 @@ def _report_by_type(
                 + ("" if q.carriable[key] else " [not carriable at its volume then]")
                 + (
                     f" [a traffic_drop alert on it was already firing since minute "
-                    f"{(before[-1].window_start_ms - START_MS) // MIN:,}: no new alert can fire]"
-                    if masked
+                    f"{(firing.window_start_ms - START_MS) // MIN:,}: no new alert can fire]"
+                    if firing is not None
                     else ""
                 )
             )
