@@ -24,6 +24,24 @@ caught by an alert of its type on its segment, or on an ancestor listing it as a
 precision, by level and type; then the plain mode's 64-segment default-rules figure from the same run.
 Windows of 5 minutes by default keep 7 days x 2,161 segments at ~4.4M segment-windows (a few
 minutes on 2 cores); ``--window-minutes 1`` is the job's window and five times the work.
+
+    python benchmarks/quality.py --segments --world b [--days 7] [--rate 2000] [--no-reference]
+
+World b (issue #14, :mod:`adwatch_dev.world_b`): the same segment sets over a second traffic model
+that differs from the generator's as real traffic does (13 other markets, two-peak days with deep
+nights by time zone, weekend effects by format, wandering levels, single-minute bursts, apps and
+cells dark at night, a holiday surge, an orphan-click trickle, CTR drift, whale bids): 52 cells x
+40 apps = 2,080 leaves, 2,186 tracked segments. Anomalies at five levels (the top app of the top
+country x format, a mid app, the top country x format, a whole country, an app in every country)
+plus the issue's outage (traffic to 10 % for 30 min on the top country x format at 15:00 local).
+Reports by alert type false alerts/day, recall (within 3 windows, before the anomaly ends),
+precision, time to detect (median, p90) and to resolve, the outage lines, and the false alerts by
+the world feature behind them (bursts, dark nights, ramps, weekend, holiday, whales...); then the
+generator's world in the same run as the reference (unless ``--no-reference``), and one summary
+line per world: ``world=b segments=<n> false_per_day=<x> recall=<x> precision=<x> ...``.
+``--world b`` without ``--segments``: the plain mode on world b's 52 country x format cells (apps
+summed, 80 events/s, 1-minute windows, both rule sets; false alerts from a clean run). A negative
+time to resolve means the alert resolved before the anomaly ended.
 """
 
 from __future__ import annotations
@@ -34,7 +52,7 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +66,7 @@ from adwatch_detector.rules.base import Check
 from adwatch_detector.rules.engine import budget_tests
 from adwatch_dev.measure import ExpectedVolumes, expected_volumes
 from adwatch_dev.simulate import sample_counts, to_windows
+from adwatch_dev.world_b import WorldB
 from adwatch_generator.catalog import SEGMENTS
 from adwatch_generator.scenarios import Scenario, make_scenario
 from adwatch_generator.traffic import TrafficModel
@@ -249,6 +268,7 @@ class SegmentSim:
     expected_imps: np.ndarray  # rows x minutes, noise-free (anomalies included)
     expected_clicks: np.ndarray
     window_ms: int = MIN
+    features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # world b: rows x windows
 
 
 def _consistent(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
@@ -329,6 +349,25 @@ def simulate_segments(
         imps[sl], clicks[sl], revenue[sl], orphans[sl] = (_per_window(x, n_win, k) for x in (i, c + o, v, o))
         exp_imps[sl] = _per_window(n, n_win, k)
         exp_clicks[sl] = _per_window(n * np.clip(ctr, 0.0, 1.0), n_win, k)
+    dims, ids, stack = _roll_up(leaves)
+    return SegmentSim(
+        dims=dims,
+        ids=ids,
+        imps=stack(imps),
+        clicks=stack(clicks),
+        revenue=stack(revenue),
+        orphans=stack(orphans),
+        expected_imps=stack(exp_imps),
+        expected_clicks=stack(exp_clicks),
+        window_ms=k * MIN,
+    )
+
+
+def _roll_up(
+    leaves: list[dict[str, str]],
+) -> tuple[list[dict[str, str]], list[str], Callable[[np.ndarray], np.ndarray]]:
+    """Every segment of :data:`SEGMENT_SETS` over the leaves: (dims, ids, stack), leaves first then
+    the parents (fewest dimensions first); ``stack`` appends each parent's row as the sum of its leaves'."""
     hierarchy = Hierarchy.parse(SEGMENT_SETS)
     groups: dict[str, list[int]] = defaultdict(list)
     parent_dims: dict[str, dict[str, str]] = {}
@@ -345,17 +384,7 @@ def simulate_segments(
     def stack(a: np.ndarray) -> np.ndarray:
         return np.concatenate([a, np.stack([a[groups[sid]].sum(axis=0) for sid in order])])
 
-    return SegmentSim(
-        dims=leaves + [parent_dims[sid] for sid in order],
-        ids=[segment_id(d) for d in leaves] + order,
-        imps=stack(imps),
-        clicks=stack(clicks),
-        revenue=stack(revenue),
-        orphans=stack(orphans),
-        expected_imps=stack(exp_imps),
-        expected_clicks=stack(exp_clicks),
-        window_ms=k * MIN,
-    )
+    return leaves + [parent_dims[sid] for sid in order], [segment_id(d) for d in leaves] + order, stack
 
 
 def _per_window(a: np.ndarray, n_win: int, k: int) -> np.ndarray:
@@ -396,6 +425,10 @@ def plan_injected(model: TrafficModel, days: int, apps: int, rng: np.random.Gene
         ("country", {"country": ranked[9].country}),
         ("app across countries", {"app_id": "app001"}),
     ]
+    return _plan(targets, days, rng)
+
+
+def _plan(targets: list[tuple[str, dict[str, str]]], days: int, rng: np.random.Generator) -> list[Injected]:
     plan = [(kind, m, level, t) for kind, ms in SEG_MAGNITUDES.items() for m in ms for level, t in targets]
     order = rng.permutation(len(plan))
     plan = [plan[i] for i in order]
@@ -409,6 +442,252 @@ def plan_injected(model: TrafficModel, days: int, apps: int, rng: np.random.Gene
     return out
 
 
+# --- world b (adwatch_dev.world_b): the same segment sets on a second traffic model -------------
+
+
+def plan_injected_b(world: WorldB, days: int, rng: np.random.Generator) -> list[Injected]:
+    """Every type x magnitude at five levels of world b: the top app of the top country x format,
+    a mid app of a mid one, the top country x format itself (the outage's "top segment"), a
+    mid-sized whole country, one app in every country."""
+    ranked = world.ranked()
+    top, mid = ranked[0], ranked[len(ranked) // 4]
+    top_app = int(np.argmax(world.app_share[top]))
+    mid_app = int(np.argsort(-world.app_share[mid])[world.apps // 4])
+    country = next(world.cells[r].country for r in ranked[8:] if world.cells[r].country != world.cells[top].country)
+    cell = world.cells
+    targets = [
+        (
+            "app (top app of the top country x format)",
+            {"country": cell[top].country, "ad_format": cell[top].ad_format, "app_id": f"app{top_app:03d}"},
+        ),
+        (
+            "app (mid app of a mid country x format)",
+            {"country": cell[mid].country, "ad_format": cell[mid].ad_format, "app_id": f"app{mid_app:03d}"},
+        ),
+        ("country x format (the top one)", {"country": cell[top].country, "ad_format": cell[top].ad_format}),
+        ("country", {"country": country}),
+        ("app across countries", {"app_id": "app001"}),
+    ]
+    return _with_outage(_plan(targets, days, rng), world, days)
+
+
+def _with_outage(plan: list[Injected], world: WorldB, days: int) -> list[Injected]:
+    """The issue's outage on the top segment at a busy hour (local 15:00 of the third day) added, the
+    plan's anomalies sharing its traffic within 90 minutes of it dropped."""
+    top = world.cells[world.ranked()[0]]
+    target = {"country": top.country, "ad_format": top.ad_format}
+    day = min(2, days - 1)
+    start = START_MS + day * DAY + int((15.0 - top.market.utc_offset_h) % 24 * 3_600_000)
+    outage = Injected(
+        "traffic_drop", 0.1, "outage (the top country x format, local 15:00)", target, start, start + 30 * MIN
+    )
+    margin = 90 * MIN
+    kept = [
+        sc
+        for sc in plan
+        if not (
+            sc.start_ms < outage.end_ms + margin
+            and outage.start_ms < sc.end_ms + margin
+            and _consistent(sc.target, target)
+        )
+    ]
+    return sorted([*kept, outage], key=lambda sc: sc.start_ms)
+
+
+WORLD_B_FEATURES = ("smooth", "burst", "whale", "exp_revenue", "dark_edge", "holiday", "weekend_edge")
+
+
+def _near_after(change: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Bool per minute: within ``after`` minutes after, or ``before`` minutes before, a True of ``change``."""
+    c = np.cumsum(change, axis=-1)
+    pad = np.concatenate(
+        [np.zeros((*change.shape[:-1], after + 1)), c, np.repeat(c[..., -1:], before, axis=-1)], axis=-1
+    )
+    n = change.shape[-1]
+    hi = pad[..., after + 1 + before : after + 1 + before + n]
+    lo = pad[..., :n]
+    out: np.ndarray = (hi - lo) > 0
+    return out
+
+
+def simulate_segments_b(
+    world: WorldB, injected: list[Injected], seed: int, window_minutes: int = 1, cells_only: bool = False
+) -> SegmentSim:
+    """World b's leaves (country x format x app) with the anomalies applied to their expectation,
+    sampled per leaf-minute, summed to windows, rolled up to every parent; plus, per segment and
+    window, how much of its traffic a world feature touches (bursts, whales, dark edges...).
+    ``cells_only``: the country x format cells alone (their apps summed), as the plain mode tracks."""
+    rng = np.random.default_rng(seed)
+    k, apps = window_minutes, world.apps
+    n_win = world.minutes // k
+    leaves = world.leaves
+    n_leaves = len(leaves)
+    n_cells = len(world.cells)
+    # a flood's orphan clicks: magnitude x the target's normal clicks at its start (at least 6 a minute)
+    flood_clicks: dict[int, float] = defaultdict(float)
+    floods = [j for j, sc in enumerate(injected) if sc.kind == "click_flood_without_impressions"]
+    for r in range(n_cells):
+        hit_any = [j for j in floods if any(_consistent(injected[j].target, leaves[r * apps + a]) for a in range(apps))]
+        if not hit_any:
+            continue
+        e = world.cell(r)
+        for j in hit_any:
+            sc = injected[j]
+            col = (sc.start_ms - START_MS) // MIN
+            h = [a for a in range(apps) if _consistent(sc.target, leaves[r * apps + a])]
+            flood_clicks[j] += float((e.impressions[h, col] * e.ctr[h, col]).sum())
+    shape = (n_cells if cells_only else n_leaves, n_win)
+    out = {name: np.zeros(shape, dtype=np.int32) for name in ("imps", "clicks", "orphans")}
+    revenue = np.zeros(shape)
+    exp_imps = np.zeros(shape, dtype=np.float32)
+    exp_clicks = np.zeros_like(exp_imps)
+    feats = {name: np.zeros(shape, dtype=np.float32) for name in WORLD_B_FEATURES}
+    for r in range(n_cells):
+        sl = slice(r, r + 1) if cells_only else slice(r * apps, (r + 1) * apps)
+        e = world.cell(r)
+        n, ctr, ecpm, orph = e.impressions.copy(), e.ctr.copy(), e.ecpm.copy(), e.orphans.copy()
+        for j, sc in enumerate(injected):
+            hit = [a for a in range(apps) if _consistent(sc.target, leaves[r * apps + a])]
+            if not hit:
+                continue
+            c0, c1 = (sc.start_ms - START_MS) // MIN, (sc.end_ms - START_MS) // MIN
+            h = np.array(hit)
+            if sc.kind in ("ctr_drop", "ctr_spike"):
+                ctr[h, c0:c1] *= sc.magnitude
+            elif sc.kind in ("traffic_spike", "traffic_drop"):
+                n[h, c0:c1] *= sc.magnitude
+            elif sc.kind == "ecpm_drop":
+                ecpm[h, c0:c1] *= sc.magnitude
+            else:  # spread over the target's leaves by their clicks at the start
+                normal = max(flood_clicks[j], 1e-9)
+                mine = e.impressions[h, c0] * e.ctr[h, c0]
+                orph[h, c0:c1] += (max(6.0, sc.magnitude * normal) * mine / normal)[:, None]
+        ctr = np.clip(ctr, 0.0, 1.0)
+        i, c, v, o, whale = world.sample(rng, r, n, ctr, ecpm, orph)
+
+        def win(a: np.ndarray, shape: tuple[int, ...] = e.smooth.shape) -> np.ndarray:
+            w = _per_window(np.broadcast_to(a, shape), n_win, k)
+            return w.sum(axis=0, keepdims=True) if cells_only else w
+
+        out["imps"][sl], out["clicks"][sl], out["orphans"][sl] = (win(x) for x in (i, c + o, o))
+        revenue[sl] = win(v)
+        exp_imps[sl] = win(n)
+        exp_clicks[sl] = win(n * ctr)
+        lit = e.smooth  # (0 while dark)
+        switch = np.zeros_like(e.dark)
+        switch[:, 1:] = e.dark[:, 1:] != e.dark[:, :-1]
+        # near a switch, weigh a dayparted app by half its mean lit level (it is 0 on the dark side)
+        lit_mean = lit.sum(axis=1, keepdims=True) / np.maximum((~e.dark).sum(axis=1, keepdims=True), 1)
+        wk = np.zeros_like(e.weekend)
+        wk[:, 1:] = e.weekend[:, 1:] != e.weekend[:, :-1]
+        per_min = {
+            "smooth": e.smooth,
+            "burst": e.impressions - e.smooth,
+            "whale": whale,
+            "exp_revenue": e.impressions * e.ecpm / 1000.0,
+            "dark_edge": np.where(_near_after(switch, 5, 30), 0.5 * lit_mean, 0.0),
+            "holiday": np.where(e.holiday > 1.001, lit, 0.0),
+            "weekend_edge": np.where(_near_after(wk, 0, 60), lit, 0.0),
+        }
+        for name, a in per_min.items():
+            feats[name][sl] = win(a)
+    if cells_only:
+        cells = [{"country": c.country, "ad_format": c.ad_format} for c in world.cells]
+        return SegmentSim(
+            dims=cells,
+            ids=[segment_id(d) for d in cells],
+            imps=out["imps"],
+            clicks=out["clicks"],
+            revenue=revenue,
+            orphans=out["orphans"],
+            expected_imps=exp_imps,
+            expected_clicks=exp_clicks,
+            window_ms=k * MIN,
+            features=feats,
+        )
+    dims, ids, stack = _roll_up(leaves)
+    return SegmentSim(
+        dims=dims,
+        ids=ids,
+        imps=stack(out["imps"]),
+        clicks=stack(out["clicks"]),
+        revenue=stack(revenue),
+        orphans=stack(out["orphans"]),
+        expected_imps=stack(exp_imps),
+        expected_clicks=stack(exp_clicks),
+        window_ms=k * MIN,
+        features={name: stack(a) for name, a in feats.items()},
+    )
+
+
+def run_plain_b(args: argparse.Namespace) -> int:
+    """The plain mode on world b: its 52 country x format cells (apps summed) at ``--rate`` (80)
+    events/s, 1-minute windows, both rule sets; false alerts from a clean run (by the world feature
+    behind them), recall/precision/time to detect and resolve by type from a run with every type x
+    magnitude on a top, a mid and three smaller cells, plus the outage on the top cell."""
+    global _SIM
+    t0 = time.perf_counter()
+    wb = WorldB(seed=args.seed, rate=args.rate, start_ms=START_MS, days=args.days)
+    ranked = wb.ranked()
+    targets = [
+        (
+            f"cell #{i + 1}{' (top)' if i == 0 else ''}",
+            {"country": wb.cells[r].country, "ad_format": wb.cells[r].ad_format},
+        )
+        for i, r in ((i, ranked[i]) for i in (0, 3, 10, 25, 45))
+    ]
+    rng = np.random.default_rng(args.seed)
+    injected = _with_outage(_plan(targets, args.days, rng), wb, args.days)
+    clean = simulate_segments_b(wb, [], args.seed + 1, 1, cells_only=True)
+    dirty = simulate_segments_b(wb, injected, args.seed + 2, 1, cells_only=True)
+    n_windows = int(((clean.imps > 0) | (clean.clicks > 0)).sum())
+    print(
+        f"[plain world=b] simulated {args.days} days x {len(clean.ids)} country x format cells of world b at "
+        f"{args.rate:g} events/s: {n_windows:,} non-empty clean windows, {len(injected)} injected anomalies "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    index = {sid: i for i, sid in enumerate(clean.ids)}
+    summary: dict[str, str] = {}
+    for rules in (RuleSettings(), RuleSettings(rule_set="classic")):
+        tag = f"[plain world=b {rules.rule_set}]"
+        runs = []
+        for sim in (clean, dirty):
+            _SIM = sim
+            alerts: list[Alert] = []
+            for row in range(len(sim.ids)):
+                _, new = detect_windows(None, _windows_of(row), rules, 0)
+                alerts += new
+            alerts.sort(key=lambda a: (a.window_start_ms, a.fingerprint, a.status))
+            runs.append(alerts)
+        false_clean = [a for a in runs[0] if a.status == "firing"]
+        _PUBLISHED[:] = runs[1]
+        q = score_segments(runs[1], [], injected, dirty, index, args.days, len(dirty.ids), n_windows, runs[1])
+        q.false_alerts = false_clean
+        caught_c = [k for k, v in q.carriable.items() if v and q.caught[k]]
+        n_c = sum(q.carriable.values())
+        print(
+            f"{tag} clean run: {len(false_clean)} false alerts = {len(false_clean) / args.days:.2f}/day over "
+            f"{len(clean.ids)} cells; injected: recall {sum(q.caught.values()) / len(q.caught):.0%} of {len(q.caught)}, "
+            f"carriable {n_c}: {len(caught_c) / max(n_c, 1):.0%}; precision {q.precision:.0%}"
+        )
+        by_type = _report_by_type(tag, q, injected, runs[1], dirty, args.days)
+        _SIM = clean
+        _diagnose(tag, q, [], clean, index, args.days)
+        if rules.rule_set == "default":
+            summary = {
+                "world": "b",
+                "mode": "plain",
+                "segments": str(len(clean.ids)),
+                "false_per_day": f"{len(false_clean) / args.days:.2f}",
+                "recall": f"{len(caught_c) / max(n_c, 1):.3f}",
+                "precision": f"{q.precision:.3f}",
+                **by_type,
+            }
+    print(" ".join(f"{k}={v}" for k, v in summary.items()) + f" seconds={time.perf_counter() - t0:.0f}")
+    return 0
+
+
+_PUBLISHED: list[Alert] = []  # the last segment run's published alerts (for the per-type precision)
 _SIM: SegmentSim | None = None  # set before the pool forks: the workers read it
 _RULES_FILE: str | None = None  # --rules of the segment mode (window_ms is the mode's)
 
@@ -489,25 +768,50 @@ class SegQuality:
     carriable: dict[str, bool]
     ttd: dict[str, int]
     precision: float
+    explained: set[str] = dataclasses.field(default_factory=set)  # alert ids of firing alerts an anomaly explains
+    first_hit: dict[str, Alert] = dataclasses.field(default_factory=dict)  # each caught anomaly's first alert
 
 
 def run_segment_mode(args: argparse.Namespace) -> int:
+    """The generator's world (and the 64-segment anchor), or world b and then the generator's as the reference."""
+    if args.world == "generator":
+        _segment_world(args, "generator")
+        return 0
+    b = _segment_world(args, "b", anchor=False)
+    ref = _segment_world(args, "generator") if args.reference else {}
+    for summary in (b, ref):
+        if summary:
+            print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def _segment_world(args: argparse.Namespace, world: str, anchor: bool = True) -> dict[str, str]:
     global _SIM, _RULES_FILE
     _RULES_FILE = args.rules
     import multiprocessing
 
     t0 = time.perf_counter()
-    model = TrafficModel(seed=args.seed, rate=args.rate)
     rng = np.random.default_rng(args.seed)
-    injected = plan_injected(model, args.days, args.apps, rng)
-    sim = simulate_segments(model, args.days, args.apps, injected, args.seed + 3, args.window_minutes)
+    tag = "[segments]" if world == "generator" else "[segments world=b]"
+    if world == "b":
+        wb = WorldB(seed=args.seed, rate=args.rate, start_ms=START_MS, days=args.days)
+        injected = plan_injected_b(wb, args.days, rng)
+        sim = simulate_segments_b(wb, injected, args.seed + 3, args.window_minutes)
+        what = (
+            f"{len(wb.leaves):,} leaves country x format x app of world b ({len(wb.cells) // 4} markets x 4 formats x "
+            f"{wb.apps} apps: two-peak days, deep nights, weekend by format, bursts, dark nights, holiday, whales)"
+        )
+    else:
+        model = TrafficModel(seed=args.seed, rate=args.rate)
+        injected = plan_injected(model, args.days, args.apps, rng)
+        sim = simulate_segments(model, args.days, args.apps, injected, args.seed + 3, args.window_minutes)
+        what = f"{sum(len(d) == 3 for d in sim.dims):,} leaves country x format x app, {args.apps} apps Zipf"
     hierarchy = Hierarchy.parse(SEGMENT_SETS)
     tracked = len(sim.ids)
     sim_s = time.perf_counter() - t0
     print(
-        f"[segments] simulated {args.days} days x {tracked:,} segments in sets {SEGMENT_SETS!r} "
-        f"({sum(len(d) == 3 for d in sim.dims):,} leaves country x format x app, "
-        f"{args.apps} apps Zipf) at {args.rate:g} events/s, windows of {args.window_minutes} min; "
+        f"{tag} simulated {args.days} days x {tracked:,} segments in sets {SEGMENT_SETS!r} "
+        f"({what}) at {args.rate:g} events/s, windows of {args.window_minutes} min; "
         f"{len(injected)} injected anomalies ({sim_s:.0f}s)"
     )
     _SIM = sim
@@ -543,20 +847,21 @@ def run_segment_mode(args: argparse.Namespace) -> int:
     alerts.sort(key=lambda a: (a.window_start_ms, a.fingerprint, a.status))
     dims = {sid: sim.dims[i] for sid, i in index.items()}
     published, folded = fold_alerts(alerts, bands, hierarchy, dims)
+    _PUBLISHED[:] = published
     q = score_segments(published, folded, injected, sim, index, args.days, tracked, n_windows, alerts)
     print(
-        f"[segments] rules over {n_windows:,} segment-windows on {args.workers} workers: {detect_s:.0f}s "
+        f"{tag} rules over {n_windows:,} segment-windows on {args.workers} workers: {detect_s:.0f}s "
         f"({n_windows / detect_s:,.0f} windows/s); alert budget over {tracked:,} live segments "
         f"(z threshold {_seg_rules(sim.window_ms).with_expected_segments(budget_tests(tracked, 4)).z_threshold:.2f})"
     )
     print(
-        f"[segments] firing alerts: {q.raw_firing} raised, {q.published_firing} published after folding, "
+        f"{tag} firing alerts: {q.raw_firing} raised, {q.published_firing} published after folding, "
         f"{q.folded_firing} folded into a parent's"
     )
     n_false = len(q.false_alerts)
     carriable = [k for k, v in q.carriable.items() if v]
     print(
-        f"[segments] false alerts (published, not explained by an injected anomaly): {n_false} = "
+        f"{tag} false alerts (published, not explained by an injected anomaly): {n_false} = "
         f"{n_false / args.days:.2f}/day over {tracked:,} tracked segments; precision {q.precision:.0%}"
     )
     rec = sum(q.caught.values()) / len(q.caught)
@@ -564,7 +869,7 @@ def run_segment_mode(args: argparse.Namespace) -> int:
     rec_f = sum(q.caught_folded.values()) / len(q.caught_folded)
     ttds = [q.ttd[k] for k in q.ttd]
     print(
-        f"[segments] recall {rec:.0%} of {len(q.caught)} (on the segment or an ancestor listing it as a "
+        f"{tag} recall {rec:.0%} of {len(q.caught)} (on the segment or an ancestor listing it as a "
         f"contributor); carriable {len(carriable)}: {rec_c:.0%}; counting the child's own alert folded into an "
         f"ancestor's: {rec_f:.0%}; median time to detect {statistics.median(ttds) if ttds else float('nan')} windows"
     )
@@ -574,13 +879,13 @@ def run_segment_mode(args: argparse.Namespace) -> int:
         key = _sc_key(sc)
         by_level[sc.level].append(q.caught[key])
         by_kind[sc.expected_type].append(q.caught[key])
-    print("[segments] recall by level: " + "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in by_level.items()))
-    print("[segments] recall by alert type: " + "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_kind.items())))
+    print(f"{tag} recall by level: " + "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in by_level.items()))
+    print(f"{tag} recall by alert type: " + "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_kind.items())))
     false_by_type: dict[str, int] = defaultdict(int)
     for a in q.false_alerts:
         false_by_type[a.alert_type] += 1
     print(
-        "[segments] false alerts by type: "
+        f"{tag} false alerts by type: "
         + (", ".join(f"{k} {v}" for k, v in sorted(false_by_type.items())) or "none")
         + "; by set: "
         + ", ".join(
@@ -589,32 +894,209 @@ def run_segment_mode(args: argparse.Namespace) -> int:
     )
     echoes = [a for a in q.false_alerts if _echo(a, injected)]
     print(
-        f"[segments] of the false alerts, {len(echoes)} come within {ECHO_HOURS} h after an injected anomaly on a "
+        f"{tag} of the false alerts, {len(echoes)} come within {ECHO_HOURS} h after an injected anomaly on a "
         f"segment sharing traffic with theirs (echoes: the baseline learnt the anomaly); "
         f"{n_false - len(echoes)} = {(n_false - len(echoes)) / args.days:.2f}/day are far from any"
     )
     per_day = _count(str((a.window_start_ms - START_MS) // DAY + 1) for a in q.false_alerts)
     print(
-        "[segments] false alerts by simulated day: "
+        f"{tag} false alerts by simulated day: "
         + ", ".join(f"day {d}: {per_day.get(str(d), 0)}" for d in range(1, args.days + 1))
     )
     for a in q.false_alerts[: args.show_false]:
         print(
-            f"[segments]   false: minute {(a.window_start_ms - START_MS) // MIN:,} {a.alert_type} {a.where} "
+            f"{tag}   false: minute {(a.window_start_ms - START_MS) // MIN:,} {a.alert_type} {a.where} "
             f"z={a.z_score:.1f} {a.message}"
         )
     missed = [k for k in carriable if not q.caught[k]]
     if missed:
-        print(f"[segments] missed carriable: {', '.join(missed[:12])}")
-    ref = reference(args) if args.reference else {}
+        print(f"{tag} missed carriable: {', '.join(missed[:12])}")
+    by_type = _report_by_type(tag, q, injected, alerts, sim, args.days)
+    if world == "b":
+        _diagnose(tag, q, injected, sim, index, args.days)
+    ref = reference(args) if args.reference and anchor else {}
     total = time.perf_counter() - t0
     extra = "".join(f" reference_{k}={v}" for k, v in ref.items())
     print(
-        f"RESULT quality_segments tracked={tracked} days={args.days} window_minutes={args.window_minutes} "
+        f"RESULT quality_segments world={world} tracked={tracked} days={args.days} window_minutes={args.window_minutes} "
         f"false_per_day={n_false / args.days:.2f} false_per_day_far={(n_false - len(echoes)) / args.days:.2f} "
         f"recall={rec:.3f} recall_carriable={rec_c:.3f} precision={q.precision:.3f} seconds={total:.0f}{extra}"
     )
-    return 0
+    return {
+        "world": world,
+        "segments": str(tracked),
+        "false_per_day": f"{n_false / args.days:.2f}",
+        "recall": f"{rec_c:.3f}",
+        "precision": f"{q.precision:.3f}",
+        **by_type,
+    }
+
+
+ALERT_TYPES = tuple(dict.fromkeys(EXPECTED_TYPE.values()))
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def _firing_at(alerts: list[Alert], sid: str, alert_type: str, t_ms: int) -> Alert | None:
+    """The alert of this segment and type already firing when a window starting at ``t_ms`` comes
+    (its last event before then is a firing one), if any: no new alert of it can fire then."""
+    before = [a for a in alerts if a.segment_id == sid and a.alert_type == alert_type and a.window_start_ms < t_ms]
+    return before[-1] if before and before[-1].status == "firing" else None
+
+
+def _report_by_type(
+    tag: str, q: SegQuality, injected: list[Injected], alerts: list[Alert], sim: SegmentSim, days: int
+) -> dict[str, str]:
+    """Per alert type: false alerts/day, recall (carriable: within 3 windows, before the anomaly
+    ends), precision, time to detect (median, p90) and to resolve after the anomaly ends; then the
+    outage line (traffic to 10 % for 30 min on a top segment, target: detected within 2 windows)."""
+    size = sim.window_ms
+    resolved: dict[str, list[int]] = defaultdict(list)
+    for a in alerts:
+        if a.status == "resolved":
+            resolved[a.fingerprint].append(a.window_start_ms)
+    firing_of: dict[str, list[Alert]] = defaultdict(list)
+    for a in q.false_alerts:
+        firing_of[a.alert_type].append(a)
+    explained_of: dict[str, int] = defaultdict(int)
+    published_of: dict[str, int] = defaultdict(int)
+    for a in _PUBLISHED:
+        if a.status == "firing":
+            published_of[a.alert_type] += 1
+            explained_of[a.alert_type] += a.alert_id in q.explained
+    print(
+        f"{tag} by alert type (windows of {size // MIN} min; recall over carriable anomalies; "
+        "time to resolve = windows from the anomaly's end to the resolve):"
+    )
+    print(
+        f"{tag}   {'type':<26} {'false/day':>9} {'recall':>12} {'in 3 win':>8} {'by end':>7} {'precision':>10} "
+        f"{'ttd med':>7} {'ttd p90':>7} {'ttr med':>7}  missed (masked: an alert of the type already firing)"
+    )
+    out: dict[str, str] = {}
+    for t in ALERT_TYPES:
+        mine = [sc for sc in injected if sc.expected_type == t]
+        keys = [_sc_key(sc) for sc in mine if q.carriable[_sc_key(sc)]]
+        caught = [k for k in keys if q.caught[k]]
+        ttd = [float(q.ttd[k]) for k in caught]
+        in3 = sum(q.ttd[k] <= 3 for k in caught)
+        by_end = sum(q.ttd[k] <= (sc.end_ms - sc.start_ms) // size for sc in mine if (k := _sc_key(sc)) in caught)
+        ttr: list[float] = []
+        for sc in mine:
+            hit = q.first_hit.get(_sc_key(sc))
+            if hit is None:
+                continue
+            after = [w for w in resolved.get(hit.fingerprint, []) if w >= hit.window_start_ms]
+            if after:
+                ttr.append((min(after) - sc.end_ms) / size)
+        prec = explained_of[t] / published_of[t] if published_of[t] else float("nan")
+        rec = len(caught) / len(keys) if keys else float("nan")
+        missed = [sc for sc in mine if q.carriable[_sc_key(sc)] and not q.caught[_sc_key(sc)]]
+        masked = sum(_firing_at(alerts, sc.target_id, t, sc.start_ms // size * size) is not None for sc in missed)
+        print(
+            f"{tag}   {t:<26} {len(firing_of[t]) / days:>9.2f} {f'{rec:.0%} ({len(caught)}/{len(keys)})':>12} "
+            f"{f'{in3}/{len(keys)}':>8} {f'{by_end}/{len(keys)}':>7} "
+            f"{f'{prec:.0%} of {published_of[t]}' if published_of[t] else '-':>10} {_pct(ttd, 50):>7.1f} "
+            f"{_pct(ttd, 90):>7.1f} {_pct(ttr, 50):>7.1f}  {len(missed)} ({masked})"
+        )
+        out[f"{t}_false_per_day"] = f"{len(firing_of[t]) / days:.2f}"
+        out[f"{t}_recall"] = f"{rec:.3f}"
+        out[f"{t}_precision"] = f"{prec:.3f}"
+    outages: list[str] = []
+    for sc in injected:
+        if sc.kind == "traffic_drop" and sc.magnitude == 0.1 and "top" in sc.level:
+            key = _sc_key(sc)
+            got = q.ttd.get(key)
+            firing = _firing_at(alerts, sc.target_id, "traffic_drop", sc.start_ms // size * size)
+            print(
+                f"{tag} outage (traffic to 10 % for 30 min) on {sc.target_id} [{sc.level}], minute "
+                f"{(sc.start_ms - START_MS) // MIN:,}: "
+                + (
+                    f"detected in window {got} ({got * size // MIN} min): "
+                    f"{'met' if got <= 2 else 'NOT met'} (target: within 2 windows)"
+                    if got is not None
+                    else "NOT detected (target: within 2 windows)"
+                )
+                + ("" if q.carriable[key] else " [not carriable at its volume then]")
+                + (
+                    f" [a traffic_drop alert on it was already firing since minute "
+                    f"{(firing.window_start_ms - START_MS) // MIN:,}: no new alert can fire]"
+                    if firing is not None
+                    else ""
+                )
+            )
+            outages.append("none" if got is None else str(got))
+    out["outage_ttd_windows"] = ",".join(outages)
+    return out
+
+
+CAUSES = (
+    "echo of an injected anomaly (<= 4 h after, shared traffic)",
+    "single-minute burst",
+    "whale bid",
+    "dark-at-night segment switching (off at night / back in the morning)",
+    "holiday surge",
+    "weekend switch (the hour after local midnight starting Saturday or Monday)",
+    "steep daily ramp (dawn rise / evening fall, > 20 % in 30 min)",
+    "deep night (volume < 15 % of the segment's mean)",
+    "orphan-click trickle",
+    "none of the above (heavy-tailed noise, wandering level, CTR drift)",
+)
+
+
+def _cause(a: Alert, sim: SegmentSim, row: int, injected: list[Injected]) -> str:
+    """Which world-b feature most likely raised a false alert (the first that applies, in :data:`CAUSES` order)."""
+    if _echo(a, injected):
+        return CAUSES[0]
+    f, size = sim.features, sim.window_ms
+    w = (a.window_start_ms - START_MS) // size
+    sm = f["smooth"][row]
+    base = max(float(sm[w]), 1.0)
+    if a.alert_type != "ecpm_drop" and float(f["burst"][row, max(w - 2, 0) : w + 1].max()) > 0.1 * base:
+        return CAUSES[1]
+    if a.alert_type == "ecpm_drop" and float(f["whale"][row, max(w - 12, 0) : w + 1].sum()) > 0.05 * float(
+        f["exp_revenue"][row, w]
+    ):
+        return CAUSES[2]
+    if float(f["dark_edge"][row, max(w - 1, 0) : w + 1].max()) > 0.05 * base:
+        return CAUSES[3]
+    if float(f["holiday"][row, w]) > 0.2 * base:
+        return CAUSES[4]
+    if float(f["weekend_edge"][row, w]) > 0.2 * base:
+        return CAUSES[5]
+    prev = float(sm[max(w - 6, 0) : w].mean()) if w > 0 else float(sm[w])
+    if abs(math.log((float(sm[w]) + 1) / (prev + 1))) > math.log(1.2):
+        return CAUSES[6]
+    if float(sm[w]) < 0.15 * float(sm.mean()):
+        return CAUSES[7]
+    if a.alert_type == "click_without_impression":
+        return CAUSES[8]
+    return CAUSES[9]
+
+
+def _diagnose(
+    tag: str, q: SegQuality, injected: list[Injected], sim: SegmentSim, index: dict[str, int], days: int
+) -> None:
+    """False alerts of world b by the world feature behind them (by cause, then type and set)."""
+    by: dict[str, list[Alert]] = defaultdict(list)
+    for a in q.false_alerts:
+        by[_cause(a, sim, index[a.segment_id], injected)].append(a)
+    print(f"{tag} false alerts by world feature (first that applies, in this order):")
+    for cause in CAUSES:
+        mine = by.get(cause, [])
+        if not mine:
+            continue
+        types = ", ".join(f"{k} {v}" for k, v in sorted(_count(a.alert_type for a in mine).items()))
+        sets = ", ".join(
+            f"{k} {v}" for k, v in sorted(_count(",".join(sorted(a.dimensions)) or "*" for a in mine).items())
+        )
+        print(f"{tag}   {len(mine):>4} ({len(mine) / days:.2f}/day) {cause}: {types}; by set: {sets}")
+        for a in mine[:2]:
+            print(
+                f"{tag}        e.g. minute {(a.window_start_ms - START_MS) // MIN:,} {a.alert_type} {a.where} "
+                f"z={a.z_score:.1f} {a.message}"
+            )
 
 
 ECHO_HOURS = 4
@@ -657,6 +1139,7 @@ def score_segments(
     caught_folded: dict[str, bool] = {}
     can: dict[str, bool] = {}
     ttd: dict[str, int] = {}
+    first_hit: dict[str, Alert] = {}
     folded_firing = [a for a in folded if a.status == "firing"]
     for sc in injected:
         key = _sc_key(sc)
@@ -683,7 +1166,8 @@ def score_segments(
         caught[key] = bool(hits)
         caught_folded[key] = bool(hits or child_folded)
         if hits:
-            ttd[key] = (min(a.window_start_ms for a in hits) - lo) // size + 1
+            first_hit[key] = min(hits, key=lambda a: a.window_start_ms)
+            ttd[key] = (first_hit[key].window_start_ms - lo) // size + 1
         row = index[sc.target_id]
         col = max((sc.start_ms - START_MS) // size - 1, 0)
         n = float(sim.expected_imps[row, col])
@@ -702,6 +1186,8 @@ def score_segments(
         carriable=can,
         ttd=ttd,
         precision=len(explained) / len(firing) if firing else 1.0,
+        explained=explained,
+        first_hit=first_hit,
     )
 
 
@@ -758,6 +1244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apps", type=int, default=32, help="apps per country x format (--segments)")
     parser.add_argument("--show-false", type=int, default=5, help="false alerts printed (--segments)")
     parser.add_argument("--window-minutes", type=int, default=5, help="window size (--segments; the job's is 1)")
+    parser.add_argument(
+        "--world",
+        choices=("generator", "b"),
+        default="generator",
+        help="traffic model: the generator's, or world b (adwatch_dev.world_b; then the generator's as reference)",
+    )
     parser.add_argument("--rules", default=None, help="rules YAML for the segment mode (default: built-in)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the rules (--segments)")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the 64-segment anchor")
@@ -766,6 +1258,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rate = args.rate or 2000.0
         return run_segment_mode(args)
     args.rate = args.rate or 80.0
+    if args.world == "b":
+        return run_plain_b(args)
     model = TrafficModel(seed=args.seed, rate=args.rate)
     rng = np.random.default_rng(args.seed)
     scenarios = make_scenarios(args.days, rng)
