@@ -32,7 +32,7 @@ import pytest
 from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS, Alert, DeadLetter, decode
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
-from adwatch_dev.infra import EmbeddedInfra
+from adwatch_dev.infra import EmbeddedInfra, PollTimeout
 from adwatch_dev.pipeline import LocalPipeline
 from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader, poll_until
 from adwatch_notifier.formatting import message_id
@@ -186,7 +186,14 @@ def _run(
         resolved = {a.fingerprint for a in alerts.decoded(Alert) if a.status == "resolved"}
         return len(resolved) >= len(SCENARIOS)
 
-    poll_until(all_resolved, "every scenario's alert to resolve", timeout_s=420, interval_s=2)
+    # resolving needs evidence of being back (pooled in-band windows within the margin of the
+    # episode's anchor): a CTR spike on US native (~3 clicks a minute) takes ~10 windows after it ends
+    try:
+        poll_until(all_resolved, "every scenario's alert to resolve", timeout_s=720, interval_s=2)
+    except PollTimeout:
+        seen = alerts.decoded(Alert)
+        still = sorted({a.fingerprint for a in seen} - {a.fingerprint for a in seen if a.status == "resolved"})
+        raise PollTimeout(f"alerts still firing after 720 s: {still}") from None
     time.sleep(8)  # let the notifiers deliver the last resolutions
     pipeline.assert_running()
     return Outcome(

@@ -20,10 +20,11 @@ START_MS = 1_767_225_600_000  # Thursday 2026-01-01T00:00Z
 DAY = 1440
 
 
-def shape(minute: int, dark: bool) -> float:
-    """Lunch and evening peaks over a night at 15% of them; dark: no traffic 23:30-05:00 (a schedule)."""
+def shape(minute: int, dark: bool, off_h: float = 23.5) -> float:
+    """Lunch and evening peaks over a night at 15% of them; dark: no traffic from ``off_h`` to
+    05:00 (a schedule)."""
     h = (minute % DAY) / HOUR
-    if dark and (h < 5.0 or h >= 23.5):
+    if dark and (h < 5.0 or h >= off_h):
         return 0.0
     return 0.15 + 0.9 * math.exp(-(((h - 12.0) / 2.5) ** 2)) + 1.2 * math.exp(-(((h - 20.0) / 2.0) ** 2))
 
@@ -33,6 +34,7 @@ def traffic(
     days: int,
     *,
     dark: bool = False,
+    off_h: float = 23.5,
     seed: int = 1,
     bursts: float = 0.0,
     surge_at: int | None = None,
@@ -43,7 +45,7 @@ def traffic(
     rng = np.random.default_rng(seed)
     windows = []
     for k in range(days * DAY):
-        lam = mean * shape(k, dark)
+        lam = mean * shape(k, dark, off_h)
         if surge_at is not None and k >= surge_at:
             lam *= 1.0 + 0.7 * min(1.0, (k - surge_at) / 180.0)  # a holiday: +70% over three hours
         if outage and outage[0] <= k < outage[1]:
@@ -84,10 +86,14 @@ def test_two_peaks_and_deep_nights_never_page(mean: float) -> None:
 
 
 @pytest.mark.parametrize("mean", [pytest.param(200.0, id="200-a-minute"), pytest.param(20.0, id="20-a-minute")])
-def test_a_schedule_dark_every_night_pages_on_its_first_night_only(mean: float) -> None:
+@pytest.mark.parametrize(
+    "off_h", [pytest.param(23.5, id="off-at-23:30"), pytest.param(23.0 + 37 / 60, id="off-at-23:37")]
+)
+def test_a_schedule_dark_every_night_pages_on_its_first_night_only(mean: float, off_h: float) -> None:
     """The first night, never seen, looks like an outage (one page, resolved at dawn as recovered);
-    from the second on the dark quarter-hours and the profile expect it, and no dawn is a spike."""
-    alerts = traffic_alerts(traffic(mean, 5, dark=True))
+    from the second on the dark quarter-hours and the profile expect it (also the quarter a
+    schedule switches off in, at any minute of it), and no dawn is a spike."""
+    alerts = traffic_alerts(traffic(mean, 5, dark=True, off_h=off_h))
     firing = [a for a in alerts if a.status == "firing"]
     assert [(a.alert_type, hour_of(a) < 24.6) for a in firing] == [("traffic_drop", True)]
     resolved = [a for a in alerts if a.status == "resolved"]

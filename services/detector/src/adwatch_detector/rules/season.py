@@ -72,10 +72,17 @@ def quarter_of(ms: int) -> int:
     return int(ms % DAY_MS) // QUARTER_MS
 
 
-def is_dark(dark: bytes, ms: int) -> bool:
-    """Whether the quarter-hour of ``ms`` was silent the last time it was seen."""
-    q = quarter_of(ms)
-    return len(dark) == QUARTERS // 8 and bool(dark[q >> 3] >> (q & 7) & 1)
+def is_dark(dark: bytes, ms: int, ahead: int = 0) -> bool:
+    """Whether the quarter-hour of ``ms`` (or one of the ``ahead`` after it) was silent the last
+    time it was seen."""
+    if len(dark) != QUARTERS // 8:
+        return False
+    q0 = quarter_of(ms)
+    for q in range(q0, q0 + ahead + 1):
+        q %= QUARTERS
+        if dark[q >> 3] >> (q & 7) & 1:
+            return True
+    return False
 
 
 def mark(dark: bytes, quarter: int, silent: bool) -> bytes:

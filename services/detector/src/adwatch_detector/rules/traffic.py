@@ -169,9 +169,10 @@ class Traffic(BaseRule[TrafficState]):
         state.quarter_count += x
 
     def expects_dark(self, state: TrafficState, ms: int, f: float) -> bool:
-        """A silent window is expected: its quarter-hour was dark last time, at an hour the
-        profile calls low (a dark quarter at the day's peak is an outage that happened, not a plan)."""
-        return self.own.seasonal and f <= 0.6 and season.is_dark(state.dark, ms)
+        """A silent window is expected: its quarter-hour, or the next (a schedule switches off at any
+        minute of the quarter before its first dark one), was dark last time, at an hour below the
+        day's mean (a dark quarter at the day's peak is an outage that happened, not a plan)."""
+        return self.own.seasonal and f <= 1.0 and season.is_dark(state.dark, ms, ahead=1)
 
     def learn_season(self, state: TrafficState, x: float, ms: int) -> None:
         if not self.own.seasonal or state.daily <= 0.0:
