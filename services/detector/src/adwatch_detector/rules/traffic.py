@@ -54,7 +54,7 @@ class TrafficSettings(Persistence):
         default=5.0, gt=1, allow_inf_nan=False, description="a spike this large fires without confirmation"
     )
     drop_extreme_ratio: float = Field(
-        default=0.05, ge=0, lt=1, allow_inf_nan=False, description="a drop to this share fires without confirmation"
+        default=0.2, ge=0, lt=1, allow_inf_nan=False, description="a drop to this share fires without confirmation"
     )
     extreme_min_expected: float = Field(
         default=100.0,
