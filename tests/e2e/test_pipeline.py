@@ -210,7 +210,10 @@ def _run(
 def test_each_scenario_fires_once_on_its_segment_and_nowhere_else(outcome: Outcome) -> None:
     firing = outcome.by_status("firing")
     fired = {(a.alert_type, f"{a.country}|{a.ad_format}") for a in firing.values()}
-    assert fired == set(SCENARIOS.items()), "exactly the injected anomalies fire; clean segments stay quiet"
+    extra = [
+        a.message for a in firing.values() if (a.alert_type, f"{a.country}|{a.ad_format}") not in SCENARIOS.items()
+    ]
+    assert fired == set(SCENARIOS.items()), f"exactly the injected anomalies fire; clean segments stay quiet: {extra}"
 
 
 def test_replay_after_detector_restart_mints_no_new_ids(outcome: Outcome) -> None:
