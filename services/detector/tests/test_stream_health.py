@@ -61,7 +61,12 @@ def test_a_silent_topic_fires_no_data_once_then_resolves_once_when_records_flow_
 
 
 def test_the_alert_ids_are_the_same_on_a_replay_of_the_same_inputs() -> None:
-    steps: list[BatchReading | float] = [batch(0, p0=0, p1=0), batch(10, p0=100), 200, batch(210, p0=210, p1=210)]
+    steps: list[BatchReading | float] = [
+        batch(0, p0=0, p1=0),
+        batch(10, p0=100, p1=20),
+        200,
+        batch(210, p0=210, p1=210),
+    ]
     first, again = run(steps), run(steps)
     assert [a.alert_id for a in first] == [a.alert_id for a in again]
     assert len({a.alert_id for a in first}) == len(first) == 4, summary(first)
@@ -165,6 +170,17 @@ def test_a_partition_mostly_dropped_as_late_fires_though_within_the_lag_threshol
     health.observe(batch(0, p0=0, p1=0))
     parts = {0: PartitionBatch(100, T0 + 100 * S), 1: PartitionBatch(100, T0 + 70 * S, late=late)}
     assert summary(health.observe(BatchReading(T0 + 10 * S, 200, partitions=parts))) == expected
+
+
+def test_an_idle_partition_is_not_lagging() -> None:
+    """A partition that delivered nothing in a batch holds nothing back and loses nothing (Spark's
+    watermark is the newest event time of all partitions): it neither fires nor resolves then."""
+    steps: list[BatchReading | float] = [
+        batch(0, p0=0, p1=0),
+        BatchReading(T0 + 90 * S, 10, partitions={0: PartitionBatch(10, T0 + 90 * S)}),  # p1 idle
+        batch(95, p0=95, p1=95),
+    ]
+    assert run(steps) == []
 
 
 def test_a_zero_threshold_turns_a_check_off() -> None:

@@ -159,6 +159,9 @@ class StreamHealth:
         alerts: list[Alert] = []
         late = {p: part.late for p, part in parts.items()}
         for p, lag_s in self.lag_seconds().items():
+            part = parts.get(p)
+            if part is None or (part.events <= 0 and not part.late):
+                continue  # idle in this batch: nothing of it trails or is dropped (an idle partition holds nothing back)
             episode = self.lagging.get(p)
             if episode is None and (lag_s * 1000 > limit or _mostly_late(parts.get(p))):
                 episode = self.lagging[p] = _Episode(now_ms, lag_s)
