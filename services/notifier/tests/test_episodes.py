@@ -11,11 +11,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from adwatch.contracts import Alert, encode
+from adwatch.contracts import Alert, duration_text, encode
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, SmtpSink
 from adwatch_notifier.channels import BaseChannel, build_channel
 from adwatch_notifier.delivery import Delivery
-from adwatch_notifier.formatting import Thread, duration_text, recovery_line
+from adwatch_notifier.formatting import Thread, recovery_line
 from adwatch_notifier.outcomes import Continue, StageResult, Suppressed
 from adwatch_notifier.routing import RoutingTable, load_routes, parse_routes
 from adwatch_notifier.settings import NotifierSettings

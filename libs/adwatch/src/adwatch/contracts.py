@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -74,17 +74,7 @@ Metric = Literal["ctr", "impressions", "ecpm", "orphan_clicks", "value", "events
 
 AD_FORMATS: tuple[AdFormat, ...] = ("banner", "interstitial", "rewarded_video", "native")
 EVENT_TYPES: tuple[EventType, ...] = ("impression", "click", "request", "conversion")
-ALERT_TYPES: tuple[AlertType, ...] = (
-    "ctr_drop",
-    "ctr_spike",
-    "traffic_spike",
-    "traffic_drop",
-    "ecpm_drop",
-    "click_without_impression",
-    "value_anomaly",
-    "no_data",
-    "partition_lagging",
-)
+ALERT_TYPES: tuple[AlertType, ...] = get_args(AlertType)
 STREAM_ALERT_TYPES: tuple[AlertType, ...] = ("no_data", "partition_lagging")
 """Alert types about the input stream itself (segment ``*``), raised by the job's driver, not by a rule."""
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
@@ -437,6 +427,21 @@ def format_message(
     if previous_severity and severity:
         return f"⬆️ {title} escalated {previous_severity} -> {severity}! {where}: {exp} -> {cur}{change}"
     return f"🚨 {title}! {where}: {exp} -> {cur}{change}"
+
+
+def duration_text(ms: int) -> str:
+    """``45 s``, ``23 min``, ``2 h 5 min``, ``3 d 4 h``."""
+    s = max(0, ms // 1000)
+    if s < 60:
+        return f"{s} s"
+    minutes = s // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def deviation_pct(current: float, expected: float) -> float:

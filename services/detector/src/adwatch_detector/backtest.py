@@ -37,6 +37,7 @@ from adwatch.contracts import (
     ContractError,
     SegmentWindow,
     decode,
+    duration_text,
     event_dimensions,
     parse_segment_id,
     segment_id,
@@ -316,15 +317,7 @@ def lifecycle_state(alert: Alert) -> str:
     if alert.status == "firing":
         return f"escalated {alert.previous_severity}->{alert.severity}" if alert.previous_severity else "fired"
     how = "new normal" if alert.resolution == "new_normal" else (alert.resolution or "resolved")
-    return f"{how} after {_duration(alert.duration_ms)}" if alert.duration_ms else how
-
-
-def _duration(ms: int) -> str:
-    minutes = ms // 60_000
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{how} after {duration_text(alert.duration_ms)}" if alert.duration_ms else how
 
 
 def lifecycle_summary(alerts: Sequence[Alert]) -> list[str]:

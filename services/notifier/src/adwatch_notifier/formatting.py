@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from adwatch.contracts import Alert, Contributor, alert_title, describe_segment, format_value
+from adwatch.contracts import Alert, Contributor, alert_title, describe_segment, duration_text, format_value
 
 SEVERITY_EMOJI = {"low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 SEVERITY_COLOR = {"low": "#439FE0", "medium": "#DAA038", "high": "#E8740C", "critical": "#D00000"}
@@ -134,21 +134,6 @@ class Thread:
     since_ms: int = 0
     fired_current: float | None = None
     fired_expected: float | None = None
-
-
-def duration_text(ms: int) -> str:
-    """``45 s``, ``23 min``, ``2 h 5 min``, ``3 d 4 h``."""
-    s = max(0, ms // 1000)
-    if s < 60:
-        return f"{s} s"
-    minutes = s // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def escalation_line(previous: str, severity: str) -> str:

@@ -38,11 +38,11 @@ import redis
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from adwatch.contracts import SEVERITIES, Alert, decode, make_alert_id
+from adwatch.contracts import SEVERITIES, Alert, decode, duration_text, make_alert_id
 from adwatch.telemetry import extract_context
 from adwatch_notifier.channels import BaseChannel
 from adwatch_notifier.delivery import DeliveryError
-from adwatch_notifier.formatting import Thread, child_name, duration_text
+from adwatch_notifier.formatting import Thread, child_name
 from adwatch_notifier.ledger import LedgerUnavailableError, _guarded
 from adwatch_notifier.outcomes import DeadLetter, Defer
 from adwatch_notifier.retry import RetryPolicy, after_failure
