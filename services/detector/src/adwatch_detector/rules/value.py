@@ -55,7 +55,7 @@ class ValueSettings(SettingsSection):
     calibration_alpha: float = Field(default=0.003, gt=0, le=1, description="smoothing of the surprise's mean/var")
     shift_sigmas: float = Field(default=3.0, gt=0, allow_inf_nan=False, description="CUSUM design shift, in scales")
     cooldown_windows: int = Field(
-        default=240, ge=0, description="after a resolve, no new page for this long (on top of the set's cooldown)"
+        default=720, ge=0, description="after a resolve, no new page for this long (on top of the set's cooldown)"
     )
     min_change: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="never page on a change smaller than this share"
