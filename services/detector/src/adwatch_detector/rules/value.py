@@ -10,8 +10,12 @@ running ``tail_quantile`` of |residual| and a share of the long-run scale (a qui
 shrink it to 0). The surprise log1p|z| is then judged against this series' own surprises (HTM's
 anomaly likelihood), so a spiky series needs a bigger spike. Both tails alert as
 ``value_anomaly``: a window against the budget's z, or two CUSUMs (up, down) for a persistent
-shift. The baseline holds still while anomalous or firing, and after a resolve the rule does not
-page again for ``cooldown_windows``. Windows without a value (count segments) are skipped.
+shift. A context-novelty vote (CAD-OSE's idea: on a few grids over the range seen so far, is the
+transition bin(previous) -> bin(now) new?) adds ``novelty_decades`` x vote decades to the
+surprise's evidence, and a window that may page with a vote >= ``refractory_vote`` silences the
+next ``refractory_windows``. The baseline holds still while anomalous or firing, and after a
+resolve the rule does not page again for ``cooldown_windows``. Windows without a value (count
+segments) are skipped.
 """
 
 from __future__ import annotations
