@@ -168,7 +168,7 @@ def rule_scores(windows: Sequence[SegmentWindow], engine: RuleEngine, chunk: int
         if check.alert_type != "value_anomaly":
             return
         life = state.rules[rule.id].lives["value_anomaly"]
-        if rule.may_page(life, window.window_start_ms) and _cooled(
+        if rule.may_page(life, window.window_start_ms, state.rules[rule.id].state) and _cooled(
             life, window.window_start_ms, engine.policies[rule.id].cooldown_ms
         ):
             out[index[window.window_start_ms]] = min(1.0, max(0.0, check.z_score) / Z_CAP)

@@ -9,7 +9,7 @@ import pytest
 
 from adwatch.contracts import Alert, SegmentWindow
 from adwatch_detector.rules import RULE_SETS, RuleSettings, SegmentState, detect_windows
-from adwatch_detector.rules.value import ValueState
+from adwatch_detector.rules.value import Value, ValueState
 
 STEP = 300_000  # one reading every 5 minutes
 DAY = 86_400_000
@@ -127,3 +127,38 @@ def test_the_value_rule_runs_in_both_rule_sets() -> None:
     classic = RuleSettings(rule_set="classic")
     firing = [a for a in value_alerts(gauge(DAYS4, spike=(3 * 288, 80.0)), classic) if a.status == "firing"]
     assert [a.rule_set for a in firing] == ["classic"]
+
+
+def novelty_rule() -> tuple[Value, ValueState]:
+    rule = Value(RuleSettings())
+    state = ValueState(lo=0.0, hi=10.0, prev=0.0, seen=[0] * sum(rule.own.novelty_bins), windows=1)
+    return rule, state
+
+
+def test_context_novelty_votes_on_new_transitions_only() -> None:
+    """A transition between bins is new once on every grid; seen again, no grid calls it new."""
+    rule, state = novelty_rule()
+    assert rule._novelty(state, 10.0) == 1.0  # 0 -> 10: never seen on any grid
+    assert rule._novelty(state, 0.0) == 1.0  # 10 -> 0: the reverse neither
+    assert rule._novelty(state, 10.0) == 0.0  # 0 -> 10 again: seen everywhere
+    assert len(state.seen) == sum(rule.own.novelty_bins)  # bounded: one small int per bin and grid
+    assert all(row < 1 << max(rule.own.novelty_bins) for row in state.seen)
+
+
+def test_context_novelty_keeps_what_it_saw_when_the_range_widens() -> None:
+    """Widening the range re-bins the seen transitions (an old bin stands for every new bin it
+    overlaps): a back-and-forth between the same two levels is not new on the wider grid; a jump
+    to the new extreme is."""
+    rule, state = novelty_rule()
+    for x in [0.0, 10.0] * 5:
+        rule._novelty(state, x)
+    assert rule._novelty(state, 30.0) == 1.0  # a new extreme: a new context everywhere
+    votes = [rule._novelty(state, x) for x in (0.0, 10.0, 0.0, 10.0)]  # 30 -> 0 is new, then the known pair
+    assert votes[0] > 0.0 and votes[1:] == [0.0, 0.0, 0.0]
+
+
+def test_the_novelty_vote_adds_evidence_to_the_surprise() -> None:
+    """-log10 p = the surprise's decades + novelty_decades x vote; no vote, the surprise alone."""
+    rule = Value(RuleSettings())
+    assert rule._evidence(1e-3, 0.0) == 1e-3
+    assert math.isclose(-math.log10(rule._evidence(1e-3, 0.5)), 3.0 + 0.5 * rule.own.novelty_decades)
