@@ -140,12 +140,15 @@ def test_every_query_runs_on_the_detectors_tables_and_finds_the_incident(store: 
     assert {r[0] for r in results["variable segment"]} == {"*", DE, US, DE_BANNER, DE_NATIVE, US_BANNER, US_NATIVE}
     drill = {r[0]: r[1] for r in results["panel 3"]}
     assert drill == {DE_BANNER: 1, DE_NATIVE: 1}  # DE's children, by their dimensions; never US's
-    (firing,) = [r for r in results["panel 2"] if r[1] == "firing"]
+    firings = [r for r in results["panel 2"] if r[1] == "firing"]  # the page and its escalation (high)
+    firing = min(firings, key=lambda r: r[0])
     assert firing[3] == "ctr_drop" and firing[10] >= 1 and firing[11] == ""  # paged, with children folded in
+    assert all(r[11] == "" for r in firings) and len(firings) <= 2
     contributors = {r[2]: r for r in results["panel 5"]}
     assert set(contributors) == {DE_BANNER, DE_NATIVE}
     assert contributors[DE_BANNER][7] is True  # DE banner breached too: its alert is folded into DE's
-    assert sum(r[3] for r in results["panel 5"]) == pytest.approx(100, abs=0.2)
+    first = min(r[0] for r in results["panel 5"])  # each firing (the page, its escalation) names them
+    assert sum(r[3] for r in results["panel 5"] if r[0] == first) == pytest.approx(100, abs=0.2)
     if metric == "ctr":  # both formats fell, and between them they are the whole of DE's change
         change = {r[0]: r[4] for r in results["panel 3"]}
         assert change[DE_BANNER] < -20 and change[DE_NATIVE] < -20
@@ -169,7 +172,11 @@ def test_the_drilldown_of_all_traffic_is_every_segment_nearest_first(store: Any)
 def test_a_folded_child_names_its_parent_and_the_picker_narrows_by_set_and_text(store: Any) -> None:
     results = _run(store, segment=DE_BANNER, segment_set="ad_format,country", filter="DE")
     alerts = results["panel 2"]
-    assert alerts and {r[11] for r in alerts} == {DE}  # folded into DE's alert, not paged alone
+    # folded into DE's alert, not paged alone while DE's page fires; DE recovers two windows before
+    # its formats (each pools less evidence), so the Folder releases their still-firing alerts then
+    assert alerts and DE in {r[11] for r in alerts}
+    released = [r for r in alerts if r[11] == ""]
+    assert all(r[0] >= min(a[0] for a in alerts if a[11] == DE) for r in released)
     assert results["panel 3"] == []  # a leaf: nothing below it
     assert [r[0] for r in results["variable segment"]] == [DE_BANNER, DE_NATIVE]
     quoted = _run(store, segment="x' OR '1'='1", segment_set="it's")  # a quote in a value stays a value
