@@ -37,7 +37,8 @@ from adwatch_dev.pipeline import LocalPipeline
 from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader, poll_until
 from adwatch_notifier.formatting import message_id
 
-pytestmark = pytest.mark.e2e
+# the run waits for real recoveries (up to 720 s after the faults): more than the suite-wide 600 s
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 RATE = 600  # events/s over all segments: enough volume for every scenario to show within two windows
 SCENARIOS = {
