@@ -324,15 +324,9 @@ def simulate_segments(
             hit = [i - sl.start for i in range(sl.start, sl.stop) if _consistent(sc.target, leaves[i])]
             if not hit:
                 continue
-            c0, c1 = (sc.start_ms - START_MS) // MIN, (sc.end_ms - START_MS) // MIN
-            h = np.array(hit)
-            if sc.kind in ("ctr_drop", "ctr_spike"):
-                ctr[h, c0:c1] *= sc.magnitude
-            elif sc.kind in ("traffic_spike", "traffic_drop"):
-                n[h, c0:c1] *= sc.magnitude
-            elif sc.kind == "ecpm_drop":
-                ecpm[h, c0:c1] *= sc.magnitude
-            else:  # orphan clicks = magnitude x the target's normal clicks (at least 6 a minute)
+            h, c0, c1 = np.array(hit), *_minutes(sc)
+            if not _scale_rates(sc, h, c0, c1, n, ctr, ecpm):
+                # orphan clicks = magnitude x the target's normal clicks (at least 6 a minute)
                 normal = _target_clicks(sc, base, model, rows, leaves, app_ctr)
                 orph[h, c0:c1] += max(6.0, sc.magnitude * normal) * share[h] / _target_share(sc, rows, leaves)
         i, c, v, o = sample_counts(
@@ -394,6 +388,23 @@ def _per_window(a: np.ndarray, n_win: int, k: int) -> np.ndarray:
 
 def _target_share(sc: Injected, rows: list[tuple[int, int, float]], leaves: list[dict[str, str]]) -> float:
     return sum(rows[i][2] for i in range(len(leaves)) if _consistent(sc.target, leaves[i])) or 1.0
+
+
+def _minutes(sc: Scenario) -> tuple[int, int]:
+    """The scenario's [start, end) as minutes of the run."""
+    return (sc.start_ms - START_MS) // MIN, (sc.end_ms - START_MS) // MIN
+
+
+def _scale_rates(
+    sc: Scenario, h: np.ndarray, c0: int, c1: int, n: np.ndarray, ctr: np.ndarray, ecpm: np.ndarray
+) -> bool:
+    """Apply a rate anomaly (CTR, traffic, eCPM) to rows ``h`` over minutes [c0, c1), in place;
+    False for an orphan-click flood, which each world spreads its own way."""
+    target = {"ctr_drop": ctr, "ctr_spike": ctr, "traffic_spike": n, "traffic_drop": n, "ecpm_drop": ecpm}.get(sc.kind)
+    if target is None:
+        return False
+    target[h, c0:c1] *= sc.magnitude
+    return True
 
 
 def _target_clicks(sc, base, model, rows, leaves, app_ctr) -> float:  # type: ignore[no-untyped-def]
@@ -550,15 +561,9 @@ def simulate_segments_b(
             hit = [a for a in range(apps) if _consistent(sc.target, leaves[r * apps + a])]
             if not hit:
                 continue
-            c0, c1 = (sc.start_ms - START_MS) // MIN, (sc.end_ms - START_MS) // MIN
-            h = np.array(hit)
-            if sc.kind in ("ctr_drop", "ctr_spike"):
-                ctr[h, c0:c1] *= sc.magnitude
-            elif sc.kind in ("traffic_spike", "traffic_drop"):
-                n[h, c0:c1] *= sc.magnitude
-            elif sc.kind == "ecpm_drop":
-                ecpm[h, c0:c1] *= sc.magnitude
-            else:  # spread over the target's leaves by their clicks at the start
+            h, c0, c1 = np.array(hit), *_minutes(sc)
+            if not _scale_rates(sc, h, c0, c1, n, ctr, ecpm):
+                # spread over the target's leaves by their clicks at the start
                 normal = max(flood_clicks[j], 1e-9)
                 mine = e.impressions[h, c0] * e.ctr[h, c0]
                 orph[h, c0:c1] += (max(6.0, sc.magnitude * normal) * mine / normal)[:, None]
