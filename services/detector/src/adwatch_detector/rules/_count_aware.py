@@ -123,7 +123,8 @@ def advance(life: Lifecycle, llr: float, warm: bool, t: Thresholds, baseline: fl
 
 def anchored(life: Lifecycle, baseline: float) -> float:
     """The baseline a window is measured against: the episode's anchor while it fires, else the rule's."""
-    return life.anchor if life.firing and life.anchor >= 0.0 else baseline
+    anchor = life.anchor  # -1 unless an episode fires
+    return anchor if anchor >= 0.0 else baseline
 
 
 def judge(

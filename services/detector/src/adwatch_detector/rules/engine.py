@@ -97,7 +97,7 @@ class RuleEngine:
         slots: list[tuple[BaseRule[Any], RuleSlot[Any] | None]] = [
             (rule, self.slot(state, rule) if not rule.lazy or rule.id in state.rules else None) for rule in self.rules
         ]
-        policies = self.policies
+        policies = [self.policies[rule.id] for rule in self.rules]  # aligned with slots
         alerts: list[Alert] = []
         for window in sorted(windows, key=lambda w: w.window_start_ms):
             if window.window_start_ms <= state.last_window_ms:
@@ -119,7 +119,7 @@ class RuleEngine:
                             continue
                         slot = self.slot(state, rule)
                         slots[k] = (rule, slot)
-                    policy = policies[rule.id]
+                    policy = policies[k]
                     for check in rule.evaluate(slot.state, slot.lives, current):
                         if on_check is not None:
                             on_check(current, check)

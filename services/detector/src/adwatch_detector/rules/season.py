@@ -46,11 +46,16 @@ def factor(profile: list[int], ms: int) -> float:
     return ((1.0 - w) * profile[slot] + w * profile[(slot + 1) % 24]) / UNIT
 
 
-def learn(profile: list[int], ratio: float, ms: int, rate: float) -> None:
-    """Move the two slots around ``ms`` towards ``ratio`` (count / daily mean) by ``rate``, in place."""
+def learn(profile: list[int], ratio: float, ms: int, rate: float, cap: float | None = None) -> None:
+    """Move the two slots around ``ms`` towards ``ratio`` (count / daily mean) by ``rate``, in place;
+    with ``cap``, a ratio above cap times the profile's own factor there (plus 0.1) teaches only
+    that much (a flood is not a daily shape)."""
     slot, w = position(ms)
-    target = min(max(ratio, 0.0), MAX_RATIO) * UNIT
     nxt = (slot + 1) % 24
+    target = min(max(ratio, 0.0), MAX_RATIO)
+    if cap is not None:
+        target = min(target, cap * ((1.0 - w) * profile[slot] + w * profile[nxt]) / UNIT + 0.1)
+    target *= UNIT
     profile[slot] = round(profile[slot] + rate * (1.0 - w) * (target - profile[slot]))
     profile[nxt] = round(profile[nxt] + rate * w * (target - profile[nxt]))
 

@@ -184,10 +184,8 @@ class Traffic(BaseRule[TrafficState]):
             state.weekend = list(state.season)
         days = state.season_windows // max(self.windows_per_day, 1)
         rate = max(self.season_rate, 1.0 / (self.per_hour * (days + 1)))
-        profile = state.weekend if weekend else state.season
         # a flood teaches the profile no more than 3x what it expects; a dip, a dark hour, all of it
-        ratio = min(x / state.daily, 3.0 * season.factor(profile, ms) + 0.1)
-        season.learn(profile, ratio, ms, rate)
+        season.learn(state.weekend if weekend else state.season, x / state.daily, ms, rate, cap=3.0)
         state.season_windows += 1
 
     def evaluate(self, state: TrafficState, lives: Lives, window: SegmentWindow) -> list[Check]:
