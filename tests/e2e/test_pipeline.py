@@ -29,7 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from adwatch.contracts import TOPIC_AD_EVENTS, TOPIC_AD_EVENTS_DLQ, TOPIC_ALERTS, Alert, DeadLetter, decode
+from adwatch.contracts import (
+    SEVERITIES,
+    TOPIC_AD_EVENTS,
+    TOPIC_AD_EVENTS_DLQ,
+    TOPIC_ALERTS,
+    Alert,
+    DeadLetter,
+    decode,
+)
 from adwatch.kafka import ensure_topics, make_producer
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, RecordedRequest, SmtpSink
 from adwatch_dev.infra import EmbeddedInfra, PollTimeout
@@ -218,8 +226,21 @@ def test_each_scenario_fires_once_on_its_segment_and_nowhere_else(outcome: Outco
 
 
 def test_replay_after_detector_restart_mints_no_new_ids(outcome: Outcome) -> None:
-    ids_per_key = Counter((a.fingerprint, a.status) for a in outcome.distinct().values())
+    # an escalation (a firing with previous_severity) is its own event with its own id; a replay is not
+    ids_per_key = Counter((a.fingerprint, a.status, a.previous_severity) for a in outcome.distinct().values())
     assert all(n == 1 for n in ids_per_key.values()), ids_per_key
+
+
+def test_an_episode_fires_once_escalates_only_upwards_and_resolves_once(outcome: Outcome) -> None:
+    alerts = outcome.distinct().values()
+    for fingerprint in {a.fingerprint for a in alerts}:
+        episode = sorted((a for a in alerts if a.fingerprint == fingerprint), key=lambda a: a.window_end_ms)
+        first, *later = [a for a in episode if a.status == "firing"]
+        assert first.previous_severity is None, fingerprint
+        for before, escalation in zip([first, *later], later, strict=False):
+            assert escalation.previous_severity == before.severity, fingerprint
+            assert SEVERITIES.index(escalation.severity) > SEVERITIES.index(before.severity), fingerprint
+        assert [a.status for a in episode].count("resolved") == 1, fingerprint
 
 
 def test_every_alert_reaches_slack_exactly_once_then_resolves(outcome: Outcome) -> None:
@@ -237,25 +258,24 @@ def test_slack_429_is_delivered_once_after_retry_after(outcome: Outcome) -> None
 
 
 def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -> None:
-    for alert in outcome.by_status("firing").values():
-        triggers = [
-            r
+    def sent(fingerprint: str, action: str) -> int:
+        return sum(
+            1
             for r in outcome.pagerduty
-            if r.ok and r.json().get("dedup_key") == alert.fingerprint and r.json().get("event_action") == "trigger"
-        ]
-        resolves = [
-            r
-            for r in outcome.pagerduty
-            if r.ok and r.json().get("dedup_key") == alert.fingerprint and r.json().get("event_action") == "resolve"
-        ]
-        if alert.severity in ("high", "critical"):
-            assert len(triggers) == 1 and len(resolves) == 1, alert.fingerprint
-        else:
-            assert not triggers, f"{alert.severity} must not page"
+            if r.ok and r.json().get("dedup_key") == fingerprint and r.json().get("event_action") == action
+        )
+
+    firings = [a for a in outcome.distinct().values() if a.status == "firing"]
+    for fingerprint in {a.fingerprint for a in firings}:
+        # an escalation into high/critical is a new trigger on the same incident (same dedup_key)
+        paging = [a for a in firings if a.fingerprint == fingerprint and a.severity in ("high", "critical")]
+        assert sent(fingerprint, "trigger") == len(paging), fingerprint
+        assert sent(fingerprint, "resolve") == (1 if paging else 0), fingerprint
+    for alert in firings:
         # the firing mail by its Message-ID; the resolution answers it on the same thread
         mails = [m for m in outcome.emails if email.message_from_string(m)["Message-ID"] == message_id(alert)]
         assert len(mails) == (1 if alert.severity == "critical" else 0), alert.fingerprint
-    assert any(a.severity == "critical" for a in outcome.by_status("firing").values())
+    assert any(a.severity == "critical" for a in firings)
 
 
 def test_malformed_events_are_dead_lettered_and_the_stream_goes_on(outcome: Outcome) -> None:
@@ -273,7 +293,8 @@ def test_end_to_end_latency_is_recorded(outcome: Outcome) -> None:
         latency = hits[0].at - window_end_s if hits else float("nan")
         rows.append(f"{alert.status:<8} {alert.alert_type:<26} {alert.country}|{alert.ad_format:<16} {latency:6.1f} s")
     print("\nend-to-end latency (window end -> Slack received):\n" + "\n".join(rows))
-    assert len(rows) == 2 * len(SCENARIOS)
+    escalations = sum(1 for a in outcome.distinct().values() if a.previous_severity)
+    assert len(rows) == 2 * len(SCENARIOS) + escalations
 
 
 def test_metrics_reference_matches_what_services_serve(outcome: Outcome) -> None:
