@@ -270,7 +270,9 @@ def test_high_and_critical_page_pagerduty_and_critical_mails(outcome: Outcome) -
         # an escalation into high/critical is a new trigger on the same incident (same dedup_key)
         paging = [a for a in firings if a.fingerprint == fingerprint and a.severity in ("high", "critical")]
         assert sent(fingerprint, "trigger") == len(paging), fingerprint
-        assert sent(fingerprint, "resolve") == (1 if paging else 0), fingerprint
+        # a paged episode resolves its incident once; one never paged may still send the resolve (a
+        # no-op for an unknown dedup_key, so no incident stays open when the ledger is lost: RouteStage)
+        assert sent(fingerprint, "resolve") == 1 if paging else sent(fingerprint, "resolve") <= 1, fingerprint
     for alert in firings:
         # the firing mail by its Message-ID; the resolution answers it on the same thread
         mails = [m for m in outcome.emails if email.message_from_string(m)["Message-ID"] == message_id(alert)]
