@@ -6,6 +6,11 @@ trigger(availableNow) at a few maxOffsetsPerTrigger sizes, each from a fresh che
 Reports events/s over the data batches after the first (the first pays JVM/worker
 warm-up) and the batch durations, to compare with the trigger interval.
 
+Beside each size it runs the ceiling on the same topic in the same Spark session: the same
+source and parse, then a stateless per-batch aggregation per segment and minute (what the job
+does, without state, Python rules or sinks). The last line is for scripts (issue #16):
+``ceiling_ratio=<detector/ceiling> detector_eps=<n> ceiling_eps=<n>`` at the largest size.
+
     .venv/bin/python benchmarks/bench_detector_spark.py --events 2000000 --sizes 100000,500000,1000000
 """
 
@@ -19,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from adwatch.config import CommonSettings
 from adwatch.contracts import AD_FORMATS, AdEvent, encode
 from adwatch.kafka import ensure_topics, make_producer
-from adwatch_detector.job import run_available
+from adwatch_detector.job import explode_segments, parse_events, run_available
+from adwatch_detector.kafka_source import read_kafka_stream
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
@@ -66,6 +74,41 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = 6) -> float:
     return n / (time.perf_counter() - start)
 
 
+def events_per_s(progress: list[dict]) -> tuple[float, list[float]]:
+    """Events/s over the data batches after the first (JVM and worker warm-up), and every batch's seconds."""
+    data = [p for p in progress if p["numInputRows"] > 0]
+    durations = [p["durationMs"]["triggerExecution"] / 1000 for p in data]
+    rows_after = sum(p["numInputRows"] for p in data[1:])
+    return (rows_after / sum(durations[1:]) if len(data) > 1 else float("nan")), durations
+
+
+def run_ceiling(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> list[dict]:
+    """The stateless ceiling: the job's source and parse, then a per-batch count per segment-minute."""
+    raw = read_kafka_stream(
+        spark,
+        common.kafka_bootstrap,
+        settings.input_topic,
+        source=settings.source,
+        max_offsets_per_trigger=settings.max_offsets_per_trigger,
+    )
+    events = explode_segments(parse_events(raw, settings.hierarchy))
+
+    def aggregate(batch: DataFrame, _batch_id: int) -> None:
+        batch.groupBy("segment", F.window("event_time", "1 minute")).agg(
+            F.count(F.lit(1)).alias("events"), F.sum("revenue_usd").alias("revenue"), F.sum("orphan").alias("orphans")
+        ).write.format("noop").mode("overwrite").save()
+
+    query = (
+        events.writeStream.queryName(settings.query_name)
+        .option("checkpointLocation", settings.checkpoint_dir)
+        .foreachBatch(aggregate)
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination(1800)
+    return list(query.recentProgress)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2_000_000)
@@ -83,34 +126,41 @@ def main() -> None:
             kafka_bootstrap=bootstrap, redis_url=infra.redis_url, clickhouse_url=f"chdb://{work / 'ch'}"
         )
         print(
-            "| maxOffsetsPerTrigger | batches | events/s (after 1st batch) | batch s (median / max) | first batch s |"
+            "| maxOffsetsPerTrigger | batches | events/s (after 1st batch) | batch s (median / max) | first batch s "
+            "| ceiling events/s | detector / ceiling |"
         )
-        print("|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        detector_eps = ceiling_eps = float("nan")
         for size in [int(s) for s in args.sizes.split(",")]:
-            settings = DetectorSettings(
-                checkpoint_dir=str(work / f"ck-{size}"),
-                input_topic="bench-events",
-                alerts_topic="bench-alerts",
-                dlq_topic="bench-dlq",
-                max_offsets_per_trigger=size,
-                query_name=f"bench_{size}",
-                source="python",
-                shuffle_partitions=4,
-            )
+
+            def settings_for(name: str, size: int = size) -> DetectorSettings:
+                return DetectorSettings(
+                    checkpoint_dir=str(work / f"ck-{name}-{size}"),
+                    input_topic="bench-events",
+                    alerts_topic="bench-alerts",
+                    dlq_topic="bench-dlq",
+                    max_offsets_per_trigger=size,
+                    query_name=f"bench_{name}_{size}",
+                    source="python",
+                    shuffle_partitions=4,
+                )
+
+            ceiling_eps, _ = events_per_s(run_ceiling(spark, settings_for("ceiling"), common))
+            settings = settings_for("detector")
             writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()))
             try:
                 query = run_available(spark, settings, common, writer, timeout_s=1800)
             finally:
                 writer.close()
-            data = [p for p in query.recentProgress if p["numInputRows"] > 0]
-            durations = [p["durationMs"]["triggerExecution"] / 1000 for p in data]
-            rows_after = sum(p["numInputRows"] for p in data[1:])
-            rate_after = rows_after / sum(durations[1:]) if len(data) > 1 else float("nan")
+            detector_eps, durations = events_per_s(query.recentProgress)
             print(
-                f"| {size:,} | {len(data)} | {rate_after:,.0f} | {statistics.median(durations):.1f} / "
-                f"{max(durations):.1f} | {durations[0]:.1f} |",
+                f"| {size:,} | {len(durations)} | {detector_eps:,.0f} | {statistics.median(durations):.1f} / "
+                f"{max(durations):.1f} | {durations[0]:.1f} | {ceiling_eps:,.0f} | {detector_eps / ceiling_eps:.2f} |",
                 flush=True,
             )
+        print(
+            f"ceiling_ratio={detector_eps / ceiling_eps:.3f} detector_eps={detector_eps:.0f} ceiling_eps={ceiling_eps:.0f}"
+        )
         spark.stop()
     finally:
         infra.stop()
