@@ -8,6 +8,9 @@ and resolved alerts. Target: p99 under 15 s with 1-minute windows (the tutorial:
 Beside window end -> Slack it measures onset -> Slack: from each scenario's start in the
 generator's ground truth to the first Slack message naming an alert of its type on its segment.
 The last line is for scripts (issue #16): ``onset_to_page_p50_s=<x> window_end_to_page_p99_s=<y>``.
+The notifiers route one notification per alert (``PER_ALERT_ROUTES``): each alert's own path. The
+built-in default groups by alert type and waits ``group_wait`` (10 s) more before a group's first
+message (bench_channels.py measures grouping).
 
     .venv/bin/python benchmarks/bench_latency.py --minutes 8
 """
@@ -25,7 +28,7 @@ from adwatch.kafka import ensure_topics
 from adwatch_dev.fakes import FakePagerDuty, FakeSlack, FakeWebhook, SmtpSink
 from adwatch_dev.infra import EmbeddedInfra
 from adwatch_dev.pipeline import LocalPipeline
-from adwatch_dev.testing import TopicReader
+from adwatch_dev.testing import PER_ALERT_ROUTES, TopicReader
 
 SEGMENTS = [
     "US|banner",
@@ -60,6 +63,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="adwatch-latency-") as tmp:
         workdir = Path(tmp)
+        routes = workdir / "routes.yaml"
+        routes.write_text(PER_ALERT_ROUTES)
         infra = EmbeddedInfra(workdir / "infra").start()
         ensure_topics(infra.kafka_bootstrap)
         with FakeSlack() as slack, FakePagerDuty() as pagerduty, FakeWebhook() as webhook, SmtpSink() as smtp:
@@ -70,6 +75,7 @@ def main() -> int:
                 "ADWATCH_NOTIFIER_PAGERDUTY_URL": pagerduty.url,
                 "ADWATCH_NOTIFIER_PAGERDUTY_MIN_INTERVAL_MS": "0",
                 "ADWATCH_NOTIFIER_WEBHOOK_URL": webhook.url,
+                "ADWATCH_NOTIFIER_ROUTES_FILE": str(routes),
                 "ADWATCH_NOTIFIER_SMTP_HOST": smtp.host,
                 "ADWATCH_NOTIFIER_SMTP_PORT": str(smtp.port),
                 "ADWATCH_NOTIFIER_SMTP_STARTTLS": "false",
