@@ -8,10 +8,7 @@ the profile learns every reading so a shape that comes back daily stops looking 
 scale is robust and heavy-tail aware: the largest of a MAD-like EWMA of clipped |residual|, a
 running ``tail_quantile`` of |residual| and a share of the long-run scale (a quiet stretch cannot
 shrink it to 0). The surprise log1p|z| is then judged against this series' own surprises (HTM's
-anomaly likelihood), so a spiky series needs a bigger spike; its p is also read off the series'
-own tail of surprises (peaks over threshold: an exponential tail of log1p|z| above a running
-quantile, SPOT), and the larger of the two p counts, so a heavy tail cannot pass for a Gaussian
-one. Both tails alert as
+anomaly likelihood), so a spiky series needs a bigger spike. Both tails alert as
 ``value_anomaly``: a window against the budget's z, or two CUSUMs (up, down) for a persistent
 shift. A context-novelty vote (CAD-OSE's idea: on a few grids over the range seen so far, is the
 transition bin(previous) -> bin(now) new?) adds ``novelty_decades`` x vote decades to the
@@ -86,12 +83,6 @@ class ValueSettings(SettingsSection):
         default=0.5, ge=0, le=1, allow_inf_nan=False, description="a vote this high starts a refractory period..."
     )
     refractory_windows: int = Field(default=20, ge=0, description="...of this many windows without a page")
-    pot_quantile: float = Field(
-        default=0.98, ge=0, lt=1, description="peaks over threshold: the surprise's tail above this quantile (0: off)"
-    )
-    pot_rate: float = Field(default=0.05, gt=0, le=1, description="step of that quantile, in sds of the surprise")
-    pot_alpha: float = Field(default=0.02, gt=0, le=1, description="smoothing of the mean excess over it")
-    pot_warmup: int = Field(default=200, ge=0, description="the tail counts from this many readings on")
 
 
 class ValueState(msgspec.Struct, array_like=True):
@@ -118,8 +109,6 @@ class ValueState(msgspec.Struct, array_like=True):
         default_factory=list
     )  # per grid, per bin of the previous reading: bitset of next bins
     alarm_ms: int = -1  # the last window whose novelty vote started a refractory period
-    pot_u: float = 0.0  # running pot_quantile of log1p|z| (the peaks-over-threshold level)...
-    pot_excess: float = 0.0  # ...and the EWMA of the excess over it when exceeded (exponential tail's scale)
 
 
 class Value(BaseRule[ValueState]):
@@ -166,9 +155,8 @@ class Value(BaseRule[ValueState]):
         sigma = self._sigma(state)
         r = x - expected
         z = r / sigma
-        p_tail = self._pot(state, z)
         surprise = self._surprise(state, z)
-        p = self._evidence(max(min(1.0, 2.0 * norm_sf(surprise)), p_tail), vote)
+        p = self._evidence(min(1.0, 2.0 * norm_sf(surprise)), vote)
         warm = state.windows >= t.warmup_windows
         life = lives["value_anomaly"]
         self._advance(state, life, z, warm)
@@ -248,32 +236,6 @@ class Value(BaseRule[ValueState]):
         state.surprise_mean += a * d
         state.surprise_var = (1.0 - a) * (state.surprise_var + a * d * d)
         return out
-
-    def _pot(self, state: ValueState, z: float) -> float:
-        """The surprise's p under the series' own tail (peaks over threshold, SPOT): above the
-        running ``pot_quantile`` u_q of u = log1p|z|, P(U > u) = (1 - q) exp(-(u - u_q) / beta),
-        beta the mean excess over u_q (an exponential tail of log1p|z|: a power-law tail of |z|).
-        A Gaussian tail of a standardised u is overconfident on a heavy-tailed series; this is
-        not, so the window's p is the larger of the two. 0 (no say) while young or off. Learns
-        every reading."""
-        q = self.own.pot_quantile
-        if q <= 0.0:
-            return 0.0
-        u = math.log1p(min(abs(z), 1e6))
-        n = state.windows
-        if n < 2:
-            state.pot_u = u
-            return 0.0
-        excess = u - state.pot_u
-        p = (1.0 - q) * math.exp(-excess / max(state.pot_excess, 1e-3)) if excess > 0.0 else 1.0
-        step = self.own.pot_rate * max(math.sqrt(state.surprise_var), 0.05)
-        if excess > 0.0:
-            a = max(self.own.pot_alpha, 1.0 / (n * (1.0 - q) + 1.0))
-            state.pot_excess += a * (excess - state.pot_excess)
-            state.pot_u += step * q
-        else:
-            state.pot_u -= step * (1.0 - q)
-        return min(1.0, p) if n >= self.own.pot_warmup else 0.0
 
     def _seasonal(self, state: ValueState, start_ms: int) -> bool:
         """The profile is in use once the series spans season_min_days and it has predicted better
