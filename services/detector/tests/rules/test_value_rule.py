@@ -8,7 +8,7 @@ import random
 import pytest
 
 from adwatch.contracts import Alert, SegmentWindow
-from adwatch_detector.rules import RULE_SETS, RuleSettings, SegmentState, detect_windows
+from adwatch_detector.rules import RULE_SETS, RuleSettings, SegmentState, detect_windows, make_rules
 from adwatch_detector.rules.value import Value, ValueState
 
 STEP = 300_000  # one reading every 5 minutes
@@ -162,3 +162,34 @@ def test_the_novelty_vote_adds_evidence_to_the_surprise() -> None:
     rule = Value(RuleSettings())
     assert rule._evidence(1e-3, 0.0) == 1e-3
     assert math.isclose(-math.log10(rule._evidence(1e-3, 0.5)), 3.0 + 0.5 * rule.own.novelty_decades)
+
+
+def test_a_lone_reading_in_a_known_context_pages_only_with_the_gate_off() -> None:
+    """Context gate: five lone +40 readings on days 1-3 teach the transitions to and from that
+    level; a sixth on day 4 (20 noise sds, one reading) is far but not new, so it does not page
+    (the CUSUMs want more than one reading); with ``context_gate`` off the one-window test pages it."""
+    values: list[float | None] = list(gauge(DAYS4))
+    late = 3 * 288 + 100
+    for at in (300, 420, 540, 660, 780, late):
+        values[at] = float(values[at] or 0.0) + 40.0
+    off = make_rules(rules={"value": {"context_gate": False}})
+    on_pages = [a.window_start_ms for a in value_alerts(values) if a.status == "firing"]
+    off_pages = [a.window_start_ms for a in value_alerts(values, off) if a.status == "firing"]
+    assert late * STEP not in on_pages and late * STEP in off_pages
+    assert set(on_pages) <= set(off_pages)  # the gate only removes pages
+
+
+def test_the_gate_leaves_the_warmup_and_a_rule_without_grids_alone() -> None:
+    """Before ``novelty_warmup`` readings (no vote yet) and without novelty grids the one-window
+    test judges a far reading as without the gate: the gate needs a vote to defer to."""
+    young, no_grids = {"novelty_warmup": 200}, {"novelty_bins": []}
+    for at, own in ((150, young), (299, no_grids)):
+        values: list[float | None] = list(gauge(at + 1))
+        values[at] = 1000.0
+        p: dict[bool, float] = {}
+        for gate in (True, False):
+            rules = make_rules(rules={"value": {**own, "context_gate": gate}})
+            last: dict[str, float] = {}
+            detect_windows(None, windows(values), rules, 0, on_check=lambda w, c, d=last: d.update(p=c.p_value))
+            p[gate] = last["p"]
+        assert p[True] == p[False] < 1e-3, at

@@ -13,7 +13,10 @@ anomaly likelihood), so a spiky series needs a bigger spike. Both tails alert as
 shift. A context-novelty vote (CAD-OSE's idea: on a few grids over the range seen so far, is the
 transition bin(previous) -> bin(now) new?) adds ``novelty_decades`` x vote decades to the
 surprise's evidence, and a window that may page with a vote >= ``refractory_vote`` silences the
-next ``refractory_windows``. The baseline holds still while anomalous or firing, and after a
+next ``refractory_windows``. Context gate: once the vote counts, a reading in a known context
+(vote 0) is no one-window alarm however far it is (its p is 1); the CUSUMs still add it up, so a
+shift pages within a few readings and a lone blip the series has made before does not (on NAB
+87 % of such one-window pages were false). The baseline holds still while anomalous or firing, and after a
 resolve the rule does not page again for ``cooldown_windows``. Windows without a value (count
 segments) are skipped.
 """
@@ -59,10 +62,10 @@ class ValueSettings(SettingsSection):
     calibration_alpha: float = Field(default=0.003, gt=0, le=1, description="smoothing of the surprise's mean/var")
     shift_sigmas: float = Field(default=3.0, gt=0, allow_inf_nan=False, description="CUSUM design shift, in scales")
     cooldown_windows: int = Field(
-        default=240,
+        default=120,
         ge=0,
-        description="after a resolve, no new page for this long (on top of the set's cooldown; NAB would take 720:"
-        " 12 h of silence after a resolve is not a production default)",
+        description="after a resolve, no new page for this long (on top of the set's cooldown; 2 h: with the context"
+        " gate NAB scores 240 and 720 lower, 59.5 and 56.8 against 63.4)",
     )
     min_change: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="never page on a change smaller than this share"
@@ -83,6 +86,11 @@ class ValueSettings(SettingsSection):
         default=0.5, ge=0, le=1, allow_inf_nan=False, description="a vote this high starts a refractory period..."
     )
     refractory_windows: int = Field(default=20, ge=0, description="...of this many windows without a page")
+    context_gate: bool = Field(
+        default=True,
+        description="a one-window alarm needs a new context (vote > 0); in a known one only the CUSUMs page"
+        " (from novelty_warmup on, with novelty grids)",
+    )
 
 
 class ValueState(msgspec.Struct, array_like=True):
@@ -148,6 +156,7 @@ class Value(BaseRule[ValueState]):
             state.windows = 1
             return []
         vote = self._novelty(state, x)
+        gated = s.context_gate and bool(s.novelty_bins) and state.windows >= s.novelty_warmup
         if state.windows < s.novelty_warmup:
             vote = 0.0  # every transition is new while the range and the grids are young
         seasonal = state.profile[slot] + state.offset if slot >= 0 else state.level
@@ -156,7 +165,7 @@ class Value(BaseRule[ValueState]):
         r = x - expected
         z = r / sigma
         surprise = self._surprise(state, z)
-        p = self._evidence(min(1.0, 2.0 * norm_sf(surprise)), vote)
+        p = 1.0 if gated and vote <= 0.0 else self._evidence(min(1.0, 2.0 * norm_sf(surprise)), vote)
         warm = state.windows >= t.warmup_windows
         life = lives["value_anomaly"]
         self._advance(state, life, z, warm)
