@@ -25,6 +25,7 @@ from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics, progress_values
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter, alert_parent, event_links, reason_label
+from adwatch_detector.stream_health import BatchReading, PartitionBatch, StreamHealth, StreamHealthSettings
 from adwatch_dev.testing import consume_all, unique
 
 SEG = segment_key("US", "banner")
@@ -224,3 +225,39 @@ def test_progress_values_maps_streaming_progress() -> None:
     assert values["watermark_delay_seconds"] == 15.0
     assert values["state_rows"] == 4 and values["dropped_late"] == 2
     assert values["events"] == 9 and values["freshness_seconds"] == 10.0
+
+
+def test_a_restarted_driver_reads_its_open_stream_episodes_back_from_the_alerts_history(
+    kafka: str, redis_url: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """What the driver published (a lagging partition still firing, a silence already resolved) is
+    read back from ClickHouse by the next driver, which resumes the open episode and resolves it."""
+    settings = DetectorSettings(alerts_topic=topic_factory("alerts"), dlq_topic=topic_factory("dlq"))
+    common = CommonSettings(kafka_bootstrap=kafka, redis_url=redis_url, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    t0, s = 1_790_000_000_000, 1000
+    first = StreamHealth(StreamHealthSettings(no_data_ms=120 * s, partition_lag_ms=60 * s))
+
+    def reading(at_s: int, **newest_s: int) -> BatchReading:
+        parts = {int(k[1:]): PartitionBatch(10, t0 + v * s) for k, v in newest_s.items()}
+        return BatchReading(at_ms=t0 + at_s * s, records=100, partitions=parts)
+
+    writer = BatchWriter(settings, common, DetectorMetrics(CollectorRegistry()))
+    try:
+        writer.publish_stream_alerts(first.observe(reading(0, p0=0, p1=0)) + first.observe(reading(10, p0=100, p1=20)))
+        writer.publish_stream_alerts(first.tick(t0 + 200 * s))  # no_data fires...
+        writer.publish_stream_alerts(first.observe(reading(205, p0=205, p1=100)))  # ...and resolves
+        assert sorted((a.alert_type, a.status) for a in writer.last_stream_alerts()) == [
+            ("no_data", "resolved"),
+            ("partition_lagging", "firing"),
+        ]
+        restarted = StreamHealth(StreamHealthSettings(no_data_ms=120 * s, partition_lag_ms=60 * s))
+        assert restarted.resume(writer.last_stream_alerts()) == 1
+        (resolved,) = restarted.observe(reading(300, p0=300, p1=300))
+        assert (resolved.alert_type, resolved.status, resolved.segment_id) == (
+            "partition_lagging",
+            "resolved",
+            "partition=1",
+        )
+        assert resolved.window_start_ms == t0 + 10 * s, "the episode's own start, from before the restart"
+    finally:
+        writer.close()

@@ -254,6 +254,9 @@ class FlakyPublisher:
             raise RuntimeError("broker down")
         self.published += alerts
 
+    def last_stream_alerts(self) -> list[Alert]:
+        return self.published
+
 
 def test_the_watcher_feeds_each_report_once_ticks_on_the_clock_and_retries_a_failed_publish() -> None:
     at = "2026-12-04T21:00:00.000Z"
@@ -276,3 +279,25 @@ def test_the_watcher_feeds_each_report_once_ticks_on_the_clock_and_retries_a_fai
     (resolved,) = watcher.poll()
     assert (resolved.status, resolved.duration_ms) == ("resolved", 7 * S)
     assert metrics.partition_lag_seconds.labels(partition="0")._value.get() == 0
+
+
+def test_a_restarted_driver_takes_up_its_firing_episodes_and_resolves_each_once_with_the_ids_of_one_run() -> None:
+    """A driver killed mid-episode must not leave its page open for ever: the new one resumes the
+    episodes its predecessor published as firing (their last stream alert per fingerprint), and
+    resolves them with the alert ids an unrestarted driver would have minted."""
+    before: list[BatchReading | float] = [batch(0, p0=0, p1=0), batch(10, p0=100, p1=20), 200]
+    after: list[BatchReading | float] = [batch(210, p0=210, p1=210)]
+    whole = run(before + after)
+    published = run(before)
+    assert summary(published) == [("partition_lagging", "firing", "partition=1"), ("no_data", "firing", "*")]
+
+    restarted = StreamHealth(SETTINGS)
+    assert restarted.resume([*published, Alert(**{**_fields(published[0]), "rule": "ctr", "fingerprint": "x:y"})]) == 2
+    resumed = [a for step in after if isinstance(step, BatchReading) for a in restarted.observe(step)]
+    assert summary(resumed) == [("no_data", "resolved", "*"), ("partition_lagging", "resolved", "partition=1")]
+    assert {a.alert_id for a in resumed} == {a.alert_id for a in whole if a.status == "resolved"}
+    assert StreamHealth(SETTINGS).resume(whole) == 0, "a resolved episode is not taken up"
+
+
+def _fields(alert: Alert) -> dict[str, Any]:
+    return {f: getattr(alert, f) for f in alert.__struct_fields__}

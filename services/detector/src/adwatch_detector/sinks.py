@@ -35,6 +35,7 @@ from adwatch_detector.evidence import BandPoint
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.migrations import Tables, migrate
 from adwatch_detector.settings import DetectorSettings
+from adwatch_detector.stream_health import RULE_ID as STREAM_RULE_ID
 from adwatch_detector.tracking import CONTEXT_PROPERTY, Census, encode_context, stall_span
 
 logger = logging.getLogger(__name__)
@@ -252,6 +253,17 @@ class BatchWriter:
             logger.warning(
                 "%s", a.message, extra={"alert_id": a.alert_id, "alert_type": a.alert_type, "status": a.status}
             )
+
+    def last_stream_alerts(self) -> list[Alert]:
+        """The last stream alert (``rule = 'stream'``) stored per fingerprint: what a restarted
+        driver's :meth:`StreamHealth.resume` takes up. Empty without the alerts history."""
+        if self.clickhouse is None:
+            return []
+        rows = self.clickhouse.query(
+            f"SELECT {', '.join(ALERT_COLUMNS)} FROM {self.settings.alerts_table} "
+            f"WHERE rule = '{STREAM_RULE_ID}' ORDER BY detected_at_ms DESC, status DESC LIMIT 1 BY fingerprint"
+        )
+        return [alert_from_row(r) for r in rows]
 
     def write_rows(self, rows: Sequence[dict[str, Any]], batch_id: int, query_id: str = "local") -> None:
         """Write one batch's rows; raise :class:`SinkError` unless all Kafka records were acked.

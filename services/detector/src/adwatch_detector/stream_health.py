@@ -21,7 +21,7 @@ the same inputs mint the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -88,7 +88,8 @@ class _Episode:
 
 @dataclass
 class StreamHealth:
-    """The driver's state machine (one per query, in driver memory; a restart starts afresh)."""
+    """The driver's state machine (one per query, in driver memory). A restarted driver takes up
+    the episodes it had published as firing (:meth:`resume`), so each still resolves once."""
 
     settings: StreamHealthSettings
     last_data_ms: int | None = None
@@ -101,6 +102,27 @@ class StreamHealth:
     lagging: dict[int, _Episode] = field(default_factory=dict)
 
     # --- inputs ---------------------------------------------------------------------------
+    def resume(self, last_published: Iterable[Alert]) -> int:
+        """Take up the episodes a previous driver left firing: of the stream alerts it published
+        (``last_published``, from the alerts history), each fingerprint's last; the firing ones become
+        open episodes again, with their start (so their resolve gets the id it would have had).
+        Without this a restart in the middle of an episode would leave it firing for ever.
+        Returns how many were resumed."""
+        last: dict[str, Alert] = {}
+        for alert in sorted(last_published, key=lambda a: (a.detected_at_ms, a.status == "resolved")):
+            last[alert.fingerprint] = alert  # a resolve after (or with) its firing closes the episode
+        resumed = 0
+        for alert in last.values():
+            if alert.rule != RULE_ID or alert.status != "firing":
+                continue
+            episode = _Episode(alert.window_start_ms, alert.current)
+            if alert.alert_type == "no_data":
+                self.no_data, resumed = episode, resumed + 1
+            elif alert.alert_type == "partition_lagging" and alert.dimensions.get("partition", "").isdigit():
+                self.lagging[int(alert.dimensions["partition"])] = episode
+                resumed += 1
+        return resumed
+
     def observe(self, batch: BatchReading) -> list[Alert]:
         """One finished micro-batch: the alerts it fires or resolves (stream alerts first)."""
         alerts: list[Alert] = []

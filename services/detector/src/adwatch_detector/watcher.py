@@ -36,6 +36,8 @@ class WatchedQuery(Protocol):
 class AlertPublisher(Protocol):
     def publish_stream_alerts(self, alerts: list[Alert]) -> None: ...
 
+    def last_stream_alerts(self) -> list[Alert]: ...
+
 
 class StreamWatcher:
     """Stream health on the driver, for one query."""
@@ -74,6 +76,12 @@ class StreamWatcher:
                 topic=settings.input_topic,
             )
         )
+        try:  # a restart takes up the episodes it left firing (each still resolves once)
+            resumed = health.resume(publisher.last_stream_alerts())
+            if resumed:
+                logger.info("stream health: %d firing episode(s) taken up from the alerts history", resumed)
+        except Exception as exc:  # the history is down: start afresh rather than not at all
+            logger.warning("stream health: could not read the alerts history: %s", exc, extra={"error": str(exc)})
         rows_per_event = len(settings.hierarchy.sets)
         return cls(
             query,
