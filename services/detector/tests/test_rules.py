@@ -214,9 +214,8 @@ def test_state_round_trips_through_bytes() -> None:
     data = state.to_bytes()
     assert SegmentState.from_bytes(data) == state
     assert SegmentState.from_bytes(None) == SegmentState() == SegmentState.from_bytes(b"")
-    # ~400 B of rules' state + the hour-of-day profile (24 small ints), the dark quarter-hours (12 B)
-    # and the forecast's spread by hour of day (24 small ints, 1-3 B each)
-    assert len(data) < 680
+    # ~400 B of rules' state + the hour-of-day profile (24 small ints) and the dark quarter-hours (12 B)
+    assert len(data) < 600
 
 
 def test_gaps_count_as_zero_traffic_and_older_windows_are_ignored() -> None:

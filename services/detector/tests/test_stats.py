@@ -15,7 +15,6 @@ from adwatch_detector.stats import (
     budget_z,
     cusum_step,
     ewm_update,
-    poisson_lognormal_tail,
     poisson_tail,
     wilson_interval,
     z_from_p,
@@ -108,13 +107,3 @@ def test_ewm_update_tracks_a_constant() -> None:
     for _ in range(500):
         mu, var = ewm_update(mu, var, 5.0, 0.05)
     assert mu == pytest.approx(5.0) and var == pytest.approx(0.0, abs=1e-6)
-
-
-def test_poisson_lognormal_tail_is_the_count_tail_without_level_uncertainty_and_wider_with_it() -> None:
-    assert poisson_lognormal_tail(40, 100.0, "lower", 1.0, 0.0) == poisson_tail(40, 100.0, "lower", 1.0)
-    assert poisson_lognormal_tail(50, 100.0, "lower", 1.0, 0.1) > poisson_tail(50, 100.0, "lower", 1.0)
-    assert poisson_lognormal_tail(160, 100.0, "upper", 1.0, 0.1) > poisson_tail(160, 100.0, "upper", 1.0)
-    # a forecast known to a log-sd of 0.3 at 1,000 a window: a halving is plausible (z < 3), a
-    # fall to a tenth is not (z > 6, the count tail alone would say z ~ 30)
-    assert z_from_p(poisson_lognormal_tail(500, 1000.0, "lower", 1.0, 0.09)) < 3.0
-    assert z_from_p(poisson_lognormal_tail(100, 1000.0, "lower", 1.0, 0.09)) > 6.0

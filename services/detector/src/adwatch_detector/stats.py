@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from scipy import special
 
 Side = Literal["lower", "upper"]
@@ -87,31 +86,6 @@ def poisson_tail(x: float, lam: float, side: Side, design: float = 1.0) -> float
             return 1.0
         return _probability(special.gammainc(xe, le))
     return _probability(special.gammaincc(xe + 1.0, le))
-
-
-# 40 Gauss-Hermite nodes and weights (probabilists', normalized to sum 1) for a normal level uncertainty
-_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
-_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
-
-
-def poisson_lognormal_tail(x: float, lam: float, side: Side, design: float = 1.0, log_var: float = 0.0) -> float:
-    """The tail of :func:`poisson_tail` when the expectation itself is uncertain by a log-normal
-    factor: X ~ Poisson(lam e^eps) (at design effect ``design``), eps ~ N(0, ``log_var``); the
-    mixture integrated over eps by 40-point Gauss-Hermite (its nodes reach 11 standard deviations of
-    eps). A forecast known only to a factor (an hour of the day seen once) makes a halving
-    plausible while a fall to a tenth stays surprising: a count-scale variance cannot say both."""
-    if log_var <= 1e-9:
-        return poisson_tail(x, lam, side, design)
-    d = max(design, 1.0)
-    lams = np.maximum(lam, 1e-12) * np.exp(math.sqrt(log_var) * _GH_NODES) / d
-    xe = max(0.0, x) / d
-    if side == "upper":
-        if xe <= 0.0:
-            return 1.0
-        tails = special.gammainc(xe, lams)
-    else:
-        tails = special.gammaincc(xe + 1.0, lams)
-    return _probability(float(np.dot(_GH_WEIGHTS, tails)))
 
 
 def bernoulli_llr(x: float, n: float, p0: float, p1: float) -> float:

@@ -12,12 +12,6 @@ a window's count to a slow (about a day) deseasonalized mean: a fast level would
 cycle and leave the profile flat. Weekend days (Saturday, Sunday UTC) have their own profile, copied
 from the weekday one on the first weekend window. Nightly troughs and dark nights become
 expectations near zero instead of "drops", and the morning return an expected ramp.
-
-And the forecast's own uncertainty by hour of day (a *spread* profile, same layout): the
-log-variance of what the level x profile expectation missed by at that hour, beyond the counting
-noise, starting from a prior (an hour never seen is known only to a factor). A young profile, an
-hour whose shape 24 interpolated factors cannot draw (a step at local midnight), a weekend the
-weekday profile stood in for: each widens the band at its hour, and only there.
 """
 
 from __future__ import annotations
@@ -28,9 +22,6 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 UNIT = 10_000.0
 FLAT: tuple[int, ...] = (10_000,) * 24
-SPREAD_UNIT = (
-    10_000.0  # a spread profile's unit (log-variance; coarser would round a 1-minute window's small updates away)
-)
 MAX_RATIO = 6.0  # a window at more than 6x its daily mean teaches the profile no more than 6x
 FLOOR = 0.02  # the least factor a deseasonalized count is divided by
 
@@ -67,24 +58,6 @@ def learn(profile: list[int], ratio: float, ms: int, rate: float, cap: float | N
     target *= UNIT
     profile[slot] = round(profile[slot] + rate * (1.0 - w) * (target - profile[slot]))
     profile[nxt] = round(profile[nxt] + rate * w * (target - profile[nxt]))
-
-
-def learn_spread(spread: list[int], value: float, ms: int, rate: float) -> None:
-    """Move the two slots of an hour-of-day spread profile (the forecast's log-variance at that hour,
-    in units of 1/10,000) around ``ms`` towards ``value`` by ``rate``, in place. Unlike
-    :func:`learn` the target may be negative (a squared error below the counting noise's own): the
-    mean of unbiased estimates is unbiased; the reader floors it at 0."""
-    slot, w = position(ms)
-    nxt = (slot + 1) % 24
-    target = max(-MAX_RATIO, min(value, MAX_RATIO)) * SPREAD_UNIT
-    spread[slot] = round(spread[slot] + rate * (1.0 - w) * (target - spread[slot]))
-    spread[nxt] = round(spread[nxt] + rate * w * (target - spread[nxt]))
-
-
-def spread_at(spread: list[int], ms: int) -> float:
-    """A spread profile's log-variance at ``ms`` (interpolated as :func:`factor`), floored at 0."""
-    slot, w = position(ms)
-    return max(0.0, ((1.0 - w) * spread[slot] + w * spread[(slot + 1) % 24]) / SPREAD_UNIT)
 
 
 def normalize(profile: list[int], others: list[int]) -> float:

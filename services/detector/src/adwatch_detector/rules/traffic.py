@@ -3,13 +3,7 @@
 Counts wobble more than Poisson: the variance is lam (1 + phi lam) with phi fitted on history.
 The forecast is level x hour-of-day factor (rules/season.py: weekday and weekend profiles learnt
 online, or a parent's while the segment is young), so nightly troughs, dark nights and the morning
-return are expected, not alerts. The forecast is honest about its own error: a *spread* profile
-(season.py) learns by hour of day what level x profile missed by there beyond the counting noise
-(a young profile, a step at local midnight that 24 interpolated factors cannot draw, a weekend
-the weekday profile stood in for), and the count is tested as Poisson-lognormal around it (the
-one-window tail is the mixture's, the CUSUM takes only the evidence the count and the log-level
-models agree on): where the forecast often misses by half, a halving is no alert, a fall to a
-tenth still is. Both tails alert: ``traffic_spike`` (bots, floods) and
+return are expected, not alerts. Both tails alert: ``traffic_spike`` (bots, floods) and
 ``traffic_drop`` (an outage, a broken tag, lost supply). Persistence: a spike or drop needs two
 breaching windows of three unless it is extreme (a flood, a blackout), so one-minute bursts that
 return at once do not page. Runs on every window, zero-traffic ones included (a silent minute is
@@ -19,7 +13,6 @@ information for a count; the job emits empty windows for a tracked segment that 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import msgspec
 from pydantic import Field
@@ -39,15 +32,7 @@ from adwatch_detector.rules._count_aware import (
 from adwatch_detector.rules.base import BaseRule, Check, Lives, SegmentPrior
 from adwatch_detector.rules.lifecycle import Lifecycle, Policy
 from adwatch_detector.rules.settings import RuleSettings
-from adwatch_detector.stats import (
-    gauss_llr,
-    halflife_decay,
-    norm_sf,
-    poisson_llr,
-    poisson_lognormal_tail,
-    poisson_tail,
-    z_from_p,
-)
+from adwatch_detector.stats import halflife_decay, poisson_llr, poisson_tail, z_from_p
 
 
 class TrafficSettings(Persistence):
@@ -91,13 +76,6 @@ class TrafficSettings(Persistence):
     daily_halflife_hours: float = Field(
         default=12.0, gt=0, allow_inf_nan=False, description="the mean the profile is learnt against"
     )
-    season_prior_sd: float = Field(
-        default=0.1,
-        ge=0,
-        le=2.0,
-        allow_inf_nan=False,
-        description="log-sd of the expectation at an hour the spread profile has not seen yet (then learnt away)",
-    )
 
 
 class TrafficState(msgspec.Struct, array_like=True):
@@ -115,7 +93,6 @@ class TrafficState(msgspec.Struct, array_like=True):
     dark: bytes = b""  # quarter-hours silent the last time they were seen (season.py)
     quarter_ms: int = -1  # start of the quarter-hour being counted...
     quarter_count: int = 0  # ...and its impressions so far
-    spread: list[int] = msgspec.field(default_factory=list)  # the forecast's log-variance by hour (season.py)
 
 
 class Traffic(BaseRule[TrafficState]):
@@ -136,9 +113,6 @@ class Traffic(BaseRule[TrafficState]):
         self.season_rate = 1.0 - halflife_decay(per_hour * 24.0 * s.season_halflife_days)
         self.daily_rate = 1.0 - halflife_decay(per_hour * s.daily_halflife_hours)
         self.ready_ms = round(s.season_ready_hours * season.HOUR_MS)
-        self.prior_spread = round(s.season_prior_sd**2 * season.SPREAD_UNIT)
-        self.p_resolve = norm_sf(self.t.z_resolve)
-        self.log_spike, self.log_drop = math.log(s.spike_ratio), math.log(s.drop_ratio)
 
     def policy(self) -> Policy:
         return policy(self.settings, self.own)
@@ -200,30 +174,6 @@ class Traffic(BaseRule[TrafficState]):
         day's mean (a dark quarter at the day's peak is an outage that happened, not a plan)."""
         return self.own.seasonal and f <= 1.0 and season.is_dark(state.dark, ms, ahead=1)
 
-    def spread_at(self, state: TrafficState, ms: int) -> float:
-        """The forecast's log-variance at ``ms`` beyond the counting noise: what it missed by at
-        this hour of the day so far, from the prior on (0 without seasons, or for a state that has
-        not learnt one: it starts with the first warm window)."""
-        if not self.own.seasonal or not state.spread:
-            return 0.0
-        return season.spread_at(state.spread, ms)
-
-    def learn_spread(self, state: TrafficState, x: float, lam: float, phi: float, s2: float, ms: int) -> None:
-        """Teach the spread profile this window's squared log error of the forecast ``lam``, less
-        the counting noise's share (delta method), winsorized at 5 of the current standard
-        deviations (as the dispersion is); learnt at the profile's own pace (a running mean over
-        the days seen, then the profile's half-life), from the prior."""
-        if not self.own.seasonal:
-            return
-        if not state.spread:
-            state.spread = [self.prior_spread] * 24
-        noise = (1.0 + phi * lam) / (lam + 0.5)
-        cap = 5.0 * math.sqrt(s2 + noise)
-        r = max(-cap, min(cap, math.log((x + 0.5) / (lam + 0.5))))
-        days = state.season_windows // max(self.windows_per_day, 1)
-        rate = max(self.season_rate, 1.0 / (self.per_hour * (days + 1)))
-        season.learn_spread(state.spread, r * r - noise, ms, rate)
-
     def learn_season(self, state: TrafficState, x: float, ms: int) -> None:
         if not self.own.seasonal or state.daily <= 0.0:
             return
@@ -269,27 +219,19 @@ class Traffic(BaseRule[TrafficState]):
         phi = max(0.0, state.phi_num / state.phi_den) if state.phi_den > 0 else s.phi_prior
         warm = state.windows >= t.warmup_windows
         inflate = (1.0 + a / (2.0 - a)) * (1.0 + 2.0 / state.windows)
-        s2 = self.spread_at(state, ms)
         # while one tail fires, the other measures against its anchor too: the return from an
         # outage is its recovery, not a spike (nor the end of a flood a drop)
         checks = [
-            self._check("traffic_spike", spike, x, anchored(drop, raw), f, phi, inflate, s2, warm, window),
+            self._check("traffic_spike", spike, x, anchored(drop, raw), f, phi, inflate, warm, window),
             # a quarter-hour that was dark last time expects no traffic (the spike side still
             # expects the profile's: traffic that starts earlier than yesterday is no flood)
-            self._check(
-                "traffic_drop", drop, x, anchored(spike, raw), 0.0 if dark else f, phi, inflate, s2, warm, window
-            ),
+            self._check("traffic_drop", drop, x, anchored(spike, raw), 0.0 if dark else f, phi, inflate, warm, window),
         ]
         up, low = checks
         anomalous = (up.z_score > t.z_freeze and x >= s.min_ratio * up.expected) or (
             low.z_score > t.z_freeze and x <= s.drop_max_ratio * low.expected
         )
         if warm:  # every window, anomalous or not: a recurring dip at the same hour is seasonality
-            # what the forecast misses by, except in an expected dark quarter (the dark map explains
-            # it) and while an episode fires (an outage is not the hour's uncertainty; its first
-            # windows, before it fires, teach it a little)
-            if not dark and not spike.firing and not drop.firing:
-                self.learn_spread(state, x, lam, phi, s2, ms)
             self.learn_season(state, x, ms)
         if frozen((spike, drop), anomalous, state.frozen, warm, t):
             state.level, state.trend = max(0.0, raw), damp * state.trend
@@ -322,48 +264,27 @@ class Traffic(BaseRule[TrafficState]):
         f: float,
         phi: float,
         inflate: float,
-        s2: float,
         warm: bool,
         window: SegmentWindow,
     ) -> Check:
-        """One tail's verdict, measured against the episode's anchor while it fires. The count
-        is negative-binomial around an expectation that is itself uncertain by a log-normal
-        factor of log-variance ``s2`` (the spread profile at this hour): the tail is the mixture's."""
+        """One tail's verdict, measured against the episode's anchor while it fires."""
         s, t = self.own, self.t
         base = anchored(life, raw)
         lam = max(base * f, 0.05)
         design = (1.0 + phi * lam) * inflate
         sd = math.sqrt(lam * design)  # bands at z_resolve: inside them counts towards resolving
-        k = math.exp(t.z_resolve * math.sqrt(s2))
-        band = (max(0.0, lam / k - t.z_resolve * sd), lam * k + t.z_resolve * sd)
+        band = (max(0.0, lam - t.z_resolve * sd), lam + t.z_resolve * sd)
         gate = warm and lam >= s.min_expected_count
         big = lam >= s.extreme_min_expected  # only a big segment's one window can be a flood for sure
-        side: Literal["upper", "lower"] = "upper" if alert_type == "traffic_spike" else "lower"
-        p = poisson_tail(x, lam, side, design)
-        if s2 > 0.0 and p < self.p_resolve:  # the mixture only matters outside the count's own band
-            # Poisson-lognormal: the dispersion's gamma factor (relative variance phi) and the
-            # forecast's own uncertainty are both multiplicative, so both go into the log-variance
-            p = max(p, poisson_lognormal_tail(x, lam, side, inflate, math.log1p(phi * inflate) + s2))
-        # the CUSUM takes the evidence the count model and the log-level model (the forecast
-        # uncertain by the spread, persistently over the hour's windows) agree on: a halving at
-        # an hour the forecast often misses by that much builds none, a fall to zero does (below
-        # min_expected_count the counting noise dominates and the log approximation fails)
-        mixed = s2 > 0.0 and lam >= s.min_expected_count
-        y = math.log((x + 0.5) / (lam + 0.5))
-        log_var = s2 + design / (lam + 0.5)
         if alert_type == "traffic_spike":
-            llr = poisson_llr(x, lam, s.spike_ratio) / design
-            if mixed:
-                llr = min(llr, gauss_llr(y, self.log_spike, log_var))
-            advance(life, llr, warm, t, base)
+            p = poisson_tail(x, lam, "upper", design)
+            advance(life, poisson_llr(x, lam, s.spike_ratio) / design, warm, t, base)
             practical, extreme = x >= s.min_ratio * lam, big and x >= s.spike_extreme_ratio * lam
             reading = Reading("traffic_spike", "impressions", x, lam, *band, window.impressions)
         else:
-            llr = poisson_llr(x, lam, s.drop_ratio) / design
-            if mixed:
-                llr = min(llr, gauss_llr(y, self.log_drop, log_var))
-            advance(life, llr, warm, t, base)
+            p = poisson_tail(x, lam, "lower", design)
+            advance(life, poisson_llr(x, lam, s.drop_ratio) / design, warm, t, base)
             practical, extreme = x <= s.drop_max_ratio * lam, big and x <= s.drop_extreme_ratio * lam
             reading = Reading("traffic_drop", "impressions", x, lam, *band, window.impressions)
-        evidence = 1.0 / (design / lam + s2)  # the pooled ratio's information: var(log x / lam)
+        evidence = lam / design  # the pooled ratio's information: var(x / lam) = design / lam
         return judge(reading, life, z_from_p(p), p, gate, warm and practical, t, extreme, base, evidence)
