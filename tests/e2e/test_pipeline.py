@@ -202,7 +202,9 @@ def _run(
     except PollTimeout:
         seen = alerts.decoded(Alert)
         still = sorted({a.fingerprint for a in seen} - {a.fingerprint for a in seen if a.status == "resolved"})
-        raise PollTimeout(f"alerts still firing after 720 s: {still}") from None
+        fired = {(a.alert_type, f"{a.country}|{a.ad_format}") for a in seen if a.status == "firing"}
+        never = sorted(f"{t} {seg}" for t, seg in SCENARIOS.items() if (t, seg) not in fired)
+        raise PollTimeout(f"after 720 s: still firing {still}; never fired {never}") from None
     time.sleep(8)  # let the notifiers deliver the last resolutions
     pipeline.assert_running()
     return Outcome(
