@@ -301,3 +301,20 @@ def test_a_restarted_driver_takes_up_its_firing_episodes_and_resolves_each_once_
 
 def _fields(alert: Alert) -> dict[str, Any]:
     return {f: getattr(alert, f) for f in alert.__struct_fields__}
+
+
+def test_a_moment_of_lag_does_not_page_a_lasting_one_does_and_an_extreme_one_at_once() -> None:
+    """A producer backfilling far faster than real time skews a batch's partitions for a moment;
+    the driver pages a lag that lasts ``partition_lag_for_ms``, or one beyond EXTREME_LAG x the limit."""
+    lasting = StreamHealthSettings(no_data_ms=0, partition_lag_ms=60 * S, partition_lag_for_ms=60 * S)
+    moment = [batch(0, p0=0, p1=0), batch(2, p0=200, p1=90), batch(4, p0=204, p1=204), batch(70, p0=270, p1=270)]
+    assert run(moment, lasting) == []
+    lasts = [batch(0, p0=0, p1=0), batch(2, p0=200, p1=90), batch(40, p0=240, p1=130), batch(63, p0=263, p1=150)]
+    (firing,) = run(lasts, lasting)
+    assert (firing.alert_type, firing.segment_id, firing.window_start_ms) == (
+        "partition_lagging",
+        "partition=1",
+        T0 + 2 * S,
+    ), "the episode starts when the lag began"
+    extreme = [batch(0, p0=0, p1=0), batch(2, p0=400, p1=50)]
+    assert summary(run(extreme, lasting)) == [("partition_lagging", "firing", "partition=1")]

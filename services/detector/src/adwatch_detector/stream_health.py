@@ -41,6 +41,8 @@ RULE_ID = "stream"
 """The ``rule`` of a stream alert (metric labels, logs): the driver raised it, not a rule."""
 LATE_SHARE = 0.5
 MIN_LATE_EVENTS = 10
+EXTREME_LAG = 5.0
+"""A lag of this many times ``partition_lag_ms`` pages at once, without ``partition_lag_for_ms``."""
 """A batch in which a partition had at least half its events, and at least 10, dropped as late
 fires ``partition_lagging`` whatever its lag (the watermark is seconds; the lag threshold a minute)."""
 NO_DATA_SEVERITY: Severity = "critical"
@@ -53,6 +55,10 @@ class StreamHealthSettings:
 
     no_data_ms: int = 120_000
     partition_lag_ms: int = 60_000
+    partition_lag_for_ms: int = 0
+    """How long (processing time) a lag short of extreme must last before it pages; 0: at once. A
+    producer backfilling far faster than real time skews one batch's partitions for a moment
+    (their ends are sampled a moment apart); a lag that lasts is a lagging partition."""
     topic: str = "ad-events"
     rule_set: str = "default"
 
@@ -100,6 +106,8 @@ class StreamHealth:
     late_total: dict[int, int] = field(default_factory=dict)
     no_data: _Episode | None = None
     lagging: dict[int, _Episode] = field(default_factory=dict)
+    lag_since: dict[int, int] = field(default_factory=dict)
+    """Partitions breaching, not yet paged: since when (processing time)."""
 
     # --- inputs ---------------------------------------------------------------------------
     def resume(self, last_published: Iterable[Alert]) -> int:
@@ -185,10 +193,16 @@ class StreamHealth:
             if part is None or (part.events <= 0 and not part.late):
                 continue  # idle in this batch: nothing of it trails or is dropped (an idle partition holds nothing back)
             episode = self.lagging.get(p)
-            if episode is None and (lag_s * 1000 > limit or _mostly_late(parts.get(p))):
-                episode = self.lagging[p] = _Episode(now_ms, lag_s)
-                alerts.append(self._lag_alert("firing", now_ms, p, episode, lag_s, late.get(p, 0)))
-            elif episode is not None:
+            if episode is None:
+                if not (lag_s * 1000 > limit or _mostly_late(part)):
+                    self.lag_since.pop(p, None)
+                    continue
+                since = self.lag_since.setdefault(p, now_ms)
+                if lag_s * 1000 > EXTREME_LAG * limit or now_ms - since >= self.settings.partition_lag_for_ms:
+                    del self.lag_since[p]
+                    episode = self.lagging[p] = _Episode(since, lag_s)
+                    alerts.append(self._lag_alert("firing", now_ms, p, episode, lag_s, late.get(p, 0)))
+            else:
                 episode.peak = max(episode.peak, lag_s)
                 if lag_s * 1000 <= limit / 2 and not late.get(p, 0):
                     alerts.append(self._lag_alert("resolved", now_ms, p, episode, lag_s, 0))

@@ -73,6 +73,7 @@ class StreamWatcher:
             StreamHealthSettings(
                 no_data_ms=settings.no_data_seconds * 1000,
                 partition_lag_ms=settings.partition_lag_seconds * 1000,
+                partition_lag_for_ms=settings.partition_lag_seconds * 1000,  # a lag must last as long as it is
                 topic=settings.input_topic,
             )
         )
