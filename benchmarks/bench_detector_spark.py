@@ -30,8 +30,7 @@ from pyspark.sql import functions as F
 from adwatch.config import CommonSettings
 from adwatch.contracts import AD_FORMATS, AdEvent, encode
 from adwatch.kafka import ensure_topics, make_producer
-from adwatch_detector.job import explode_segments, parse_events, run_available
-from adwatch_detector.kafka_source import read_kafka_stream
+from adwatch_detector.job import explode_segments, read_events, run_available
 from adwatch_detector.metrics import DetectorMetrics
 from adwatch_detector.settings import DetectorSettings
 from adwatch_detector.sinks import BatchWriter
@@ -84,17 +83,10 @@ def events_per_s(progress: list[dict]) -> tuple[float, list[float]]:
 
 def run_ceiling(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> list[dict]:
     """The stateless ceiling: the job's source and parse, then a per-batch count per segment-minute."""
-    raw = read_kafka_stream(
-        spark,
-        common.kafka_bootstrap,
-        settings.input_topic,
-        source=settings.source,
-        max_offsets_per_trigger=settings.max_offsets_per_trigger,
-    )
-    events = explode_segments(parse_events(raw, settings.hierarchy))
+    events = explode_segments(read_events(spark, settings, common))
 
     def aggregate(batch: DataFrame, _batch_id: int) -> None:
-        batch.groupBy("segment", F.window("event_time", "1 minute")).agg(
+        batch.groupBy("segment", F.window("event_time", f"{settings.window_seconds} seconds")).agg(
             F.count(F.lit(1)).alias("events"), F.sum("revenue_usd").alias("revenue"), F.sum("orphan").alias("orphans")
         ).write.format("noop").mode("overwrite").save()
 

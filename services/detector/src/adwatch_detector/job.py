@@ -369,10 +369,9 @@ def observe_partitions(events: DataFrame, partitions: int) -> DataFrame:
     return events.observe(PARTITIONS_OBSERVATION, *aggs)
 
 
-def build_stream(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
-    """Source -> parse -> watermark -> stateful detection: the rows ``foreachBatch`` writes out."""
-    from adwatch_detector.rules import RuleEngine, load_rules
-
+def read_events(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
+    """The input topic, parsed with the settings' hard edges (:func:`parse_events`): what the job
+    and the throughput benchmark's stateless ceiling both start from."""
     raw = read_kafka_stream(
         spark,
         common.kafka_bootstrap,
@@ -381,10 +380,17 @@ def build_stream(spark: SparkSession, settings: DetectorSettings, common: Common
         starting_offsets=settings.starting_offsets,
         max_offsets_per_trigger=settings.max_offsets_per_trigger,
     )
+    return parse_events(
+        raw, settings.hierarchy, settings.max_future_skew_seconds * 1000, settings.max_event_age_seconds * 1000
+    )
+
+
+def build_stream(spark: SparkSession, settings: DetectorSettings, common: CommonSettings) -> DataFrame:
+    """Source -> parse -> watermark -> stateful detection: the rows ``foreachBatch`` writes out."""
+    from adwatch_detector.rules import RuleEngine, load_rules
+
     hierarchy = settings.hierarchy
-    events = parse_events(
-        raw, hierarchy, settings.max_future_skew_seconds * 1000, settings.max_event_age_seconds * 1000
-    ).observe(
+    events = read_events(spark, settings, common).observe(
         "adwatch_input",
         F.count(F.lit(1)).alias("rows"),
         F.count("event_time_ms").alias("events"),
@@ -450,4 +456,12 @@ def run_available(
     return query
 
 
-__all__ = ["build_query", "build_stream", "explode_segments", "make_detect_fn", "parse_events", "run_available"]
+__all__ = [
+    "build_query",
+    "build_stream",
+    "explode_segments",
+    "make_detect_fn",
+    "parse_events",
+    "read_events",
+    "run_available",
+]
